@@ -1,0 +1,499 @@
+//! The annotation contract: how a Secret opts in, and what its annotations mean.
+//!
+//! Pure: no I/O. Every error names the secret, quotes the bad value, says what is wrong and
+//! shows a valid example.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::partition::Partition;
+
+/// Opts a Secret in: `<account>/<region>[, <account>/<region> ...]`.
+pub const REGISTRIES_ANNOTATION: &str = "deft.com/kubeecr";
+/// Optional IAM role assumed to fetch this secret's tokens.
+pub const ROLE_ANNOTATION: &str = "deft.com/kubeecr-role";
+/// Written by kubeecr: when the token in the secret expires (RFC 3339).
+pub const EXPIRES_AT_ANNOTATION: &str = "deft.com/kubeecr-expires-at";
+/// The only Secret type kubeecr fills.
+pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+const REGISTRIES_EXAMPLE: &str = "123456789012/us-west-2";
+const ROLE_EXAMPLE: &str = "arn:aws:iam::123456789012:role/ecr-pull";
+
+/// `namespace/name` of a Secret, the way errors and logs name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SecretRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One ECR registry: an account in a region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Registry {
+    account: String,
+    region: String,
+}
+
+impl Registry {
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn partition(&self) -> Partition {
+        Partition::of_region(&self.region).expect("regions are checked on parse")
+    }
+
+    /// The registry host, as written in `.dockerconfigjson` and in image references.
+    pub fn host(&self) -> String {
+        format!(
+            "{}.dkr.ecr.{}.{}",
+            self.account,
+            self.region,
+            self.partition().dns_suffix()
+        )
+    }
+}
+
+impl fmt::Display for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.account, self.region)
+    }
+}
+
+/// An IAM role ARN, checked for syntax.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoleArn {
+    arn: String,
+    partition_id: String,
+}
+
+impl RoleArn {
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    pub fn partition(&self) -> Partition {
+        Partition::from_id(&self.partition_id).expect("partitions are checked on parse")
+    }
+}
+
+impl fmt::Display for RoleArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// What an opted-in Secret asks for: its registries, and the role to fetch them with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrBinding {
+    pub registries: Vec<Registry>,
+    pub role: Option<RoleArn>,
+}
+
+/// A Secret's annotations break the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{secret}: {problem}")]
+pub struct ContractError {
+    pub secret: SecretRef,
+    pub problem: Problem,
+}
+
+/// What is wrong, with the bad value quoted and a valid example.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error(
+        "{REGISTRIES_ANNOTATION} is empty: list one or more <account>/<region> entries, e.g. {REGISTRIES_EXAMPLE}"
+    )]
+    EmptyValue,
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value:?} has an empty entry: separate entries with single commas, e.g. 123456789012/us-west-2,210987654321/eu-central-1"
+    )]
+    EmptyEntry { value: String },
+    #[error("{REGISTRIES_ANNOTATION} {}: must be <account>/<region>, e.g. {REGISTRIES_EXAMPLE}", quote_entry(.value, .entry))]
+    NotAccountRegion { value: String, entry: String },
+    #[error("{REGISTRIES_ANNOTATION} {}: account id must be 12 digits, e.g. 123456789012/{region}", quote_entry(.value, .entry))]
+    BadAccount {
+        value: String,
+        entry: String,
+        region: String,
+    },
+    #[error("{REGISTRIES_ANNOTATION} {}: region {region:?} must be lowercase, e.g. {account}/{}", quote_entry(.value, .entry), .region.to_lowercase())]
+    UppercaseRegion {
+        value: String,
+        entry: String,
+        account: String,
+        region: String,
+    },
+    #[error("{REGISTRIES_ANNOTATION} {}: {region:?} is not an AWS region, e.g. {account}/us-west-2", quote_entry(.value, .entry))]
+    UnknownRegion {
+        value: String,
+        entry: String,
+        account: String,
+        region: String,
+    },
+    #[error("{REGISTRIES_ANNOTATION} {value:?}: lists {entry} more than once; list each registry once")]
+    Duplicate { value: String, entry: String },
+    #[error("{ROLE_ANNOTATION} {value:?}: not an IAM role ARN; use arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {ROLE_EXAMPLE}")]
+    BadRoleArn { value: String },
+    #[error("{ROLE_ANNOTATION} {value:?}: role is in partition {role_partition} but registry {registry} is in {registry_partition}; use a role of partition {registry_partition}")]
+    RolePartitionMismatch {
+        value: String,
+        role_partition: Partition,
+        registry: String,
+        registry_partition: Partition,
+    },
+    #[error("{ROLE_ANNOTATION} {value:?}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to add a matching --allowed-role-arns pattern, e.g. 'arn:aws:iam::123456789012:role/ecr-*'")]
+    RoleNotAllowed { value: String, allowed: String },
+    #[error("{REGISTRIES_ANNOTATION}: registry {registry} is not allowed by this kubeecr installation (allowed: {allowed}); use an allowed registry or ask its operator to extend --allowed-registries")]
+    RegistryNotAllowed { registry: String, allowed: String },
+    #[error("namespace {namespace:?} is not served by this kubeecr installation ({why}); remove the {REGISTRIES_ANNOTATION} annotation or ask its operator to serve the namespace")]
+    NamespaceNotServed { namespace: String, why: String },
+    #[error("type is {found:?}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE}; create the secret with that type (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation")]
+    WrongType { found: String },
+}
+
+/// Quotes the whole value, and the offending entry too when the value has several.
+fn quote_entry(value: &str, entry: &str) -> String {
+    if value.trim() == entry {
+        format!("{value:?}")
+    } else {
+        format!("{value:?}: entry {entry:?}")
+    }
+}
+
+static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^arn:([a-z0-9-]+):iam::([0-9]{12}):role/((?:[\w+=,.@-]+/)*)([\w+=,.@-]{1,64})$")
+        .expect("static role pattern")
+});
+
+impl ContractError {
+    fn new(secret: &SecretRef, problem: Problem) -> Self {
+        Self {
+            secret: secret.clone(),
+            problem,
+        }
+    }
+}
+
+/// Reads a Secret's opt-in annotations. `Ok(None)`: the secret has not opted in.
+pub fn binding_of(
+    secret: &SecretRef,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<EcrBinding>, ContractError> {
+    let Some(value) = annotations.get(REGISTRIES_ANNOTATION) else {
+        return Ok(None);
+    };
+    let registries = parse_registries(value).map_err(|p| ContractError::new(secret, p))?;
+    let role = match annotations.get(ROLE_ANNOTATION) {
+        None => None,
+        Some(arn) => Some(parse_role(arn, &registries).map_err(|p| ContractError::new(secret, p))?),
+    };
+    Ok(Some(EcrBinding { registries, role }))
+}
+
+/// Checks the Secret's type: kubeecr only fills `kubernetes.io/dockerconfigjson`.
+pub fn check_type(secret: &SecretRef, type_: Option<&str>) -> Result<(), ContractError> {
+    match type_ {
+        Some(DOCKER_CONFIG_JSON_TYPE) => Ok(()),
+        // The API server defaults a missing type to Opaque.
+        other => Err(ContractError::new(
+            secret,
+            Problem::WrongType {
+                found: other.unwrap_or("Opaque").to_string(),
+            },
+        )),
+    }
+}
+
+/// Parses `<account>/<region>[, ...]`.
+pub fn parse_registries(value: &str) -> Result<Vec<Registry>, Problem> {
+    if value.trim().is_empty() {
+        return Err(Problem::EmptyValue);
+    }
+    let mut registries: Vec<Registry> = Vec::new();
+    for entry in value.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(Problem::EmptyEntry {
+                value: value.to_string(),
+            });
+        }
+        let registry = parse_entry(value, entry)?;
+        if registries.contains(&registry) {
+            return Err(Problem::Duplicate {
+                value: value.to_string(),
+                entry: registry.to_string(),
+            });
+        }
+        registries.push(registry);
+    }
+    Ok(registries)
+}
+
+fn parse_entry(value: &str, entry: &str) -> Result<Registry, Problem> {
+    let (account, region) = entry
+        .split_once('/')
+        .filter(|(a, r)| !a.trim().is_empty() && !r.trim().is_empty() && !r.contains('/'))
+        .ok_or_else(|| Problem::NotAccountRegion {
+            value: value.to_string(),
+            entry: entry.to_string(),
+        })?;
+    let (account, region) = (account.trim(), region.trim());
+    let example_region = if Partition::of_region(region).is_some() {
+        region
+    } else {
+        "us-west-2"
+    };
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Problem::BadAccount {
+            value: value.to_string(),
+            entry: entry.to_string(),
+            region: example_region.to_string(),
+        });
+    }
+    if Partition::of_region(region).is_none() {
+        let lower = region.to_lowercase();
+        let problem = if lower != region && Partition::of_region(&lower).is_some() {
+            Problem::UppercaseRegion {
+                value: value.to_string(),
+                entry: entry.to_string(),
+                account: account.to_string(),
+                region: region.to_string(),
+            }
+        } else {
+            Problem::UnknownRegion {
+                value: value.to_string(),
+                entry: entry.to_string(),
+                account: account.to_string(),
+                region: region.to_string(),
+            }
+        };
+        return Err(problem);
+    }
+    Ok(Registry {
+        account: account.to_string(),
+        region: region.to_string(),
+    })
+}
+
+/// Parses a role ARN and checks that it can serve every registry's partition.
+pub fn parse_role(value: &str, registries: &[Registry]) -> Result<RoleArn, Problem> {
+    let bad = || Problem::BadRoleArn {
+        value: value.to_string(),
+    };
+    let arn = value.trim();
+    let caps = ROLE_ARN.captures(arn).ok_or_else(bad)?;
+    let partition_id = &caps[1];
+    let role_partition = Partition::from_id(partition_id).ok_or_else(bad)?;
+    if arn.len() > 2048 || caps[3].len() > 512 {
+        return Err(bad());
+    }
+    if let Some(registry) = registries.iter().find(|r| r.partition() != role_partition) {
+        return Err(Problem::RolePartitionMismatch {
+            value: value.to_string(),
+            role_partition,
+            registry: registry.to_string(),
+            registry_partition: registry.partition(),
+        });
+    }
+    Ok(RoleArn {
+        arn: arn.to_string(),
+        partition_id: partition_id.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn secret() -> SecretRef {
+        SecretRef::new("default", "pull")
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn error_of(value: &str) -> String {
+        binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn no_annotation_means_not_opted_in() {
+        let got = binding_of(&secret(), &annotations(&[("other", "x")])).unwrap();
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn parses_entries_with_spaces_and_derives_hosts() {
+        let value = " 123456789012/us-west-2 , 210987654321/cn-north-1,111111111111/us-iso-east-1";
+        let binding = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]))
+            .unwrap()
+            .unwrap();
+        let hosts: Vec<String> = binding.registries.iter().map(Registry::host).collect();
+        assert_eq!(
+            hosts,
+            [
+                "123456789012.dkr.ecr.us-west-2.amazonaws.com",
+                "210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn",
+                "111111111111.dkr.ecr.us-iso-east-1.c2s.ic.gov",
+            ]
+        );
+        assert_eq!(binding.role, None);
+    }
+
+    #[test]
+    fn hosts_of_every_partition() {
+        let cases = [
+            ("us-gov-west-1", "123456789012.dkr.ecr.us-gov-west-1.amazonaws.com"),
+            ("us-isob-east-1", "123456789012.dkr.ecr.us-isob-east-1.sc2s.sgov.gov"),
+            ("eu-isoe-west-1", "123456789012.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk"),
+            ("us-isof-south-1", "123456789012.dkr.ecr.us-isof-south-1.csp.hci.ic.gov"),
+        ];
+        for (region, host) in cases {
+            let r = parse_registries(&format!("123456789012/{region}")).unwrap();
+            assert_eq!(r[0].host(), host);
+        }
+    }
+
+    #[test]
+    fn short_account_message_matches_the_contract() {
+        assert_eq!(
+            error_of("12345/us-west-2"),
+            r#"default/pull: deft.com/kubeecr "12345/us-west-2": account id must be 12 digits, e.g. 123456789012/us-west-2"#
+        );
+    }
+
+    #[test]
+    fn bad_entry_among_several_is_named() {
+        let msg = error_of("123456789012/us-west-2, 12345678901x/eu-west-1");
+        assert_eq!(
+            msg,
+            r#"default/pull: deft.com/kubeecr "123456789012/us-west-2, 12345678901x/eu-west-1": entry "12345678901x/eu-west-1": account id must be 12 digits, e.g. 123456789012/eu-west-1"#
+        );
+    }
+
+    #[test]
+    fn each_problem_has_an_actionable_message() {
+        let cases = [
+            ("", "is empty"),
+            ("   ", "is empty"),
+            ("123456789012/us-west-2,", "has an empty entry"),
+            ("123456789012", "must be <account>/<region>"),
+            ("123456789012/", "must be <account>/<region>"),
+            ("123456789012/us-west-2/x", "must be <account>/<region>"),
+            ("123456789012/US-WEST-2", "must be lowercase, e.g. 123456789012/us-west-2"),
+            ("123456789012/moon-base-1", r#""moon-base-1" is not an AWS region"#),
+            ("123456789012/us-west-2,123456789012/us-west-2", "lists 123456789012/us-west-2 more than once"),
+            ("１２３４５６７８９０１２/us-west-2", "account id must be 12 digits"),
+        ];
+        for (value, expected) in cases {
+            let msg = error_of(value);
+            assert!(msg.starts_with("default/pull: "), "{msg}");
+            assert!(msg.contains(expected), "{value:?}: {msg}");
+            assert!(msg.contains("e.g.") || msg.contains("once"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn role_is_parsed_and_checked_against_partitions() {
+        let ok = annotations(&[
+            (REGISTRIES_ANNOTATION, "123456789012/us-gov-west-1"),
+            (ROLE_ANNOTATION, "arn:aws-us-gov:iam::123456789012:role/team/ecr-pull"),
+        ]);
+        let binding = binding_of(&secret(), &ok).unwrap().unwrap();
+        assert_eq!(
+            binding.role.unwrap().as_str(),
+            "arn:aws-us-gov:iam::123456789012:role/team/ecr-pull"
+        );
+
+        let mismatch = annotations(&[
+            (REGISTRIES_ANNOTATION, "123456789012/cn-north-1"),
+            (ROLE_ANNOTATION, "arn:aws:iam::123456789012:role/ecr-pull"),
+        ]);
+        let msg = binding_of(&secret(), &mismatch).unwrap_err().to_string();
+        assert!(msg.contains("partition aws but registry 123456789012/cn-north-1 is in aws-cn"), "{msg}");
+
+        for bad in [
+            "arn:aws:iam::12345:role/x",
+            "arn:aws:iam::123456789012:user/x",
+            "arn:aws:sts::123456789012:role/x",
+            "arn:aws-moon:iam::123456789012:role/x",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role/a b",
+        ] {
+            let a = annotations(&[(REGISTRIES_ANNOTATION, "123456789012/us-west-2"), (ROLE_ANNOTATION, bad)]);
+            let msg = binding_of(&secret(), &a).unwrap_err().to_string();
+            assert!(msg.contains("not an IAM role ARN"), "{bad}: {msg}");
+            assert!(msg.contains(ROLE_EXAMPLE), "{msg}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let msg = check_type(&secret(), Some("Opaque")).unwrap_err().to_string();
+        assert!(msg.starts_with(r#"default/pull: type is "Opaque""#), "{msg}");
+        assert!(check_type(&secret(), None).is_err());
+        assert!(check_type(&secret(), Some(DOCKER_CONFIG_JSON_TYPE)).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn any_valid_list_round_trips(
+            entries in proptest::collection::btree_set(
+                ("[0-9]{12}", prop::sample::select(vec!["us-west-2", "eu-central-1", "cn-north-1", "us-gov-east-1", "ap-south-2"])),
+                1..6,
+            ),
+            sep in prop::sample::select(vec![",", ", ", " , "]),
+        ) {
+            let value = entries.iter().map(|(a, r)| format!("{a}/{r}")).collect::<Vec<_>>().join(sep);
+            let parsed = parse_registries(&value).unwrap();
+            let back: Vec<(String, String)> = parsed.iter().map(|r| (r.account().to_string(), r.region().to_string())).collect();
+            let expected: Vec<(String, String)> = entries.iter().map(|(a, r)| (a.clone(), r.to_string())).collect();
+            prop_assert_eq!(back, expected);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics_and_errors_quote_it(value in ".{0,80}") {
+            if let Err(e) = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, &value)])) {
+                let msg = e.to_string();
+                prop_assert!(msg.starts_with("default/pull: deft.com/kubeecr"));
+                prop_assert!(msg.contains("e.g.") || msg.contains("more than once"));
+            }
+        }
+
+        #[test]
+        fn accounts_of_other_lengths_are_refused(account in "[0-9]{1,11}|[0-9]{13,20}") {
+            let value = format!("{account}/us-west-2");
+            let bad_account = matches!(parse_registries(&value), Err(Problem::BadAccount { .. }));
+            prop_assert!(bad_account);
+        }
+    }
+}

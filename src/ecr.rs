@@ -1,0 +1,144 @@
+//! The ECR token source: GetAuthorizationToken through the AWS SDK.
+//!
+//! Credentials come from aws-config's default chain (env keys, IRSA web identity, EKS Pod
+//! Identity, profiles), and from STS AssumeRole for secrets that name a role.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain};
+use aws_sdk_ecr::error::{DisplayErrorContext, SdkError};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use secrecy::SecretString;
+use tokio::sync::Mutex;
+
+use crate::token::{FetchedToken, TokenKey};
+use crate::token_cache::{FetchError, FetchErrorKind, TokenSource};
+
+/// Where and how to reach AWS.
+#[derive(Debug, Clone, Default)]
+pub struct EcrSettings {
+    /// ECR endpoint override (VPC endpoint, tests). `AWS_ENDPOINT_URL_ECR` and
+    /// `AWS_ENDPOINT_URL` are honoured by the SDK when this is unset.
+    pub ecr_endpoint: Option<String>,
+    /// STS endpoint override, for AssumeRole.
+    pub sts_endpoint: Option<String>,
+    /// Bound on one call, retries included.
+    pub call_timeout: Duration,
+}
+
+/// The AWS config kubeecr runs with: the default chains, ring-based TLS, bounded calls.
+pub fn config_loader(settings: &EcrSettings) -> aws_config::ConfigLoader {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let region = RegionProviderChain::default_provider().or_else(Region::from_static("us-east-1"));
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .region(region)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(settings.call_timeout.min(Duration::from_secs(10)))
+                .operation_timeout(settings.call_timeout)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+}
+
+pub struct EcrTokenSource {
+    base: SdkConfig,
+    settings: EcrSettings,
+    clients: Mutex<HashMap<TokenKey, aws_sdk_ecr::Client>>,
+}
+
+impl EcrTokenSource {
+    /// Loads the default credential chain once; clients per key are built lazily.
+    pub async fn from_env(settings: EcrSettings) -> Self {
+        Self::new(config_loader(&settings).load().await, settings)
+    }
+
+    pub fn new(base: SdkConfig, settings: EcrSettings) -> Self {
+        Self {
+            base,
+            settings,
+            clients: Mutex::default(),
+        }
+    }
+
+    async fn client(&self, key: &TokenKey) -> aws_sdk_ecr::Client {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(key) {
+            return client.clone();
+        }
+        let region = Region::new(key.region.clone());
+        let mut config = aws_sdk_ecr::config::Builder::from(&self.base).region(region.clone());
+        if let Some(endpoint) = &self.settings.ecr_endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        if let Some(role) = &key.role {
+            let mut sts = self.base.clone().into_builder();
+            if let Some(endpoint) = &self.settings.sts_endpoint {
+                sts = sts.endpoint_url(endpoint);
+            }
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role.as_str())
+                .session_name("kubeecr")
+                .region(region)
+                .configure(&sts.build())
+                .build()
+                .await;
+            config = config.credentials_provider(provider);
+        }
+        let client = aws_sdk_ecr::Client::from_conf(config.build());
+        clients.insert(key.clone(), client.clone());
+        client
+    }
+
+    fn endpoint_note(&self) -> String {
+        match &self.settings.ecr_endpoint {
+            Some(endpoint) => format!(" (endpoint {endpoint})"),
+            None => String::new(),
+        }
+    }
+}
+
+impl TokenSource for EcrTokenSource {
+    fn fetch<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
+        Box::pin(async move {
+            let client = self.client(key).await;
+            let error = |kind, message: String| FetchError {
+                key: key.clone(),
+                kind,
+                message,
+            };
+            let out = client.get_authorization_token().send().await.map_err(|e| {
+                let kind = match &e {
+                    SdkError::ServiceError(_) => FetchErrorKind::Service,
+                    _ => FetchErrorKind::Unreachable,
+                };
+                let message = format!(
+                    "GetAuthorizationToken failed{}: {}",
+                    self.endpoint_note(),
+                    DisplayErrorContext(&e)
+                );
+                error(kind, message)
+            })?;
+            let data = out
+                .authorization_data()
+                .first()
+                .ok_or_else(|| error(FetchErrorKind::Malformed, "GetAuthorizationToken returned no authorizationData".into()))?;
+            let token = data
+                .authorization_token()
+                .ok_or_else(|| error(FetchErrorKind::Malformed, "GetAuthorizationToken returned no authorizationToken".into()))?;
+            Ok(FetchedToken {
+                authorization_token: SecretString::from(token.to_string()),
+                expires_at: data.expires_at().and_then(|t| Timestamp::from_second(t.secs()).ok()),
+            })
+        })
+    }
+}
+

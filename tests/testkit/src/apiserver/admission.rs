@@ -1,0 +1,340 @@
+//! Admission webhooks, called the way kube-apiserver calls them: over HTTPS verified with the
+//! caBundle, `?timeout=` on the URL, mutating webhooks first (JSONPatch applied), then the
+//! built-in Secret validation, then validating webhooks; `failurePolicy`, `timeoutSeconds`,
+//! `rules`, a `kubernetes.io/metadata.name` namespaceSelector and `matchConditions`.
+//!
+//! matchConditions are not CEL in general: only the shape "object or oldObject carries
+//! annotation K" is recognised, and any other expression panics so that the double and
+//! `webhook-config/` cannot drift apart silently.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+use super::status::ApiError;
+use super::store::validate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+        }
+    }
+
+    fn options_kind(self) -> &'static str {
+        match self {
+            Self::Create => "CreateOptions",
+            Self::Update => "UpdateOptions",
+            Self::Delete => "DeleteOptions",
+        }
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub struct Webhook {
+    pub name: String,
+    pub mutating: bool,
+    pub url: String,
+    pub operations: Vec<String>,
+    pub fail_closed: bool,
+    pub timeout: Duration,
+    /// From matchConditions: call only when the object or old object carries this annotation.
+    pub match_annotation: Option<String>,
+    pub excluded_namespaces: Vec<String>,
+    client: HttpsClient,
+}
+
+/// One webhook call, for assertions.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub webhook: String,
+    pub operation: Operation,
+    pub namespace: String,
+    pub name: String,
+    /// `allowed`, `denied`, `patched`, or `error: ...`.
+    pub outcome: String,
+}
+
+#[derive(Default)]
+pub struct Webhooks {
+    hooks: RwLock<Vec<Arc<Webhook>>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+fn https_client(ca_pem: &[u8]) -> HttpsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("caBundle PEM")).expect("caBundle cert");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_all_versions()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+fn annotation_of_condition(expression: &str) -> String {
+    let re = "' in object.metadata.annotations";
+    let end = expression.find(re).unwrap_or_else(|| panic!("unsupported matchCondition: {expression}"));
+    let start = expression[..end].rfind('\'').expect("quoted annotation key");
+    let key = &expression[start + 1..end];
+    assert!(
+        expression.contains(&format!("'{key}' in oldObject.metadata.annotations")),
+        "matchCondition must also match the old object: {expression}"
+    );
+    key.to_string()
+}
+
+fn excluded_namespaces(selector: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if selector.is_null() {
+        return out;
+    }
+    if selector.get("matchLabels").is_some_and(|m| m.as_object().is_some_and(|m| !m.is_empty())) {
+        panic!("unsupported namespaceSelector: {selector}");
+    }
+    for expr in selector["matchExpressions"].as_array().into_iter().flatten() {
+        assert_eq!(expr["key"], "kubernetes.io/metadata.name", "unsupported namespaceSelector: {selector}");
+        assert_eq!(expr["operator"], "NotIn", "unsupported namespaceSelector: {selector}");
+        out.extend(expr["values"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string));
+    }
+    out
+}
+
+fn has_annotation(obj: Option<&Value>, key: &str) -> bool {
+    obj.and_then(|o| o.pointer("/metadata/annotations"))
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key(key))
+}
+
+impl Webhooks {
+    /// Registers every webhook of the (Mutating|Validating)WebhookConfiguration documents in
+    /// `yaml`, calling `base_url` + the service path instead of the in-cluster Service.
+    pub fn register_yaml(&self, yaml: &str, base_url: &str, ca_pem: &[u8]) {
+        for doc in serde_norway::Deserializer::from_str(yaml) {
+            let doc: Value = serde_json::to_value(
+                <serde_norway::Value as serde::Deserialize>::deserialize(doc).expect("webhook YAML"),
+            )
+            .expect("YAML to JSON");
+            let mutating = match doc["kind"].as_str() {
+                Some("MutatingWebhookConfiguration") => true,
+                Some("ValidatingWebhookConfiguration") => false,
+                _ => continue,
+            };
+            for w in doc["webhooks"].as_array().expect("webhooks") {
+                assert_eq!(w["admissionReviewVersions"], json!(["v1"]), "admissionReviewVersions");
+                assert_eq!(w["sideEffects"], "None", "sideEffects");
+                let path = w["clientConfig"]["service"]["path"].as_str().expect("service path");
+                let rules = w["rules"].as_array().expect("rules");
+                assert!(
+                    rules.iter().any(|r| r["resources"].as_array().unwrap().contains(&json!("secrets"))),
+                    "rules must cover secrets"
+                );
+                let conditions = w["matchConditions"].as_array().cloned().unwrap_or_default();
+                self.register(Webhook {
+                    name: w["name"].as_str().expect("name").to_string(),
+                    mutating,
+                    url: format!("{base_url}{path}"),
+                    operations: rules
+                        .iter()
+                        .flat_map(|r| r["operations"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()))
+                        .collect(),
+                    fail_closed: w["failurePolicy"].as_str().unwrap_or("Fail") == "Fail",
+                    timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
+                    match_annotation: conditions
+                        .iter()
+                        .map(|c| annotation_of_condition(c["expression"].as_str().expect("expression")))
+                        .next(),
+                    excluded_namespaces: excluded_namespaces(&w["namespaceSelector"]),
+                    client: https_client(ca_pem),
+                });
+            }
+        }
+    }
+
+    pub fn register(&self, webhook: Webhook) {
+        self.hooks.write().unwrap().push(Arc::new(webhook));
+    }
+
+    pub fn clear(&self) {
+        self.hooks.write().unwrap().clear();
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Runs admission for one write. Returns the (possibly mutated) object and the warnings
+    /// for the client.
+    pub async fn admit(
+        &self,
+        op: Operation,
+        namespace: &str,
+        name: &str,
+        object: Option<&Value>,
+        old: Option<&Value>,
+        dry_run: bool,
+    ) -> Result<(Option<Value>, Vec<String>), ApiError> {
+        let hooks: Vec<Arc<Webhook>> = self.hooks.read().unwrap().clone();
+        let mut object = object.cloned();
+        let mut warnings = Vec::new();
+        let applies = |w: &Webhook, object: Option<&Value>| {
+            w.operations.iter().any(|o| o == op.as_str() || o == "*")
+                && !w.excluded_namespaces.iter().any(|n| n == namespace)
+                && w.match_annotation
+                    .as_ref()
+                    .is_none_or(|k| has_annotation(object, k) || has_annotation(old, k))
+        };
+        for hook in hooks.iter().filter(|w| w.mutating) {
+            if !applies(hook, object.as_ref()) {
+                continue;
+            }
+            if let Some(response) = self.call(hook, op, namespace, name, object.as_ref(), old, dry_run, &mut warnings).await? {
+                if let Some(patch) = response["patch"].as_str() {
+                    let ops: json_patch::Patch = serde_json::from_slice(&STANDARD.decode(patch).expect("patch base64"))
+                        .map_err(|e| internal(hook, &format!("invalid JSONPatch: {e}")))?;
+                    let doc = object.as_mut().expect("mutating a deleted object");
+                    json_patch::patch(doc, &ops).map_err(|e| internal(hook, &format!("JSONPatch does not apply: {e}")))?;
+                }
+            }
+        }
+        if let Some(obj) = &object {
+            validate(obj, old)?;
+        }
+        for hook in hooks.iter().filter(|w| !w.mutating) {
+            if applies(hook, object.as_ref()) {
+                self.call(hook, op, namespace, name, object.as_ref(), old, dry_run, &mut warnings).await?;
+            }
+        }
+        Ok((object, warnings))
+    }
+
+    /// One call. `Ok(None)`: failed open. `Err`: denied, or failed closed.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        hook: &Webhook,
+        op: Operation,
+        namespace: &str,
+        name: &str,
+        object: Option<&Value>,
+        old: Option<&Value>,
+        dry_run: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Value>, ApiError> {
+        let uid = uuid::Uuid::new_v4().to_string();
+        let gvk = json!({"group": "", "version": "v1", "kind": "Secret"});
+        let gvr = json!({"group": "", "version": "v1", "resource": "secrets"});
+        let review = json!({
+            "kind": "AdmissionReview",
+            "apiVersion": "admission.k8s.io/v1",
+            "request": {
+                "uid": uid,
+                "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+                "name": name, "namespace": namespace, "operation": op.as_str(),
+                "userInfo": {"username": "double-admin", "groups": ["system:masters", "system:authenticated"]},
+                "object": object, "oldObject": old, "dryRun": dry_run,
+                "options": {"kind": op.options_kind(), "apiVersion": "meta.k8s.io/v1"},
+            }
+        });
+        let url = format!("{}?timeout={}s", hook.url, hook.timeout.as_secs());
+        let record = |outcome: String| {
+            self.calls.lock().unwrap().push(Call {
+                webhook: hook.name.clone(),
+                operation: op,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                outcome,
+            });
+        };
+        let response = match tokio::time::timeout(hook.timeout, post(&hook.client, &url, &review)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e).unwrap_or_else(|e: String| json!({"__error": e})),
+            Err(_) => json!({"__error": "context deadline exceeded"}),
+        };
+        let failure = if let Some(e) = response.get("__error") {
+            Some(e.as_str().unwrap_or("").to_string())
+        } else if response["response"]["uid"] != json!(uid) {
+            Some(format!("expected response.uid={uid:?}, got {}", response["response"]["uid"]))
+        } else {
+            None
+        };
+        if let Some(e) = failure {
+            record(format!("error: {e}"));
+            if hook.fail_closed {
+                return Err(internal(hook, &format!("failed to call webhook: Post {url:?}: {e}")));
+            }
+            return Ok(None);
+        }
+        let r = &response["response"];
+        for w in r["warnings"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            warnings.push(w.to_string());
+        }
+        if r["allowed"] != json!(true) {
+            record("denied".into());
+            let status = &r["status"];
+            let code = status["code"].as_u64().unwrap_or(0).max(400) as u16;
+            let message = match status["message"].as_str() {
+                Some(m) if !m.is_empty() => format!("admission webhook {:?} denied the request: {m}", hook.name),
+                _ => format!("admission webhook {:?} denied the request without explanation", hook.name),
+            };
+            let mut e = ApiError::new(code, "Forbidden", message);
+            if code == 400 {
+                e.reason = "BadRequest";
+            }
+            return Err(e);
+        }
+        record(if r.get("patch").is_some_and(|p| !p.is_null()) { "patched" } else { "allowed" }.into());
+        Ok(Some(r.clone()))
+    }
+}
+
+fn internal(hook: &Webhook, message: &str) -> ApiError {
+    ApiError::new(
+        500,
+        "InternalError",
+        format!("Internal error occurred: failed calling webhook {:?}: {message}", hook.name),
+    )
+}
+
+async fn post(client: &HttpsClient, url: &str, review: &Value) -> Result<Value, String> {
+    let request = http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(review).unwrap())))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("expected webhook response of 200, got {}", status.as_u16()));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("decoding the AdmissionReview: {e}"))
+}

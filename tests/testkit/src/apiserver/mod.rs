@@ -1,0 +1,498 @@
+//! A test double of kube-apiserver for Secrets, served over HTTP on 127.0.0.1.
+//!
+//! It keeps kube-apiserver's contract where kubeecr depends on it: resourceVersion and 409 on
+//! a stale one, create/get/list (paged, with 410 for expired continue tokens), metadata-only
+//! lists (`as=PartialObjectMetadataList`), merge, strategic-merge (map-only, as for Secrets),
+//! JSON and apply patches, watch with 410 Gone, dry-run, built-in Secret validation, and
+//! admission webhooks called over HTTPS (see `admission`). Server-side apply is approximated
+//! as a merge of the applied object (no field ownership).
+
+pub mod admission;
+pub mod status;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use admission::{Operation, Webhooks};
+use status::ApiError;
+use store::{Key, Store, name_of, normalize, rv_of};
+
+/// One request as the double saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub accept: String,
+    pub content_type: String,
+}
+
+impl Recorded {
+    pub fn is_metadata_only(&self) -> bool {
+        self.accept.contains("as=PartialObjectMetadata")
+    }
+}
+
+/// A failure to inject into the next matching requests.
+#[derive(Debug, Clone)]
+struct Fault {
+    method: Method,
+    path_contains: String,
+    remaining: usize,
+    error: ApiError,
+}
+
+#[derive(Default)]
+pub struct Shared {
+    pub store: Store,
+    pub webhooks: Webhooks,
+    requests: Mutex<Vec<Recorded>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ListQuery {
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_: Option<String>,
+    watch: Option<String>,
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(rename = "dryRun")]
+    dry_run: Option<String>,
+    #[serde(rename = "fieldManager")]
+    field_manager: Option<String>,
+}
+
+impl FakeApiServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/api/v1/secrets", get(list_all))
+            .route("/api/v1/namespaces/{ns}/secrets", get(list_ns).post(create))
+            .route(
+                "/api/v1/namespaces/{ns}/secrets/{name}",
+                get(get_one).put(replace).patch(patch).delete(delete),
+            )
+            .route("/version", get(|| async { axum::Json(json!({"major": "1", "minor": "36", "gitVersion": "v1.36.2-kubeecr-double"})) }))
+            .fallback(|uri: Uri| async move {
+                ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({uri})"))
+            })
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake apiserver");
+        });
+        Self { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.shared.webhooks
+    }
+
+    pub fn config(&self) -> kube::Config {
+        let mut config = kube::Config::new(self.url().parse().expect("url"));
+        config.default_namespace = "default".into();
+        config.read_timeout = Some(Duration::from_secs(30));
+        config
+    }
+
+    pub fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config()).expect("client")
+    }
+
+    /// A kubeconfig file pointing at the double, for the CLI and kubectl.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: double\ncurrent-context: double\nusers:\n- name: double\n  user:\n    token: not-checked\n",
+            self.url()
+        );
+        std::fs::write(path, kubeconfig).expect("write kubeconfig");
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().unwrap().clear();
+    }
+
+    /// The next `times` requests of `method` whose `path?query` contains `path_contains` fail with
+    /// `code` and `reason`.
+    pub fn fail_next(&self, method: Method, path_contains: &str, times: usize, code: u16, reason: &'static str) {
+        self.shared.faults.lock().unwrap().push(Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            remaining: times,
+            error: ApiError::new(code, reason, format!("injected {code} {reason}")),
+        });
+    }
+}
+
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let recorded = {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Recorded {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or("").to_string(),
+            accept: header("accept"),
+            content_type: header("content-type"),
+        }
+    };
+    shared.requests.lock().unwrap().push(recorded.clone());
+    let injected = {
+        let mut faults = shared.faults.lock().unwrap();
+        let hit = faults
+            .iter_mut()
+            .find(|f| {
+                let target = format!("{}?{}", recorded.path, recorded.query);
+                f.method == recorded.method && target.contains(&f.path_contains) && f.remaining > 0
+            });
+        hit.map(|f| {
+            f.remaining -= 1;
+            f.error.clone()
+        })
+    };
+    match injected {
+        Some(error) => error.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+fn as_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+fn encode_continue(rv: u64, last: &Key) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!([rv, last.0, last.1])).unwrap())
+}
+
+fn decode_continue(token: &str) -> Option<(u64, Key)> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    let (rv, ns, name): (u64, String, String) = serde_json::from_slice(&bytes).ok()?;
+    Some((rv, (ns, name)))
+}
+
+async fn list_all(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>, headers: HeaderMap) -> Response {
+    list(s, None, q, headers).await
+}
+
+async fn list_ns(
+    State(s): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    list(s, Some(ns), q, headers).await
+}
+
+async fn list(s: Arc<Shared>, ns: Option<String>, q: ListQuery, headers: HeaderMap) -> Response {
+    let metadata = wants_metadata(&headers);
+    if q.watch.as_deref().is_some_and(|w| w == "true" || w == "1") {
+        return watch(s, ns, q, metadata);
+    }
+    let after = match q.continue_.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(token) => match decode_continue(token) {
+            None => return ApiError::bad_request("continue key is not valid").into_response(),
+            Some((rv, _)) if rv < s.store.continue_floor() => {
+                return ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                )
+                .into_response();
+            }
+            Some((_, key)) => Some(key),
+        },
+    };
+    let (rv, items, more) = s.store.list(ns.as_deref(), after.as_ref(), q.limit.filter(|l| *l > 0));
+    let mut list_meta = json!({"resourceVersion": rv.to_string()});
+    if more && let Some(last) = items.last() {
+        let key = (
+            last["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+            name_of(last).to_string(),
+        );
+        list_meta["continue"] = json!(encode_continue(rv, &key));
+    }
+    let body = if metadata {
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items.iter().map(as_metadata).collect::<Vec<_>>()})
+    } else {
+        json!({"kind": "SecretList", "apiVersion": "v1", "metadata": list_meta, "items": items})
+    };
+    axum::Json(body).into_response()
+}
+
+fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Response {
+    let from = q
+        .resource_version
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != "0")
+        .and_then(|v| v.parse::<u64>().ok());
+    let line = move |kind: &str, obj: &Value| {
+        let object = if metadata { as_metadata(obj) } else { obj.clone() };
+        let mut l = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap();
+        l.push(b'\n');
+        Ok::<_, std::io::Error>(Bytes::from(l))
+    };
+    let ns_matches = move |obj: &Value| ns.as_deref().is_none_or(|n| obj["metadata"]["namespace"] == n);
+    let start = match from {
+        // No version: synthetic ADDED events for the current state, then changes.
+        None => {
+            let (rv, items, _) = s.store.list(None, None, None);
+            let (_, rx) = s.store.watch_from(rv).expect("current version is never compacted");
+            (items.into_iter().map(|o| ("ADDED", o)).collect::<Vec<_>>(), rx)
+        }
+        Some(rv) => match s.store.watch_from(rv) {
+            Ok((past, rx)) => (past.into_iter().map(|e| (e.kind, e.object)).collect(), rx),
+            Err(gone) => {
+                // As kube-apiserver: 200, then one ERROR event carrying the 410 Status.
+                let body = line("ERROR", &gone.to_json());
+                return Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(futures::stream::iter([body])))
+                    .unwrap();
+            }
+        },
+    };
+    let (past, rx) = start;
+    let past: Vec<_> = past.into_iter().filter(|(_, o)| ns_matches(o)).map(|(k, o)| line(k, &o)).collect();
+    let ns_matches2 = ns_matches.clone();
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| {
+        let out = match e {
+            Ok(e) if ns_matches2(&e.object) => Some(line(e.kind, &e.object)),
+            _ => None,
+        };
+        futures::future::ready(out)
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(futures::stream::iter(past).chain(live)))
+        .unwrap()
+}
+
+async fn get_one(State(s): State<Arc<Shared>>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    match s.store.get(&(ns, name.clone())) {
+        Some(obj) if wants_metadata(&headers) => axum::Json(as_metadata(&obj)).into_response(),
+        Some(obj) => axum::Json(obj).into_response(),
+        None => ApiError::not_found(&name).into_response(),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't decode the body: {e}")))
+}
+
+/// Wraps a write result: the object with warning headers, or the Status.
+fn respond(result: Result<(Value, Vec<String>), ApiError>, created: bool) -> Response {
+    match result {
+        Ok((obj, warnings)) => {
+            let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let mut response = (code, axum::Json(obj)).into_response();
+            for w in warnings {
+                let value = format!("299 - {}", serde_json::to_string(&w).unwrap());
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    response.headers_mut().append("warning", v);
+                }
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn is_dry_run(q: &ListQuery) -> bool {
+    q.dry_run.as_deref() == Some("All")
+}
+
+async fn create(State(s): State<Arc<Shared>>, Path(ns): Path<String>, Query(q): Query<ListQuery>, body: Bytes) -> Response {
+    let result = async {
+        let obj = parse_json(&body)?;
+        write(&s, &ns, None, Operation::Create, is_dry_run(&q), |_| Ok(obj.clone()), name_of(&obj).to_string()).await
+    }
+    .await;
+    respond(result, true)
+}
+
+async fn replace(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let obj = parse_json(&body)?;
+        if name_of(&obj) != name {
+            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        }
+        let precondition = rv_of(&obj).map(str::to_string);
+        write(&s, &ns, precondition, Operation::Update, is_dry_run(&q), |_| Ok(obj.clone()), name).await
+    }
+    .await;
+    respond(result, false)
+}
+
+async fn patch(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let result = async {
+        let patch_body = parse_json(&body)?;
+        let apply = content_type.starts_with("application/apply-patch");
+        if apply && q.field_manager.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        }
+        let exists = s.store.get(&(ns.clone(), name.clone())).is_some();
+        if apply && !exists {
+            let obj = patch_body.clone();
+            return write(&s, &ns, None, Operation::Create, is_dry_run(&q), |_| Ok(obj.clone()), name).await;
+        }
+        // A resourceVersion in the patch is a precondition.
+        let precondition = rv_of(&patch_body).map(str::to_string);
+        let apply_patch = |current: &Value| -> Result<Value, ApiError> {
+            let mut doc = current.clone();
+            match content_type.split(';').next().unwrap_or("") {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                    json_patch::merge(&mut doc, &patch_body);
+                }
+                "application/json-patch+json" => {
+                    let ops: json_patch::Patch = serde_json::from_value(patch_body.clone())
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
+                }
+                other => {
+                    return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})")));
+                }
+            }
+            Ok(doc)
+        };
+        write(&s, &ns, precondition, Operation::Update, is_dry_run(&q), apply_patch, name).await
+    }
+    .await;
+    respond(result, false)
+}
+
+async fn delete(State(s): State<Arc<Shared>>, Path((ns, name)): Path<(String, String)>, Query(q): Query<ListQuery>) -> Response {
+    let key = (ns.clone(), name.clone());
+    let result = async {
+        let old = s.store.get(&key).ok_or_else(|| ApiError::not_found(&name))?;
+        let warnings = s.webhooks.admit(Operation::Delete, &ns, &name, None, Some(&old), is_dry_run(&q)).await?.1;
+        if is_dry_run(&q) {
+            return Ok((old, warnings));
+        }
+        Ok((s.store.delete(&key, None)?, warnings))
+    }
+    .await;
+    respond(result, false)
+}
+
+/// The write path of kube-apiserver: build the new object from the current one, mutating
+/// admission, built-in validation, validating admission, then a compare-and-swap commit.
+/// Like the real server it retries internally when it raced another writer, unless the
+/// client gave a resourceVersion precondition.
+async fn write(
+    s: &Shared,
+    ns: &str,
+    precondition: Option<String>,
+    op: Operation,
+    dry_run: bool,
+    build: impl Fn(&Value) -> Result<Value, ApiError>,
+    name: String,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let key = (ns.to_string(), name.clone());
+    for _ in 0..10 {
+        let current = s.store.get(&key);
+        let (expected, base) = match (op, &current) {
+            (Operation::Create, Some(_)) => return Err(ApiError::already_exists(&name)),
+            (Operation::Create, None) => (None, Value::Null),
+            (_, None) => return Err(ApiError::not_found(&name)),
+            (_, Some(c)) => (rv_of(c).map(str::to_string), c.clone()),
+        };
+        if let Some(p) = &precondition
+            && Some(p) != expected.as_ref()
+        {
+            return Err(ApiError::conflict(&name));
+        }
+        let mut obj = build(&base)?;
+        normalize(&mut obj, ns, current.as_ref())?;
+        if let Some(old) = &current {
+            obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        }
+        let (admitted, warnings) = s.webhooks.admit(op, ns, &name, Some(&obj), current.as_ref(), dry_run).await?;
+        let mut obj = admitted.expect("writes keep an object");
+        normalize(&mut obj, ns, current.as_ref())?;
+        if dry_run {
+            return Ok((obj, warnings));
+        }
+        match s.store.commit(&key, expected.as_deref(), obj) {
+            Err(e) if e.code == 409 && precondition.is_none() && op != Operation::Create => continue,
+            other => return other.map(|o| (o, warnings)),
+        }
+    }
+    Err(ApiError::conflict(&name))
+}
+

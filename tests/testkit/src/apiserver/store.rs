@@ -1,0 +1,311 @@
+//! Secrets in memory, with kube-apiserver's rules: resourceVersion, preconditions, no-op
+//! writes that keep the version, built-in Secret validation, and a watch history.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::status::ApiError;
+
+pub type Key = (String, String);
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rv: u64,
+    pub kind: &'static str,
+    pub object: Value,
+}
+
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Event>,
+    /// Watches from before this version get 410 Gone, as after an etcd compaction.
+    compacted: u64,
+    /// List continue tokens issued before this version get 410 Gone.
+    continue_floor: u64,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Event>,
+    history_limit: usize,
+}
+
+pub fn rv_of(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                rv: 1000,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                compacted: 0,
+                continue_floor: 0,
+            }),
+            events: broadcast::channel(4096).0,
+            history_limit: 10_000,
+        }
+    }
+}
+
+impl Store {
+    pub fn resource_version(&self) -> u64 {
+        self.inner.lock().unwrap().rv
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Value> {
+        self.inner.lock().unwrap().objects.get(key).cloned()
+    }
+
+    /// Objects in a namespace (or all), in key order, after `after`, up to `limit`.
+    pub fn list(&self, namespace: Option<&str>, after: Option<&Key>, limit: Option<usize>) -> (u64, Vec<Value>, bool) {
+        let inner = self.inner.lock().unwrap();
+        let mut items = inner
+            .objects
+            .iter()
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .filter(|(k, _)| after.is_none_or(|a| *k > a))
+            .map(|(_, v)| v.clone());
+        let page: Vec<Value> = match limit {
+            Some(n) => items.by_ref().take(n).collect(),
+            None => items.by_ref().collect(),
+        };
+        let more = items.next().is_some();
+        (inner.rv, page, more)
+    }
+
+    pub fn continue_floor(&self) -> u64 {
+        self.inner.lock().unwrap().continue_floor
+    }
+
+    /// Makes every continue token issued so far expire (410), as etcd compaction does.
+    pub fn expire_continue_tokens(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.continue_floor = inner.rv + 1;
+    }
+
+    /// Makes watches from any version seen so far fail with 410 Gone.
+    pub fn compact(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.compacted = inner.rv + 1;
+        inner.history.clear();
+    }
+
+    /// Events after `rv` in the namespace, and a receiver for later ones; 410 when compacted.
+    pub fn watch_from(&self, rv: u64) -> Result<(Vec<Event>, broadcast::Receiver<Event>), ApiError> {
+        let inner = self.inner.lock().unwrap();
+        let oldest = inner.history.front().map(|e| e.rv).unwrap_or(inner.rv);
+        if rv < inner.compacted || (rv + 1 < oldest && rv < inner.rv) {
+            return Err(ApiError::gone(format!("too old resource version: {rv} ({})", inner.compacted.max(oldest))));
+        }
+        let past = inner.history.iter().filter(|e| e.rv > rv).cloned().collect();
+        Ok((past, self.events.subscribe()))
+    }
+
+    /// Stores `obj` if the object at `key` still has version `expected` (`None`: absent).
+    /// Keeps the old version when nothing changed, as kube-apiserver does.
+    pub fn commit(&self, key: &Key, expected: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
+        let mut inner = self.inner.lock().unwrap();
+        let current = inner.objects.get(key).cloned();
+        let current = current.as_ref();
+        if current.and_then(rv_of) != expected {
+            return Err(match (current, expected) {
+                (Some(_), None) => ApiError::already_exists(&key.1),
+                (None, Some(_)) => ApiError::not_found(&key.1),
+                _ => ApiError::conflict(&key.1),
+            });
+        }
+        if let Some(current) = current
+            && same_content(current, &obj)
+        {
+            return Ok(current.clone());
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let kind = if current.is_some() { "MODIFIED" } else { "ADDED" };
+        inner.objects.insert(key.clone(), obj.clone());
+        self.record(&mut inner, Event { rv, kind, object: obj.clone() });
+        Ok(obj)
+    }
+
+    pub fn delete(&self, key: &Key, expected: Option<&str>) -> Result<Value, ApiError> {
+        let mut inner = self.inner.lock().unwrap();
+        let current = inner.objects.get(key).ok_or_else(|| ApiError::not_found(&key.1))?;
+        if expected.is_some_and(|e| Some(e) != rv_of(current)) {
+            return Err(ApiError::conflict(&key.1));
+        }
+        let mut obj = inner.objects.remove(key).expect("present");
+        inner.rv += 1;
+        let rv = inner.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.record(&mut inner, Event { rv, kind: "DELETED", object: obj.clone() });
+        Ok(obj)
+    }
+
+    fn record(&self, inner: &mut Inner, event: Event) {
+        inner.history.push_back(event.clone());
+        while inner.history.len() > self.history_limit {
+            inner.history.pop_front();
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+/// Equal but for the fields the server owns.
+fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// Applies what the API server does to every Secret written: `stringData` folded into
+/// `data`, the `Opaque` default, and server-owned metadata.
+pub fn normalize(obj: &mut Value, namespace: &str, existing: Option<&Value>) -> Result<(), ApiError> {
+    let name = name_of(obj).to_string();
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+    }
+    obj["apiVersion"] = json!("v1");
+    obj["kind"] = json!("Secret");
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    match obj["metadata"].get("namespace").and_then(Value::as_str) {
+        Some(ns) if ns != namespace => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        _ => obj["metadata"]["namespace"] = json!(namespace),
+    }
+    if let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        let Value::Object(string_data) = string_data else {
+            return Err(ApiError::bad_request("stringData must be a map of strings"));
+        };
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in string_data {
+            let s = v.as_str().ok_or_else(|| ApiError::bad_request("stringData values must be strings"))?;
+            obj["data"][k] = json!(STANDARD.encode(s));
+        }
+    }
+    if obj.get("type").is_none_or(Value::is_null) {
+        obj["type"] = json!("Opaque");
+    }
+    let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
+    match existing {
+        Some(old) => {
+            for field in ["uid", "creationTimestamp"] {
+                meta.insert(field.into(), old["metadata"][field].clone());
+            }
+        }
+        None => {
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+        }
+    }
+    if name.is_empty() {
+        return Err(ApiError::invalid("", &[("metadata.name".into(), "Required value: name or generateName is required".into())]));
+    }
+    Ok(())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// The Secret validation of kube-apiserver (`ValidateSecret`, `ValidateSecretUpdate`).
+pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let name = name_of(obj).to_string();
+    let mut problems: Vec<(String, String)> = Vec::new();
+    if !is_dns_subdomain(&name) {
+        problems.push(("metadata.name".into(), format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'")));
+    }
+    for field in ["labels", "annotations"] {
+        if let Some(m) = obj["metadata"].get(field).filter(|v| !v.is_null())
+            && !m.as_object().is_some_and(|m| m.values().all(Value::is_string))
+        {
+            problems.push((format!("metadata.{field}"), "Invalid value: must be a map of strings".into()));
+        }
+    }
+    let empty = Map::new();
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::bad_request("data must be a map of base64 strings")),
+    };
+    let mut decoded: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    let mut total = 0usize;
+    for (k, v) in data {
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+            problems.push((format!("data[{k}]"), "Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.'".into()));
+        }
+        let bytes = v
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .ok_or_else(|| ApiError::bad_request(format!("data[{k}]: illegal base64 data")))?;
+        total += bytes.len();
+        decoded.insert(k.as_str(), bytes);
+    }
+    if total > 1024 * 1024 {
+        problems.push(("data".into(), "Too long: must have at most 1048576 bytes".into()));
+    }
+    let type_ = obj["type"].as_str().unwrap_or("Opaque");
+    match type_ {
+        "kubernetes.io/dockerconfigjson" => match decoded.get(".dockerconfigjson") {
+            None => problems.push(("data[.dockerconfigjson]".into(), "Required value".into())),
+            Some(bytes) => {
+                if let Err(e) = serde_json::from_slice::<Value>(bytes) {
+                    problems.push(("data[.dockerconfigjson]".into(), format!("Invalid value: \"<secret contents redacted>\": {e}")));
+                }
+            }
+        },
+        "kubernetes.io/dockercfg" => {
+            if !decoded.contains_key(".dockercfg") {
+                problems.push(("data[.dockercfg]".into(), "Required value".into()));
+            }
+        }
+        _ => {}
+    }
+    if let Some(old) = old {
+        let old_type = old["type"].as_str().unwrap_or("Opaque");
+        if old_type != type_ {
+            problems.push(("type".into(), "Invalid value: field is immutable".into()));
+        }
+        if old.get("immutable") == Some(&json!(true)) && old.get("data") != obj.get("data") {
+            problems.push(("data".into(), "Forbidden: field is immutable when `immutable` is set".into()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&name, &problems))
+    }
+}

@@ -1,0 +1,162 @@
+//! Where Kubernetes tests run: the in-repo API double always, and a real cluster when
+//! `KUBEECR_TEST_KUBECONFIG` names one. Each test gets throwaway namespaces.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+use crate::apiserver::FakeApiServer;
+
+pub const REAL_CLUSTER_ENV: &str = "KUBEECR_TEST_KUBECONFIG";
+
+pub enum Backend {
+    Double(FakeApiServer),
+    Real(PathBuf),
+}
+
+pub struct TestCluster {
+    backend: Backend,
+    config: kube::Config,
+    namespaces: Vec<String>,
+    _dir: tempfile_dir::TempDir,
+    kubeconfig: PathBuf,
+}
+
+/// A small self-deleting directory (no extra crate needed).
+mod tempfile_dir {
+    pub struct TempDir(pub std::path::PathBuf);
+    impl TempDir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("kubeecr-test-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+impl TestCluster {
+    /// The in-repo API double, fresh for this test.
+    pub async fn double() -> Self {
+        let server = FakeApiServer::start().await;
+        let dir = tempfile_dir::TempDir::new();
+        let kubeconfig = dir.0.join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig);
+        let config = server.config();
+        let mut cluster = Self {
+            backend: Backend::Double(server),
+            config,
+            namespaces: Vec::new(),
+            _dir: dir,
+            kubeconfig,
+        };
+        cluster.namespace("kubeecr-test").await;
+        cluster
+    }
+
+    /// The real cluster of `KUBEECR_TEST_KUBECONFIG`, or `None` (printing that the test was
+    /// skipped) when it is unset.
+    pub async fn real(test: &str) -> Option<Self> {
+        let Ok(path) = std::env::var(REAL_CLUSTER_ENV) else {
+            println!("SKIPPED {test} on a real cluster: {REAL_CLUSTER_ENV} is not set");
+            return None;
+        };
+        let path = PathBuf::from(path);
+        let kubeconfig = Kubeconfig::read_from(&path).expect("reading KUBEECR_TEST_KUBECONFIG");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        let mut cluster = Self {
+            backend: Backend::Real(path.clone()),
+            config,
+            namespaces: Vec::new(),
+            _dir: tempfile_dir::TempDir::new(),
+            kubeconfig: path,
+        };
+        cluster.namespace("kubeecr-test").await;
+        Some(cluster)
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real(_))
+    }
+
+    pub fn double_server(&self) -> Option<&FakeApiServer> {
+        match &self.backend {
+            Backend::Double(s) => Some(s),
+            Backend::Real(_) => None,
+        }
+    }
+
+    pub fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config.clone()).expect("client")
+    }
+
+    /// A client whose PATCHes of `name` meet `times` genuine 409 conflicts, and the count
+    /// of conflicts forced.
+    pub fn client_with_conflicts(&self, name: &str, times: usize) -> (kube::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let layer = crate::conflict::ConflictLayer::new(self.client(), self.ns(), name, times);
+        let forced = layer.forced.clone();
+        let client = kube::client::ClientBuilder::try_from(self.config.clone())
+            .expect("builder")
+            .with_layer(&layer)
+            .build();
+        (client, forced)
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The first (main) test namespace.
+    pub fn ns(&self) -> &str {
+        &self.namespaces[0]
+    }
+
+    /// Creates another throwaway namespace and returns its name.
+    pub async fn namespace(&mut self, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", suffix());
+        if self.is_real() {
+            let api: Api<Namespace> = Api::all(self.client());
+            let ns: Namespace = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubeecr.test/throwaway": "true"}}
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        }
+        self.namespaces.push(name.clone());
+        name
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !self.is_real() {
+            return;
+        }
+        let config = self.config.clone();
+        let namespaces = std::mem::take(&mut self.namespaces);
+        // Drop is sync; delete on a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let api: Api<Namespace> = Api::all(kube::Client::try_from(config).unwrap());
+                for ns in namespaces {
+                    let _ = api.delete(&ns, &DeleteParams::background()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
