@@ -117,7 +117,7 @@ pub struct EcrBinding {
 #[error("{secret}: {problem}")]
 pub struct ContractError {
     pub secret: SecretRef,
-    pub problem: Problem,
+    pub problem: Box<Problem>,
 }
 
 /// What is wrong, with the bad value quoted and a valid example.
@@ -153,24 +153,38 @@ pub enum Problem {
         account: String,
         region: String,
     },
-    #[error("{REGISTRIES_ANNOTATION} {value:?}: lists {entry} more than once; list each registry once")]
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value:?}: lists {entry} more than once; list each registry once"
+    )]
     Duplicate { value: String, entry: String },
-    #[error("{ROLE_ANNOTATION} {value:?}: not an IAM role ARN; use arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {ROLE_EXAMPLE}")]
+    #[error(
+        "{ROLE_ANNOTATION} {value:?}: not an IAM role ARN; use arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {ROLE_EXAMPLE}"
+    )]
     BadRoleArn { value: String },
-    #[error("{ROLE_ANNOTATION} {value:?}: role is in partition {role_partition} but registry {registry} is in {registry_partition}; use a role of partition {registry_partition}")]
+    #[error(
+        "{ROLE_ANNOTATION} {value:?}: role is in partition {role_partition} but registry {registry} is in {registry_partition}; use a role of partition {registry_partition}"
+    )]
     RolePartitionMismatch {
         value: String,
         role_partition: Partition,
         registry: String,
         registry_partition: Partition,
     },
-    #[error("{ROLE_ANNOTATION} {value:?}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to add a matching --allowed-role-arns pattern, e.g. 'arn:aws:iam::123456789012:role/ecr-*'")]
+    #[error(
+        "{ROLE_ANNOTATION} {value:?}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to add a matching --allowed-role-arns pattern, e.g. 'arn:aws:iam::123456789012:role/ecr-*'"
+    )]
     RoleNotAllowed { value: String, allowed: String },
-    #[error("{REGISTRIES_ANNOTATION}: registry {registry} is not allowed by this kubeecr installation (allowed: {allowed}); use an allowed registry or ask its operator to extend --allowed-registries")]
+    #[error(
+        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed by this kubeecr installation (allowed: {allowed}); use an allowed registry or ask its operator to extend --allowed-registries"
+    )]
     RegistryNotAllowed { registry: String, allowed: String },
-    #[error("namespace {namespace:?} is not served by this kubeecr installation ({why}); remove the {REGISTRIES_ANNOTATION} annotation or ask its operator to serve the namespace")]
+    #[error(
+        "namespace {namespace:?} is not served by this kubeecr installation ({why}); remove the {REGISTRIES_ANNOTATION} annotation or ask its operator to serve the namespace"
+    )]
     NamespaceNotServed { namespace: String, why: String },
-    #[error("type is {found:?}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE}; create the secret with that type (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation")]
+    #[error(
+        "type is {found:?}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE}; create the secret with that type (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation"
+    )]
     WrongType { found: String },
 }
 
@@ -189,10 +203,10 @@ static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 impl ContractError {
-    fn new(secret: &SecretRef, problem: Problem) -> Self {
+    pub fn new(secret: &SecretRef, problem: Problem) -> Self {
         Self {
             secret: secret.clone(),
-            problem,
+            problem: Box::new(problem),
         }
     }
 }
@@ -372,10 +386,22 @@ mod tests {
     #[test]
     fn hosts_of_every_partition() {
         let cases = [
-            ("us-gov-west-1", "123456789012.dkr.ecr.us-gov-west-1.amazonaws.com"),
-            ("us-isob-east-1", "123456789012.dkr.ecr.us-isob-east-1.sc2s.sgov.gov"),
-            ("eu-isoe-west-1", "123456789012.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk"),
-            ("us-isof-south-1", "123456789012.dkr.ecr.us-isof-south-1.csp.hci.ic.gov"),
+            (
+                "us-gov-west-1",
+                "123456789012.dkr.ecr.us-gov-west-1.amazonaws.com",
+            ),
+            (
+                "us-isob-east-1",
+                "123456789012.dkr.ecr.us-isob-east-1.sc2s.sgov.gov",
+            ),
+            (
+                "eu-isoe-west-1",
+                "123456789012.dkr.ecr.eu-isoe-west-1.cloud.adc-e.uk",
+            ),
+            (
+                "us-isof-south-1",
+                "123456789012.dkr.ecr.us-isof-south-1.csp.hci.ic.gov",
+            ),
         ];
         for (region, host) in cases {
             let r = parse_registries(&format!("123456789012/{region}")).unwrap();
@@ -409,10 +435,22 @@ mod tests {
             ("123456789012", "must be <account>/<region>"),
             ("123456789012/", "must be <account>/<region>"),
             ("123456789012/us-west-2/x", "must be <account>/<region>"),
-            ("123456789012/US-WEST-2", "must be lowercase, e.g. 123456789012/us-west-2"),
-            ("123456789012/moon-base-1", r#""moon-base-1" is not an AWS region"#),
-            ("123456789012/us-west-2,123456789012/us-west-2", "lists 123456789012/us-west-2 more than once"),
-            ("１２３４５６７８９０１２/us-west-2", "account id must be 12 digits"),
+            (
+                "123456789012/US-WEST-2",
+                "must be lowercase, e.g. 123456789012/us-west-2",
+            ),
+            (
+                "123456789012/moon-base-1",
+                r#""moon-base-1" is not an AWS region"#,
+            ),
+            (
+                "123456789012/us-west-2,123456789012/us-west-2",
+                "lists 123456789012/us-west-2 more than once",
+            ),
+            (
+                "１２３４５６７８９０１２/us-west-2",
+                "account id must be 12 digits",
+            ),
         ];
         for (value, expected) in cases {
             let msg = error_of(value);
@@ -426,7 +464,10 @@ mod tests {
     fn role_is_parsed_and_checked_against_partitions() {
         let ok = annotations(&[
             (REGISTRIES_ANNOTATION, "123456789012/us-gov-west-1"),
-            (ROLE_ANNOTATION, "arn:aws-us-gov:iam::123456789012:role/team/ecr-pull"),
+            (
+                ROLE_ANNOTATION,
+                "arn:aws-us-gov:iam::123456789012:role/team/ecr-pull",
+            ),
         ]);
         let binding = binding_of(&secret(), &ok).unwrap().unwrap();
         assert_eq!(
@@ -439,7 +480,10 @@ mod tests {
             (ROLE_ANNOTATION, "arn:aws:iam::123456789012:role/ecr-pull"),
         ]);
         let msg = binding_of(&secret(), &mismatch).unwrap_err().to_string();
-        assert!(msg.contains("partition aws but registry 123456789012/cn-north-1 is in aws-cn"), "{msg}");
+        assert!(
+            msg.contains("partition aws but registry 123456789012/cn-north-1 is in aws-cn"),
+            "{msg}"
+        );
 
         for bad in [
             "arn:aws:iam::12345:role/x",
@@ -449,7 +493,10 @@ mod tests {
             "arn:aws:iam::123456789012:role/",
             "arn:aws:iam::123456789012:role/a b",
         ] {
-            let a = annotations(&[(REGISTRIES_ANNOTATION, "123456789012/us-west-2"), (ROLE_ANNOTATION, bad)]);
+            let a = annotations(&[
+                (REGISTRIES_ANNOTATION, "123456789012/us-west-2"),
+                (ROLE_ANNOTATION, bad),
+            ]);
             let msg = binding_of(&secret(), &a).unwrap_err().to_string();
             assert!(msg.contains("not an IAM role ARN"), "{bad}: {msg}");
             assert!(msg.contains(ROLE_EXAMPLE), "{msg}");
@@ -458,8 +505,13 @@ mod tests {
 
     #[test]
     fn wrong_type_is_refused() {
-        let msg = check_type(&secret(), Some("Opaque")).unwrap_err().to_string();
-        assert!(msg.starts_with(r#"default/pull: type is "Opaque""#), "{msg}");
+        let msg = check_type(&secret(), Some("Opaque"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(r#"default/pull: type is "Opaque""#),
+            "{msg}"
+        );
         assert!(check_type(&secret(), None).is_err());
         assert!(check_type(&secret(), Some(DOCKER_CONFIG_JSON_TYPE)).is_ok());
     }

@@ -12,7 +12,11 @@ use crate::secret_update::DuePolicy;
 use crate::token_cache::CacheConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "kubeecr", version, about = "Keeps AWS ECR pull credentials fresh in Kubernetes dockerconfigjson Secrets, in place.")]
+#[command(
+    name = "kubeecr",
+    version,
+    about = "Keeps AWS ECR pull credentials fresh in Kubernetes dockerconfigjson Secrets, in place."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -47,7 +51,13 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log line format.
-    #[arg(long, env = "KUBEECR_LOG_FORMAT", value_enum, default_value = "plain", global = true)]
+    #[arg(
+        long,
+        env = "KUBEECR_LOG_FORMAT",
+        value_enum,
+        default_value = "plain",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,kubeecr=debug`).
     #[arg(long, env = "KUBEECR_LOG_LEVEL", default_value = "info", global = true)]
@@ -99,7 +109,13 @@ pub struct PolicyArgs {
     #[arg(long, env = "KUBEECR_ALLOWED_REGISTRIES", value_delimiter = ',')]
     pub allowed_registries: Vec<String>,
     /// Namespaces to serve. Default: all.
-    #[arg(long, visible_alias = "namespace", short = 'n', env = "KUBEECR_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long,
+        visible_alias = "namespace",
+        short = 'n',
+        env = "KUBEECR_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub namespaces: Vec<String>,
     /// Namespaces never served.
     #[arg(long, env = "KUBEECR_EXCLUDE_NAMESPACES", value_delimiter = ',')]
@@ -207,6 +223,11 @@ mod tests {
         .unwrap();
         let Command::Refresh(cmd) = cli.command;
         assert_eq!(cmd.policy.policy().namespaces, ["a", "b"]);
-        assert!(cmd.policy.policy().allowed_role_arns.matches("arn:aws:iam::123456789012:role/xyz"));
+        assert!(
+            cmd.policy
+                .policy()
+                .allowed_role_arns
+                .matches("arn:aws:iam::123456789012:role/xyz")
+        );
     }
 }

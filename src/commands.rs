@@ -19,7 +19,6 @@ pub async fn run(cli: crate::cli::Cli) -> ExitCode {
         Command::Refresh(cmd) => refresh(cmd).await,
     };
     result.unwrap_or_else(|e| {
-        tracing::error!("{e:#}");
         eprintln!("kubeecr: {e:#}");
         ExitCode::FAILURE
     })
@@ -30,11 +29,18 @@ async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
     let client = kube_client::connect(&cmd.kube).await?;
     let source = EcrTokenSource::from_env(cmd.aws.settings()).await;
     let tokens = TokenCache::new(Arc::new(source), cmd.refresh.cache_config(&cmd.aws));
-    let refresher = Refresher::new(client, tokens, Arc::new(cmd.policy.policy()), cmd.refresh.options());
+    let refresher = Refresher::new(
+        client,
+        tokens,
+        Arc::new(cmd.policy.policy()),
+        cmd.refresh.options(),
+    );
     let summary = refresher.run_once().await?;
     for report in &summary.reports {
         match &report.outcome {
-            Outcome::Refreshed { expires_at, .. } => println!("refreshed {} (expires {expires_at})", report.secret),
+            Outcome::Refreshed { expires_at, .. } => {
+                println!("refreshed {} (expires {expires_at})", report.secret)
+            }
             Outcome::Unchanged => println!("unchanged {}", report.secret),
             Outcome::Skipped(why) => println!("skipped   {why}"),
             Outcome::Failed(why) => println!("FAILED    {why}"),

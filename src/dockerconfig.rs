@@ -40,7 +40,9 @@ fn parse(existing: Option<&[u8]>) -> Result<Map<String, Value>, DockerConfigErro
         return Ok(Map::new());
     };
     // serde_json's messages give a position, never the content, so they are safe to report.
-    match serde_json::from_slice::<Value>(bytes).map_err(|e| DockerConfigError::NotJson(e.to_string()))? {
+    match serde_json::from_slice::<Value>(bytes)
+        .map_err(|e| DockerConfigError::NotJson(e.to_string()))?
+    {
         Value::Object(map) => Ok(map),
         _ => Err(DockerConfigError::NotObject),
     }
@@ -69,7 +71,9 @@ pub fn merge(
 }
 
 /// The hosts that already hold credentials (an `auth`, or a `password`).
-pub fn hosts_with_credentials(existing: Option<&[u8]>) -> Result<BTreeSet<String>, DockerConfigError> {
+pub fn hosts_with_credentials(
+    existing: Option<&[u8]>,
+) -> Result<BTreeSet<String>, DockerConfigError> {
     let config = parse(existing)?;
     let Some(auths) = config.get("auths") else {
         return Ok(BTreeSet::new());
@@ -78,7 +82,11 @@ pub fn hosts_with_credentials(existing: Option<&[u8]>) -> Result<BTreeSet<String
     Ok(auths
         .iter()
         .filter(|(_, v)| {
-            let has = |k: &str| v.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+            let has = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+            };
             has("auth") || has("password")
         })
         .map(|(host, _)| host.clone())
@@ -139,8 +147,14 @@ mod tests {
 
     #[test]
     fn refuses_what_it_would_lose() {
-        assert!(matches!(merge(Some(b"{not json"), &[cred(HOST)]), Err(DockerConfigError::NotJson(_))));
-        assert_eq!(merge(Some(b"[1]"), &[cred(HOST)]), Err(DockerConfigError::NotObject));
+        assert!(matches!(
+            merge(Some(b"{not json"), &[cred(HOST)]),
+            Err(DockerConfigError::NotJson(_))
+        ));
+        assert_eq!(
+            merge(Some(b"[1]"), &[cred(HOST)]),
+            Err(DockerConfigError::NotObject)
+        );
         assert_eq!(
             merge(Some(br#"{"auths":"x"}"#), &[cred(HOST)]),
             Err(DockerConfigError::AuthsNotObject)
@@ -155,7 +169,8 @@ mod tests {
 
     #[test]
     fn lists_hosts_that_hold_credentials() {
-        let existing = br#"{"auths":{"a":{"auth":"eA=="},"b":{"password":"p"},"c":{},"d":{"auth":""}}}"#;
+        let existing =
+            br#"{"auths":{"a":{"auth":"eA=="},"b":{"password":"p"},"c":{},"d":{"auth":""}}}"#;
         let hosts = hosts_with_credentials(Some(existing)).unwrap();
         assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["a", "b"]);
         assert!(hosts_with_credentials(None).unwrap().is_empty());

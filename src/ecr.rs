@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig, meta::region::RegionProviderChain};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::error::{DisplayErrorContext, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
@@ -36,10 +36,8 @@ pub fn config_loader(settings: &EcrSettings) -> aws_config::ConfigLoader {
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let region = RegionProviderChain::default_provider().or_else(Region::from_static("us-east-1"));
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client)
-        .region(region)
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -63,6 +61,14 @@ impl EcrTokenSource {
     }
 
     pub fn new(base: SdkConfig, settings: EcrSettings) -> Self {
+        // Each client gets its key's region; the base one only serves STS for web identity.
+        let base = match base.region() {
+            Some(_) => base,
+            None => base
+                .into_builder()
+                .region(Region::from_static("us-east-1"))
+                .build(),
+        };
         Self {
             base,
             settings,
@@ -127,18 +133,24 @@ impl TokenSource for EcrTokenSource {
                 );
                 error(kind, message)
             })?;
-            let data = out
-                .authorization_data()
-                .first()
-                .ok_or_else(|| error(FetchErrorKind::Malformed, "GetAuthorizationToken returned no authorizationData".into()))?;
-            let token = data
-                .authorization_token()
-                .ok_or_else(|| error(FetchErrorKind::Malformed, "GetAuthorizationToken returned no authorizationToken".into()))?;
+            let data = out.authorization_data().first().ok_or_else(|| {
+                error(
+                    FetchErrorKind::Malformed,
+                    "GetAuthorizationToken returned no authorizationData".into(),
+                )
+            })?;
+            let token = data.authorization_token().ok_or_else(|| {
+                error(
+                    FetchErrorKind::Malformed,
+                    "GetAuthorizationToken returned no authorizationToken".into(),
+                )
+            })?;
             Ok(FetchedToken {
                 authorization_token: SecretString::from(token.to_string()),
-                expires_at: data.expires_at().and_then(|t| Timestamp::from_second(t.secs()).ok()),
+                expires_at: data
+                    .expires_at()
+                    .and_then(|t| Timestamp::from_second(t.secs()).ok()),
             })
         })
     }
 }
-

@@ -36,12 +36,42 @@ static PARTITIONS: LazyLock<Vec<PartitionSpec>> = LazyLock::new(|| {
     };
     // Most specific first: `us-gov-west-1` must not be taken for a commercial region.
     vec![
-        spec(Partition::AwsUsGov, "aws-us-gov", r"^us-gov-[a-z0-9]+-[0-9]+$", "amazonaws.com"),
-        spec(Partition::AwsIso, "aws-iso", r"^us-iso-[a-z0-9]+-[0-9]+$", "c2s.ic.gov"),
-        spec(Partition::AwsIsoB, "aws-iso-b", r"^us-isob-[a-z0-9]+-[0-9]+$", "sc2s.sgov.gov"),
-        spec(Partition::AwsIsoE, "aws-iso-e", r"^eu-isoe-[a-z0-9]+-[0-9]+$", "cloud.adc-e.uk"),
-        spec(Partition::AwsIsoF, "aws-iso-f", r"^us-isof-[a-z0-9]+-[0-9]+$", "csp.hci.ic.gov"),
-        spec(Partition::AwsCn, "aws-cn", r"^cn-[a-z0-9]+-[0-9]+$", "amazonaws.com.cn"),
+        spec(
+            Partition::AwsUsGov,
+            "aws-us-gov",
+            r"^us-gov-[a-z0-9]+-[0-9]+$",
+            "amazonaws.com",
+        ),
+        spec(
+            Partition::AwsIso,
+            "aws-iso",
+            r"^us-iso-[a-z0-9]+-[0-9]+$",
+            "c2s.ic.gov",
+        ),
+        spec(
+            Partition::AwsIsoB,
+            "aws-iso-b",
+            r"^us-isob-[a-z0-9]+-[0-9]+$",
+            "sc2s.sgov.gov",
+        ),
+        spec(
+            Partition::AwsIsoE,
+            "aws-iso-e",
+            r"^eu-isoe-[a-z0-9]+-[0-9]+$",
+            "cloud.adc-e.uk",
+        ),
+        spec(
+            Partition::AwsIsoF,
+            "aws-iso-f",
+            r"^us-isof-[a-z0-9]+-[0-9]+$",
+            "csp.hci.ic.gov",
+        ),
+        spec(
+            Partition::AwsCn,
+            "aws-cn",
+            r"^cn-[a-z0-9]+-[0-9]+$",
+            "amazonaws.com.cn",
+        ),
         spec(
             Partition::Aws,
             "aws",
@@ -116,14 +146,30 @@ mod tests {
 
     #[test]
     fn non_regions_are_refused() {
-        for region in ["", "us-west", "US-WEST-2", "us-west-2a", "xx-west-2", "us_west_2", "us--2"] {
+        for region in [
+            "",
+            "us-west",
+            "US-WEST-2",
+            "us-west-2a",
+            "xx-west-2",
+            "us_west_2",
+            "us--2",
+        ] {
             assert_eq!(Partition::of_region(region), None, "{region:?}");
         }
     }
 
     #[test]
     fn partition_ids_round_trip() {
-        for id in ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f"] {
+        for id in [
+            "aws",
+            "aws-cn",
+            "aws-us-gov",
+            "aws-iso",
+            "aws-iso-b",
+            "aws-iso-e",
+            "aws-iso-f",
+        ] {
             assert_eq!(Partition::from_id(id).map(Partition::id), Some(id));
         }
         assert_eq!(Partition::from_id("aws-moon"), None);

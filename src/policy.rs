@@ -71,10 +71,7 @@ impl Policy {
 
     /// Checks an opted-in secret against the policy.
     pub fn admit(&self, secret: &SecretRef, binding: &EcrBinding) -> Result<(), ContractError> {
-        let refuse = |problem| ContractError {
-            secret: secret.clone(),
-            problem,
-        };
+        let refuse = |problem| ContractError::new(secret, problem);
         if let Err(why) = self.check_namespace(&secret.namespace) {
             return Err(refuse(Problem::NamespaceNotServed {
                 namespace: secret.namespace.clone(),
@@ -122,9 +119,20 @@ mod tests {
     #[test]
     fn roles_are_refused_unless_allowed() {
         let secret = SecretRef::new("team-a", "pull");
-        let b = binding("123456789012/us-west-2", Some("arn:aws:iam::123456789012:role/ecr-pull"));
-        let msg = Policy::default().admit(&secret, &b).unwrap_err().to_string();
-        assert!(msg.starts_with("team-a/pull: deft.com/kubeecr-role \"arn:aws:iam::123456789012:role/ecr-pull\""), "{msg}");
+        let b = binding(
+            "123456789012/us-west-2",
+            Some("arn:aws:iam::123456789012:role/ecr-pull"),
+        );
+        let msg = Policy::default()
+            .admit(&secret, &b)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "team-a/pull: deft.com/kubeecr-role \"arn:aws:iam::123456789012:role/ecr-pull\""
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("allowed: none"), "{msg}");
 
         let policy = Policy {
@@ -132,7 +140,10 @@ mod tests {
             ..Policy::default()
         };
         assert!(policy.admit(&secret, &b).is_ok());
-        let other = binding("123456789012/us-west-2", Some("arn:aws:iam::999999999999:role/ecr-pull"));
+        let other = binding(
+            "123456789012/us-west-2",
+            Some("arn:aws:iam::999999999999:role/ecr-pull"),
+        );
         assert!(policy.admit(&secret, &other).is_err());
     }
 
@@ -145,19 +156,35 @@ mod tests {
             exclude_namespaces: vec!["team-b".into()],
             ..Policy::default()
         };
-        assert!(policy.admit(&secret, &binding("123456789012/us-west-2,210987654321/eu-central-1", None)).is_ok());
+        assert!(
+            policy
+                .admit(
+                    &secret,
+                    &binding("123456789012/us-west-2,210987654321/eu-central-1", None)
+                )
+                .is_ok()
+        );
         let msg = policy
             .admit(&secret, &binding("210987654321/us-west-2", None))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("registry 210987654321/us-west-2 is not allowed"), "{msg}");
+        assert!(
+            msg.contains("registry 210987654321/us-west-2 is not allowed"),
+            "{msg}"
+        );
         let msg = policy
-            .admit(&SecretRef::new("team-b", "pull"), &binding("123456789012/us-west-2", None))
+            .admit(
+                &SecretRef::new("team-b", "pull"),
+                &binding("123456789012/us-west-2", None),
+            )
             .unwrap_err()
             .to_string();
         assert!(msg.contains("excluded by --exclude-namespaces"), "{msg}");
         let msg = policy
-            .admit(&SecretRef::new("team-c", "pull"), &binding("123456789012/us-west-2", None))
+            .admit(
+                &SecretRef::new("team-c", "pull"),
+                &binding("123456789012/us-west-2", None),
+            )
             .unwrap_err()
             .to_string();
         assert!(msg.contains("namespace \"team-c\" is not served"), "{msg}");

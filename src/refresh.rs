@@ -37,7 +37,10 @@ pub struct RefreshOptions {
 /// What happened to one secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Refreshed { reason: DueReason, expires_at: Timestamp },
+    Refreshed {
+        reason: DueReason,
+        expires_at: Timestamp,
+    },
     Unchanged,
     /// Not kubeecr's to write (bad annotation, wrong type, policy); the message says why.
     Skipped(String),
@@ -73,7 +76,7 @@ impl fmt::Display for Summary {
 
 /// Listing the Secrets failed, so nothing could be refreshed.
 #[derive(Debug, thiserror::Error)]
-#[error("listing Secrets in {scope}: {source}{hint}")]
+#[error("listing Secrets in {scope}{hint}")]
 pub struct ListError {
     scope: String,
     hint: &'static str,
@@ -105,7 +108,12 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 }
 
 impl Refresher {
-    pub fn new(client: kube::Client, tokens: Arc<TokenCache>, policy: Arc<Policy>, options: RefreshOptions) -> Self {
+    pub fn new(
+        client: kube::Client,
+        tokens: Arc<TokenCache>,
+        policy: Arc<Policy>,
+        options: RefreshOptions,
+    ) -> Self {
         Self {
             client,
             tokens,
@@ -151,7 +159,12 @@ impl Refresher {
             self.policy
                 .namespaces
                 .iter()
-                .map(|ns| (format!("namespace {ns}"), Api::namespaced(self.client.clone(), ns)))
+                .map(|ns| {
+                    (
+                        format!("namespace {ns}"),
+                        Api::namespaced(self.client.clone(), ns),
+                    )
+                })
                 .collect()
         }
     }
@@ -181,10 +194,16 @@ impl Refresher {
                     }
                     Err(source) => {
                         let hint = match status_code(&source) {
-                            Some(403) => "; kubeecr needs get, list and patch on secrets (see manifests/)",
+                            Some(403) => {
+                                " (kubeecr needs get, list and patch on secrets; see manifests/)"
+                            }
                             _ => "",
                         };
-                        return Err(ListError { scope, hint, source });
+                        return Err(ListError {
+                            scope,
+                            hint,
+                            source,
+                        });
                     }
                 };
                 page.extend(list.items.iter().filter_map(|item| {
@@ -222,7 +241,9 @@ impl Refresher {
         for attempt in 0..=self.options.conflict_retries {
             let object = match api.get_opt(&secret.name).await {
                 Ok(Some(object)) => object,
-                Ok(None) => return Outcome::Skipped(format!("{secret}: deleted before it could be read")),
+                Ok(None) => {
+                    return Outcome::Skipped(format!("{secret}: deleted before it could be read"));
+                }
                 Err(e) => return Outcome::Failed(format!("{secret}: reading the secret: {e}")),
             };
             let (patch, reason, expires_at) = match self.plan(secret, &object).await {
@@ -233,13 +254,18 @@ impl Refresher {
                     expires_at,
                 } => (patch, reason, expires_at),
             };
-            match api.patch(&secret.name, &params, &Patch::Merge(&patch)).await {
+            match api
+                .patch(&secret.name, &params, &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => return Outcome::Refreshed { reason, expires_at },
                 Err(e) if status_code(&e) == Some(409) => {
                     tracing::debug!(%secret, attempt, "secret changed since it was read (409); reading it again");
                 }
                 Err(e) if status_code(&e) == Some(404) => {
-                    return Outcome::Skipped(format!("{secret}: deleted before it could be written"));
+                    return Outcome::Skipped(format!(
+                        "{secret}: deleted before it could be written"
+                    ));
                 }
                 Err(e) => return Outcome::Failed(format!("{secret}: patching the secret: {e}")),
             }
@@ -256,7 +282,11 @@ impl Refresher {
         let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
         let binding = match annotation::binding_of(secret, annotations) {
             Ok(Some(binding)) => binding,
-            Ok(None) => return skip(format!("{secret}: no longer carries {REGISTRIES_ANNOTATION}")),
+            Ok(None) => {
+                return skip(format!(
+                    "{secret}: no longer carries {REGISTRIES_ANNOTATION}"
+                ));
+            }
             Err(e) => return skip(e.to_string()),
         };
         if let Err(e) = annotation::check_type(secret, object.type_.as_deref()) {
@@ -270,7 +300,13 @@ impl Refresher {
             .as_ref()
             .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
             .map(|b| b.0.as_slice());
-        let reason = match secret_update::due_reason(&binding, annotations, existing, Timestamp::now(), self.options.due) {
+        let reason = match secret_update::due_reason(
+            &binding,
+            annotations,
+            existing,
+            Timestamp::now(),
+            self.options.due,
+        ) {
             Ok(Some(reason)) => reason,
             Ok(None) => return Step::Done(Outcome::Unchanged),
             Err(e) => return skip(format!("{secret}: {e}")),

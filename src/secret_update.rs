@@ -29,7 +29,9 @@ impl fmt::Display for DueReason {
             Self::NeverFilled => write!(f, "no {EXPIRES_AT_ANNOTATION} yet"),
             Self::UnreadableExpiry(v) => write!(f, "{EXPIRES_AT_ANNOTATION} {v:?} is not RFC 3339"),
             Self::ExpiresSoon(at) => write!(f, "token expires at {at}"),
-            Self::MissingRegistries(hosts) => write!(f, "no credentials yet for {}", hosts.join(", ")),
+            Self::MissingRegistries(hosts) => {
+                write!(f, "no credentials yet for {}", hosts.join(", "))
+            }
             Self::Forced => f.write_str("forced"),
         }
     }
@@ -127,7 +129,9 @@ pub fn fill(
                 role: binding.role.clone(),
                 region: r.region().to_string(),
             };
-            let token = tokens.get(&key).expect("a token for every key of the binding");
+            let token = tokens
+                .get(&key)
+                .expect("a token for every key of the binding");
             (r.host(), token.as_ref())
         })
         .collect();
@@ -193,13 +197,30 @@ mod tests {
     fn fills_every_registry_and_records_the_earliest_expiry() {
         let b = binding("111111111111/us-west-2,222222222222/eu-west-1");
         let tokens = BTreeMap::from([
-            (token_keys(&b)[0].clone(), token("eu", at("2026-11-29T20:00:00Z"))),
-            (token_keys(&b)[1].clone(), token("us", at("2026-11-29T19:00:00Z"))),
+            (
+                token_keys(&b)[0].clone(),
+                token("eu", at("2026-11-29T20:00:00Z")),
+            ),
+            (
+                token_keys(&b)[1].clone(),
+                token("us", at("2026-11-29T19:00:00Z")),
+            ),
         ]);
-        let filled = fill(&b, Some(br#"{"auths":{"quay.io":{"auth":"eA=="}}}"#), &tokens).unwrap();
+        let filled = fill(
+            &b,
+            Some(br#"{"auths":{"quay.io":{"auth":"eA=="}}}"#),
+            &tokens,
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&filled.dockerconfigjson).unwrap();
-        assert_eq!(v["auths"]["111111111111.dkr.ecr.us-west-2.amazonaws.com"]["password"], "us");
-        assert_eq!(v["auths"]["222222222222.dkr.ecr.eu-west-1.amazonaws.com"]["password"], "eu");
+        assert_eq!(
+            v["auths"]["111111111111.dkr.ecr.us-west-2.amazonaws.com"]["password"],
+            "us"
+        );
+        assert_eq!(
+            v["auths"]["222222222222.dkr.ecr.eu-west-1.amazonaws.com"]["password"],
+            "eu"
+        );
         assert_eq!(v["auths"]["quay.io"]["auth"], "eA==");
         assert_eq!(filled.expires_at_annotation(), "2026-11-29T19:00:00Z");
     }
@@ -210,39 +231,71 @@ mod tests {
         let now = at("2026-11-29T08:00:00Z");
         let full = br#"{"auths":{"111111111111.dkr.ecr.us-west-2.amazonaws.com":{"auth":"a"},"222222222222.dkr.ecr.eu-west-1.amazonaws.com":{"auth":"b"}}}"#;
         let partial = br#"{"auths":{"111111111111.dkr.ecr.us-west-2.amazonaws.com":{"auth":"a"}}}"#;
-        let with_expiry = |v: &str| BTreeMap::from([(EXPIRES_AT_ANNOTATION.to_string(), v.to_string())]);
+        let with_expiry =
+            |v: &str| BTreeMap::from([(EXPIRES_AT_ANNOTATION.to_string(), v.to_string())]);
 
         let fresh = with_expiry("2026-11-29T19:00:00Z");
-        assert_eq!(due_reason(&b, &fresh, Some(full), now, POLICY).unwrap(), None);
+        assert_eq!(
+            due_reason(&b, &fresh, Some(full), now, POLICY).unwrap(),
+            None
+        );
         assert_eq!(
             due_reason(&b, &BTreeMap::new(), Some(full), now, POLICY).unwrap(),
             Some(DueReason::NeverFilled)
         );
         assert_eq!(
             due_reason(&b, &fresh, Some(partial), now, POLICY).unwrap(),
-            Some(DueReason::MissingRegistries(vec!["222222222222.dkr.ecr.eu-west-1.amazonaws.com".into()]))
+            Some(DueReason::MissingRegistries(vec![
+                "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into()
+            ]))
         );
         assert_eq!(
-            due_reason(&b, &with_expiry("2026-11-29T11:59:59Z"), Some(full), now, POLICY).unwrap(),
+            due_reason(
+                &b,
+                &with_expiry("2026-11-29T11:59:59Z"),
+                Some(full),
+                now,
+                POLICY
+            )
+            .unwrap(),
             Some(DueReason::ExpiresSoon(at("2026-11-29T11:59:59Z")))
         );
         assert!(matches!(
             due_reason(&b, &with_expiry("tomorrow"), Some(full), now, POLICY).unwrap(),
             Some(DueReason::UnreadableExpiry(_))
         ));
-        let forced = DuePolicy { force: true, ..POLICY };
-        assert_eq!(due_reason(&b, &fresh, Some(full), now, forced).unwrap(), Some(DueReason::Forced));
-        assert_eq!(due_reason(&b, &fresh, None, now, POLICY).unwrap(), Some(DueReason::MissingRegistries(vec![
-            "111111111111.dkr.ecr.us-west-2.amazonaws.com".into(),
-            "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into(),
-        ])));
+        let forced = DuePolicy {
+            force: true,
+            ..POLICY
+        };
+        assert_eq!(
+            due_reason(&b, &fresh, Some(full), now, forced).unwrap(),
+            Some(DueReason::Forced)
+        );
+        assert_eq!(
+            due_reason(&b, &fresh, None, now, POLICY).unwrap(),
+            Some(DueReason::MissingRegistries(vec![
+                "111111111111.dkr.ecr.us-west-2.amazonaws.com".into(),
+                "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            ]))
+        );
     }
 
     #[test]
     fn corrupt_config_is_reported_not_overwritten() {
         let b = binding("111111111111/us-west-2");
-        assert!(due_reason(&b, &BTreeMap::new(), Some(b"nope"), Timestamp::UNIX_EPOCH, POLICY).is_err());
-        let tokens = BTreeMap::from([(token_keys(&b)[0].clone(), token("p", Timestamp::UNIX_EPOCH))]);
+        assert!(
+            due_reason(
+                &b,
+                &BTreeMap::new(),
+                Some(b"nope"),
+                Timestamp::UNIX_EPOCH,
+                POLICY
+            )
+            .is_err()
+        );
+        let tokens =
+            BTreeMap::from([(token_keys(&b)[0].clone(), token("p", Timestamp::UNIX_EPOCH))]);
         assert!(fill(&b, Some(b"nope"), &tokens).is_err());
     }
 }

@@ -97,7 +97,9 @@ pub fn effective_expiry(
     match reported {
         None => (fallback, Some(ExpiryAnomaly::Missing)),
         Some(at) if at <= fetched_at => (fallback, Some(ExpiryAnomaly::Past(at))),
-        Some(at) if at > fetched_at + MAX_BELIEVABLE_LIFETIME => (fallback, Some(ExpiryAnomaly::TooFar(at))),
+        Some(at) if at > fetched_at + MAX_BELIEVABLE_LIFETIME => {
+            (fallback, Some(ExpiryAnomaly::TooFar(at)))
+        }
         Some(at) => (at, None),
     }
 }
@@ -148,7 +150,10 @@ mod tests {
     #[test]
     fn malformed_tokens_are_refused_without_echo() {
         for raw in ["nocolon", ":pw", "AWS:"] {
-            assert_eq!(decode(&fetched(raw), Timestamp::UNIX_EPOCH).unwrap_err(), MalformedToken);
+            assert_eq!(
+                decode(&fetched(raw), Timestamp::UNIX_EPOCH).unwrap_err(),
+                MalformedToken
+            );
         }
         let not_b64 = FetchedToken {
             authorization_token: SecretString::from("!!!".to_string()),
@@ -163,10 +168,19 @@ mod tests {
         let twelve = now + TOKEN_LIFETIME;
         // moto answers with a date in 2015.
         let moto: Timestamp = "2015-01-01T00:00:00Z".parse().unwrap();
-        assert_eq!(effective_expiry(Some(moto), now), (twelve, Some(ExpiryAnomaly::Past(moto))));
-        assert_eq!(effective_expiry(None, now), (twelve, Some(ExpiryAnomaly::Missing)));
+        assert_eq!(
+            effective_expiry(Some(moto), now),
+            (twelve, Some(ExpiryAnomaly::Past(moto)))
+        );
+        assert_eq!(
+            effective_expiry(None, now),
+            (twelve, Some(ExpiryAnomaly::Missing))
+        );
         let far: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-        assert_eq!(effective_expiry(Some(far), now), (twelve, Some(ExpiryAnomaly::TooFar(far))));
+        assert_eq!(
+            effective_expiry(Some(far), now),
+            (twelve, Some(ExpiryAnomaly::TooFar(far)))
+        );
         let fine = now + Duration::from_secs(3600);
         assert_eq!(effective_expiry(Some(fine), now), (fine, None));
     }

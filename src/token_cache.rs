@@ -92,7 +92,11 @@ impl TokenCache {
         Self::with_clock(source, config, Arc::new(Timestamp::now))
     }
 
-    pub fn with_clock(source: Arc<dyn TokenSource>, config: CacheConfig, clock: Clock) -> Arc<Self> {
+    pub fn with_clock(
+        source: Arc<dyn TokenSource>,
+        config: CacheConfig,
+        clock: Clock,
+    ) -> Arc<Self> {
         Arc::new(Self {
             source,
             config,
@@ -189,7 +193,11 @@ impl TokenCache {
         let fetched = self.source.fetch(key).await?;
         let (expires_at, anomaly) = token::effective_expiry(fetched.expires_at, now);
         if let Some(anomaly) = anomaly
-            && self.warned_expiry.lock().expect("warned lock").insert(key.clone())
+            && self
+                .warned_expiry
+                .lock()
+                .expect("warned lock")
+                .insert(key.clone())
         {
             tracing::warn!(%key, %anomaly, %expires_at, "ECR reported an unusable token expiry; assuming 12h from the fetch (warned once per key)");
         }
@@ -220,7 +228,10 @@ mod tests {
     }
 
     impl TokenSource for FakeSource {
-        fn fetch<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
+        fn fetch<'a>(
+            &'a self,
+            key: &'a TokenKey,
+        ) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -251,7 +262,8 @@ mod tests {
     fn harness(delay: Duration, expires_in: Option<i64>) -> Harness {
         let now = Arc::new(AtomicI64::new(1_800_000_000));
         let n = Arc::clone(&now);
-        let clock: Clock = Arc::new(move || Timestamp::from_second(n.load(Ordering::SeqCst)).unwrap());
+        let clock: Clock =
+            Arc::new(move || Timestamp::from_second(n.load(Ordering::SeqCst)).unwrap());
         let source = Arc::new(FakeSource {
             calls: AtomicU64::new(0),
             fail: false.into(),
@@ -286,7 +298,11 @@ mod tests {
         let k = key("us-west-2");
         let gets = (0..20).map(|_| h.cache.get(&k));
         let tokens = futures::future::join_all(gets).await;
-        assert!(tokens.iter().all(|t| t.as_ref().unwrap().token.password() == "pw-0"));
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t.as_ref().unwrap().token.password() == "pw-0")
+        );
         assert_eq!(h.source.calls.load(Ordering::SeqCst), 1);
         assert_eq!(h.cache.fetch_count(), 1);
         h.cache.get(&key("eu-west-1")).await.unwrap();
@@ -296,11 +312,20 @@ mod tests {
     #[tokio::test]
     async fn renews_before_expiry() {
         let h = harness(Duration::ZERO, Some(12 * 3600));
-        assert_eq!(h.cache.get(&key("r")).await.unwrap().token.password(), "pw-0");
+        assert_eq!(
+            h.cache.get(&key("r")).await.unwrap().token.password(),
+            "pw-0"
+        );
         h.advance(7 * 3600);
-        assert_eq!(h.cache.get(&key("r")).await.unwrap().token.password(), "pw-0");
+        assert_eq!(
+            h.cache.get(&key("r")).await.unwrap().token.password(),
+            "pw-0"
+        );
         h.advance(3600 + 1);
-        assert_eq!(h.cache.get(&key("r")).await.unwrap().token.password(), "pw-1");
+        assert_eq!(
+            h.cache.get(&key("r")).await.unwrap().token.password(),
+            "pw-1"
+        );
     }
 
     #[tokio::test]
@@ -311,7 +336,13 @@ mod tests {
         h.advance(9 * 3600);
         let stale = h.cache.get(&key("r")).await.unwrap();
         assert_eq!(stale.token.password(), "pw-0");
-        assert!(stale.renewal_error.unwrap().message.contains("connection refused"));
+        assert!(
+            stale
+                .renewal_error
+                .unwrap()
+                .message
+                .contains("connection refused")
+        );
         // Once expired, the error itself comes back.
         h.advance(3 * 3600 + 1);
         let err = h.cache.get(&key("r")).await.unwrap_err();
@@ -323,7 +354,10 @@ mod tests {
         // Expired on arrival, as moto's 2015 date is.
         let h = harness(Duration::ZERO, Some(-86400 * 365));
         let first = h.cache.get(&key("r")).await.unwrap();
-        assert_eq!(first.token.expires_at.as_second(), 1_800_000_000 + 12 * 3600);
+        assert_eq!(
+            first.token.expires_at.as_second(),
+            1_800_000_000 + 12 * 3600
+        );
         for _ in 0..50 {
             h.cache.get(&key("r")).await.unwrap();
         }
@@ -362,7 +396,10 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_millis(10), h.cache.get(&key("r"))).await;
         assert!(r.is_err(), "the caller gave up");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(h.cache.get(&key("r")).await.unwrap().token.password(), "pw-0");
+        assert_eq!(
+            h.cache.get(&key("r")).await.unwrap().token.password(),
+            "pw-0"
+        );
         assert_eq!(h.source.calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -74,9 +74,10 @@ impl TestCluster {
         };
         let path = PathBuf::from(path);
         let kubeconfig = Kubeconfig::read_from(&path).expect("reading KUBEECR_TEST_KUBECONFIG");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("kubeconfig");
         let mut cluster = Self {
             backend: Backend::Real(path.clone()),
             config,
@@ -105,7 +106,11 @@ impl TestCluster {
 
     /// A client whose PATCHes of `name` meet `times` genuine 409 conflicts, and the count
     /// of conflicts forced.
-    pub fn client_with_conflicts(&self, name: &str, times: usize) -> (kube::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    pub fn client_with_conflicts(
+        &self,
+        name: &str,
+        times: usize,
+    ) -> (kube::Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         let layer = crate::conflict::ConflictLayer::new(self.client(), self.ns(), name, times);
         let forced = layer.forced.clone();
         let client = kube::client::ClientBuilder::try_from(self.config.clone())
@@ -133,7 +138,9 @@ impl TestCluster {
                 "metadata": {"name": name, "labels": {"kubeecr.test/throwaway": "true"}}
             }))
             .unwrap();
-            api.create(&PostParams::default(), &ns).await.expect("create namespace");
+            api.create(&PostParams::default(), &ns)
+                .await
+                .expect("create namespace");
         }
         self.namespaces.push(name.clone());
         name
@@ -149,7 +156,10 @@ impl Drop for TestCluster {
         let namespaces = std::mem::take(&mut self.namespaces);
         // Drop is sync; delete on a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let api: Api<Namespace> = Api::all(kube::Client::try_from(config).unwrap());
                 for ns in namespaces {

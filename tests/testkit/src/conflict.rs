@@ -66,7 +66,10 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let suffix = format!("/namespaces/{}/secrets/{}", self.layer.namespace, self.layer.name);
+        let suffix = format!(
+            "/namespaces/{}/secrets/{}",
+            self.layer.namespace, self.layer.name
+        );
         let interfere = req.method() == Method::PATCH
             && req.uri().path().ends_with(&suffix)
             && self

@@ -18,7 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// The target of ECR's GetAuthorizationToken in the JSON protocol.
-pub const GET_AUTHORIZATION_TOKEN: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+pub const GET_AUTHORIZATION_TOKEN: &str =
+    "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 
 static MOTO_URL: OnceLock<String> = OnceLock::new();
 
@@ -29,7 +30,11 @@ pub fn moto_url() -> &'static str {
             wait_for(&url);
             return url;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let bin = std::env::var("KUBEECR_TEST_MOTO_BIN").unwrap_or_else(|_| "moto_server".into());
         let (tx, rx) = std::sync::mpsc::channel();
         // A thread that never ends owns the child, so PDEATHSIG fires only when the test
@@ -47,7 +52,13 @@ pub fn moto_url() -> &'static str {
                 });
             }
             let child = cmd.spawn();
-            tx.send(child.as_ref().map(|_| ()).map_err(|e| format!("{bin}: {e}"))).unwrap();
+            tx.send(
+                child
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| format!("{bin}: {e}")),
+            )
+            .unwrap();
             if let Ok(mut child) = child {
                 let _ = child.wait();
             }
@@ -118,10 +129,21 @@ fn credential_scope(authorization: &str) -> (String, String) {
 
 async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let (access_key_id, region) = credential_scope(&header("authorization"));
     let mut target = header("x-amz-target");
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if target.is_empty() {
         // Query protocol (STS): Action=AssumeRole in the form body.
         target = String::from_utf8_lossy(&body)
@@ -137,15 +159,31 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
     });
     let delay = *state.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
-    let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let uri = format!(
+        "{}{}",
+        state.upstream,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
     let mut upstream = http::Request::builder().method(parts.method).uri(uri);
     for (k, v) in parts.headers.iter() {
         upstream = upstream.header(k, v);
     }
-    match state.client.request(upstream.body(Full::new(body)).unwrap()).await {
+    match state
+        .client
+        .request(upstream.body(Full::new(body)).unwrap())
+        .await
+    {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             Response::from_parts(parts, Body::from(body))
         }
         Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
@@ -163,7 +201,9 @@ impl EcrProxy {
             calls: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
         });
-        let app = axum::Router::new().fallback(forward).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });

@@ -84,7 +84,9 @@ pub struct Webhooks {
 fn https_client(ca_pem: &[u8]) -> HttpsClient {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.expect("caBundle PEM")).expect("caBundle cert");
+        roots
+            .add(cert.expect("caBundle PEM"))
+            .expect("caBundle cert");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -102,8 +104,12 @@ fn https_client(ca_pem: &[u8]) -> HttpsClient {
 
 fn annotation_of_condition(expression: &str) -> String {
     let re = "' in object.metadata.annotations";
-    let end = expression.find(re).unwrap_or_else(|| panic!("unsupported matchCondition: {expression}"));
-    let start = expression[..end].rfind('\'').expect("quoted annotation key");
+    let end = expression
+        .find(re)
+        .unwrap_or_else(|| panic!("unsupported matchCondition: {expression}"));
+    let start = expression[..end]
+        .rfind('\'')
+        .expect("quoted annotation key");
     let key = &expression[start + 1..end];
     assert!(
         expression.contains(&format!("'{key}' in oldObject.metadata.annotations")),
@@ -117,13 +123,33 @@ fn excluded_namespaces(selector: &Value) -> Vec<String> {
     if selector.is_null() {
         return out;
     }
-    if selector.get("matchLabels").is_some_and(|m| m.as_object().is_some_and(|m| !m.is_empty())) {
+    if selector
+        .get("matchLabels")
+        .is_some_and(|m| m.as_object().is_some_and(|m| !m.is_empty()))
+    {
         panic!("unsupported namespaceSelector: {selector}");
     }
-    for expr in selector["matchExpressions"].as_array().into_iter().flatten() {
-        assert_eq!(expr["key"], "kubernetes.io/metadata.name", "unsupported namespaceSelector: {selector}");
-        assert_eq!(expr["operator"], "NotIn", "unsupported namespaceSelector: {selector}");
-        out.extend(expr["values"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string));
+    for expr in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(
+            expr["key"], "kubernetes.io/metadata.name",
+            "unsupported namespaceSelector: {selector}"
+        );
+        assert_eq!(
+            expr["operator"], "NotIn",
+            "unsupported namespaceSelector: {selector}"
+        );
+        out.extend(
+            expr["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string),
+        );
     }
     out
 }
@@ -140,7 +166,8 @@ impl Webhooks {
     pub fn register_yaml(&self, yaml: &str, base_url: &str, ca_pem: &[u8]) {
         for doc in serde_norway::Deserializer::from_str(yaml) {
             let doc: Value = serde_json::to_value(
-                <serde_norway::Value as serde::Deserialize>::deserialize(doc).expect("webhook YAML"),
+                <serde_norway::Value as serde::Deserialize>::deserialize(doc)
+                    .expect("webhook YAML"),
             )
             .expect("YAML to JSON");
             let mutating = match doc["kind"].as_str() {
@@ -149,12 +176,21 @@ impl Webhooks {
                 _ => continue,
             };
             for w in doc["webhooks"].as_array().expect("webhooks") {
-                assert_eq!(w["admissionReviewVersions"], json!(["v1"]), "admissionReviewVersions");
+                assert_eq!(
+                    w["admissionReviewVersions"],
+                    json!(["v1"]),
+                    "admissionReviewVersions"
+                );
                 assert_eq!(w["sideEffects"], "None", "sideEffects");
-                let path = w["clientConfig"]["service"]["path"].as_str().expect("service path");
+                let path = w["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .expect("service path");
                 let rules = w["rules"].as_array().expect("rules");
                 assert!(
-                    rules.iter().any(|r| r["resources"].as_array().unwrap().contains(&json!("secrets"))),
+                    rules.iter().any(|r| r["resources"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!("secrets"))),
                     "rules must cover secrets"
                 );
                 let conditions = w["matchConditions"].as_array().cloned().unwrap_or_default();
@@ -164,13 +200,21 @@ impl Webhooks {
                     url: format!("{base_url}{path}"),
                     operations: rules
                         .iter()
-                        .flat_map(|r| r["operations"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()))
+                        .flat_map(|r| {
+                            r["operations"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|o| o.as_str().unwrap().to_string())
+                        })
                         .collect(),
                     fail_closed: w["failurePolicy"].as_str().unwrap_or("Fail") == "Fail",
                     timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
                     match_annotation: conditions
                         .iter()
-                        .map(|c| annotation_of_condition(c["expression"].as_str().expect("expression")))
+                        .map(|c| {
+                            annotation_of_condition(c["expression"].as_str().expect("expression"))
+                        })
                         .next(),
                     excluded_namespaces: excluded_namespaces(&w["namespaceSelector"]),
                     client: https_client(ca_pem),
@@ -216,13 +260,25 @@ impl Webhooks {
             if !applies(hook, object.as_ref()) {
                 continue;
             }
-            if let Some(response) = self.call(hook, op, namespace, name, object.as_ref(), old, dry_run, &mut warnings).await? {
-                if let Some(patch) = response["patch"].as_str() {
-                    let ops: json_patch::Patch = serde_json::from_slice(&STANDARD.decode(patch).expect("patch base64"))
+            let response = self
+                .call(
+                    hook,
+                    op,
+                    namespace,
+                    name,
+                    object.as_ref(),
+                    old,
+                    dry_run,
+                    &mut warnings,
+                )
+                .await?;
+            if let Some(patch) = response.as_ref().and_then(|r| r["patch"].as_str()) {
+                let ops: json_patch::Patch =
+                    serde_json::from_slice(&STANDARD.decode(patch).expect("patch base64"))
                         .map_err(|e| internal(hook, &format!("invalid JSONPatch: {e}")))?;
-                    let doc = object.as_mut().expect("mutating a deleted object");
-                    json_patch::patch(doc, &ops).map_err(|e| internal(hook, &format!("JSONPatch does not apply: {e}")))?;
-                }
+                let doc = object.as_mut().expect("mutating a deleted object");
+                json_patch::patch(doc, &ops)
+                    .map_err(|e| internal(hook, &format!("JSONPatch does not apply: {e}")))?;
             }
         }
         if let Some(obj) = &object {
@@ -230,7 +286,17 @@ impl Webhooks {
         }
         for hook in hooks.iter().filter(|w| !w.mutating) {
             if applies(hook, object.as_ref()) {
-                self.call(hook, op, namespace, name, object.as_ref(), old, dry_run, &mut warnings).await?;
+                self.call(
+                    hook,
+                    op,
+                    namespace,
+                    name,
+                    object.as_ref(),
+                    old,
+                    dry_run,
+                    &mut warnings,
+                )
+                .await?;
             }
         }
         Ok((object, warnings))
@@ -274,27 +340,39 @@ impl Webhooks {
                 outcome,
             });
         };
-        let response = match tokio::time::timeout(hook.timeout, post(&hook.client, &url, &review)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(e).unwrap_or_else(|e: String| json!({"__error": e})),
-            Err(_) => json!({"__error": "context deadline exceeded"}),
-        };
+        let response =
+            match tokio::time::timeout(hook.timeout, post(&hook.client, &url, &review)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => json!({"__error": e}),
+                Err(_) => json!({"__error": "context deadline exceeded"}),
+            };
         let failure = if let Some(e) = response.get("__error") {
             Some(e.as_str().unwrap_or("").to_string())
         } else if response["response"]["uid"] != json!(uid) {
-            Some(format!("expected response.uid={uid:?}, got {}", response["response"]["uid"]))
+            Some(format!(
+                "expected response.uid={uid:?}, got {}",
+                response["response"]["uid"]
+            ))
         } else {
             None
         };
         if let Some(e) = failure {
             record(format!("error: {e}"));
             if hook.fail_closed {
-                return Err(internal(hook, &format!("failed to call webhook: Post {url:?}: {e}")));
+                return Err(internal(
+                    hook,
+                    &format!("failed to call webhook: Post {url:?}: {e}"),
+                ));
             }
             return Ok(None);
         }
         let r = &response["response"];
-        for w in r["warnings"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        for w in r["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             warnings.push(w.to_string());
         }
         if r["allowed"] != json!(true) {
@@ -302,8 +380,13 @@ impl Webhooks {
             let status = &r["status"];
             let code = status["code"].as_u64().unwrap_or(0).max(400) as u16;
             let message = match status["message"].as_str() {
-                Some(m) if !m.is_empty() => format!("admission webhook {:?} denied the request: {m}", hook.name),
-                _ => format!("admission webhook {:?} denied the request without explanation", hook.name),
+                Some(m) if !m.is_empty() => {
+                    format!("admission webhook {:?} denied the request: {m}", hook.name)
+                }
+                _ => format!(
+                    "admission webhook {:?} denied the request without explanation",
+                    hook.name
+                ),
             };
             let mut e = ApiError::new(code, "Forbidden", message);
             if code == 400 {
@@ -311,7 +394,14 @@ impl Webhooks {
             }
             return Err(e);
         }
-        record(if r.get("patch").is_some_and(|p| !p.is_null()) { "patched" } else { "allowed" }.into());
+        record(
+            if r.get("patch").is_some_and(|p| !p.is_null()) {
+                "patched"
+            } else {
+                "allowed"
+            }
+            .into(),
+        );
         Ok(Some(r.clone()))
     }
 }
@@ -320,7 +410,10 @@ fn internal(hook: &Webhook, message: &str) -> ApiError {
     ApiError::new(
         500,
         "InternalError",
-        format!("Internal error occurred: failed calling webhook {:?}: {message}", hook.name),
+        format!(
+            "Internal error occurred: failed calling webhook {:?}: {message}",
+            hook.name
+        ),
     )
 }
 
@@ -330,11 +423,22 @@ async fn post(client: &HttpsClient, url: &str, review: &Value) -> Result<Value, 
         .header("accept", "application/json")
         .body(Full::new(Bytes::from(serde_json::to_vec(review).unwrap())))
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     if !status.is_success() {
-        return Err(format!("expected webhook response of 200, got {}", status.as_u16()));
+        return Err(format!(
+            "expected webhook response of 200, got {}",
+            status.as_u16()
+        ));
     }
     serde_json::from_slice(&body).map_err(|e| format!("decoding the AdmissionReview: {e}"))
 }

@@ -91,7 +91,9 @@ struct ListQuery {
 
 impl FakeApiServer {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
         let app = Router::new()
@@ -159,7 +161,14 @@ impl FakeApiServer {
 
     /// The next `times` requests of `method` whose `path?query` contains `path_contains` fail with
     /// `code` and `reason`.
-    pub fn fail_next(&self, method: Method, path_contains: &str, times: usize, code: u16, reason: &'static str) {
+    pub fn fail_next(
+        &self,
+        method: Method,
+        path_contains: &str,
+        times: usize,
+        code: u16,
+        reason: &'static str,
+    ) {
         self.shared.faults.lock().unwrap().push(Fault {
             method,
             path_contains: path_contains.to_string(),
@@ -193,12 +202,10 @@ async fn record(
     shared.requests.lock().unwrap().push(recorded.clone());
     let injected = {
         let mut faults = shared.faults.lock().unwrap();
-        let hit = faults
-            .iter_mut()
-            .find(|f| {
-                let target = format!("{}?{}", recorded.path, recorded.query);
-                f.method == recorded.method && target.contains(&f.path_contains) && f.remaining > 0
-            });
+        let hit = faults.iter_mut().find(|f| {
+            let target = format!("{}?{}", recorded.path, recorded.query);
+            f.method == recorded.method && target.contains(&f.path_contains) && f.remaining > 0
+        });
         hit.map(|f| {
             f.remaining -= 1;
             f.error.clone()
@@ -231,7 +238,11 @@ fn decode_continue(token: &str) -> Option<(u64, Key)> {
     Some((rv, (ns, name)))
 }
 
-async fn list_all(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>, headers: HeaderMap) -> Response {
+async fn list_all(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
     list(s, None, q, headers).await
 }
 
@@ -262,11 +273,16 @@ async fn list(s: Arc<Shared>, ns: Option<String>, q: ListQuery, headers: HeaderM
             Some((_, key)) => Some(key),
         },
     };
-    let (rv, items, more) = s.store.list(ns.as_deref(), after.as_ref(), q.limit.filter(|l| *l > 0));
+    let (rv, items, more) = s
+        .store
+        .list(ns.as_deref(), after.as_ref(), q.limit.filter(|l| *l > 0));
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
     if more && let Some(last) = items.last() {
         let key = (
-            last["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+            last["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             name_of(last).to_string(),
         );
         list_meta["continue"] = json!(encode_continue(rv, &key));
@@ -286,18 +302,31 @@ fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Re
         .filter(|v| !v.is_empty() && *v != "0")
         .and_then(|v| v.parse::<u64>().ok());
     let line = move |kind: &str, obj: &Value| {
-        let object = if metadata { as_metadata(obj) } else { obj.clone() };
+        let object = if metadata {
+            as_metadata(obj)
+        } else {
+            obj.clone()
+        };
         let mut l = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap();
         l.push(b'\n');
         Ok::<_, std::io::Error>(Bytes::from(l))
     };
-    let ns_matches = move |obj: &Value| ns.as_deref().is_none_or(|n| obj["metadata"]["namespace"] == n);
+    let ns_matches = move |obj: &Value| {
+        ns.as_deref()
+            .is_none_or(|n| obj["metadata"]["namespace"] == n)
+    };
     let start = match from {
         // No version: synthetic ADDED events for the current state, then changes.
         None => {
             let (rv, items, _) = s.store.list(None, None, None);
-            let (_, rx) = s.store.watch_from(rv).expect("current version is never compacted");
-            (items.into_iter().map(|o| ("ADDED", o)).collect::<Vec<_>>(), rx)
+            let (_, rx) = s
+                .store
+                .watch_from(rv)
+                .expect("current version is never compacted");
+            (
+                items.into_iter().map(|o| ("ADDED", o)).collect::<Vec<_>>(),
+                rx,
+            )
         }
         Some(rv) => match s.store.watch_from(rv) {
             Ok((past, rx)) => (past.into_iter().map(|e| (e.kind, e.object)).collect(), rx),
@@ -312,7 +341,11 @@ fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Re
         },
     };
     let (past, rx) = start;
-    let past: Vec<_> = past.into_iter().filter(|(_, o)| ns_matches(o)).map(|(k, o)| line(k, &o)).collect();
+    let past: Vec<_> = past
+        .into_iter()
+        .filter(|(_, o)| ns_matches(o))
+        .map(|(k, o)| line(k, &o))
+        .collect();
     let ns_matches2 = ns_matches.clone();
     let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| {
         let out = match e {
@@ -327,7 +360,11 @@ fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Re
         .unwrap()
 }
 
-async fn get_one(State(s): State<Arc<Shared>>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn get_one(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     match s.store.get(&(ns, name.clone())) {
         Some(obj) if wants_metadata(&headers) => axum::Json(as_metadata(&obj)).into_response(),
         Some(obj) => axum::Json(obj).into_response(),
@@ -336,14 +373,19 @@ async fn get_one(State(s): State<Arc<Shared>>, Path((ns, name)): Path<(String, S
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't decode the body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("couldn't decode the body: {e}")))
 }
 
 /// Wraps a write result: the object with warning headers, or the Status.
 fn respond(result: Result<(Value, Vec<String>), ApiError>, created: bool) -> Response {
     match result {
         Ok((obj, warnings)) => {
-            let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             let mut response = (code, axum::Json(obj)).into_response();
             for w in warnings {
                 let value = format!("299 - {}", serde_json::to_string(&w).unwrap());
@@ -361,10 +403,24 @@ fn is_dry_run(q: &ListQuery) -> bool {
     q.dry_run.as_deref() == Some("All")
 }
 
-async fn create(State(s): State<Arc<Shared>>, Path(ns): Path<String>, Query(q): Query<ListQuery>, body: Bytes) -> Response {
+async fn create(
+    State(s): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    Query(q): Query<ListQuery>,
+    body: Bytes,
+) -> Response {
     let result = async {
         let obj = parse_json(&body)?;
-        write(&s, &ns, None, Operation::Create, is_dry_run(&q), |_| Ok(obj.clone()), name_of(&obj).to_string()).await
+        write(
+            &s,
+            &ns,
+            None,
+            Operation::Create,
+            is_dry_run(&q),
+            |_| Ok(obj.clone()),
+            name_of(&obj).to_string(),
+        )
+        .await
     }
     .await;
     respond(result, true)
@@ -379,10 +435,21 @@ async fn replace(
     let result = async {
         let obj = parse_json(&body)?;
         if name_of(&obj) != name {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
         }
         let precondition = rv_of(&obj).map(str::to_string);
-        write(&s, &ns, precondition, Operation::Update, is_dry_run(&q), |_| Ok(obj.clone()), name).await
+        write(
+            &s,
+            &ns,
+            precondition,
+            Operation::Update,
+            is_dry_run(&q),
+            |_| Ok(obj.clone()),
+            name,
+        )
+        .await
     }
     .await;
     respond(result, false)
@@ -436,11 +503,29 @@ async fn patch(
     respond(result, false)
 }
 
-async fn delete(State(s): State<Arc<Shared>>, Path((ns, name)): Path<(String, String)>, Query(q): Query<ListQuery>) -> Response {
+async fn delete(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let key = (ns.clone(), name.clone());
     let result = async {
-        let old = s.store.get(&key).ok_or_else(|| ApiError::not_found(&name))?;
-        let warnings = s.webhooks.admit(Operation::Delete, &ns, &name, None, Some(&old), is_dry_run(&q)).await?.1;
+        let old = s
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&name))?;
+        let warnings = s
+            .webhooks
+            .admit(
+                Operation::Delete,
+                &ns,
+                &name,
+                None,
+                Some(&old),
+                is_dry_run(&q),
+            )
+            .await?
+            .1;
         if is_dry_run(&q) {
             return Ok((old, warnings));
         }
@@ -482,17 +567,21 @@ async fn write(
         if let Some(old) = &current {
             obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
-        let (admitted, warnings) = s.webhooks.admit(op, ns, &name, Some(&obj), current.as_ref(), dry_run).await?;
+        let (admitted, warnings) = s
+            .webhooks
+            .admit(op, ns, &name, Some(&obj), current.as_ref(), dry_run)
+            .await?;
         let mut obj = admitted.expect("writes keep an object");
         normalize(&mut obj, ns, current.as_ref())?;
         if dry_run {
             return Ok((obj, warnings));
         }
         match s.store.commit(&key, expected.as_deref(), obj) {
-            Err(e) if e.code == 409 && precondition.is_none() && op != Operation::Create => continue,
+            Err(e) if e.code == 409 && precondition.is_none() && op != Operation::Create => {
+                continue;
+            }
             other => return other.map(|o| (o, warnings)),
         }
     }
     Err(ApiError::conflict(&name))
 }
-

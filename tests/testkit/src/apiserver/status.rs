@@ -29,7 +29,12 @@ impl ApiError {
     }
 
     pub fn already_exists(name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("secrets \"{name}\" already exists")).named(name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("secrets \"{name}\" already exists"),
+        )
+        .named(name)
     }
 
     pub fn conflict(name: &str) -> Self {
@@ -58,7 +63,12 @@ impl ApiError {
             .map(|(field, msg)| format!("{field}: {msg}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut e = Self::new(422, "Invalid", format!("Secret \"{name}\" is invalid: {detail}")).named(name);
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("Secret \"{name}\" is invalid: {detail}"),
+        )
+        .named(name);
         e.causes = problems
             .iter()
             .map(|(field, msg)| json!({"reason": "FieldValueInvalid", "message": msg, "field": field}))

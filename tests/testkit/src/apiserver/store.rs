@@ -37,11 +37,14 @@ pub struct Store {
 }
 
 pub fn rv_of(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
 }
 
 pub fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 impl Default for Store {
@@ -70,7 +73,12 @@ impl Store {
     }
 
     /// Objects in a namespace (or all), in key order, after `after`, up to `limit`.
-    pub fn list(&self, namespace: Option<&str>, after: Option<&Key>, limit: Option<usize>) -> (u64, Vec<Value>, bool) {
+    pub fn list(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&Key>,
+        limit: Option<usize>,
+    ) -> (u64, Vec<Value>, bool) {
         let inner = self.inner.lock().unwrap();
         let mut items = inner
             .objects
@@ -104,19 +112,35 @@ impl Store {
     }
 
     /// Events after `rv` in the namespace, and a receiver for later ones; 410 when compacted.
-    pub fn watch_from(&self, rv: u64) -> Result<(Vec<Event>, broadcast::Receiver<Event>), ApiError> {
+    pub fn watch_from(
+        &self,
+        rv: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), ApiError> {
         let inner = self.inner.lock().unwrap();
         let oldest = inner.history.front().map(|e| e.rv).unwrap_or(inner.rv);
         if rv < inner.compacted || (rv + 1 < oldest && rv < inner.rv) {
-            return Err(ApiError::gone(format!("too old resource version: {rv} ({})", inner.compacted.max(oldest))));
+            return Err(ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                inner.compacted.max(oldest)
+            )));
         }
-        let past = inner.history.iter().filter(|e| e.rv > rv).cloned().collect();
+        let past = inner
+            .history
+            .iter()
+            .filter(|e| e.rv > rv)
+            .cloned()
+            .collect();
         Ok((past, self.events.subscribe()))
     }
 
     /// Stores `obj` if the object at `key` still has version `expected` (`None`: absent).
     /// Keeps the old version when nothing changed, as kube-apiserver does.
-    pub fn commit(&self, key: &Key, expected: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn commit(
+        &self,
+        key: &Key,
+        expected: Option<&str>,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock().unwrap();
         let current = inner.objects.get(key).cloned();
         let current = current.as_ref();
@@ -135,15 +159,29 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let kind = if current.is_some() { "MODIFIED" } else { "ADDED" };
+        let kind = if current.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         inner.objects.insert(key.clone(), obj.clone());
-        self.record(&mut inner, Event { rv, kind, object: obj.clone() });
+        self.record(
+            &mut inner,
+            Event {
+                rv,
+                kind,
+                object: obj.clone(),
+            },
+        );
         Ok(obj)
     }
 
     pub fn delete(&self, key: &Key, expected: Option<&str>) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock().unwrap();
-        let current = inner.objects.get(key).ok_or_else(|| ApiError::not_found(&key.1))?;
+        let current = inner
+            .objects
+            .get(key)
+            .ok_or_else(|| ApiError::not_found(&key.1))?;
         if expected.is_some_and(|e| Some(e) != rv_of(current)) {
             return Err(ApiError::conflict(&key.1));
         }
@@ -151,7 +189,14 @@ impl Store {
         inner.rv += 1;
         let rv = inner.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(&mut inner, Event { rv, kind: "DELETED", object: obj.clone() });
+        self.record(
+            &mut inner,
+            Event {
+                rv,
+                kind: "DELETED",
+                object: obj.clone(),
+            },
+        );
         Ok(obj)
     }
 
@@ -179,10 +224,16 @@ fn same_content(a: &Value, b: &Value) -> bool {
 
 /// Applies what the API server does to every Secret written: `stringData` folded into
 /// `data`, the `Opaque` default, and server-owned metadata.
-pub fn normalize(obj: &mut Value, namespace: &str, existing: Option<&Value>) -> Result<(), ApiError> {
+pub fn normalize(
+    obj: &mut Value,
+    namespace: &str,
+    existing: Option<&Value>,
+) -> Result<(), ApiError> {
     let name = name_of(obj).to_string();
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request was not a JSON object",
+        ));
     }
     obj["apiVersion"] = json!("v1");
     obj["kind"] = json!("Secret");
@@ -205,14 +256,18 @@ pub fn normalize(obj: &mut Value, namespace: &str, existing: Option<&Value>) -> 
             obj["data"] = json!({});
         }
         for (k, v) in string_data {
-            let s = v.as_str().ok_or_else(|| ApiError::bad_request("stringData values must be strings"))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request("stringData values must be strings"))?;
             obj["data"][k] = json!(STANDARD.encode(s));
         }
     }
     if obj.get("type").is_none_or(Value::is_null) {
         obj["type"] = json!("Opaque");
     }
-    let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object");
     match existing {
         Some(old) => {
             for field in ["uid", "creationTimestamp"] {
@@ -221,11 +276,24 @@ pub fn normalize(obj: &mut Value, namespace: &str, existing: Option<&Value>) -> 
         }
         None => {
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-            meta.insert("creationTimestamp".into(), json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+            meta.insert(
+                "creationTimestamp".into(),
+                json!(
+                    jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string()
+                ),
+            );
         }
     }
     if name.is_empty() {
-        return Err(ApiError::invalid("", &[("metadata.name".into(), "Required value: name or generateName is required".into())]));
+        return Err(ApiError::invalid(
+            "",
+            &[(
+                "metadata.name".into(),
+                "Required value: name or generateName is required".into(),
+            )],
+        ));
     }
     Ok(())
 }
@@ -235,7 +303,9 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -250,21 +320,34 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     }
     for field in ["labels", "annotations"] {
         if let Some(m) = obj["metadata"].get(field).filter(|v| !v.is_null())
-            && !m.as_object().is_some_and(|m| m.values().all(Value::is_string))
+            && !m
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string))
         {
-            problems.push((format!("metadata.{field}"), "Invalid value: must be a map of strings".into()));
+            problems.push((
+                format!("metadata.{field}"),
+                "Invalid value: must be a map of strings".into(),
+            ));
         }
     }
     let empty = Map::new();
     let data = match obj.get("data") {
         None | Some(Value::Null) => &empty,
         Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::bad_request("data must be a map of base64 strings")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "data must be a map of base64 strings",
+            ));
+        }
     };
     let mut decoded: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
     let mut total = 0usize;
     for (k, v) in data {
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
             problems.push((format!("data[{k}]"), "Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.'".into()));
         }
         let bytes = v
@@ -275,7 +358,10 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
         decoded.insert(k.as_str(), bytes);
     }
     if total > 1024 * 1024 {
-        problems.push(("data".into(), "Too long: must have at most 1048576 bytes".into()));
+        problems.push((
+            "data".into(),
+            "Too long: must have at most 1048576 bytes".into(),
+        ));
     }
     let type_ = obj["type"].as_str().unwrap_or("Opaque");
     match type_ {
@@ -283,14 +369,15 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
             None => problems.push(("data[.dockerconfigjson]".into(), "Required value".into())),
             Some(bytes) => {
                 if let Err(e) = serde_json::from_slice::<Value>(bytes) {
-                    problems.push(("data[.dockerconfigjson]".into(), format!("Invalid value: \"<secret contents redacted>\": {e}")));
+                    problems.push((
+                        "data[.dockerconfigjson]".into(),
+                        format!("Invalid value: \"<secret contents redacted>\": {e}"),
+                    ));
                 }
             }
         },
-        "kubernetes.io/dockercfg" => {
-            if !decoded.contains_key(".dockercfg") {
-                problems.push(("data[.dockercfg]".into(), "Required value".into()));
-            }
+        "kubernetes.io/dockercfg" if !decoded.contains_key(".dockercfg") => {
+            problems.push(("data[.dockercfg]".into(), "Required value".into()));
         }
         _ => {}
     }
@@ -300,7 +387,10 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
             problems.push(("type".into(), "Invalid value: field is immutable".into()));
         }
         if old.get("immutable") == Some(&json!(true)) && old.get("data") != obj.get("data") {
-            problems.push(("data".into(), "Forbidden: field is immutable when `immutable` is set".into()));
+            problems.push((
+                "data".into(),
+                "Forbidden: field is immutable when `immutable` is set".into(),
+            ));
         }
     }
     if problems.is_empty() {

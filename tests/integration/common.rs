@@ -1,0 +1,168 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kubeecr::ecr::{EcrSettings, EcrTokenSource, config_loader};
+use kubeecr::policy::Policy;
+use kubeecr::refresh::{RefreshOptions, Refresher};
+use kubeecr::secret_update::DuePolicy;
+use kubeecr::token_cache::{CacheConfig, TokenCache};
+use serde_json::{Value, json};
+
+pub const ANNOTATION: &str = "deft.com/kubeecr";
+pub const EXPIRES_AT: &str = "deft.com/kubeecr-expires-at";
+pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+/// The least a dockerconfigjson Secret must hold for the API server to accept it.
+pub const EMPTY: &[(&str, &[u8])] = &[(".dockerconfigjson", br#"{"auths":{}}"#)];
+
+/// Static credentials, passed in code so that no test mutates the process environment.
+pub async fn token_source(endpoint: &str) -> EcrTokenSource {
+    kubeecr::tls::install_crypto_provider();
+    let settings = EcrSettings {
+        ecr_endpoint: Some(endpoint.to_string()),
+        sts_endpoint: Some(endpoint.to_string()),
+        call_timeout: Duration::from_secs(10),
+    };
+    let base = config_loader(&settings)
+        .credentials_provider(Credentials::new(
+            "AKIAKUBEECRTEST00001",
+            "kubeecr-test-secret",
+            None,
+            None,
+            "test",
+        ))
+        .region(aws_config::Region::from_static("us-east-1"))
+        .load()
+        .await;
+    EcrTokenSource::new(base, settings)
+}
+
+pub fn cache_config() -> CacheConfig {
+    CacheConfig {
+        renew_before: Duration::from_secs(5 * 3600),
+        min_fetch_interval: Duration::from_secs(60),
+    }
+}
+
+pub async fn token_cache(endpoint: &str) -> Arc<TokenCache> {
+    TokenCache::new(Arc::new(token_source(endpoint).await), cache_config())
+}
+
+pub fn options() -> RefreshOptions {
+    RefreshOptions {
+        due: DuePolicy {
+            refresh_before: Duration::from_secs(4 * 3600),
+            force: false,
+        },
+        concurrency: 4,
+        page_size: 3,
+        conflict_retries: 5,
+    }
+}
+
+pub fn refresher(client: kube::Client, tokens: Arc<TokenCache>, policy: Policy) -> Refresher {
+    Refresher::new(client, tokens, Arc::new(policy), options())
+}
+
+pub fn policy_for(namespaces: &[&str]) -> Policy {
+    Policy {
+        namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+        ..Policy::default()
+    }
+}
+
+/// Builds a Secret from JSON-ish parts; `data` values are raw bytes, encoded here.
+pub fn secret(
+    name: &str,
+    type_: &str,
+    annotations: &[(&str, &str)],
+    data: &[(&str, &[u8])],
+) -> Secret {
+    let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+    let data: BTreeMap<&str, String> = data.iter().map(|(k, v)| (*k, STANDARD.encode(v))).collect();
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": {"app": "pull", "team": "a"}},
+        "type": type_,
+    });
+    if !annotations.is_empty() {
+        v["metadata"]["annotations"] = json!(annotations);
+    }
+    if !data.is_empty() {
+        v["data"] = json!(data);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+pub async fn create(client: &kube::Client, ns: &str, s: &Secret) -> Secret {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), s)
+        .await
+        .expect("create secret")
+}
+
+pub async fn get(client: &kube::Client, ns: &str, name: &str) -> Secret {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    api.get(name).await.expect("get secret")
+}
+
+pub fn data_bytes(s: &Secret, key: &str) -> Option<Vec<u8>> {
+    s.data.as_ref()?.get(key).map(|b| b.0.clone())
+}
+
+pub fn dockerconfig(s: &Secret) -> Value {
+    serde_json::from_slice(&data_bytes(s, ".dockerconfigjson").expect(".dockerconfigjson")).unwrap()
+}
+
+pub fn annotation(s: &Secret, key: &str) -> Option<String> {
+    s.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+pub fn rv(s: &Secret) -> String {
+    s.metadata.resource_version.clone().unwrap()
+}
+
+/// The password of `host`, checked for shape: `auth` is base64("AWS:" + password).
+pub fn password_of(config: &Value, host: &str) -> String {
+    let entry = &config["auths"][host];
+    assert_eq!(entry["username"], "AWS", "{host}: {entry}");
+    let password = entry["password"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{host} has no password"));
+    assert!(!password.is_empty());
+    assert_eq!(
+        entry["auth"].as_str().unwrap(),
+        STANDARD.encode(format!("AWS:{password}"))
+    );
+    password.to_string()
+}
+
+/// Runs a scenario on the API double, and on the real cluster when one is configured.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn on_double() {
+                let cluster = kubeecr_testkit::cluster::TestCluster::double().await;
+                super::$scenario(cluster).await;
+            }
+
+            #[tokio::test]
+            async fn on_real_cluster() {
+                if let Some(cluster) =
+                    kubeecr_testkit::cluster::TestCluster::real(stringify!($scenario)).await
+                {
+                    super::$scenario(cluster).await;
+                }
+            }
+        }
+    };
+}

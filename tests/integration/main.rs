@@ -1,0 +1,6 @@
+//! Integration tests: one binary, so the suite links once.
+
+mod common;
+mod ecr_source;
+mod refresh_cli;
+mod refresh_scenarios;

@@ -1,0 +1,217 @@
+//! The `kubeecr refresh` binary as a user runs it: a kubeconfig, an ECR endpoint, env credentials.
+
+use std::process::Output;
+
+use tokio::process::Command;
+
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
+
+use crate::common::*;
+use crate::on_both_backends;
+
+async fn kubeecr(cluster: &TestCluster, args: &[&str], env: &[(&str, &str)]) -> Output {
+    kubeecr_with(cluster.kubeconfig(), args, env).await
+}
+
+/// Runs `kubeecr refresh` with env credentials; IMDS is off so that nothing leaves loopback.
+async fn kubeecr_with(kubeconfig: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubeecr"));
+    cmd.arg("refresh")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "AKIAKUBEECRCLI000001")
+        .env("AWS_SECRET_ACCESS_KEY", "cli-secret-key-value")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run kubeecr")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn cli_fills_reports_and_keeps_secrets_out_of_logs(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "good",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2,210987654321/us-west-2")],
+            EMPTY,
+        ),
+    )
+    .await;
+    create(
+        &client,
+        ns,
+        &secret(
+            "bad",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789/us-west-2")],
+            &[(".dockerconfigjson", b"{}")],
+        ),
+    )
+    .await;
+
+    let out = kubeecr(
+        &cluster,
+        &[
+            "--namespace",
+            ns,
+            "--ecr-endpoint",
+            &ecr.url(),
+            "--log-level",
+            "debug",
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("refreshed 1, unchanged 0, skipped 1, failed 0; ECR calls 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{ns}/bad: deft.com/kubeecr \"123456789/us-west-2\": account id must be 12 digits"
+        )),
+        "{stdout}"
+    );
+    let config = dockerconfig(&get(&client, ns, "good").await);
+    let password = password_of(&config, "123456789012.dkr.ecr.us-west-2.amazonaws.com");
+    let auth = config["auths"]["123456789012.dkr.ecr.us-west-2.amazonaws.com"]["auth"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for secret in [password.as_str(), auth.as_str(), "cli-secret-key-value"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "a credential reached the output"
+        );
+    }
+
+    // JSON logs, and nothing due on the second run.
+    let out = kubeecr(
+        &cluster,
+        &[
+            "--namespace",
+            ns,
+            "--ecr-endpoint",
+            &ecr.url(),
+            "--log-format",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("refreshed 0, unchanged 1, skipped 1, failed 0; ECR calls 0"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).lines().all(|l| l.starts_with('{')),
+        "{}",
+        text(&out.stderr)
+    );
+}
+on_both_backends!(cli_fills_reports_and_keeps_secrets_out_of_logs);
+
+#[tokio::test]
+async fn cli_honours_aws_endpoint_url_and_kubeecr_env() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "s",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/eu-west-1")],
+            EMPTY,
+        ),
+    )
+    .await;
+    let out = kubeecr(
+        &cluster,
+        &[],
+        &[("AWS_ENDPOINT_URL", &ecr.url()), ("KUBEECR_NAMESPACES", ns)],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(ecr.token_calls().len(), 1);
+    assert!(text(&out.stdout).contains("refreshed 1,"));
+}
+
+#[tokio::test]
+async fn cli_exits_non_zero_when_ecr_is_down() {
+    let cluster = TestCluster::double().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "s",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            EMPTY,
+        ),
+    )
+    .await;
+    let endpoint = dead_endpoint();
+    let out = kubeecr(
+        &cluster,
+        &["--ecr-endpoint", &endpoint, "--aws-timeout", "5s"],
+        &[],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("failed 1"), "{stdout}");
+    assert!(stdout.contains(&format!("FAILED    {ns}/s: ECR token for us-west-2 with the default credentials: GetAuthorizationToken failed (endpoint {endpoint})")), "{stdout}");
+}
+
+#[tokio::test]
+async fn cli_explains_an_unreachable_api_server() {
+    let cluster = TestCluster::double().await;
+    let dir = std::env::temp_dir().join(format!("kubeecr-kc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kubeconfig");
+    let kc = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+    std::fs::write(
+        &path,
+        kc.replace(&cluster.double_server().unwrap().url(), &dead_endpoint()),
+    )
+    .unwrap();
+    let out = kubeecr_with(&path, &[], &[]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("kubeecr: listing Secrets in all namespaces: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}

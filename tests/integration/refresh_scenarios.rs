@@ -1,0 +1,529 @@
+//! `kubeecr refresh` flows, run against the API double and, when configured, a real cluster.
+
+use std::collections::BTreeSet;
+
+use kubeecr::policy::{Patterns, Policy};
+use kubeecr::refresh::Outcome;
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::moto::EcrProxy;
+use serde_json::json;
+
+use crate::common::*;
+use crate::on_both_backends;
+
+const US1: &str = "111111111111.dkr.ecr.us-west-2.amazonaws.com";
+const US2: &str = "222222222222.dkr.ecr.us-west-2.amazonaws.com";
+const EU1: &str = "111111111111.dkr.ecr.eu-central-1.amazonaws.com";
+const FOREIGN: &[u8] = br#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpodWI=","email":"ops@example.com"},"quay.io":{"auth":"cTpx"}},"credsStore":"desktop"}"#;
+
+async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let extra = b"\x00\x01binary\xff config";
+    let created = create(
+        &client,
+        ns,
+        &secret(
+            "pull",
+            DOCKER_CONFIG_JSON,
+            &[
+                (
+                    ANNOTATION,
+                    "111111111111/us-west-2, 222222222222/us-west-2,111111111111/eu-central-1",
+                ),
+                ("team.example/owner", "a"),
+            ],
+            &[(".dockerconfigjson", FOREIGN), ("extra.bin", extra)],
+        ),
+    )
+    .await;
+
+    let summary = refresher(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            summary.refreshed,
+            summary.unchanged,
+            summary.skipped,
+            summary.failed
+        ),
+        (1, 0, 0, 0),
+        "{summary:?}"
+    );
+    // One call per (principal, region): two regions.
+    let regions: BTreeSet<String> = ecr.token_calls().into_iter().map(|c| c.region).collect();
+    assert_eq!(ecr.token_calls().len(), 2);
+    assert_eq!(
+        regions,
+        BTreeSet::from(["eu-central-1".to_string(), "us-west-2".to_string()])
+    );
+    assert_eq!(summary.ecr_calls, 2);
+
+    let after = get(&client, ns, "pull").await;
+    let config = dockerconfig(&after);
+    let us1 = password_of(&config, US1);
+    assert_eq!(
+        password_of(&config, US2),
+        us1,
+        "one token serves every account of a region"
+    );
+    password_of(&config, EU1);
+    let before: serde_json::Value = serde_json::from_slice(FOREIGN).unwrap();
+    assert_eq!(
+        config["auths"]["https://index.docker.io/v1/"],
+        before["auths"]["https://index.docker.io/v1/"]
+    );
+    assert_eq!(config["auths"]["quay.io"], before["auths"]["quay.io"]);
+    assert_eq!(config["credsStore"], "desktop");
+    assert_eq!(
+        data_bytes(&after, "extra.bin").unwrap(),
+        extra,
+        "other keys byte for byte"
+    );
+    // In place: same object, same labels, other annotations kept.
+    assert_eq!(after.metadata.uid, created.metadata.uid);
+    assert_eq!(after.metadata.labels, created.metadata.labels);
+    assert_eq!(
+        annotation(&after, "team.example/owner").as_deref(),
+        Some("a")
+    );
+    let expires: jiff::Timestamp = annotation(&after, EXPIRES_AT).unwrap().parse().unwrap();
+    let in_hours = (expires - jiff::Timestamp::now()).get_seconds() as f64 / 3600.0;
+    assert!(
+        (11.0..=12.1).contains(&in_hours),
+        "moto's 2015 expiry is taken as 12h: {in_hours}"
+    );
+
+    // A second run, with a cold cache as a CronJob has: nothing is due, no ECR call, no write.
+    let summary = refresher(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.refreshed, summary.unchanged),
+        (0, 1),
+        "{summary:?}"
+    );
+    assert_eq!(summary.ecr_calls, 0);
+    assert_eq!(rv(&get(&client, ns, "pull").await), rv(&after));
+}
+on_both_backends!(multi_registry_fill_keeps_foreign_data);
+
+async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let cases = [
+        secret(
+            "short-account",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "12345/us-west-2")],
+            &[(".dockerconfigjson", FOREIGN)],
+        ),
+        secret(
+            "bad-region",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/moon-1")],
+            &[(".dockerconfigjson", FOREIGN)],
+        ),
+        secret(
+            "opaque",
+            "Opaque",
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            &[("a", b"b")],
+        ),
+        secret(
+            "role-not-allowed",
+            DOCKER_CONFIG_JSON,
+            &[
+                (ANNOTATION, "123456789012/us-west-2"),
+                (
+                    "deft.com/kubeecr-role",
+                    "arn:aws:iam::123456789012:role/evil",
+                ),
+            ],
+            &[(".dockerconfigjson", FOREIGN)],
+        ),
+        secret(
+            "auths-not-object",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            &[(".dockerconfigjson", br#"{"auths":[]}"#)],
+        ),
+    ];
+    let mut before = Vec::new();
+    for s in &cases {
+        before.push(create(&client, ns, s).await);
+    }
+    let summary = refresher(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.skipped, summary.refreshed, summary.failed),
+        (5, 0, 0),
+        "{summary:?}"
+    );
+    let message = |name: &str| {
+        summary
+            .reports
+            .iter()
+            .find(|r| r.secret.name == name)
+            .map(|r| match &r.outcome {
+                Outcome::Skipped(m) => m.clone(),
+                other => panic!("{name}: {other:?}"),
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        message("short-account"),
+        format!(
+            "{ns}/short-account: deft.com/kubeecr \"12345/us-west-2\": account id must be 12 digits, e.g. 123456789012/us-west-2"
+        )
+    );
+    assert!(message("bad-region").contains("\"moon-1\" is not an AWS region"));
+    assert!(message("opaque").contains("type is \"Opaque\""));
+    assert!(message("role-not-allowed").contains("role is not allowed"));
+    assert!(message("auths-not-object").contains("\"auths\" that is not an object"));
+    for b in before {
+        let now = get(&client, ns, b.metadata.name.as_deref().unwrap()).await;
+        assert_eq!(rv(&now), rv(&b), "{:?} was modified", b.metadata.name);
+        assert_eq!(now.data, b.data);
+    }
+    assert!(
+        ecr.token_calls().is_empty(),
+        "no token is fetched for a skipped secret"
+    );
+}
+on_both_backends!(invalid_secrets_are_skipped_untouched);
+
+async fn conflicts_are_retried_without_losing_the_other_write(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let ns = cluster.ns().to_string();
+    let plain = cluster.client();
+    create(
+        &plain,
+        &ns,
+        &secret(
+            "contended",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            &[(".dockerconfigjson", FOREIGN)],
+        ),
+    )
+    .await;
+    let (client, forced) = cluster.client_with_conflicts("contended", 2);
+    let summary = refresher(client, token_cache(&ecr.url()).await, policy_for(&[&ns]))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(
+        forced.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "two 409s were forced"
+    );
+    assert_eq!(summary.refreshed, 1, "{summary:?}");
+    let after = get(&plain, &ns, "contended").await;
+    password_of(
+        &dockerconfig(&after),
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com",
+    );
+    assert_eq!(
+        after
+            .metadata
+            .labels
+            .unwrap()
+            .get("kubeecr.test/interfered")
+            .map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(ecr.token_calls().len(), 1, "retries reuse the cached token");
+}
+on_both_backends!(conflicts_are_retried_without_losing_the_other_write);
+
+async fn unselected_namespaces_stay_untouched(mut cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let other = cluster.namespace("kubeecr-other").await;
+    let client = cluster.client();
+    let ns = cluster.ns().to_string();
+    let s = secret(
+        "pull",
+        DOCKER_CONFIG_JSON,
+        &[(ANNOTATION, "123456789012/us-west-2")],
+        &[(".dockerconfigjson", FOREIGN)],
+    );
+    create(&client, &ns, &s).await;
+    let untouched = create(&client, &other, &s).await;
+    let summary = refresher(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[&ns]),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(summary.refreshed, 1);
+    assert!(summary.reports.iter().all(|r| r.secret.namespace == ns));
+    let after = get(&client, &other, "pull").await;
+    assert_eq!(rv(&after), rv(&untouched));
+    assert_eq!(annotation(&after, EXPIRES_AT), None);
+    assert!(annotation(&get(&client, &ns, "pull").await, EXPIRES_AT).is_some());
+}
+on_both_backends!(unselected_namespaces_stay_untouched);
+
+async fn one_call_per_principal_and_region(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    for i in 0..12 {
+        let value = format!(
+            "{:012}/us-west-2,{:012}/eu-west-1",
+            100_000_000_000u64 + i,
+            200_000_000_000u64 + i
+        );
+        create(
+            &client,
+            ns,
+            &secret(
+                &format!("s{i}"),
+                DOCKER_CONFIG_JSON,
+                &[(ANNOTATION, &value)],
+                EMPTY,
+            ),
+        )
+        .await;
+    }
+    for (name, role) in [
+        ("r1", "arn:aws:iam::123456789012:role/ecr-a"),
+        ("r2", "arn:aws:iam::123456789012:role/ecr-b"),
+        ("r3", "arn:aws:iam::123456789012:role/ecr-a"),
+    ] {
+        create(
+            &client,
+            ns,
+            &secret(
+                name,
+                DOCKER_CONFIG_JSON,
+                &[
+                    (ANNOTATION, "123456789012/us-west-2"),
+                    ("deft.com/kubeecr-role", role),
+                ],
+                &[(".dockerconfigjson", b"{}")],
+            ),
+        )
+        .await;
+    }
+    // A big unrelated secret, as Helm release secrets are.
+    create(
+        &client,
+        ns,
+        &secret(
+            "sh.helm.release.v1.app.v1",
+            "helm.sh/release.v1",
+            &[],
+            &[("release", &vec![b'x'; 512 * 1024])],
+        ),
+    )
+    .await;
+    let policy = Policy {
+        allowed_role_arns: Patterns::new(["arn:aws:iam::123456789012:role/ecr-*"]),
+        ..policy_for(&[ns])
+    };
+    if let Some(double) = cluster.double_server() {
+        double.clear_requests();
+    }
+    let summary = refresher(client.clone(), token_cache(&ecr.url()).await, policy)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((summary.refreshed, summary.failed), (15, 0), "{summary:?}");
+    // Default principal: us-west-2 and eu-west-1. Role a and role b: us-west-2 each.
+    let calls = ecr.token_calls();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(ecr.calls("AssumeRole").len(), 2);
+    let principals: BTreeSet<(String, String)> = calls
+        .iter()
+        .map(|c| (c.access_key_id.clone(), c.region.clone()))
+        .collect();
+    assert_eq!(
+        principals.len(),
+        4,
+        "each call is a distinct (principal, region)"
+    );
+    let r1 = dockerconfig(&get(&client, ns, "r1").await);
+    let r3 = dockerconfig(&get(&client, ns, "r3").await);
+    let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+    assert_eq!(
+        password_of(&r1, host),
+        password_of(&r3, host),
+        "same role, same token"
+    );
+
+    if let Some(double) = cluster.double_server() {
+        let requests = double.requests();
+        let lists: Vec<_> = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/secrets"))
+            .collect();
+        assert!(
+            lists.len() >= 6,
+            "16 secrets in pages of 3: {}",
+            lists.len()
+        );
+        assert!(
+            lists.iter().all(|r| r.is_metadata_only()),
+            "lists are metadata only"
+        );
+        assert!(
+            !requests
+                .iter()
+                .any(|r| r.path.ends_with("/sh.helm.release.v1.app.v1")),
+            "the unrelated secret is never read"
+        );
+    }
+}
+on_both_backends!(one_call_per_principal_and_region);
+
+/// The API server's continue token expires mid-list (410): the list starts again.
+#[tokio::test]
+async fn expired_continue_token_restarts_the_list() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    for i in 0..7 {
+        create(
+            &client,
+            ns,
+            &secret(
+                &format!("s{i}"),
+                DOCKER_CONFIG_JSON,
+                &[(ANNOTATION, "123456789012/us-west-2")],
+                EMPTY,
+            ),
+        )
+        .await;
+    }
+    let double = cluster.double_server().unwrap();
+    double.fail_next(http::Method::GET, "continue=", 1, 410, "Expired");
+    let summary = refresher(client, token_cache(&ecr.url()).await, policy_for(&[ns]))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(summary.refreshed, 7, "{summary:?}");
+    let first_pages = double
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET" && r.path.ends_with("/secrets") && !r.query.contains("continue")
+        })
+        .count();
+    assert_eq!(first_pages, 2, "the list started over once");
+}
+
+/// A failing API server is reported per secret, and the run fails.
+#[tokio::test]
+async fn patch_errors_fail_the_secret_not_the_run() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "a",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            EMPTY,
+        ),
+    )
+    .await;
+    create(
+        &client,
+        ns,
+        &secret(
+            "b",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            EMPTY,
+        ),
+    )
+    .await;
+    cluster.double_server().unwrap().fail_next(
+        http::Method::PATCH,
+        "/secrets/a",
+        1,
+        500,
+        "InternalError",
+    );
+    let summary = refresher(client, token_cache(&ecr.url()).await, policy_for(&[ns]))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((summary.refreshed, summary.failed), (1, 1), "{summary:?}");
+    let failed = summary
+        .reports
+        .iter()
+        .find(|r| r.secret.name == "a")
+        .unwrap();
+    assert!(
+        matches!(&failed.outcome, Outcome::Failed(m) if m.contains("patching the secret")),
+        "{failed:?}"
+    );
+}
+
+/// Secrets whose data lacks an annotated registry are due even with a fresh expiry.
+#[tokio::test]
+async fn a_new_registry_in_the_annotation_is_filled_at_once() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "s",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            EMPTY,
+        ),
+    )
+    .await;
+    let cache = token_cache(&ecr.url()).await;
+    refresher(client.clone(), cache.clone(), policy_for(&[ns]))
+        .run_once()
+        .await
+        .unwrap();
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"annotations": {ANNOTATION: "123456789012/us-west-2,123456789012/eu-west-1"}}});
+    api.patch("s", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let summary = refresher(client.clone(), cache, policy_for(&[ns]))
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(summary.refreshed, 1);
+    password_of(
+        &dockerconfig(&get(&client, ns, "s").await),
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+    );
+}
