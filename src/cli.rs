@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Refresh every opted-in Secret that is due, once, and exit (CronJob or laptop).
     Refresh(RefreshCommand),
+    /// Serve the admission webhook over HTTPS and refresh opted-in Secrets in the background.
+    Serve(Box<crate::serve::ServeCommand>),
 }
 
 #[derive(Debug, Args)]
@@ -221,7 +223,9 @@ mod tests {
             "arn:aws:iam::123456789012:role/x*",
         ])
         .unwrap();
-        let Command::Refresh(cmd) = cli.command;
+        let Command::Refresh(cmd) = cli.command else {
+            panic!("parsed as refresh")
+        };
         assert_eq!(cmd.policy.policy().namespaces, ["a", "b"]);
         assert!(
             cmd.policy

@@ -166,3 +166,145 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A kubelet-style mount of a TLS Secret: files behind a `..data` symlink that is swapped
+/// atomically on update, as the kubelet's AtomicWriter does.
+pub struct KubeletMount {
+    pub dir: tempfile::TempDir,
+    version: std::sync::atomic::AtomicUsize,
+}
+
+impl KubeletMount {
+    pub fn new(cert: &kubeecr_testkit::tls::ServingCert) -> Self {
+        let mount = Self {
+            dir: tempfile::tempdir().unwrap(),
+            version: Default::default(),
+        };
+        mount.write(&cert.cert_pem, &cert.key_pem);
+        for name in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(format!("..data/{name}"), mount.dir.path().join(name))
+                .unwrap();
+        }
+        mount
+    }
+
+    /// Writes a new version and swaps `..data` to it in one rename.
+    pub fn write(&self, cert_pem: &str, key_pem: &str) {
+        let root = self.dir.path();
+        let n = self
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let version = format!("..2026_11_29_00_00_00.{n}");
+        std::fs::create_dir(root.join(&version)).unwrap();
+        std::fs::write(root.join(&version).join("tls.crt"), cert_pem).unwrap();
+        std::fs::write(root.join(&version).join("tls.key"), key_pem).unwrap();
+        let _ = std::fs::remove_file(root.join("..data_tmp"));
+        std::os::unix::fs::symlink(&version, root.join("..data_tmp")).unwrap();
+        let old = std::fs::read_link(root.join("..data")).ok();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        if let Some(old) = old {
+            std::fs::remove_dir_all(root.join(old)).unwrap();
+        }
+    }
+
+    pub fn files(&self) -> kubeecr::tls::TlsFiles {
+        kubeecr::tls::TlsFiles {
+            cert: self.dir.path().join("tls.crt"),
+            key: self.dir.path().join("tls.key"),
+        }
+    }
+}
+
+/// kubeecr's webhook, served over HTTPS on 127.0.0.1 exactly as `kubeecr serve` does.
+pub struct RunningWebhook {
+    pub url: String,
+    pub ca: kubeecr_testkit::tls::TestCa,
+    pub mount: KubeletMount,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    reloader: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWebhook {
+    pub async fn start(state: kubeecr::webhook::WebhookState) -> Self {
+        Self::start_on("127.0.0.1:0", state).await
+    }
+
+    pub async fn start_on(addr: &str, state: kubeecr::webhook::WebhookState) -> Self {
+        kubeecr::tls::install_crypto_provider();
+        let ca = kubeecr_testkit::tls::TestCa::new("kubeecr-test-ca");
+        let mount = KubeletMount::new(&ca.serving("kubeecr-webhook-v1", true));
+        let reloader = kubeecr::tls::CertReloader::load(mount.files()).unwrap();
+        let tls = kubeecr::tls::server_config(reloader.store());
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let app = kubeecr::webhook::router(Arc::new(state), 3 * 1024 * 1024);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(kubeecr::https_server::serve(
+            listener,
+            tls,
+            app,
+            Default::default(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        let reloader = tokio::spawn(reloader.run(Duration::from_millis(50)));
+        Self {
+            url,
+            ca,
+            mount,
+            shutdown: Some(tx),
+            server: Some(server),
+            reloader,
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// Stops accepting and drains, as on SIGTERM.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for RunningWebhook {
+    fn drop(&mut self) {
+        self.reloader.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+    }
+}
+
+pub fn webhook_state(
+    tokens: Arc<TokenCache>,
+    policy: Policy,
+    require_token: bool,
+) -> kubeecr::webhook::WebhookState {
+    kubeecr::webhook::WebhookState {
+        policy: Arc::new(policy),
+        tokens,
+        require_token,
+        token_wait: Duration::from_secs(3),
+    }
+}
+
+/// A fixture captured from kube-apiserver v1.36: (URL path, AdmissionReview).
+pub fn fixture(name: &str) -> (String, Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/admission")
+        .join(name);
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap();
+    (v["path"].as_str().unwrap().to_string(), v["review"].clone())
+}

@@ -4,3 +4,4 @@ mod common;
 mod ecr_source;
 mod refresh_cli;
 mod refresh_scenarios;
+mod webhook_router;

@@ -1,8 +1,17 @@
 //! Generated certificates: a CA, and serving certificates for 127.0.0.1 signed by it.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -46,4 +55,44 @@ impl TestCa {
             key_pem: key.serialize_pem(),
         }
     }
+}
+
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Which protocols a client offers through ALPN.
+#[derive(Debug, Clone, Copy)]
+pub enum Alpn {
+    Http1,
+    Http2,
+    Both,
+}
+
+/// A rustls client config that trusts only `ca_pem`.
+pub fn client_config(ca_pem: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// An HTTPS client that trusts only `ca_pem`, as the API server does with a caBundle.
+pub fn https_client(ca_pem: &[u8], alpn: Alpn) -> HttpsClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_pem))
+        .https_only();
+    let connector = match alpn {
+        Alpn::Http1 => builder.enable_http1().build(),
+        Alpn::Http2 => builder.enable_http2().build(),
+        Alpn::Both => builder.enable_all_versions().build(),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    if matches!(alpn, Alpn::Http2) {
+        client.http2_only(true);
+    }
+    client.build(connector)
 }

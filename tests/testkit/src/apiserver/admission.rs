@@ -14,11 +14,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use super::status::ApiError;
@@ -49,7 +44,7 @@ impl Operation {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::tls::{Alpn, HttpsClient, https_client};
 
 pub struct Webhook {
     pub name: String,
@@ -79,27 +74,6 @@ pub struct Call {
 pub struct Webhooks {
     hooks: RwLock<Vec<Arc<Webhook>>>,
     calls: Mutex<Vec<Call>>,
-}
-
-fn https_client(ca_pem: &[u8]) -> HttpsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots
-            .add(cert.expect("caBundle PEM"))
-            .expect("caBundle cert");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_all_versions()
-        .build();
-    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 fn annotation_of_condition(expression: &str) -> String {
@@ -217,7 +191,7 @@ impl Webhooks {
                         })
                         .next(),
                     excluded_namespaces: excluded_namespaces(&w["namespaceSelector"]),
-                    client: https_client(ca_pem),
+                    client: https_client(ca_pem, Alpn::Both),
                 });
             }
         }
@@ -403,6 +377,25 @@ impl Webhooks {
             .into(),
         );
         Ok(Some(r.clone()))
+    }
+}
+
+/// `response.patch` is a Go `[]byte`: encoding/json accepts a base64 string or an array of
+/// byte values, and so does the double.
+pub fn patch_bytes(patch: &Value) -> Option<Vec<u8>> {
+    match patch {
+        Value::String(s) => Some(STANDARD.decode(s).expect("patch is base64")),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .map(|b| {
+                    b.as_u64()
+                        .and_then(|b| u8::try_from(b).ok())
+                        .expect("patch bytes")
+                })
+                .collect(),
+        ),
+        _ => None,
     }
 }
 

@@ -1,0 +1,486 @@
+//! The webhook's routes, fed the AdmissionReviews that kube-apiserver v1.36 sent
+//! (tests/fixtures/admission), with tokens from moto.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kubeecr::policy::{Patterns, Policy};
+use kubeecr::token_cache::TokenCache;
+use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::common::*;
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    text: String,
+}
+
+impl Answer {
+    fn response(&self) -> &Value {
+        &self.body["response"]
+    }
+
+    fn allowed(&self) -> bool {
+        self.response()["allowed"] == json!(true)
+    }
+
+    fn message(&self) -> &str {
+        self.response()["status"]["message"].as_str().unwrap_or("")
+    }
+
+    fn patch(&self) -> Option<json_patch::Patch> {
+        let bytes = kubeecr_testkit::apiserver::admission::patch_bytes(&self.response()["patch"])?;
+        assert_eq!(self.response()["patchType"], "JSONPatch");
+        Some(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.response()["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+async fn call(
+    tokens: Arc<TokenCache>,
+    policy: Policy,
+    require_token: bool,
+    path: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let app = kubeecr::webhook::router(
+        Arc::new(webhook_state(tokens, policy, require_token)),
+        3 * 1024 * 1024,
+    );
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+async fn call_fixture(tokens: Arc<TokenCache>, policy: Policy, name: &str) -> (Answer, Value) {
+    let (path, review) = fixture(name);
+    let answer = call(
+        tokens,
+        policy,
+        false,
+        &path,
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text);
+    assert_eq!(
+        answer.response()["uid"],
+        review["request"]["uid"],
+        "{name}: uid echoed"
+    );
+    assert_eq!(answer.body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer.body["kind"], "AdmissionReview");
+    (answer, review)
+}
+
+/// Applies the answer's patch to the request's object, as the API server does.
+fn patched(answer: &Answer, review: &Value) -> Value {
+    let mut object = review["request"]["object"].clone();
+    if let Some(patch) = answer.patch() {
+        json_patch::patch(&mut object, &patch).unwrap();
+    }
+    object
+}
+
+fn config_of(object: &Value) -> Value {
+    let b64 = object["data"][".dockerconfigjson"]
+        .as_str()
+        .expect(".dockerconfigjson");
+    serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap()
+}
+
+const US: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+
+#[tokio::test]
+async fn data_less_create_is_filled_and_the_patch_is_idempotent() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (answer, review) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "01-create-annotated-nodata-apply-mutate-create.json",
+    )
+    .await;
+    assert!(answer.allowed());
+    let ops = serde_json::to_value(answer.patch().expect("a patch")).unwrap();
+    assert_eq!(ops[0]["op"], "add");
+    assert_eq!(ops[0]["path"], "/data", "the missing data map is created");
+    assert_eq!(
+        ops[1]["path"],
+        "/metadata/annotations/deft.com~1kubeecr-expires-at"
+    );
+    let object = patched(&answer, &review);
+    password_of(&config_of(&object), US);
+    assert!(
+        object["metadata"]["annotations"][EXPIRES_AT]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(
+        object["metadata"]["annotations"][ANNOTATION],
+        "123456789012/us-west-2"
+    );
+
+    // Re-invoked on its own result: nothing more to do.
+    let mut again = review.clone();
+    again["request"]["object"] = object;
+    let answer = call(
+        tokens,
+        Policy::default(),
+        false,
+        "/mutate?timeout=5s",
+        serde_json::to_vec(&again).unwrap(),
+    )
+    .await;
+    assert!(
+        answer.allowed() && answer.patch().is_none(),
+        "{}",
+        answer.text
+    );
+    assert_eq!(ecr.token_calls().len(), 1);
+}
+
+#[tokio::test]
+async fn annotating_an_existing_secret_keeps_its_foreign_auth() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (answer, review) = call_fixture(
+        tokens,
+        Policy::default(),
+        "07-annotate-existing-mutate-update.json",
+    )
+    .await;
+    let before = config_of(&review["request"]["object"]);
+    let after = config_of(&patched(&answer, &review));
+    for (host, entry) in before["auths"].as_object().unwrap() {
+        assert_eq!(&after["auths"][host], entry, "foreign auth {host} kept");
+    }
+    password_of(&after, US);
+    password_of(&after, "210987654321.dkr.ecr.eu-central-1.amazonaws.com");
+    let ops = serde_json::to_value(answer.patch().unwrap()).unwrap();
+    assert_eq!(
+        ops[0]["path"], "/data/.dockerconfigjson",
+        "existing data map: only the key is written"
+    );
+    assert_eq!(ecr.token_calls().len(), 2, "two regions");
+}
+
+#[tokio::test]
+async fn updates_and_dry_runs_are_filled_too() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (answer, review) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "03-reapply-annotated-apply-mutate-update.json",
+    )
+    .await;
+    password_of(&config_of(&patched(&answer, &review)), US);
+    let (answer, review) = call_fixture(
+        tokens,
+        Policy::default(),
+        "15-create-dryrun-server-mutate-create.json",
+    )
+    .await;
+    assert_eq!(review["request"]["dryRun"], true);
+    let config = config_of(&patched(&answer, &review));
+    let host = config["auths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|h| h.ends_with(".amazonaws.com.cn"))
+        .expect("a China host")
+        .clone();
+    password_of(&config, &host);
+}
+
+#[tokio::test]
+async fn malformed_annotations_are_denied_by_both_webhooks_with_the_same_message() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let expected = "team-a/bad: deft.com/kubeecr \"123456789/us-west-2\": account id must be 12 digits, e.g. 123456789012/us-west-2";
+    for name in [
+        "09-create-malformed-annotation-mutate-create.json",
+        "10-create-malformed-annotation-validate-create.json",
+    ] {
+        let (answer, review) = call_fixture(tokens.clone(), Policy::default(), name).await;
+        assert_eq!(review["request"]["name"], "bad", "fixture shape");
+        assert!(!answer.allowed(), "{name}");
+        assert_eq!(answer.message(), expected, "{name}");
+        assert_eq!(answer.response()["status"]["code"], 403);
+        assert!(answer.patch().is_none());
+    }
+    for name in [
+        "13-annotate-opaque-mutate-update.json",
+        "14-annotate-opaque-validate-update.json",
+    ] {
+        let (answer, _) = call_fixture(tokens.clone(), Policy::default(), name).await;
+        assert!(!answer.allowed());
+        assert!(answer.message().contains("type is \"Opaque\", but kubeecr only fills secrets of type kubernetes.io/dockerconfigjson"), "{}", answer.message());
+    }
+    assert_eq!(tokens.fetch_count(), 0, "denials need no token");
+}
+
+#[tokio::test]
+async fn other_secrets_and_deletes_are_allowed_unchanged() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    for name in [
+        "02-create-annotated-nodata-apply-validate-create.json",
+        "05-create-docker-registry-plain-mutate-create.json",
+        "06-create-docker-registry-plain-validate-create.json",
+        "11-create-opaque-annotated-mutate-create.json",
+        "12-create-opaque-annotated-validate-create.json",
+        "21-delete-mutate-delete.json",
+        "22-delete-validate-delete.json",
+    ] {
+        let (answer, review) = call_fixture(tokens.clone(), Policy::default(), name).await;
+        assert!(answer.allowed(), "{name}: {}", answer.message());
+        assert!(answer.patch().is_none(), "{name}");
+        assert!(answer.warnings().is_empty(), "{name}");
+        if name.starts_with("21") {
+            assert!(review["request"]["object"].is_null());
+        }
+    }
+    assert_eq!(tokens.fetch_count(), 0);
+}
+
+#[tokio::test]
+async fn roles_follow_the_operator_policy() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (answer, _) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "17-ssa-create-mutate-create.json",
+    )
+    .await;
+    assert!(!answer.allowed());
+    assert!(
+        answer
+            .message()
+            .contains("role is not allowed by this kubeecr installation (allowed: none)"),
+        "{}",
+        answer.message()
+    );
+    let (answer, _) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "18-ssa-create-validate-create.json",
+    )
+    .await;
+    assert!(!answer.allowed());
+
+    let allowed = Policy {
+        allowed_role_arns: Patterns::new(["arn:aws-us-gov:iam::123456789012:role/*"]),
+        ..Policy::default()
+    };
+    let (answer, review) = call_fixture(
+        tokens.clone(),
+        allowed.clone(),
+        "17-ssa-create-mutate-create.json",
+    )
+    .await;
+    assert!(answer.allowed(), "{}", answer.message());
+    password_of(
+        &config_of(&patched(&answer, &review)),
+        "123456789012.dkr.ecr.us-gov-west-1.amazonaws.com",
+    );
+    assert_eq!(ecr.calls("AssumeRole").len(), 1);
+    let (answer, _) = call_fixture(tokens, allowed, "20-ssa-reapply-validate-update.json").await;
+    assert!(answer.allowed());
+}
+
+#[tokio::test]
+async fn registries_and_namespaces_outside_the_policy_are_denied() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let policy = Policy {
+        allowed_registries: Patterns::new(["999999999999/*"]),
+        ..Policy::default()
+    };
+    let (answer, _) = call_fixture(
+        tokens.clone(),
+        policy,
+        "02-create-annotated-nodata-apply-validate-create.json",
+    )
+    .await;
+    assert!(
+        answer
+            .message()
+            .contains("registry 123456789012/us-west-2 is not allowed"),
+        "{}",
+        answer.message()
+    );
+    let policy = Policy {
+        exclude_namespaces: vec!["team-a".into()],
+        ..Policy::default()
+    };
+    let (answer, _) = call_fixture(
+        tokens,
+        policy,
+        "02-create-annotated-nodata-apply-validate-create.json",
+    )
+    .await;
+    assert!(
+        answer
+            .message()
+            .contains("namespace \"team-a\" is not served"),
+        "{}",
+        answer.message()
+    );
+}
+
+#[tokio::test]
+async fn aws_down_admits_with_a_warning_and_empty_auths() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let (answer, review) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "01-create-annotated-nodata-apply-mutate-create.json",
+    )
+    .await;
+    assert!(answer.allowed());
+    let warnings = answer.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].starts_with("kubeecr: team-a/ecr-pull stored with an empty {\"auths\":{}} (not usable yet); kubeecr fills it when ECR answers. Cause: ECR token for us-west-2"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].chars().count() <= 256, "{}", warnings[0].len());
+    let object = patched(&answer, &review);
+    assert_eq!(config_of(&object), json!({"auths": {}}));
+    assert!(
+        object["metadata"]["annotations"].get(EXPIRES_AT).is_none(),
+        "due for the refresher"
+    );
+
+    // An update of a secret that has data: admitted unchanged, with a warning.
+    let (answer, _) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "07-annotate-existing-mutate-update.json",
+    )
+    .await;
+    assert!(answer.allowed() && answer.patch().is_none());
+    assert!(answer.warnings()[0].contains("stored without a new token"));
+
+    // --require-token: denied, with the AWS error.
+    let (path, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let answer = call(
+        tokens,
+        Policy::default(),
+        true,
+        &path,
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
+    assert!(!answer.allowed());
+    assert!(
+        answer.message().contains("--require-token"),
+        "{}",
+        answer.message()
+    );
+    assert!(
+        answer.message().contains("GetAuthorizationToken failed"),
+        "{}",
+        answer.message()
+    );
+}
+
+#[tokio::test]
+async fn aws_slow_answers_before_the_api_server_gives_up_and_warms_the_cache() {
+    let ecr = EcrProxy::start().await;
+    ecr.set_delay(Duration::from_millis(1500));
+    let tokens = token_cache(&ecr.url()).await;
+    let (_, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let body = serde_json::to_vec(&review).unwrap();
+    let started = std::time::Instant::now();
+    // The API server would give up at 2s; kubeecr waits for ECR 1s at most.
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        "/mutate?timeout=2s",
+        body.clone(),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(answer.allowed());
+    assert!(
+        answer.warnings()[0].contains("ECR did not answer within 1s"),
+        "{:?}",
+        answer.warnings()
+    );
+    assert!(
+        waited < Duration::from_millis(1400),
+        "answered before ECR did: {waited:?}"
+    );
+    // The fetch went on in the background: the next admission is filled without a new call.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ecr.set_delay(Duration::ZERO);
+    let answer = call(tokens, Policy::default(), false, "/mutate?timeout=2s", body).await;
+    assert!(answer.warnings().is_empty(), "{:?}", answer.warnings());
+    password_of(&config_of(&patched(&answer, &review)), US);
+    assert_eq!(ecr.token_calls().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_oversized_get_413() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        "/validate",
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer
+            .text
+            .contains("not an admission.k8s.io/v1 AdmissionReview"),
+        "{}",
+        answer.text
+    );
+    let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        "/mutate",
+        serde_json::to_vec(&no_request).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.text.contains("no usable request"), "{}", answer.text);
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    let answer = call(tokens, Policy::default(), false, "/mutate", huge).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
