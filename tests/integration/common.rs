@@ -227,13 +227,18 @@ pub struct RunningWebhook {
 
 impl RunningWebhook {
     pub async fn start(state: kubeecr::webhook::WebhookState) -> Self {
-        Self::start_on("127.0.0.1:0", state).await
+        Self::start_on("127.0.0.1:0", &[], state).await
     }
 
-    pub async fn start_on(addr: &str, state: kubeecr::webhook::WebhookState) -> Self {
+    /// Listens on `addr`, with a certificate valid for 127.0.0.1, localhost and `names`.
+    pub async fn start_on(
+        addr: &str,
+        names: &[&str],
+        state: kubeecr::webhook::WebhookState,
+    ) -> Self {
         kubeecr::tls::install_crypto_provider();
         let ca = kubeecr_testkit::tls::TestCa::new("kubeecr-test-ca");
-        let mount = KubeletMount::new(&ca.serving("kubeecr-webhook-v1", true));
+        let mount = KubeletMount::new(&ca.serving_for("kubeecr-webhook-v1", true, names));
         let reloader = kubeecr::tls::CertReloader::load(mount.files()).unwrap();
         let tls = kubeecr::tls::server_config(reloader.store());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();

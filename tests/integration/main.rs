@@ -4,4 +4,5 @@ mod common;
 mod ecr_source;
 mod refresh_cli;
 mod refresh_scenarios;
+mod webhook_https;
 mod webhook_router;

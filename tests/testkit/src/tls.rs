@@ -39,8 +39,14 @@ impl TestCa {
 
     /// A certificate for 127.0.0.1 and localhost; `chain` appends the CA, as a full chain.
     pub fn serving(&self, common_name: &str, chain: bool) -> ServingCert {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        self.serving_for(common_name, chain, &[])
+    }
+
+    /// As `serving`, valid for `extra_names` (IPs or DNS names) too.
+    pub fn serving_for(&self, common_name: &str, chain: bool, extra_names: &[&str]) -> ServingCert {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        names.extend(extra_names.iter().map(|n| n.to_string()));
+        let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);

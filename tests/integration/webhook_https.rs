@@ -1,0 +1,266 @@
+//! The webhook over real HTTPS: ALPN, certificate checks, rotation through a kubelet-style
+//! `..data` swap under load, and draining on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Version;
+use http_body_util::{BodyExt, Full};
+use kubeecr::policy::Policy;
+use kubeecr_testkit::moto::EcrProxy;
+use kubeecr_testkit::tls::{Alpn, HttpsClient, TestCa, client_config, https_client};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+
+use crate::common::*;
+
+fn review_body() -> Bytes {
+    let (_, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    Bytes::from(serde_json::to_vec(&review).unwrap())
+}
+
+async fn post(client: &HttpsClient, url: &str, body: Bytes) -> Result<(Version, Value), String> {
+    let req = http::Request::post(format!("{url}/mutate?timeout=5s"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let res = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let version = res.version();
+    if res.status() != 200 {
+        return Err(format!("status {}", res.status()));
+    }
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if v["response"]["allowed"] != true {
+        return Err(format!("not allowed: {v}"));
+    }
+    Ok((version, v))
+}
+
+/// The leaf certificate a fresh TLS handshake is served.
+async fn served_cert(url: &str, ca_pem: &str) -> Vec<u8> {
+    let addr = url.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_pem.as_bytes())));
+    let tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn leaf_der(pem: &str) -> Vec<u8> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn serves_http2_and_http11_over_verified_tls() {
+    let ecr = EcrProxy::start().await;
+    let webhook = RunningWebhook::start(webhook_state(
+        token_cache(&ecr.url()).await,
+        Policy::default(),
+        false,
+    ))
+    .await;
+    let ca = webhook.ca_pem();
+    let (version, v) = post(
+        &https_client(ca.as_bytes(), Alpn::Http2),
+        &webhook.url,
+        review_body(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(version, Version::HTTP_2);
+    assert!(v["response"]["patch"].is_array() || v["response"]["patch"].is_string());
+    let (version, _) = post(
+        &https_client(ca.as_bytes(), Alpn::Http1),
+        &webhook.url,
+        review_body(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(version, Version::HTTP_11);
+
+    // A client that trusts another CA refuses the server.
+    let stranger = TestCa::new("other-ca").pem();
+    let err = post(
+        &https_client(stranger.as_bytes(), Alpn::Both),
+        &webhook.url,
+        review_body(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+
+    // TLS 1.2 only clients are served; plain HTTP is not.
+    let tls12 = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates({
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    })
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls12));
+    let tcp = tokio::net::TcpStream::connect(webhook.url.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let plain = reqwest_plain(&webhook.url.replace("https://", "http://")).await;
+    assert!(plain.is_err(), "plain HTTP must not be served");
+}
+
+async fn reqwest_plain(url: &str) -> Result<(), String> {
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::post(format!("{url}/mutate"))
+        .body(Full::new(review_body()))
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+        Ok(Ok(res)) if res.status() == 200 => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn rotation_through_a_data_symlink_swap_fails_no_request() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let webhook = RunningWebhook::start(webhook_state(tokens, Policy::default(), false)).await;
+    let ca = webhook.ca_pem();
+    let url = webhook.url.clone();
+    let old = served_cert(&url, &ca).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        // Two clients reuse keep-alive connections (h2 and HTTP/1.1); two open one per request.
+        let client = match i {
+            0 => https_client(ca.as_bytes(), Alpn::Http2),
+            1 => https_client(ca.as_bytes(), Alpn::Http1),
+            _ => {
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(client_config(ca.as_bytes()))
+                    .https_only()
+                    .enable_all_versions()
+                    .build();
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build(connector)
+            }
+        };
+        let (stop, ok, failures, url) = (stop.clone(), ok.clone(), failures.clone(), url.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match post(&client, &url, review_body()).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        failures.lock().unwrap().push(e);
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = webhook.ca.serving("kubeecr-webhook-v2", true);
+    webhook.mount.write(&new.cert_pem, &new.key_pem);
+    let mut rotated = false;
+    for _ in 0..100 {
+        if served_cert(&url, &ca).await == leaf_der(&new.cert_pem) {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "the new certificate is served without a restart");
+
+    // A broken pair (key of another certificate), then garbage: the current pair stays.
+    let other = webhook.ca.serving("kubeecr-webhook-v3", true);
+    webhook.mount.write(&other.cert_pem, &new.key_pem);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
+    webhook.mount.write("not a certificate", "not a key");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
+
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 40,
+        "load was sent: {}",
+        ok.load(Ordering::SeqCst)
+    );
+    assert_ne!(old, leaf_der(&new.cert_pem));
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let ecr = EcrProxy::start().await;
+    ecr.set_delay(Duration::from_millis(800));
+    let mut webhook = RunningWebhook::start(webhook_state(
+        token_cache(&ecr.url()).await,
+        Policy::default(),
+        false,
+    ))
+    .await;
+    let client = https_client(webhook.ca_pem().as_bytes(), Alpn::Http2);
+    let url = webhook.url.clone();
+    let in_flight = tokio::spawn(async move { post(&client, &url, review_body()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    webhook.stop().await;
+    let (_, answer) = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+    assert!(
+        answer["response"]["warnings"].is_null(),
+        "ECR answered in time: {answer}"
+    );
+    let after = post(
+        &https_client(webhook.ca_pem().as_bytes(), Alpn::Http1),
+        &webhook.url,
+        review_body(),
+    )
+    .await;
+    assert!(after.is_err(), "no new connections after shutdown");
+}
