@@ -28,11 +28,13 @@ enum Inspection {
     /// Not an opted-in Secret write: allow unchanged.
     NotOurs,
     Deny(String),
-    OptedIn {
-        secret: SecretRef,
-        binding: EcrBinding,
-        object: Secret,
-    },
+    OptedIn(Box<OptedIn>),
+}
+
+struct OptedIn {
+    secret: SecretRef,
+    binding: EcrBinding,
+    object: Secret,
 }
 
 fn is_secret(req: &AdmissionRequest<DynamicObject>) -> bool {
@@ -85,11 +87,11 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     if let Err(e) = policy.admit(&secret, &binding) {
         return Inspection::Deny(e.to_string());
     }
-    Inspection::OptedIn {
+    Inspection::OptedIn(Box::new(OptedIn {
         secret,
         binding,
         object,
-    }
+    }))
 }
 
 fn deny(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResponse {
@@ -104,16 +106,16 @@ fn deny(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResp
 pub fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
     match inspect(req, policy) {
         Inspection::Deny(message) => deny(req, message),
-        Inspection::NotOurs | Inspection::OptedIn { .. } => AdmissionResponse::from(req),
+        Inspection::NotOurs | Inspection::OptedIn(_) => AdmissionResponse::from(req),
     }
 }
 
 /// The first step of mutation.
 pub enum MutationPlan {
     /// Answer now: allowed unchanged, or denied.
-    Respond(AdmissionResponse),
+    Respond(Box<AdmissionResponse>),
     /// Fetch tokens for `keys`, then call `complete`.
-    Fill(PendingFill),
+    Fill(Box<PendingFill>),
 }
 
 pub struct PendingFill {
@@ -129,19 +131,22 @@ pub struct PendingFill {
 /// message), allows what is not ours, and asks for tokens for the rest.
 pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> MutationPlan {
     match inspect(req, policy) {
-        Inspection::NotOurs => MutationPlan::Respond(AdmissionResponse::from(req)),
-        Inspection::Deny(message) => MutationPlan::Respond(deny(req, message)),
-        Inspection::OptedIn {
-            secret,
-            binding,
-            object,
-        } => MutationPlan::Fill(PendingFill {
-            keys: secret_update::token_keys(&binding),
-            secret,
-            response: AdmissionResponse::from(req),
-            binding,
-            object,
-        }),
+        Inspection::NotOurs => MutationPlan::Respond(Box::new(AdmissionResponse::from(req))),
+        Inspection::Deny(message) => MutationPlan::Respond(Box::new(deny(req, message))),
+        Inspection::OptedIn(opted_in) => {
+            let OptedIn {
+                secret,
+                binding,
+                object,
+            } = *opted_in;
+            MutationPlan::Fill(Box::new(PendingFill {
+                keys: secret_update::token_keys(&binding),
+                secret,
+                response: AdmissionResponse::from(req),
+                binding,
+                object,
+            }))
+        }
     }
 }
 
@@ -156,7 +161,7 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
 /// Warnings over 256 characters may be cut by clients.
 fn short(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
+        Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_string(),
     }
 }
@@ -289,6 +294,6 @@ mod tests {
     #[test]
     fn warnings_are_kept_short() {
         assert_eq!(short("abc", 5), "abc");
-        assert_eq!(short("abcdef", 3), "abc…");
+        assert_eq!(short("abcdef", 3), "abc...");
     }
 }

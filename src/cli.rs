@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Refresh every opted-in Secret that is due, once, and exit (CronJob or laptop).
-    Refresh(RefreshCommand),
+    Refresh(Box<RefreshCommand>),
     /// Serve the admission webhook over HTTPS and refresh opted-in Secrets in the background.
     Serve(Box<crate::serve::ServeCommand>),
 }

@@ -16,7 +16,7 @@ pub async fn run(cli: crate::cli::Cli) -> ExitCode {
     }
     tls::install_crypto_provider();
     let result = match cli.command {
-        Command::Refresh(cmd) => refresh(cmd).await,
+        Command::Refresh(cmd) => refresh(*cmd).await,
         Command::Serve(cmd) => crate::serve::run(*cmd).await,
     };
     result.unwrap_or_else(|e| {

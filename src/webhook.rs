@@ -49,15 +49,12 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
 }
 
-fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Response> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
-        bad_request(format!(
-            "body is not an admission.k8s.io/v1 AdmissionReview: {e}"
-        ))
-    })?;
+fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|e| format!("body is not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
     review
         .try_into()
-        .map_err(|e| bad_request(format!("AdmissionReview has no usable request: {e}")))
+        .map_err(|e| format!("AdmissionReview has no usable request: {e}"))
 }
 
 fn answer(response: AdmissionResponse) -> Response {
@@ -89,7 +86,7 @@ fn log_decision(kind: &str, req: &AdmissionRequest<DynamicObject>, response: &Ad
 async fn validate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response {
     let req = match parse(&body) {
         Ok(req) => req,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     let response = admission::validate(&req, &state.policy);
     log_decision("validate", &req, &response);
@@ -111,10 +108,10 @@ async fn mutate(
 ) -> Response {
     let req = match parse(&body) {
         Ok(req) => req,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     let response = match admission::plan_mutation(&req, &state.policy) {
-        MutationPlan::Respond(response) => response,
+        MutationPlan::Respond(response) => *response,
         MutationPlan::Fill(pending) => {
             let deadline = token_deadline(query.timeout.as_deref(), state.token_wait);
             let tokens = fetch_all(&state.tokens, &pending.keys, deadline).await;

@@ -4,5 +4,7 @@ mod common;
 mod ecr_source;
 mod refresh_cli;
 mod refresh_scenarios;
+mod serve_cli;
+mod webhook_flow;
 mod webhook_https;
 mod webhook_router;

@@ -246,10 +246,12 @@ impl Webhooks {
                     &mut warnings,
                 )
                 .await?;
-            if let Some(patch) = response.as_ref().and_then(|r| r["patch"].as_str()) {
-                let ops: json_patch::Patch =
-                    serde_json::from_slice(&STANDARD.decode(patch).expect("patch base64"))
-                        .map_err(|e| internal(hook, &format!("invalid JSONPatch: {e}")))?;
+            if let Some(patch) = response.as_ref().and_then(|r| patch_bytes(&r["patch"])) {
+                if !is_json_patch(response.as_ref()) {
+                    return Err(internal(hook, "patchType must be JSONPatch"));
+                }
+                let ops: json_patch::Patch = serde_json::from_slice(&patch)
+                    .map_err(|e| internal(hook, &format!("invalid JSONPatch: {e}")))?;
                 let doc = object.as_mut().expect("mutating a deleted object");
                 json_patch::patch(doc, &ops)
                     .map_err(|e| internal(hook, &format!("JSONPatch does not apply: {e}")))?;
@@ -397,6 +399,10 @@ pub fn patch_bytes(patch: &Value) -> Option<Vec<u8>> {
         ),
         _ => None,
     }
+}
+
+fn is_json_patch(response: Option<&Value>) -> bool {
+    response.is_some_and(|r| r["patchType"] == "JSONPatch")
 }
 
 fn internal(hook: &Webhook, message: &str) -> ApiError {

@@ -1,0 +1,406 @@
+//! The webhook as the API server calls it: registered from `webhook-config/`, reached over
+//! HTTPS with the caBundle. Runs on the API double; on a real cluster too when
+//! `KUBEECR_TEST_KUBECONFIG` is set and `KUBEECR_TEST_WEBHOOK_HOST` names an address of this
+//! machine that the cluster's API server can reach (e.g. 172.17.0.1 for kind on Docker): the
+//! test then serves the webhook on 0.0.0.0 with a certificate for that address and registers
+//! it by URL, scoped to its throwaway namespace.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kubeecr::policy::Policy;
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::on_both_backends;
+
+const WEBHOOK_HOST_ENV: &str = "KUBEECR_TEST_WEBHOOK_HOST";
+const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+
+fn webhook_docs() -> Vec<Value> {
+    let mut docs = Vec::new();
+    for file in ["mutating.yaml", "validating.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("webhook-config")
+            .join(file);
+        let yaml = std::fs::read_to_string(path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&yaml) {
+            let v: serde_norway::Value = serde::Deserialize::deserialize(doc).unwrap();
+            docs.push(serde_json::to_value(v).unwrap());
+        }
+    }
+    docs
+}
+
+/// Removes the webhook configurations registered on a real cluster.
+struct Registration {
+    config: Option<kube::Client>,
+    name: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some(client) = self.config.take() else {
+            return;
+        };
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+                let _ = Api::<ValidatingWebhookConfiguration>::all(client)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Serves kubeecr's webhook where the cluster can reach it and registers `webhook-config/`.
+/// `None` (printed as skipped) on a real cluster without `KUBEECR_TEST_WEBHOOK_HOST`.
+async fn webhook_for(
+    cluster: &TestCluster,
+    state: kubeecr::webhook::WebhookState,
+    test: &str,
+) -> Option<(RunningWebhook, Registration)> {
+    if !cluster.is_real() {
+        let webhook = RunningWebhook::start(state).await;
+        let yaml = ["mutating.yaml", "validating.yaml"]
+            .map(|f| {
+                std::fs::read_to_string(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("webhook-config")
+                        .join(f),
+                )
+                .unwrap()
+            })
+            .join("\n---\n");
+        cluster.double_server().unwrap().webhooks().register_yaml(
+            &yaml,
+            &webhook.url,
+            webhook.ca_pem().as_bytes(),
+        );
+        return Some((
+            webhook,
+            Registration {
+                config: None,
+                name: String::new(),
+            },
+        ));
+    }
+    let Ok(host) = std::env::var(WEBHOOK_HOST_ENV) else {
+        println!(
+            "SKIPPED {test} on a real cluster: set {WEBHOOK_HOST_ENV} to an address of this machine that the API server can reach"
+        );
+        return None;
+    };
+    let webhook = RunningWebhook::start_on("0.0.0.0:0", &[&host], state).await;
+    let port = webhook.url.rsplit(':').next().unwrap().to_string();
+    let name = format!("kubeecr-test-{}", cluster.ns());
+    for mut doc in webhook_docs() {
+        doc["metadata"] = json!({"name": name});
+        for w in doc["webhooks"].as_array_mut().unwrap() {
+            let path = w["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            w["clientConfig"] = json!({"url": format!("https://{host}:{port}{path}"), "caBundle": STANDARD.encode(webhook.ca_pem())});
+            w["namespaceSelector"] =
+                json!({"matchLabels": {"kubernetes.io/metadata.name": cluster.ns()}});
+        }
+        let client = cluster.client();
+        if doc["kind"] == "MutatingWebhookConfiguration" {
+            let c: MutatingWebhookConfiguration = serde_json::from_value(doc).unwrap();
+            Api::<MutatingWebhookConfiguration>::all(client)
+                .create(&PostParams::default(), &c)
+                .await
+                .unwrap();
+        } else {
+            let c: ValidatingWebhookConfiguration = serde_json::from_value(doc).unwrap();
+            Api::<ValidatingWebhookConfiguration>::all(client)
+                .create(&PostParams::default(), &c)
+                .await
+                .unwrap();
+        }
+    }
+    // The API server picks up new webhook configurations within a moment.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    Some((
+        webhook,
+        Registration {
+            config: Some(cluster.client()),
+            name,
+        },
+    ))
+}
+
+/// The YAML: annotated, typed, no data at all.
+fn data_less(name: &str, annotation: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "annotations": {ANNOTATION: annotation}},
+        "type": DOCKER_CONFIG_JSON,
+    }))
+    .unwrap()
+}
+
+fn api_message(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message,
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+async fn apply_create_and_server_side_apply_are_filled(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    let Some((_webhook, _registration)) = webhook_for(
+        &cluster,
+        state,
+        "apply_create_and_server_side_apply_are_filled",
+    )
+    .await
+    else {
+        return;
+    };
+    let client = cluster.client();
+    let api: Api<Secret> = Api::namespaced(client.clone(), cluster.ns());
+
+    let created = api
+        .create(
+            &PostParams::default(),
+            &data_less("ecr-pull", "123456789012/us-west-2"),
+        )
+        .await
+        .expect("created");
+    password_of(&dockerconfig(&created), HOST);
+    let stored = api.get("ecr-pull").await.unwrap();
+    assert_eq!(stored.data, created.data);
+    assert!(annotation(&stored, EXPIRES_AT).is_some());
+
+    // kubectl apply --server-side of the same YAML with a label, as GitOps does.
+    let mut applied = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "ecr-pull", "labels": {"env": "prod"}, "annotations": {ANNOTATION: "123456789012/us-west-2"}},
+        "type": DOCKER_CONFIG_JSON,
+    });
+    let after = api
+        .patch(
+            "ecr-pull",
+            &PatchParams::apply("gitops").force(),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .expect("applied");
+    assert_eq!(after.metadata.labels.as_ref().unwrap()["env"], "prod");
+    password_of(&dockerconfig(&after), HOST);
+
+    // A server-side apply that creates: filled as well.
+    applied["metadata"]["name"] = json!("ssa-new");
+    let fresh = api
+        .patch(
+            "ssa-new",
+            &PatchParams::apply("gitops"),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .expect("created by apply");
+    password_of(&dockerconfig(&fresh), HOST);
+
+    // --dry-run=server: answered filled, nothing stored.
+    let dry = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &data_less("dry", "123456789012/us-west-2"),
+        )
+        .await
+        .expect("dry run");
+    password_of(&dockerconfig(&dry), HOST);
+    assert!(api.get_opt("dry").await.unwrap().is_none());
+    assert_eq!(
+        ecr.token_calls().len(),
+        1,
+        "one token for every admission of the same (principal, region)"
+    );
+}
+on_both_backends!(apply_create_and_server_side_apply_are_filled);
+
+async fn malformed_annotations_are_refused_with_their_message(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    let Some((_webhook, _registration)) = webhook_for(
+        &cluster,
+        state,
+        "malformed_annotations_are_refused_with_their_message",
+    )
+    .await
+    else {
+        return;
+    };
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let ns = cluster.ns();
+
+    let msg = api_message(
+        api.create(
+            &PostParams::default(),
+            &data_less("bad", "123456789/us-west-2"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        msg.contains("admission webhook \"mutate.kubeecr.deft.com\" denied the request"),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("{ns}/bad: deft.com/kubeecr \"123456789/us-west-2\": account id must be 12 digits, e.g. 123456789012/us-west-2")), "{msg}");
+    assert!(
+        !msg.contains("Required value"),
+        "kubeecr's message, not the API server's generic one: {msg}"
+    );
+
+    let opaque: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "opaque", "annotations": {ANNOTATION: "123456789012/us-west-2"}},
+        "type": "Opaque", "data": {"a": "Yg=="},
+    }))
+    .unwrap();
+    let msg = api_message(
+        api.create(&PostParams::default(), &opaque)
+            .await
+            .unwrap_err(),
+    );
+    assert!(msg.contains("type is \"Opaque\""), "{msg}");
+
+    // Annotating an existing good secret with a bad value is refused too.
+    api.create(
+        &PostParams::default(),
+        &data_less("good", "123456789012/us-west-2"),
+    )
+    .await
+    .unwrap();
+    let patch = json!({"metadata": {"annotations": {ANNOTATION: "123456789012/moon-1"}}});
+    let msg = api_message(
+        api.patch("good", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_err(),
+    );
+    assert!(msg.contains("\"moon-1\" is not an AWS region"), "{msg}");
+    assert!(ecr.token_calls().len() <= 1);
+}
+on_both_backends!(malformed_annotations_are_refused_with_their_message);
+
+async fn aws_down_admits_and_the_refresher_completes(cluster: TestCluster) {
+    let state = webhook_state(
+        token_cache(&dead_endpoint()).await,
+        Policy::default(),
+        false,
+    );
+    let Some((_webhook, _registration)) = webhook_for(
+        &cluster,
+        state,
+        "aws_down_admits_and_the_refresher_completes",
+    )
+    .await
+    else {
+        return;
+    };
+    let client = cluster.client();
+    let ns = cluster.ns();
+
+    // A raw create, to read the Warning header the API server relays.
+    let body = serde_json::to_vec(&data_less("ecr-pull", "123456789012/us-west-2")).unwrap();
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/secrets"))
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body))
+        .unwrap();
+    let res = client.send(req).await.unwrap();
+    assert_eq!(res.status(), 201);
+    let warnings: Vec<String> = res
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("stored with an empty {\\\"auths\\\":{}}")),
+        "{warnings:?}"
+    );
+
+    let stored = get(&client, ns, "ecr-pull").await;
+    assert_eq!(dockerconfig(&stored), json!({"auths": {}}));
+    assert_eq!(annotation(&stored, EXPIRES_AT), None);
+
+    // ECR is back: the refresher fills it.
+    let ecr = EcrProxy::start().await;
+    let summary = refresher(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(summary.refreshed, 1, "{summary:?}");
+    password_of(&dockerconfig(&get(&client, ns, "ecr-pull").await), HOST);
+}
+on_both_backends!(aws_down_admits_and_the_refresher_completes);
+
+/// With kubeecr down, only opted-in Secrets are affected (matchConditions), and those fail
+/// closed (failurePolicy: Fail).
+#[tokio::test]
+async fn kubeecr_down_blocks_only_opted_in_secrets() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    let (mut webhook, _registration) = webhook_for(&cluster, state, "kubeecr_down").await.unwrap();
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret("plain-before", "Opaque", &[], &[("a", b"b")]),
+    )
+    .await;
+    let calls = cluster.double_server().unwrap().webhooks().calls();
+    assert!(
+        calls.is_empty(),
+        "a plain Secret never reaches kubeecr: {calls:?}"
+    );
+
+    webhook.stop().await;
+    create(
+        &client,
+        ns,
+        &secret("plain-after", "Opaque", &[], &[("a", b"b")]),
+    )
+    .await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let msg = api_message(
+        api.create(
+            &PostParams::default(),
+            &data_less("ecr-pull", "123456789012/us-west-2"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        msg.contains("failed calling webhook \"mutate.kubeecr.deft.com\""),
+        "{msg}"
+    );
+}
