@@ -5,6 +5,7 @@ mod ecr_source;
 mod refresh_cli;
 mod refresh_scenarios;
 mod serve_cli;
+mod webhook_config;
 mod webhook_flow;
 mod webhook_https;
 mod webhook_router;
