@@ -232,6 +232,9 @@ impl PendingFill {
                 return response;
             }
         };
+        if self.holds_newer_token(&filled) {
+            return self.response;
+        }
         let ops = [
             self.set_data(&filled.dockerconfigjson),
             self.set_expiry(filled.expires_at_annotation()),
@@ -240,6 +243,30 @@ impl PendingFill {
         .flatten()
         .collect();
         self.with_ops(ops)
+    }
+
+    /// The object already holds credentials for every registry, recorded to expire no earlier
+    /// than the cached token: another writer (a refresher elsewhere, a CronJob) was fresher,
+    /// so its token stays rather than being replaced by an older one.
+    fn holds_newer_token(&self, filled: &secret_update::Filled) -> bool {
+        let recorded = self
+            .object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(EXPIRES_AT_ANNOTATION))
+            .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+        if recorded.is_none_or(|r| r < filled.expires_at) {
+            return false;
+        }
+        match crate::dockerconfig::hosts_with_credentials(self.existing()) {
+            Ok(present) => self
+                .binding
+                .registries
+                .iter()
+                .all(|r| present.contains(&r.host())),
+            Err(_) => false,
+        }
     }
 
     /// AWS failed or was too slow. The write goes through (with `{"auths":{}}` when it has

@@ -484,3 +484,53 @@ async fn malformed_requests_get_400_and_oversized_get_413() {
     let answer = call(tokens, Policy::default(), false, "/mutate", huge).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn a_fresher_token_written_by_another_refresher_is_kept() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (answer, review) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "01-create-annotated-nodata-apply-mutate-create.json",
+    )
+    .await;
+    let mut object = patched(&answer, &review);
+    // Another writer put a token that outlives ours.
+    let fresher = json!({"auths": {US: {"username": "AWS", "password": "newer", "auth": STANDARD.encode("AWS:newer")}}});
+    object["data"][".dockerconfigjson"] =
+        json!(STANDARD.encode(serde_json::to_vec(&fresher).unwrap()));
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(13)).to_string();
+    object["metadata"]["annotations"][EXPIRES_AT] = json!(later);
+    let mut update = review.clone();
+    update["request"]["operation"] = json!("UPDATE");
+    update["request"]["oldObject"] = object.clone();
+    update["request"]["object"] = object.clone();
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        "/mutate",
+        serde_json::to_vec(&update).unwrap(),
+    )
+    .await;
+    assert!(
+        answer.allowed() && answer.patch().is_none(),
+        "{}",
+        answer.text
+    );
+
+    // An older recorded expiry is replaced.
+    object["metadata"]["annotations"][EXPIRES_AT] = json!("2026-01-01T00:00:00Z");
+    update["request"]["object"] = object;
+    let answer = call(
+        tokens,
+        Policy::default(),
+        false,
+        "/mutate",
+        serde_json::to_vec(&update).unwrap(),
+    )
+    .await;
+    let after = config_of(&patched(&answer, &update));
+    assert_ne!(password_of(&after, US), "newer");
+}

@@ -91,9 +91,11 @@ struct ListQuery {
 
 impl FakeApiServer {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
         let app = Router::new()
@@ -104,6 +106,15 @@ impl FakeApiServer {
                 get(get_one).put(replace).patch(patch).delete(delete),
             )
             .route("/version", get(|| async { axum::Json(json!({"major": "1", "minor": "36", "gitVersion": "v1.36.2-kubeecr-double"})) }))
+            // Legacy discovery, enough for `kubectl get secrets`.
+            .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})) }))
+            .route("/apis", get(|| async { axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})) }))
+            .route("/api/v1", get(|| async {
+                axum::Json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [{
+                    "name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret",
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                }]}))
+            }))
             .fallback(|uri: Uri| async move {
                 ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({uri})"))
             })

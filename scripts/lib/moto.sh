@@ -1,0 +1,41 @@
+# Shared by scripts/test.sh and scripts/local-run.sh: moto in a local virtualenv, on 127.0.0.1.
+
+MOTO_VERSION="5.2.5"
+KUBEECR_VENV="${KUBEECR_VENV:-.venv}"
+
+# Installs moto[server] into $KUBEECR_VENV when it is missing.
+ensure_moto() {
+  if [ ! -x "$KUBEECR_VENV/bin/moto_server" ]; then
+    echo "==> installing moto[server]==$MOTO_VERSION into $KUBEECR_VENV"
+    python3 -m venv "$KUBEECR_VENV"
+    "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something listens on 127.0.0.1:$1.
+wait_port() {
+  python3 - "$1" <<'PY'
+import socket, sys, time
+for _ in range(300):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("nothing listens on 127.0.0.1:%s after 30s" % sys.argv[1])
+PY
+}
+
+# Starts moto on a free port; sets MOTO_URL and MOTO_PID. Logs to $1.
+start_moto() {
+  local port
+  port=$(free_port)
+  "$KUBEECR_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$1" 2>&1 &
+  MOTO_PID=$!
+  MOTO_URL="http://127.0.0.1:$port"
+  wait_port "$port"
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs kubeecr locally with no cluster and no AWS account: moto stands in for ECR, the in-repo
+# kube-apiserver double (tests/testkit) stands in for Kubernetes, with kubeecr's admission
+# webhooks registered. It then:
+#   1. runs `kubeecr serve` (webhook + background refresher) with dev certs from certs/,
+#   2. applies examples/usage/*.yaml through the API (the webhook fills or refuses them),
+#   3. runs `kubeecr refresh --force` once, as a CronJob would,
+#   4. prints what the Secrets hold (passwords hidden).
+#
+#   scripts/local-run.sh          run, show, stop
+#   scripts/local-run.sh --keep   keep everything running until Ctrl-C (kubeconfig: target/local/kubeconfig)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/moto.sh
+
+keep=false
+[ "${1:-}" = "--keep" ] && keep=true
+
+echo "==> building"
+cargo build --workspace --bins --quiet
+ensure_moto
+state=target/local
+mkdir -p "$state"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start_moto "$state/moto.log"
+pids+=("$MOTO_PID")
+
+webhook_port=$(free_port)
+api_port=$(free_port)
+target/debug/kubeecr-dev-cluster --listen "127.0.0.1:$api_port" --kubeconfig "$state/kubeconfig" \
+  --certs-dir certs --webhook-url "https://127.0.0.1:$webhook_port" >"$state/apiserver.log" 2>&1 &
+pids+=("$!")
+wait_port "$api_port"
+
+# Fake credentials: moto accepts any. IMDS stays off so nothing leaves this machine.
+export AWS_ACCESS_KEY_ID=AKIAKUBEECRLOCAL0001 AWS_SECRET_ACCESS_KEY=local-run-not-secret AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export KUBEECR_KUBECONFIG="$state/kubeconfig" KUBEECR_ECR_ENDPOINT="$MOTO_URL"
+
+target/debug/kubeecr serve --listen "127.0.0.1:$webhook_port" \
+  --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key >"$state/serve.log" 2>&1 &
+pids+=("$!")
+wait_port "$webhook_port"
+echo "==> kubeecr serve is up: webhook https://127.0.0.1:$webhook_port, API http://127.0.0.1:$api_port, ECR (moto) $MOTO_URL"
+
+echo
+echo "==> applying examples/usage/*.yaml (the API server calls kubeecr's webhooks)"
+"$KUBEECR_VENV/bin/python" scripts/lib/apply.py "http://127.0.0.1:$api_port" examples/usage/*.yaml
+
+echo
+echo "==> kubeecr refresh --force (the one-shot mode, as a CronJob runs it)"
+target/debug/kubeecr refresh --force --log-level warn
+
+echo
+echo "==> the Secrets now"
+"$KUBEECR_VENV/bin/python" scripts/lib/show.py "http://127.0.0.1:$api_port"
+
+if $keep; then
+  echo
+  echo "==> running; try: kubectl --kubeconfig $state/kubeconfig get secrets -A   (Ctrl-C stops; logs in $state/)"
+  wait
+fi
