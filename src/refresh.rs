@@ -195,7 +195,7 @@ impl Refresher {
                     Err(source) => {
                         let hint = match status_code(&source) {
                             Some(403) => {
-                                " (kubeecr needs get, list and patch on secrets; see manifests/)"
+                                " (kubeecr needs get, list and patch on secrets)"
                             }
                             _ => "",
                         };
