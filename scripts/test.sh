@@ -24,7 +24,7 @@ fi
 
 echo "==> cargo test (moto at $KUBEECR_TEST_MOTO_URL)"
 set +e
-cargo test --workspace --locked -- --show-output 2>&1 | grep -v '^\s*$' | grep -Ev '^(---- .* stdout ----|successes:)$'
+cargo test --workspace --locked -- --show-output 2>&1 | grep --line-buffered -v '^\s*$' | grep --line-buffered -Ev '^(---- .* stdout ----|successes:)$'
 status=${PIPESTATUS[0]}
 set -e
 exit "$status"

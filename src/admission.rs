@@ -65,9 +65,10 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     };
     let object: Secret = match serde_json::to_value(object).and_then(serde_json::from_value) {
         Ok(secret) => secret,
-        Err(e) => {
+        // serde's message could quote a value of the Secret, so it is not passed on.
+        Err(_) => {
             return Inspection::Deny(format!(
-                "{}/{}: not a valid Secret: {e}",
+                "{}/{}: the object does not decode as a core/v1 Secret",
                 req.namespace.as_deref().unwrap_or(""),
                 req.name
             ));

@@ -194,9 +194,7 @@ impl Refresher {
                     }
                     Err(source) => {
                         let hint = match status_code(&source) {
-                            Some(403) => {
-                                " (kubeecr needs get, list and patch on secrets)"
-                            }
+                            Some(403) => " (kubeecr needs get, list and patch on secrets)",
                             _ => "",
                         };
                         return Err(ListError {

@@ -313,3 +313,22 @@ pub fn fixture(name: &str) -> (String, Value) {
     .unwrap();
     (v["path"].as_str().unwrap().to_string(), v["review"].clone())
 }
+
+/// The AWS secret key the kubeecr processes of the tests run with; it must never be printed.
+pub const CLI_SECRET_KEY: &str = "cli-secret-key-value";
+
+/// The `kubeecr` binary with only static test credentials in its environment; IMDS is off so
+/// that nothing leaves loopback.
+pub fn kubeecr_command(subcommand: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubeecr"));
+    cmd.arg(subcommand)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "AKIAKUBEECRCLI000001")
+        .env("AWS_SECRET_ACCESS_KEY", CLI_SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd
+}

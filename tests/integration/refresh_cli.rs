@@ -2,8 +2,6 @@
 
 use std::process::Output;
 
-use tokio::process::Command;
-
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 
@@ -16,19 +14,8 @@ async fn kubeecr(cluster: &TestCluster, args: &[&str], env: &[(&str, &str)]) -> 
 
 /// Runs `kubeecr refresh` with env credentials; IMDS is off so that nothing leaves loopback.
 async fn kubeecr_with(kubeconfig: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubeecr"));
-    cmd.arg("refresh")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", "AKIAKUBEECRCLI000001")
-        .env("AWS_SECRET_ACCESS_KEY", "cli-secret-key-value")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    let mut cmd = kubeecr_command("refresh");
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -97,7 +84,7 @@ async fn cli_fills_reports_and_keeps_secrets_out_of_logs(cluster: TestCluster) {
         .as_str()
         .unwrap()
         .to_string();
-    for secret in [password.as_str(), auth.as_str(), "cli-secret-key-value"] {
+    for secret in [password.as_str(), auth.as_str(), CLI_SECRET_KEY] {
         assert!(
             !stdout.contains(secret) && !stderr.contains(secret),
             "a credential reached the output"

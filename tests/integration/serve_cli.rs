@@ -7,7 +7,6 @@ use http_body_util::{BodyExt, Full};
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
 use kubeecr_testkit::tls::{Alpn, TestCa, https_client};
-use tokio::process::Command;
 
 use crate::common::*;
 
@@ -40,8 +39,7 @@ async fn serve_fills_on_admission_refreshes_in_background_and_stops_on_sigterm()
     let ca = TestCa::new("serve-ca");
     let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeecr"))
-        .arg("serve")
+    let mut child = kubeecr_command("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--tls-cert-file")
         .arg(mount.files().cert)
@@ -57,13 +55,6 @@ async fn serve_fills_on_admission_refreshes_in_background_and_stops_on_sigterm()
             "--log-format",
             "json",
         ])
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", "AKIAKUBEECRSERVE0001")
-        .env("AWS_SECRET_ACCESS_KEY", "serve-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -119,20 +110,18 @@ async fn serve_fills_on_admission_refreshes_in_background_and_stops_on_sigterm()
         .unwrap();
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
-    assert!(!stderr.contains("serve-secret"));
+    assert!(!stderr.contains(CLI_SECRET_KEY));
 }
 
 #[tokio::test]
 async fn serve_refuses_to_start_without_its_certificate() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubeecr"))
+    let out = kubeecr_command("serve")
         .args([
-            "serve",
             "--tls-cert-file",
             "/nonexistent/tls.crt",
             "--tls-key-file",
             "/nonexistent/tls.key",
         ])
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .await
         .unwrap();

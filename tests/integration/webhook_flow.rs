@@ -50,21 +50,14 @@ impl Drop for Registration {
             return;
         };
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
-                    .delete(&name, &DeleteParams::default())
-                    .await;
-                let _ = Api::<ValidatingWebhookConfiguration>::all(client)
-                    .delete(&name, &DeleteParams::default())
-                    .await;
-            });
-        })
-        .join();
+        kubeecr_testkit::cluster::block_on_thread(async move {
+            let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+                .delete(&name, &DeleteParams::default())
+                .await;
+            let _ = Api::<ValidatingWebhookConfiguration>::all(client)
+                .delete(&name, &DeleteParams::default())
+                .await;
+        });
     }
 }
 

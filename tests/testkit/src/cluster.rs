@@ -154,19 +154,23 @@ impl Drop for TestCluster {
         }
         let config = self.config.clone();
         let namespaces = std::mem::take(&mut self.namespaces);
-        // Drop is sync; delete on a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let api: Api<Namespace> = Api::all(kube::Client::try_from(config).unwrap());
-                for ns in namespaces {
-                    let _ = api.delete(&ns, &DeleteParams::background()).await;
-                }
-            });
-        })
-        .join();
+        block_on_thread(async move {
+            let api: Api<Namespace> = Api::all(kube::Client::try_from(config).unwrap());
+            for ns in namespaces {
+                let _ = api.delete(&ns, &DeleteParams::background()).await;
+            }
+        });
     }
+}
+
+/// Runs async cleanup from a `Drop`, which is sync: on a thread with its own runtime.
+pub fn block_on_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fut);
+    })
+    .join();
 }
