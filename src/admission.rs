@@ -96,7 +96,13 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
 }
 
 fn deny(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(req).deny(message);
+    forbidden(AdmissionResponse::from(req), message)
+}
+
+/// A denial as kubectl shows it: `Error from server (Forbidden): admission webhook ... denied
+/// the request: <message>`.
+fn forbidden(response: AdmissionResponse, message: String) -> AdmissionResponse {
+    let mut response = response.deny(message);
     response.result.code = 403;
     response.result.reason = "Forbidden".to_string();
     response
@@ -203,12 +209,11 @@ impl PendingFill {
         ))
     }
 
-    fn with_ops(mut self, ops: Vec<PatchOperation>) -> AdmissionResponse {
+    fn with_ops(self, ops: Vec<PatchOperation>) -> AdmissionResponse {
         if ops.is_empty() {
             return self.response;
         }
-        let response = std::mem::replace(&mut self.response, AdmissionResponse::invalid(""));
-        response
+        self.response
             .with_patch(Patch(ops))
             .expect("a JSON patch always serializes")
     }
@@ -225,13 +230,7 @@ impl PendingFill {
         };
         let filled = match secret_update::fill(&self.binding, self.existing(), &tokens) {
             Ok(filled) => filled,
-            Err(e) => {
-                let mut response = self.response;
-                let message = format!("{}: {e}", self.secret);
-                response = response.deny(message);
-                response.result.code = 403;
-                return response;
-            }
+            Err(e) => return forbidden(self.response, format!("{}: {e}", self.secret)),
         };
         if self.holds_newer_token(&filled) {
             return self.response;
@@ -273,16 +272,13 @@ impl PendingFill {
     /// AWS failed or was too slow. The write goes through (with `{"auths":{}}` when it has
     /// no `.dockerconfigjson`, so that the API server accepts it) and the refresher fills it
     /// later; with `--require-token` it is denied instead.
-    fn without_token(mut self, error: &FetchError, require_token: bool) -> AdmissionResponse {
+    fn without_token(self, error: &FetchError, require_token: bool) -> AdmissionResponse {
         if require_token {
             let message = format!(
                 "{}: no ECR token could be fetched, and this kubeecr requires one (--require-token): {error}",
                 self.secret
             );
-            let mut response =
-                std::mem::replace(&mut self.response, AdmissionResponse::invalid("")).deny(message);
-            response.result.code = 403;
-            return response;
+            return forbidden(self.response, message);
         }
         let (op, outcome) = if self.existing().is_none() {
             (

@@ -150,6 +150,25 @@ async fn cli_honours_aws_endpoint_url_and_kubeecr_env() {
     );
     assert_eq!(ecr.token_calls().len(), 1);
     assert!(text(&out.stdout).contains("refreshed 1,"));
+
+    // The ECR-only variable, with --force so that the secret is written again.
+    let ecr_only = EcrProxy::start().await;
+    let out = kubeecr(
+        &cluster,
+        &["--force"],
+        &[
+            ("AWS_ENDPOINT_URL_ECR", &ecr_only.url()),
+            ("KUBEECR_NAMESPACES", ns),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(ecr_only.token_calls().len(), 1);
 }
 
 #[tokio::test]
