@@ -243,15 +243,19 @@ async fn conflicts_are_retried_without_losing_the_other_write(cluster: TestClust
         &dockerconfig(&after),
         "123456789012.dkr.ecr.us-west-2.amazonaws.com",
     );
+    let labels = after.metadata.labels.clone().unwrap();
     assert_eq!(
-        after
-            .metadata
-            .labels
-            .unwrap()
-            .get("kubeecr.test/interfered")
-            .map(String::as_str),
+        labels.get("kubeecr.test/interfered").map(String::as_str),
         Some("2")
     );
+    let config = dockerconfig(&after);
+    for n in [1, 2] {
+        let host = kubeecr_testkit::conflict::interfering_host(n);
+        assert!(
+            config["auths"].get(&host).is_some(),
+            "the other writer's {host} survived: {config}"
+        );
+    }
     assert_eq!(ecr.token_calls().len(), 1, "retries reuse the cached token");
 }
 on_both_backends!(conflicts_are_retried_without_losing_the_other_write);

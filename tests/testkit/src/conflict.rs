@@ -12,6 +12,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::client::Body;
 use tower::{Layer, Service};
 
+/// The auth entry the `n`th interfering write adds.
+pub fn interfering_host(n: usize) -> String {
+    format!("interfered-{n}.example.com")
+}
+
 #[derive(Clone)]
 pub struct ConflictLayer {
     namespace: String,
@@ -84,10 +89,24 @@ where
         }
         let layer = self.layer.clone();
         Box::pin(async move {
-            // The other writer: a label change, as a controller might make.
+            // The other writer, as a controller might be: it adds a label and an auth entry of
+            // its own to .dockerconfigjson. A patch that ignored the resourceVersion would
+            // drop that entry.
             let n = layer.forced.fetch_add(1, Ordering::SeqCst) + 1;
             let api: Api<Secret> = Api::namespaced(layer.other_writer.clone(), &layer.namespace);
-            let patch = serde_json::json!({"metadata": {"labels": {"kubeecr.test/interfered": n.to_string()}}});
+            let current = api.get(&layer.name).await.expect("interfering read");
+            let mut config: serde_json::Value = current
+                .data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+                .and_then(|b| serde_json::from_slice(&b.0).ok())
+                .unwrap_or_else(|| serde_json::json!({"auths": {}}));
+            config["auths"][interfering_host(n)] = serde_json::json!({"auth": "b3RoZXI6d3JpdGVy"});
+            let data = k8s_openapi::ByteString(serde_json::to_vec(&config).unwrap());
+            let patch = serde_json::json!({
+                "metadata": {"labels": {"kubeecr.test/interfered": n.to_string()}},
+                "data": {".dockerconfigjson": data},
+            });
             api.patch(&layer.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .expect("interfering write");
