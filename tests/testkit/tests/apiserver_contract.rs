@@ -186,3 +186,75 @@ async fn watch_streams_changes_and_answers_410_after_compaction() {
         other => panic!("expected 410 Gone, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn leases_and_events_share_the_store_and_its_rules() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::events::v1::Event;
+    let server = FakeApiServer::start().await;
+    let leases: Api<Lease> = Api::namespaced(server.client(), "kubeecr");
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "kubeecr"}, "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15}})).unwrap();
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    assert_eq!(
+        created.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("pod-a")
+    );
+    let rv = created.metadata.resource_version.clone().unwrap();
+    // Two replicas race to take the lease: the second, with the old version, gets 409.
+    let take = |holder: &str, rv: &str| json!({"metadata": {"resourceVersion": rv}, "spec": {"holderIdentity": holder}});
+    leases
+        .patch(
+            "kubeecr",
+            &PatchParams::default(),
+            &Patch::Merge(&take("pod-b", &rv)),
+        )
+        .await
+        .unwrap();
+    let e = leases
+        .patch(
+            "kubeecr",
+            &PatchParams::default(),
+            &Patch::Merge(&take("pod-c", &rv)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), 409);
+    assert_eq!(
+        leases
+            .get("kubeecr")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("pod-b")
+    );
+    // Leases and Secrets of the same name do not collide.
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "kubeecr");
+    secrets
+        .create(&PostParams::default(), &secret("kubeecr"))
+        .await
+        .unwrap();
+    assert_eq!(
+        leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    let events: Api<Event> = Api::namespaced(server.client(), "team-a");
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "ecr-pull.1"}, "eventTime": "2026-11-29T08:00:00.000000Z",
+        "reason": "Refreshed", "note": "token refreshed", "type": "Normal", "action": "Refresh",
+        "reportingController": "deft.com/kubeecr", "reportingInstance": "pod-a",
+        "regarding": {"kind": "Secret", "namespace": "team-a", "name": "ecr-pull"},
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let listed = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items[0].reason.as_deref(), Some("Refreshed"));
+}

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
+use super::kinds::ResourceKind;
 use super::status::ApiError;
 use super::store::validate;
 
@@ -46,11 +47,24 @@ impl Operation {
 
 use crate::tls::{Alpn, HttpsClient, https_client};
 
+/// One write under admission.
+#[derive(Clone, Copy)]
+pub struct Write<'a> {
+    pub kind: ResourceKind,
+    pub op: Operation,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub old: Option<&'a Value>,
+    pub dry_run: bool,
+}
+
 pub struct Webhook {
     pub name: String,
     pub mutating: bool,
     pub url: String,
     pub operations: Vec<String>,
+    /// (apiGroup, resource) pairs of the rules; `*` matches any.
+    pub resources: Vec<(String, String)>,
     pub fail_closed: bool,
     pub timeout: Duration,
     /// From matchConditions: call only when the object or old object carries this annotation.
@@ -160,13 +174,21 @@ impl Webhooks {
                     .as_str()
                     .expect("service path");
                 let rules = w["rules"].as_array().expect("rules");
-                assert!(
-                    rules.iter().any(|r| r["resources"]
-                        .as_array()
-                        .unwrap()
-                        .contains(&json!("secrets"))),
-                    "rules must cover secrets"
-                );
+                let resources = rules
+                    .iter()
+                    .flat_map(|r| {
+                        let groups = r["apiGroups"].as_array().cloned().unwrap_or_default();
+                        let resources = r["resources"].as_array().cloned().unwrap_or_default();
+                        groups.into_iter().flat_map(move |g| {
+                            resources.clone().into_iter().map(move |res| {
+                                (
+                                    g.as_str().unwrap().to_string(),
+                                    res.as_str().unwrap().to_string(),
+                                )
+                            })
+                        })
+                    })
+                    .collect();
                 let conditions = w["matchConditions"].as_array().cloned().unwrap_or_default();
                 self.register(Webhook {
                     name: w["name"].as_str().expect("name").to_string(),
@@ -182,6 +204,7 @@ impl Webhooks {
                                 .map(|o| o.as_str().unwrap().to_string())
                         })
                         .collect(),
+                    resources,
                     fail_closed: w["failurePolicy"].as_str().unwrap_or("Fail") == "Fail",
                     timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
                     match_annotation: conditions
@@ -213,18 +236,24 @@ impl Webhooks {
     /// for the client.
     pub async fn admit(
         &self,
-        op: Operation,
-        namespace: &str,
-        name: &str,
+        write: &Write<'_>,
         object: Option<&Value>,
-        old: Option<&Value>,
-        dry_run: bool,
     ) -> Result<(Option<Value>, Vec<String>), ApiError> {
+        let Write {
+            kind,
+            op,
+            namespace,
+            old,
+            ..
+        } = *write;
         let hooks: Vec<Arc<Webhook>> = self.hooks.read().unwrap().clone();
         let mut object = object.cloned();
         let mut warnings = Vec::new();
         let applies = |w: &Webhook, object: Option<&Value>| {
             w.operations.iter().any(|o| o == op.as_str() || o == "*")
+                && w.resources
+                    .iter()
+                    .any(|(g, r)| (g == kind.group || g == "*") && (r == kind.resource || r == "*"))
                 && !w.excluded_namespaces.iter().any(|n| n == namespace)
                 && w.match_annotation
                     .as_ref()
@@ -235,16 +264,7 @@ impl Webhooks {
                 continue;
             }
             let response = self
-                .call(
-                    hook,
-                    op,
-                    namespace,
-                    name,
-                    object.as_ref(),
-                    old,
-                    dry_run,
-                    &mut warnings,
-                )
+                .call(hook, write, object.as_ref(), &mut warnings)
                 .await?;
             if let Some(patch) = response.as_ref().and_then(|r| patch_bytes(&r["patch"])) {
                 if !is_json_patch(response.as_ref()) {
@@ -258,42 +278,36 @@ impl Webhooks {
             }
         }
         if let Some(obj) = &object {
-            validate(obj, old)?;
+            validate(&kind, obj, old)?;
         }
         for hook in hooks.iter().filter(|w| !w.mutating) {
             if applies(hook, object.as_ref()) {
-                self.call(
-                    hook,
-                    op,
-                    namespace,
-                    name,
-                    object.as_ref(),
-                    old,
-                    dry_run,
-                    &mut warnings,
-                )
-                .await?;
+                self.call(hook, write, object.as_ref(), &mut warnings)
+                    .await?;
             }
         }
         Ok((object, warnings))
     }
 
     /// One call. `Ok(None)`: failed open. `Err`: denied, or failed closed.
-    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         hook: &Webhook,
-        op: Operation,
-        namespace: &str,
-        name: &str,
+        write: &Write<'_>,
         object: Option<&Value>,
-        old: Option<&Value>,
-        dry_run: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Option<Value>, ApiError> {
+        let Write {
+            kind,
+            op,
+            namespace,
+            name,
+            old,
+            dry_run,
+        } = *write;
         let uid = uuid::Uuid::new_v4().to_string();
-        let gvk = json!({"group": "", "version": "v1", "kind": "Secret"});
-        let gvr = json!({"group": "", "version": "v1", "resource": "secrets"});
+        let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
+        let gvr = json!({"group": kind.group, "version": kind.version, "resource": kind.resource});
         let review = json!({
             "kind": "AdmissionReview",
             "apiVersion": "admission.k8s.io/v1",

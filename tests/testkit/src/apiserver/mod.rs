@@ -1,4 +1,5 @@
-//! A test double of kube-apiserver for Secrets, served over HTTP on 127.0.0.1.
+//! A test double of kube-apiserver, served over HTTP on 127.0.0.1: Secrets (kubeecr's
+//! objects), and Leases and Events for what is built on them.
 //!
 //! It keeps kube-apiserver's contract where kubeecr depends on it: resourceVersion and 409 on
 //! a stale one, create/get/list (paged, with 410 for expired continue tokens), metadata-only
@@ -8,6 +9,7 @@
 //! as a merge of the applied object (no field ownership).
 
 pub mod admission;
+pub mod kinds;
 pub mod status;
 pub mod store;
 
@@ -26,7 +28,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use admission::{Operation, Webhooks};
+use admission::{Operation, Webhooks, Write};
+use kinds::ResourceKind;
 use status::ApiError;
 use store::{Key, Store, name_of, normalize, rv_of};
 
@@ -99,22 +102,29 @@ impl FakeApiServer {
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
         let app = Router::new()
-            .route("/api/v1/secrets", get(list_all))
-            .route("/api/v1/namespaces/{ns}/secrets", get(list_ns).post(create))
+            .route("/api/v1/{resource}", get(list))
+            .route("/api/v1/namespaces/{ns}/{resource}", get(list).post(create))
             .route(
-                "/api/v1/namespaces/{ns}/secrets/{name}",
+                "/api/v1/namespaces/{ns}/{resource}/{name}",
+                get(get_one).put(replace).patch(patch).delete(delete),
+            )
+            .route("/apis/{group}/{version}/{resource}", get(list))
+            .route("/apis/{group}/{version}/namespaces/{ns}/{resource}", get(list).post(create))
+            .route(
+                "/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}",
                 get(get_one).put(replace).patch(patch).delete(delete),
             )
             .route("/version", get(|| async { axum::Json(json!({"major": "1", "minor": "36", "gitVersion": "v1.36.2-kubeecr-double"})) }))
-            // Legacy discovery, enough for `kubectl get secrets`.
+            // Legacy discovery, enough for kubectl.
             .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})) }))
-            .route("/apis", get(|| async { axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})) }))
-            .route("/api/v1", get(|| async {
-                axum::Json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [{
-                    "name": "secrets", "singularName": "secret", "namespaced": true, "kind": "Secret",
-                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-                }]}))
-            }))
+            .route("/apis", get(|| async { axum::Json(discovery_groups()) }))
+            .route("/api/v1", get(|| async { axum::Json(discovery_resources("", "v1")) }))
+            .route(
+                "/apis/{group}/{version}",
+                get(|Path((group, version)): Path<(String, String)>| async move {
+                    axum::Json(discovery_resources(&group, &version))
+                }),
+            )
             .fallback(|uri: Uri| async move {
                 ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({uri})"))
             })
@@ -239,37 +249,100 @@ fn as_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
-fn encode_continue(rv: u64, last: &Key) -> String {
+/// The object a request addresses: core (`/api/v1/...`) or grouped (`/apis/g/v/...`).
+#[derive(serde::Deserialize)]
+struct Target {
+    group: Option<String>,
+    version: Option<String>,
+    resource: String,
+    ns: Option<String>,
+    name: Option<String>,
+}
+
+impl Target {
+    fn kind(&self) -> Result<ResourceKind, ApiError> {
+        let group = self.group.as_deref().unwrap_or("");
+        let version = self.version.as_deref().unwrap_or("v1");
+        ResourceKind::find(group, version, &self.resource).ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NotFound",
+                format!(
+                    "the server could not find the requested resource ({group}/{version} {})",
+                    self.resource
+                ),
+            )
+        })
+    }
+
+    fn ns(&self) -> &str {
+        self.ns.as_deref().unwrap_or("")
+    }
+
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    fn key(&self, kind: ResourceKind) -> Key {
+        (kind, self.ns().to_string(), self.name().to_string())
+    }
+}
+
+fn discovery_groups() -> Value {
+    let mut groups: Vec<Value> = Vec::new();
+    for kind in kinds::ALL.iter().filter(|k| !k.group.is_empty()) {
+        if groups.iter().any(|g| g["name"] == kind.group) {
+            continue;
+        }
+        let gv = json!({"groupVersion": kind.api_version(), "version": kind.version});
+        groups.push(json!({"name": kind.group, "versions": [gv], "preferredVersion": gv}));
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn discovery_resources(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = kinds::ALL
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .map(|k| {
+            json!({
+                "name": k.resource, "singularName": k.singular, "namespaced": true, "kind": k.kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+            })
+        })
+        .collect();
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "groupVersion": group_version, "resources": resources})
+}
+
+fn encode_continue(rv: u64, last: &(String, String)) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!([rv, last.0, last.1])).unwrap())
 }
 
-fn decode_continue(token: &str) -> Option<(u64, Key)> {
+fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
     let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
     let (rv, ns, name): (u64, String, String) = serde_json::from_slice(&bytes).ok()?;
     Some((rv, (ns, name)))
 }
 
-async fn list_all(
+async fn list(
     State(s): State<Arc<Shared>>,
+    Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    list(s, None, q, headers).await
-}
-
-async fn list_ns(
-    State(s): State<Arc<Shared>>,
-    Path(ns): Path<String>,
-    Query(q): Query<ListQuery>,
-    headers: HeaderMap,
-) -> Response {
-    list(s, Some(ns), q, headers).await
-}
-
-async fn list(s: Arc<Shared>, ns: Option<String>, q: ListQuery, headers: HeaderMap) -> Response {
+    let kind = match target.kind() {
+        Ok(kind) => kind,
+        Err(e) => return e.into_response(),
+    };
+    let ns = target.ns.clone();
     let metadata = wants_metadata(&headers);
     if q.watch.as_deref().is_some_and(|w| w == "true" || w == "1") {
-        return watch(s, ns, q, metadata);
+        return watch(s, kind, ns, q, metadata);
     }
     let after = match q.continue_.as_deref().filter(|c| !c.is_empty()) {
         None => None,
@@ -284,9 +357,12 @@ async fn list(s: Arc<Shared>, ns: Option<String>, q: ListQuery, headers: HeaderM
             Some((_, key)) => Some(key),
         },
     };
-    let (rv, items, more) = s
-        .store
-        .list(ns.as_deref(), after.as_ref(), q.limit.filter(|l| *l > 0));
+    let (rv, items, more) = s.store.list(
+        kind,
+        ns.as_deref(),
+        after.as_ref(),
+        q.limit.filter(|l| *l > 0),
+    );
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
     if more && let Some(last) = items.last() {
         let key = (
@@ -301,46 +377,62 @@ async fn list(s: Arc<Shared>, ns: Option<String>, q: ListQuery, headers: HeaderM
     let body = if metadata {
         json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items.iter().map(as_metadata).collect::<Vec<_>>()})
     } else {
-        json!({"kind": "SecretList", "apiVersion": "v1", "metadata": list_meta, "items": items})
+        json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(), "metadata": list_meta, "items": items})
     };
     axum::Json(body).into_response()
 }
 
-fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Response {
+fn watch(
+    s: Arc<Shared>,
+    kind: ResourceKind,
+    ns: Option<String>,
+    q: ListQuery,
+    metadata: bool,
+) -> Response {
     let from = q
         .resource_version
         .as_deref()
         .filter(|v| !v.is_empty() && *v != "0")
         .and_then(|v| v.parse::<u64>().ok());
-    let line = move |kind: &str, obj: &Value| {
+    let line = move |event: &str, obj: &Value| {
         let object = if metadata {
             as_metadata(obj)
         } else {
             obj.clone()
         };
-        let mut l = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap();
+        let mut l = serde_json::to_vec(&json!({"type": event, "object": object})).unwrap();
         l.push(b'\n');
         Ok::<_, std::io::Error>(Bytes::from(l))
     };
-    let ns_matches = move |obj: &Value| {
-        ns.as_deref()
-            .is_none_or(|n| obj["metadata"]["namespace"] == n)
+    let matches = move |resource: ResourceKind, obj: &Value| {
+        resource == kind
+            && ns
+                .as_deref()
+                .is_none_or(|n| obj["metadata"]["namespace"] == n)
     };
-    let start = match from {
+    let (past, rx) = match from {
         // No version: synthetic ADDED events for the current state, then changes.
         None => {
-            let (rv, items, _) = s.store.list(None, None, None);
+            let (rv, items, _) = s.store.list(kind, None, None, None);
             let (_, rx) = s
                 .store
                 .watch_from(rv)
                 .expect("current version is never compacted");
             (
-                items.into_iter().map(|o| ("ADDED", o)).collect::<Vec<_>>(),
+                items
+                    .into_iter()
+                    .map(|o| ("ADDED", kind, o))
+                    .collect::<Vec<_>>(),
                 rx,
             )
         }
         Some(rv) => match s.store.watch_from(rv) {
-            Ok((past, rx)) => (past.into_iter().map(|e| (e.kind, e.object)).collect(), rx),
+            Ok((past, rx)) => (
+                past.into_iter()
+                    .map(|e| (e.kind, e.resource, e.object))
+                    .collect(),
+                rx,
+            ),
             Err(gone) => {
                 // As kube-apiserver: 200, then one ERROR event carrying the 410 Status.
                 let body = line("ERROR", &gone.to_json());
@@ -351,16 +443,14 @@ fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Re
             }
         },
     };
-    let (past, rx) = start;
     let past: Vec<_> = past
         .into_iter()
-        .filter(|(_, o)| ns_matches(o))
-        .map(|(k, o)| line(k, &o))
+        .filter(|(_, r, o)| matches(*r, o))
+        .map(|(k, _, o)| line(k, &o))
         .collect();
-    let ns_matches2 = ns_matches.clone();
     let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| {
         let out = match e {
-            Ok(e) if ns_matches2(&e.object) => Some(line(e.kind, &e.object)),
+            Ok(e) if matches(e.resource, &e.object) => Some(line(e.kind, &e.object)),
             _ => None,
         };
         futures::future::ready(out)
@@ -373,13 +463,17 @@ fn watch(s: Arc<Shared>, ns: Option<String>, q: ListQuery, metadata: bool) -> Re
 
 async fn get_one(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(target): Path<Target>,
     headers: HeaderMap,
 ) -> Response {
-    match s.store.get(&(ns, name.clone())) {
+    let kind = match target.kind() {
+        Ok(kind) => kind,
+        Err(e) => return e.into_response(),
+    };
+    match s.store.get(&target.key(kind)) {
         Some(obj) if wants_metadata(&headers) => axum::Json(as_metadata(&obj)).into_response(),
         Some(obj) => axum::Json(obj).into_response(),
-        None => ApiError::not_found(&name).into_response(),
+        None => ApiError::not_found(&kind, target.name()).into_response(),
     }
 }
 
@@ -416,22 +510,22 @@ fn is_dry_run(q: &ListQuery) -> bool {
 
 async fn create(
     State(s): State<Arc<Shared>>,
-    Path(ns): Path<String>,
+    Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
     body: Bytes,
 ) -> Response {
     let result = async {
+        let kind = target.kind()?;
         let obj = parse_json(&body)?;
-        write(
-            &s,
-            &ns,
-            None,
-            Operation::Create,
-            is_dry_run(&q),
-            |_| Ok(obj.clone()),
-            name_of(&obj).to_string(),
-        )
-        .await
+        let name = name_of(&obj).to_string();
+        let write_to = WriteTo {
+            kind,
+            ns: target.ns(),
+            name: &name,
+            op: Operation::Create,
+            dry_run: is_dry_run(&q),
+        };
+        write(&s, write_to, None, |_| Ok(obj.clone())).await
     }
     .await;
     respond(result, true)
@@ -439,28 +533,27 @@ async fn create(
 
 async fn replace(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
     body: Bytes,
 ) -> Response {
     let result = async {
+        let kind = target.kind()?;
         let obj = parse_json(&body)?;
-        if name_of(&obj) != name {
+        if name_of(&obj) != target.name() {
             return Err(ApiError::bad_request(
                 "the name of the object does not match the name on the URL",
             ));
         }
         let precondition = rv_of(&obj).map(str::to_string);
-        write(
-            &s,
-            &ns,
-            precondition,
-            Operation::Update,
-            is_dry_run(&q),
-            |_| Ok(obj.clone()),
-            name,
-        )
-        .await
+        let write_to = WriteTo {
+            kind,
+            ns: target.ns(),
+            name: target.name(),
+            op: Operation::Update,
+            dry_run: is_dry_run(&q),
+        };
+        write(&s, write_to, precondition, |_| Ok(obj.clone())).await
     }
     .await;
     respond(result, false)
@@ -468,7 +561,7 @@ async fn replace(
 
 async fn patch(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -479,15 +572,16 @@ async fn patch(
         .unwrap_or("")
         .to_string();
     let result = async {
+        let kind = target.kind()?;
         let patch_body = parse_json(&body)?;
         let apply = content_type.starts_with("application/apply-patch");
         if apply && q.field_manager.as_deref().is_none_or(str::is_empty) {
             return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
         }
-        let exists = s.store.get(&(ns.clone(), name.clone())).is_some();
-        if apply && !exists {
-            let obj = patch_body.clone();
-            return write(&s, &ns, None, Operation::Create, is_dry_run(&q), |_| Ok(obj.clone()), name).await;
+        let mut write_to = WriteTo { kind, ns: target.ns(), name: target.name(), op: Operation::Update, dry_run: is_dry_run(&q) };
+        if apply && s.store.get(&target.key(kind)).is_none() {
+            write_to.op = Operation::Create;
+            return write(&s, write_to, None, |_| Ok(patch_body.clone())).await;
         }
         // A resourceVersion in the patch is a precondition.
         let precondition = rv_of(&patch_body).map(str::to_string);
@@ -508,7 +602,7 @@ async fn patch(
             }
             Ok(doc)
         };
-        write(&s, &ns, precondition, Operation::Update, is_dry_run(&q), apply_patch, name).await
+        write(&s, write_to, precondition, apply_patch).await
     }
     .await;
     respond(result, false)
@@ -516,27 +610,25 @@ async fn patch(
 
 async fn delete(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let key = (ns.clone(), name.clone());
     let result = async {
+        let kind = target.kind()?;
+        let key = target.key(kind);
         let old = s
             .store
             .get(&key)
-            .ok_or_else(|| ApiError::not_found(&name))?;
-        let warnings = s
-            .webhooks
-            .admit(
-                Operation::Delete,
-                &ns,
-                &name,
-                None,
-                Some(&old),
-                is_dry_run(&q),
-            )
-            .await?
-            .1;
+            .ok_or_else(|| ApiError::not_found(&kind, target.name()))?;
+        let admission = Write {
+            kind,
+            op: Operation::Delete,
+            namespace: target.ns(),
+            name: target.name(),
+            old: Some(&old),
+            dry_run: is_dry_run(&q),
+        };
+        let warnings = s.webhooks.admit(&admission, None).await?.1;
         if is_dry_run(&q) {
             return Ok((old, warnings));
         }
@@ -546,44 +638,63 @@ async fn delete(
     respond(result, false)
 }
 
+/// Which object a write goes to, and how.
+#[derive(Clone, Copy)]
+struct WriteTo<'a> {
+    kind: ResourceKind,
+    ns: &'a str,
+    name: &'a str,
+    op: Operation,
+    dry_run: bool,
+}
+
 /// The write path of kube-apiserver: build the new object from the current one, mutating
 /// admission, built-in validation, validating admission, then a compare-and-swap commit.
 /// Like the real server it retries internally when it raced another writer, unless the
 /// client gave a resourceVersion precondition.
 async fn write(
     s: &Shared,
-    ns: &str,
+    to: WriteTo<'_>,
     precondition: Option<String>,
-    op: Operation,
-    dry_run: bool,
     build: impl Fn(&Value) -> Result<Value, ApiError>,
-    name: String,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let key = (ns.to_string(), name.clone());
+    let WriteTo {
+        kind,
+        ns,
+        name,
+        op,
+        dry_run,
+    } = to;
+    let key = (kind, ns.to_string(), name.to_string());
     for _ in 0..10 {
         let current = s.store.get(&key);
         let (expected, base) = match (op, &current) {
-            (Operation::Create, Some(_)) => return Err(ApiError::already_exists(&name)),
+            (Operation::Create, Some(_)) => return Err(ApiError::already_exists(&kind, name)),
             (Operation::Create, None) => (None, Value::Null),
-            (_, None) => return Err(ApiError::not_found(&name)),
+            (_, None) => return Err(ApiError::not_found(&kind, name)),
             (_, Some(c)) => (rv_of(c).map(str::to_string), c.clone()),
         };
         if let Some(p) = &precondition
             && Some(p) != expected.as_ref()
         {
-            return Err(ApiError::conflict(&name));
+            return Err(ApiError::conflict(&kind, name));
         }
         let mut obj = build(&base)?;
-        normalize(&mut obj, ns, current.as_ref())?;
+        normalize(&kind, &mut obj, ns, current.as_ref())?;
         if let Some(old) = &current {
             obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
-        let (admitted, warnings) = s
-            .webhooks
-            .admit(op, ns, &name, Some(&obj), current.as_ref(), dry_run)
-            .await?;
+        let admission = Write {
+            kind,
+            op,
+            namespace: ns,
+            name,
+            old: current.as_ref(),
+            dry_run,
+        };
+        let (admitted, warnings) = s.webhooks.admit(&admission, Some(&obj)).await?;
         let mut obj = admitted.expect("writes keep an object");
-        normalize(&mut obj, ns, current.as_ref())?;
+        normalize(&kind, &mut obj, ns, current.as_ref())?;
         if dry_run {
             return Ok((obj, warnings));
         }
@@ -594,5 +705,5 @@ async fn write(
             other => return other.map(|o| (o, warnings)),
         }
     }
-    Err(ApiError::conflict(&name))
+    Err(ApiError::conflict(&kind, name))
 }

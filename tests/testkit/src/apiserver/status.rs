@@ -4,12 +4,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::kinds::ResourceKind;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub name: Option<String>,
+    /// The object concerned, for `details` (boxed: errors travel in every `Result`).
+    pub object: Option<Box<(ResourceKind, String)>>,
     pub causes: Vec<Value>,
 }
 
@@ -19,33 +22,44 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
+            object: None,
             causes: Vec::new(),
         }
     }
 
-    pub fn not_found(name: &str) -> Self {
-        Self::new(404, "NotFound", format!("secrets \"{name}\" not found")).named(name)
+    pub fn of(mut self, kind: &ResourceKind, name: &str) -> Self {
+        self.object = Some(Box::new((*kind, name.to_string())));
+        self
     }
 
-    pub fn already_exists(name: &str) -> Self {
+    pub fn not_found(kind: &ResourceKind, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(kind)),
+        )
+        .of(kind, name)
+    }
+
+    pub fn already_exists(kind: &ResourceKind, name: &str) -> Self {
         Self::new(
             409,
             "AlreadyExists",
-            format!("secrets \"{name}\" already exists"),
+            format!("{} \"{name}\" already exists", qualified(kind)),
         )
-        .named(name)
+        .of(kind, name)
     }
 
-    pub fn conflict(name: &str) -> Self {
+    pub fn conflict(kind: &ResourceKind, name: &str) -> Self {
         Self::new(
             409,
             "Conflict",
             format!(
-                "Operation cannot be fulfilled on secrets \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(kind)
             ),
         )
-        .named(name)
+        .of(kind, name)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -57,7 +71,8 @@ impl ApiError {
     }
 
     /// 422, with one `field: message` cause per problem, as the API server's validation gives.
-    pub fn invalid(name: &str, problems: &[(String, String)]) -> Self {
+    /// 422, with one `field: message` cause per problem, as the API server's validation gives.
+    pub fn invalid(kind: &ResourceKind, name: &str, problems: &[(String, String)]) -> Self {
         let detail = problems
             .iter()
             .map(|(field, msg)| format!("{field}: {msg}"))
@@ -66,9 +81,9 @@ impl ApiError {
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("Secret \"{name}\" is invalid: {detail}"),
+            format!("{} \"{name}\" is invalid: {detail}", kind.kind),
         )
-        .named(name);
+        .of(kind, name);
         e.causes = problems
             .iter()
             .map(|(field, msg)| json!({"reason": "FieldValueInvalid", "message": msg, "field": field}))
@@ -76,15 +91,11 @@ impl ApiError {
         e
     }
 
-    pub fn named(mut self, name: &str) -> Self {
-        self.name = Some(name.to_string());
-        self
-    }
-
     pub fn to_json(&self) -> Value {
-        let mut details = json!({"kind": "secrets"});
-        if let Some(name) = &self.name {
-            details["name"] = json!(name);
+        let mut details = json!({});
+        if let Some(object) = &self.object {
+            let (kind, name) = object.as_ref();
+            details = json!({"name": name, "group": kind.group, "kind": kind.resource});
         }
         if !self.causes.is_empty() {
             details["causes"] = json!(self.causes);
@@ -99,6 +110,15 @@ impl ApiError {
             "details": details,
             "code": self.code,
         })
+    }
+}
+
+/// `secrets`, or `leases.coordination.k8s.io`, as in the API server's messages.
+fn qualified(kind: &ResourceKind) -> String {
+    if kind.group.is_empty() {
+        kind.resource.to_string()
+    } else {
+        format!("{}.{}", kind.resource, kind.group)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Secrets in memory, with kube-apiserver's rules: resourceVersion, preconditions, no-op
+//! Objects in memory, with kube-apiserver's rules: resourceVersion, preconditions, no-op
 //! writes that keep the version, built-in Secret validation, and a watch history.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -9,13 +9,16 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use super::kinds::ResourceKind;
 use super::status::ApiError;
 
-pub type Key = (String, String);
+/// (resource, namespace, name).
+pub type Key = (ResourceKind, String, String);
 
 #[derive(Debug, Clone)]
 pub struct Event {
     pub rv: u64,
+    pub resource: ResourceKind,
     pub kind: &'static str,
     pub object: Value,
 }
@@ -72,19 +75,23 @@ impl Store {
         self.inner.lock().unwrap().objects.get(key).cloned()
     }
 
-    /// Objects in a namespace (or all), in key order, after `after`, up to `limit`.
+    /// Objects of a resource in a namespace (or all), in key order, after `after`
+    /// (namespace, name), up to `limit`. Returns the current version and whether more remain.
     pub fn list(
         &self,
+        kind: ResourceKind,
         namespace: Option<&str>,
-        after: Option<&Key>,
+        after: Option<&(String, String)>,
         limit: Option<usize>,
     ) -> (u64, Vec<Value>, bool) {
         let inner = self.inner.lock().unwrap();
         let mut items = inner
             .objects
             .iter()
-            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
-            .filter(|(k, _)| after.is_none_or(|a| *k > a))
+            .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
+            .filter(|((_, ns, name), _)| {
+                after.is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
+            })
             .map(|(_, v)| v.clone());
         let page: Vec<Value> = match limit {
             Some(n) => items.by_ref().take(n).collect(),
@@ -146,9 +153,9 @@ impl Store {
         let current = current.as_ref();
         if current.and_then(rv_of) != expected {
             return Err(match (current, expected) {
-                (Some(_), None) => ApiError::already_exists(&key.1),
-                (None, Some(_)) => ApiError::not_found(&key.1),
-                _ => ApiError::conflict(&key.1),
+                (Some(_), None) => ApiError::already_exists(&key.0, &key.2),
+                (None, Some(_)) => ApiError::not_found(&key.0, &key.2),
+                _ => ApiError::conflict(&key.0, &key.2),
             });
         }
         if let Some(current) = current
@@ -169,6 +176,7 @@ impl Store {
             &mut inner,
             Event {
                 rv,
+                resource: key.0,
                 kind,
                 object: obj.clone(),
             },
@@ -181,9 +189,9 @@ impl Store {
         let current = inner
             .objects
             .get(key)
-            .ok_or_else(|| ApiError::not_found(&key.1))?;
+            .ok_or_else(|| ApiError::not_found(&key.0, &key.2))?;
         if expected.is_some_and(|e| Some(e) != rv_of(current)) {
-            return Err(ApiError::conflict(&key.1));
+            return Err(ApiError::conflict(&key.0, &key.2));
         }
         let mut obj = inner.objects.remove(key).expect("present");
         inner.rv += 1;
@@ -193,6 +201,7 @@ impl Store {
             &mut inner,
             Event {
                 rv,
+                resource: key.0,
                 kind: "DELETED",
                 object: obj.clone(),
             },
@@ -222,9 +231,11 @@ fn same_content(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-/// Applies what the API server does to every Secret written: `stringData` folded into
-/// `data`, the `Opaque` default, and server-owned metadata.
+/// Applies what the API server does to every object written: apiVersion and kind, the
+/// namespace, server-owned metadata, and for Secrets `stringData` folded into `data` and
+/// the `Opaque` default.
 pub fn normalize(
+    kind: &ResourceKind,
     obj: &mut Value,
     namespace: &str,
     existing: Option<&Value>,
@@ -235,8 +246,8 @@ pub fn normalize(
             "the body of the request was not a JSON object",
         ));
     }
-    obj["apiVersion"] = json!("v1");
-    obj["kind"] = json!("Secret");
+    obj["apiVersion"] = json!(kind.api_version());
+    obj["kind"] = json!(kind.kind);
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
@@ -248,26 +259,13 @@ pub fn normalize(
         }
         _ => obj["metadata"]["namespace"] = json!(namespace),
     }
-    if let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
-        let Value::Object(string_data) = string_data else {
-            return Err(ApiError::bad_request("stringData must be a map of strings"));
-        };
-        if !obj.get("data").is_some_and(Value::is_object) {
-            obj["data"] = json!({});
-        }
-        for (k, v) in string_data {
-            let s = v
-                .as_str()
-                .ok_or_else(|| ApiError::bad_request("stringData values must be strings"))?;
-            obj["data"][k] = json!(STANDARD.encode(s));
-        }
-    }
-    if obj.get("type").is_none_or(Value::is_null) {
-        obj["type"] = json!("Opaque");
+    if kind.is_secret() {
+        fold_string_data(obj)?;
     }
     let meta = obj["metadata"]
         .as_object_mut()
         .expect("metadata is an object");
+
     match existing {
         Some(old) => {
             for field in ["uid", "creationTimestamp"] {
@@ -288,6 +286,7 @@ pub fn normalize(
     }
     if name.is_empty() {
         return Err(ApiError::invalid(
+            kind,
             "",
             &[(
                 "metadata.name".into(),
@@ -311,8 +310,30 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-/// The Secret validation of kube-apiserver (`ValidateSecret`, `ValidateSecretUpdate`).
-pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+fn fold_string_data(obj: &mut Value) -> Result<(), ApiError> {
+    if let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        let Value::Object(string_data) = string_data else {
+            return Err(ApiError::bad_request("stringData must be a map of strings"));
+        };
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in string_data {
+            let s = v
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request("stringData values must be strings"))?;
+            obj["data"][k] = json!(STANDARD.encode(s));
+        }
+    }
+    if obj.get("type").is_none_or(Value::is_null) {
+        obj["type"] = json!("Opaque");
+    }
+    Ok(())
+}
+
+/// kube-apiserver's validation: object metadata for every kind, and for Secrets
+/// `ValidateSecret` and `ValidateSecretUpdate`.
+pub fn validate(kind: &ResourceKind, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let name = name_of(obj).to_string();
     let mut problems: Vec<(String, String)> = Vec::new();
     if !is_dns_subdomain(&name) {
@@ -330,6 +351,21 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
             ));
         }
     }
+    if kind.is_secret() {
+        validate_secret(obj, old, &mut problems)?;
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(kind, &name, &problems))
+    }
+}
+
+fn validate_secret(
+    obj: &Value,
+    old: Option<&Value>,
+    problems: &mut Vec<(String, String)>,
+) -> Result<(), ApiError> {
     let empty = Map::new();
     let data = match obj.get("data") {
         None | Some(Value::Null) => &empty,
@@ -393,9 +429,5 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
             ));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(&name, &problems))
-    }
+    Ok(())
 }
