@@ -108,6 +108,21 @@ pub async fn create(client: &kube::Client, ns: &str, s: &Secret) -> Secret {
         .expect("create secret")
 }
 
+/// Creates an opted-in dockerconfigjson Secret holding only `{"auths":{}}`.
+pub async fn create_opted_in(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    registries: &str,
+) -> Secret {
+    create(
+        client,
+        ns,
+        &secret(name, DOCKER_CONFIG_JSON, &[(ANNOTATION, registries)], EMPTY),
+    )
+    .await
+}
+
 pub async fn get(client: &kube::Client, ns: &str, name: &str) -> Secret {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     api.get(name).await.expect("get secret")

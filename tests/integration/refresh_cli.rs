@@ -30,15 +30,11 @@ async fn cli_fills_reports_and_keeps_secrets_out_of_logs(cluster: TestCluster) {
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
+    create_opted_in(
         &client,
         ns,
-        &secret(
-            "good",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2,210987654321/us-west-2")],
-            EMPTY,
-        ),
+        "good",
+        "123456789012/us-west-2,210987654321/us-west-2",
     )
     .await;
     create(
@@ -125,17 +121,7 @@ async fn cli_honours_aws_endpoint_url_and_kubeecr_env() {
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
-        &client,
-        ns,
-        &secret(
-            "s",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/eu-west-1")],
-            EMPTY,
-        ),
-    )
-    .await;
+    create_opted_in(&client, ns, "s", "123456789012/eu-west-1").await;
     let out = kubeecr(
         &cluster,
         &[],
@@ -176,17 +162,7 @@ async fn cli_exits_non_zero_when_ecr_is_down() {
     let cluster = TestCluster::double().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
-        &client,
-        ns,
-        &secret(
-            "s",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2")],
-            EMPTY,
-        ),
-    )
-    .await;
+    create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
     let endpoint = dead_endpoint();
     let out = kubeecr(
         &cluster,

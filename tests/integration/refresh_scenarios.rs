@@ -300,17 +300,7 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
             100_000_000_000u64 + i,
             200_000_000_000u64 + i
         );
-        create(
-            &client,
-            ns,
-            &secret(
-                &format!("s{i}"),
-                DOCKER_CONFIG_JSON,
-                &[(ANNOTATION, &value)],
-                EMPTY,
-            ),
-        )
-        .await;
+        create_opted_in(&client, ns, &format!("s{i}"), &value).await;
     }
     for (name, role) in [
         ("r1", "arn:aws:iam::123456789012:role/ecr-a"),
@@ -411,17 +401,7 @@ async fn expired_continue_token_restarts_the_list() {
     let client = cluster.client();
     let ns = cluster.ns();
     for i in 0..7 {
-        create(
-            &client,
-            ns,
-            &secret(
-                &format!("s{i}"),
-                DOCKER_CONFIG_JSON,
-                &[(ANNOTATION, "123456789012/us-west-2")],
-                EMPTY,
-            ),
-        )
-        .await;
+        create_opted_in(&client, ns, &format!("s{i}"), "123456789012/us-west-2").await;
     }
     let double = cluster.double_server().unwrap();
     double.fail_next(http::Method::GET, "continue=", 1, 410, "Expired");
@@ -447,28 +427,8 @@ async fn patch_errors_fail_the_secret_not_the_run() {
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
-        &client,
-        ns,
-        &secret(
-            "a",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2")],
-            EMPTY,
-        ),
-    )
-    .await;
-    create(
-        &client,
-        ns,
-        &secret(
-            "b",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2")],
-            EMPTY,
-        ),
-    )
-    .await;
+    create_opted_in(&client, ns, "a", "123456789012/us-west-2").await;
+    create_opted_in(&client, ns, "b", "123456789012/us-west-2").await;
     cluster.double_server().unwrap().fail_next(
         http::Method::PATCH,
         "/secrets/a",
@@ -499,17 +459,7 @@ async fn a_new_registry_in_the_annotation_is_filled_at_once() {
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
-        &client,
-        ns,
-        &secret(
-            "s",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2")],
-            EMPTY,
-        ),
-    )
-    .await;
+    create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
     let cache = token_cache(&ecr.url()).await;
     refresher(client.clone(), cache.clone(), policy_for(&[ns]))
         .run_once()

@@ -24,17 +24,7 @@ async fn serve_fills_on_admission_refreshes_in_background_and_stops_on_sigterm()
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
-        &client,
-        ns,
-        &secret(
-            "existing",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2")],
-            EMPTY,
-        ),
-    )
-    .await;
+    create_opted_in(&client, ns, "existing", "123456789012/us-west-2").await;
 
     let ca = TestCa::new("serve-ca");
     let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
