@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::cli::{AwsArgs, KubeArgs, PolicyArgs, RefreshArgs};
+use crate::cli::RefreshCommand;
 use crate::ecr::EcrTokenSource;
 use crate::https_server::{self, ServerTimeouts};
 use crate::kube_client;
@@ -21,14 +21,9 @@ use crate::webhook::{self, WebhookState};
 
 #[derive(Debug, Args)]
 pub struct ServeCommand {
+    /// Everything `kubeecr refresh` takes, for the background refresher and the token cache.
     #[command(flatten)]
-    pub kube: KubeArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-    #[command(flatten)]
-    pub refresh: RefreshArgs,
+    pub core: RefreshCommand,
     #[command(flatten)]
     pub webhook: WebhookArgs,
 }
@@ -111,10 +106,13 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(cmd.webhook.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", cmd.webhook.listen))?;
-    let client = kube_client::connect(&cmd.kube).await?;
-    let source = EcrTokenSource::from_env(cmd.aws.settings()).await;
-    let tokens = TokenCache::new(Arc::new(source), cmd.refresh.cache_config(&cmd.aws));
-    let policy = Arc::new(cmd.policy.policy());
+    let client = kube_client::connect(&cmd.core.kube).await?;
+    let source = EcrTokenSource::from_env(cmd.core.aws.settings()).await;
+    let tokens = TokenCache::new(
+        Arc::new(source),
+        cmd.core.refresh.cache_config(&cmd.core.aws),
+    );
+    let policy = Arc::new(cmd.core.policy.policy());
     let state = Arc::new(WebhookState {
         policy: Arc::clone(&policy),
         tokens: Arc::clone(&tokens),
@@ -122,7 +120,7 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
         token_wait: cmd.webhook.token_wait,
     });
     let app = webhook::router(state, cmd.webhook.max_request_bytes);
-    let refresher = Refresher::new(client, tokens, policy, cmd.refresh.options());
+    let refresher = Refresher::new(client, tokens, policy, cmd.core.refresh.options());
     tracing::info!(listen = %listener.local_addr()?, "serving the admission webhook");
     tokio::select! {
         served = https_server::serve(listener, tls, app, ServerTimeouts::default(), shutdown_signal()) => {
