@@ -259,14 +259,8 @@ impl PendingFill {
         if recorded.is_none_or(|r| r < filled.expires_at) {
             return false;
         }
-        match crate::dockerconfig::hosts_with_credentials(self.existing()) {
-            Ok(present) => self
-                .binding
-                .registries
-                .iter()
-                .all(|r| present.contains(&r.host())),
-            Err(_) => false,
-        }
+        secret_update::missing_hosts(&self.binding, self.existing())
+            .is_ok_and(|missing| missing.is_empty())
     }
 
     /// AWS failed or was too slow. The write goes through (with `{"auths":{}}` when it has

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::annotation::{EXPIRES_AT_ANNOTATION, EcrBinding};
+use crate::annotation::{EXPIRES_AT_ANNOTATION, EcrBinding, Registry};
 use crate::dockerconfig::{self, DockerConfigError, RegistryCredential};
 use crate::token::{Token, TokenKey};
 
@@ -52,16 +52,10 @@ pub fn due_reason(
     now: Timestamp,
     policy: DuePolicy,
 ) -> Result<Option<DueReason>, DockerConfigError> {
-    let present = dockerconfig::hosts_with_credentials(dockerconfigjson)?;
+    let missing = missing_hosts(binding, dockerconfigjson)?;
     if policy.force {
         return Ok(Some(DueReason::Forced));
     }
-    let missing: Vec<String> = binding
-        .registries
-        .iter()
-        .map(|r| r.host())
-        .filter(|h| !present.contains(h))
-        .collect();
     if !missing.is_empty() {
         return Ok(Some(DueReason::MissingRegistries(missing)));
     }
@@ -77,15 +71,34 @@ pub fn due_reason(
     Ok(None)
 }
 
+/// The registry hosts of the binding that hold no credentials yet.
+pub fn missing_hosts(
+    binding: &EcrBinding,
+    dockerconfigjson: Option<&[u8]>,
+) -> Result<Vec<String>, DockerConfigError> {
+    let present = dockerconfig::hosts_with_credentials(dockerconfigjson)?;
+    Ok(binding
+        .registries
+        .iter()
+        .map(Registry::host)
+        .filter(|h| !present.contains(h))
+        .collect())
+}
+
+/// The token that serves `registry`: its region, with the binding's role.
+fn token_key(binding: &EcrBinding, registry: &Registry) -> TokenKey {
+    TokenKey {
+        role: binding.role.clone(),
+        region: registry.region().to_string(),
+    }
+}
+
 /// The tokens one secret needs: one per (role, region), not one per registry.
 pub fn token_keys(binding: &EcrBinding) -> Vec<TokenKey> {
     let mut keys: Vec<TokenKey> = binding
         .registries
         .iter()
-        .map(|r| TokenKey {
-            role: binding.role.clone(),
-            region: r.region().to_string(),
-        })
+        .map(|r| token_key(binding, r))
         .collect();
     keys.sort();
     keys.dedup();
@@ -125,12 +138,8 @@ pub fn fill(
         .registries
         .iter()
         .map(|r| {
-            let key = TokenKey {
-                role: binding.role.clone(),
-                region: r.region().to_string(),
-            };
             let token = tokens
-                .get(&key)
+                .get(&token_key(binding, r))
                 .expect("a token for every key of the binding");
             (r.host(), token.as_ref())
         })
