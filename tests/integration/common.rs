@@ -71,6 +71,22 @@ pub fn refresher(client: kube::Client, tokens: Arc<TokenCache>, policy: Policy) 
     Refresher::new(client, tokens, Arc::new(policy), options())
 }
 
+/// One refresh pass over `ns`, with a cold token cache in front of `ecr`.
+pub async fn refresh_namespace(
+    client: &kube::Client,
+    ecr: &kubeecr_testkit::moto::EcrProxy,
+    ns: &str,
+) -> kubeecr::refresh::Summary {
+    refresher(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+    )
+    .run_once()
+    .await
+    .unwrap()
+}
+
 pub fn policy_for(namespaces: &[&str]) -> Policy {
     Policy {
         namespaces: namespaces.iter().map(|s| s.to_string()).collect(),

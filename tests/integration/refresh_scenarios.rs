@@ -39,14 +39,7 @@ async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
     )
     .await;
 
-    let summary = refresher(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(
         (
             summary.refreshed,
@@ -102,14 +95,7 @@ async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
     );
 
     // A second run, with a cold cache as a CronJob has: nothing is due, no ECR call, no write.
-    let summary = refresher(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(
         (summary.refreshed, summary.unchanged),
         (0, 1),
@@ -166,14 +152,7 @@ async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
     for s in &cases {
         before.push(create(&client, ns, s).await);
     }
-    let summary = refresher(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(
         (summary.skipped, summary.refreshed, summary.failed),
         (5, 0, 0),
@@ -228,10 +207,7 @@ async fn conflicts_are_retried_without_losing_the_other_write(cluster: TestClust
     )
     .await;
     let (client, forced) = cluster.client_with_conflicts("contended", 2);
-    let summary = refresher(client, token_cache(&ecr.url()).await, policy_for(&[&ns]))
-        .run_once()
-        .await
-        .unwrap();
+    let summary = refresh_namespace(&client, &ecr, &ns).await;
     assert_eq!(
         forced.load(std::sync::atomic::Ordering::SeqCst),
         2,
@@ -273,14 +249,7 @@ async fn unselected_namespaces_stay_untouched(mut cluster: TestCluster) {
     );
     create(&client, &ns, &s).await;
     let untouched = create(&client, &other, &s).await;
-    let summary = refresher(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[&ns]),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let summary = refresh_namespace(&client, &ecr, &ns).await;
     assert_eq!(summary.refreshed, 1);
     assert!(summary.reports.iter().all(|r| r.secret.namespace == ns));
     let after = get(&client, &other, "pull").await;
@@ -405,10 +374,7 @@ async fn expired_continue_token_restarts_the_list() {
     }
     let double = cluster.double_server().unwrap();
     double.fail_next(http::Method::GET, "continue=", 1, 410, "Expired");
-    let summary = refresher(client, token_cache(&ecr.url()).await, policy_for(&[ns]))
-        .run_once()
-        .await
-        .unwrap();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(summary.refreshed, 7, "{summary:?}");
     let first_pages = double
         .requests()
@@ -436,10 +402,7 @@ async fn patch_errors_fail_the_secret_not_the_run() {
         500,
         "InternalError",
     );
-    let summary = refresher(client, token_cache(&ecr.url()).await, policy_for(&[ns]))
-        .run_once()
-        .await
-        .unwrap();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!((summary.refreshed, summary.failed), (1, 1), "{summary:?}");
     let failed = summary
         .reports

@@ -341,14 +341,7 @@ async fn aws_down_admits_and_the_refresher_completes(cluster: TestCluster) {
 
     // ECR is back: the refresher fills it.
     let ecr = EcrProxy::start().await;
-    let summary = refresher(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(summary.refreshed, 1, "{summary:?}");
     password_of(&dockerconfig(&get(&client, ns, "ecr-pull").await), HOST);
 }
