@@ -10,11 +10,11 @@ use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
-use kubeecr::admission::{MutationPlan, plan_mutation};
-use kubeecr::annotation::parse_registries;
-use kubeecr::dockerconfig::{RegistryCredential, merge};
-use kubeecr::policy::Policy;
-use kubeecr::token::{FetchedToken, decode};
+use kubeecr::admission::decision::{MutationPlan, plan_mutation};
+use kubeecr::contract::annotation::parse_registries;
+use kubeecr::contract::dockerconfig::{RegistryCredential, merge};
+use kubeecr::contract::policy::Policy;
+use kubeecr::tokens::token::{FetchedToken, decode};
 use secrecy::SecretString;
 use serde_json::json;
 

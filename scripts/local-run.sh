@@ -2,7 +2,7 @@
 # Runs kubeecr locally with no cluster and no AWS account: moto stands in for ECR, the in-repo
 # kube-apiserver double (tests/testkit) stands in for Kubernetes, with kubeecr's admission
 # webhooks registered. It then:
-#   1. runs `kubeecr serve` (webhook + background refresher) with dev certs from certs/,
+#   1. runs `kubeecr serve` (webhook, watch-driven refresher, admin port) with dev certs from certs/,
 #   2. applies examples/usage/*.yaml through the API (the webhook fills or refuses them),
 #   3. runs `kubeecr refresh --force` once, as a CronJob would,
 #   4. prints what the Secrets hold (passwords hidden).
@@ -30,6 +30,7 @@ start_moto "$state/moto.log"
 pids+=("$MOTO_PID")
 
 webhook_port=$(free_port)
+admin_port=$(free_port)
 api_port=$(free_port)
 target/debug/kubeecr-dev-cluster --listen "127.0.0.1:$api_port" --kubeconfig "$state/kubeconfig" \
   --certs-dir certs --webhook-url "https://127.0.0.1:$webhook_port" >"$state/apiserver.log" 2>&1 &
@@ -41,11 +42,12 @@ export AWS_ACCESS_KEY_ID=AKIAKUBEECRLOCAL0001 AWS_SECRET_ACCESS_KEY=local-run-no
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export KUBEECR_KUBECONFIG="$state/kubeconfig" KUBEECR_ECR_ENDPOINT="$MOTO_URL"
 
-target/debug/kubeecr serve --listen "127.0.0.1:$webhook_port" \
+target/debug/kubeecr serve --listen "127.0.0.1:$webhook_port" --admin-listen "127.0.0.1:$admin_port" \
   --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key >"$state/serve.log" 2>&1 &
 pids+=("$!")
 wait_port "$webhook_port"
-echo "==> kubeecr serve is up: webhook https://127.0.0.1:$webhook_port, API http://127.0.0.1:$api_port, ECR (moto) $MOTO_URL"
+wait_port "$admin_port"
+echo "==> kubeecr serve is up: webhook https://127.0.0.1:$webhook_port, admin http://127.0.0.1:$admin_port (/readyz, /metrics), API http://127.0.0.1:$api_port, ECR (moto) $MOTO_URL"
 
 echo
 echo "==> applying examples/usage/*.yaml (the API server calls kubeecr's webhooks)"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs moto into .venv if it is missing,
-# starts it on 127.0.0.1, and runs every test of the workspace.
+# The whole test suite, from a fresh clone: installs moto into .venv if it is missing and
+# starts it on 127.0.0.1; starts the real kube-apiserver v1.36 of ../shared/kube-apiserver
+# (installing etcd from Debian when missing) unless a cluster is given; runs every test of
+# the workspace against the in-repo API double and that real server; stops what it started.
 #
-#   KUBEECR_TEST_KUBECONFIG=path   also run the Kubernetes tests against that real cluster
+#   KUBEECR_TEST_KUBECONFIG=path   run the real-cluster tests against that cluster instead
 #   KUBEECR_TEST_WEBHOOK_HOST=ip   and the webhook tests, if its API server can reach this machine there
 #   KUBEECR_VENV=dir               where to keep the moto virtualenv (default: .venv)
+#   KUBEECR_NO_APISERVER=1         do not start the real kube-apiserver (real-cluster tests print SKIPPED)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/moto.sh
@@ -12,14 +15,35 @@ source scripts/lib/moto.sh
 ensure_moto
 mkdir -p target
 start_moto target/moto.log
-trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+kapi_dir=""
+cleanup() {
+  kill "$MOTO_PID" 2>/dev/null || true
+  if [ -n "$kapi_dir" ]; then ../shared/kube-apiserver/stop.sh "$kapi_dir" --wipe >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
 export KUBEECR_TEST_MOTO_URL="$MOTO_URL"
 export KUBEECR_TEST_MOTO_BIN="$PWD/$KUBEECR_VENV/bin/moto_server"
 # Nothing in the tests may reach the EC2 metadata address.
 export AWS_EC2_METADATA_DISABLED=true
 
-if [ -z "${KUBEECR_TEST_KUBECONFIG:-}" ]; then
-  echo "==> KUBEECR_TEST_KUBECONFIG is not set: real-cluster tests print SKIPPED; the API double covers them"
+shared_apiserver=../shared/kube-apiserver
+if [ -z "${KUBEECR_TEST_KUBECONFIG:-}" ] && [ -z "${KUBEECR_NO_APISERVER:-}" ] && [ -x "$shared_apiserver/start.sh" ]; then
+  if ! command -v etcd >/dev/null; then
+    echo "==> installing etcd (Debian's etcd-server) for the real kube-apiserver"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-server >/dev/null
+  fi
+  kapi_dir="$PWD/target/kube-apiserver"
+  # A fresh etcd every run; the unpacked binary is kept.
+  "$shared_apiserver/stop.sh" "$kapi_dir" --wipe >/dev/null 2>&1 || true
+  started=$(date +%s)
+  KUBEECR_TEST_KUBECONFIG=$("$shared_apiserver/start.sh" "$kapi_dir" | tail -n 1)
+  export KUBEECR_TEST_KUBECONFIG
+  export KUBEECR_TEST_WEBHOOK_HOST="${KUBEECR_TEST_WEBHOOK_HOST:-127.0.0.1}"
+  echo "==> real kube-apiserver v1.36 ready in $(( $(date +%s) - started ))s: $KUBEECR_TEST_KUBECONFIG"
+elif [ -z "${KUBEECR_TEST_KUBECONFIG:-}" ]; then
+  echo "==> no real kube-apiserver (../shared/kube-apiserver missing or KUBEECR_NO_APISERVER set): real-cluster tests print SKIPPED; the API double covers them"
 fi
 
 echo "==> cargo test (moto at $KUBEECR_TEST_MOTO_URL)"

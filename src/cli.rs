@@ -1,15 +1,25 @@
-//! Command-line interface. Every flag can also be set through a `KUBEECR_*` variable.
+//! Command-line interface: every clap struct, and how each becomes the plain settings the
+//! rest of kubeecr takes. Every flag can also be set through a `KUBEECR_*` variable.
 
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::ecr::EcrSettings;
-use crate::policy::{Patterns, Policy};
-use crate::refresh::RefreshOptions;
-use crate::secret_update::DuePolicy;
-use crate::token_cache::CacheConfig;
+use crate::contract::policy::{Patterns, Policy};
+use crate::contract::secret_update::DuePolicy;
+use crate::kube_api::KubeSettings;
+use crate::refresher::controller::ControllerSettings;
+use crate::refresher::pass::PassSettings;
+use crate::refresher::write::{WriteRate, WriteSettings};
+use crate::servers::tls::TlsFiles;
+use crate::service::leader::Election;
+use crate::service::serve::{ServeSettings, WebhookSettings};
+use crate::telemetry::logging::{LogFormat, LogSettings};
+use crate::tokens::cache::CacheConfig;
+use crate::tokens::ecr::EcrSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,8 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Refresh every opted-in Secret that is due, once, and exit (CronJob or laptop).
     Refresh(Box<RefreshCommand>),
-    /// Serve the admission webhook over HTTPS and refresh opted-in Secrets in the background.
-    Serve(Box<crate::serve::ServeCommand>),
+    /// Serve the admission webhook and the admin port, and keep opted-in Secrets fresh.
+    Serve(Box<ServeCommand>),
 }
 
 #[derive(Debug, Args)]
@@ -42,10 +52,31 @@ pub struct RefreshCommand {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub refresh: RefreshArgs,
+    /// Write every opted-in secret, due or not (one whose content would not change is still left alone).
+    #[arg(long, env = "KUBEECR_FORCE")]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
+pub enum LogFormatArg {
     Plain,
     Json,
 }
@@ -60,10 +91,23 @@ pub struct LogArgs {
         default_value = "plain",
         global = true
     )]
-    pub log_format: LogFormat,
-    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,kubeecr=debug`).
+    pub log_format: LogFormatArg,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,kubeecr=debug`). The AWS SDK,
+    /// hyper, h2, rustls, tower and kube's client never log below debug.
     #[arg(long, env = "KUBEECR_LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
+}
+
+impl LogArgs {
+    pub fn settings(&self) -> LogSettings {
+        LogSettings {
+            format: match self.log_format {
+                LogFormatArg::Plain => LogFormat::Plain,
+                LogFormatArg::Json => LogFormat::Json,
+            },
+            filter: self.log_level.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +118,15 @@ pub struct KubeArgs {
     /// Kubeconfig context. Unset: the current context.
     #[arg(long, env = "KUBEECR_CONTEXT")]
     pub context: Option<String>,
+}
+
+impl KubeArgs {
+    pub fn settings(&self) -> KubeSettings {
+        KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -152,15 +205,18 @@ pub struct RefreshArgs {
     /// Refresh a secret when its token expires within this margin (tokens live 12h).
     #[arg(long, env = "KUBEECR_REFRESH_BEFORE", default_value = "4h", value_parser = parse_refresh_before)]
     pub refresh_before: Duration,
-    /// Write every opted-in secret, due or not.
-    #[arg(long, env = "KUBEECR_FORCE")]
-    pub force: bool,
     /// Secrets processed at once.
-    #[arg(long, env = "KUBEECR_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "KUBEECR_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
-    /// Secrets per list page (metadata only).
+    /// Secrets per list page.
     #[arg(long, env = "KUBEECR_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub page_size: u32,
+    /// Client-side limit on writes to the API server, per second; 0 lifts it.
+    #[arg(long, env = "KUBEECR_WRITE_QPS", default_value_t = 1000)]
+    pub write_qps: u32,
+    /// Writes allowed at once above --write-qps.
+    #[arg(long, env = "KUBEECR_WRITE_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_burst: u32,
 }
 
 fn parse_refresh_before(s: &str) -> Result<Duration, String> {
@@ -175,15 +231,24 @@ fn parse_refresh_before(s: &str) -> Result<Duration, String> {
 }
 
 impl RefreshArgs {
-    pub fn options(&self) -> RefreshOptions {
-        RefreshOptions {
+    pub fn write_settings(&self, force: bool) -> WriteSettings {
+        WriteSettings {
             due: DuePolicy {
                 refresh_before: self.refresh_before,
-                force: self.force,
+                force,
             },
+            conflict_retries: 5,
+            rate: NonZeroU32::new(self.write_qps).map(|per_second| WriteRate {
+                per_second,
+                burst: NonZeroU32::new(self.write_burst).unwrap_or(NonZeroU32::MIN),
+            }),
+        }
+    }
+
+    pub fn pass_settings(&self) -> PassSettings {
+        PassSettings {
             concurrency: usize::from(self.concurrency),
             page_size: self.page_size,
-            conflict_retries: 5,
         }
     }
 
@@ -192,6 +257,149 @@ impl RefreshArgs {
             renew_before: self.refresh_before + CACHE_HEADROOM,
             min_fetch_interval: aws.min_fetch_interval,
         }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS webhook server.
+    #[arg(long, env = "KUBEECR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Serving certificate (PEM, may hold the chain), as cert-manager mounts it.
+    #[arg(
+        long,
+        env = "KUBEECR_TLS_CERT_FILE",
+        default_value = "/etc/kubeecr/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+    /// Serving key (PEM).
+    #[arg(
+        long,
+        env = "KUBEECR_TLS_KEY_FILE",
+        default_value = "/etc/kubeecr/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+    /// How often the certificate files are checked for a new pair.
+    #[arg(long, env = "KUBEECR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Deny an opted-in Secret write when no ECR token can be had (default: admit with a warning).
+    #[arg(long, env = "KUBEECR_REQUIRE_TOKEN")]
+    pub require_token: bool,
+    /// Longest wait for a cold token during admission (also at most half the webhook timeout).
+    #[arg(long, env = "KUBEECR_TOKEN_WAIT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub token_wait: Duration,
+    /// Largest AdmissionReview accepted; larger ones get 413.
+    #[arg(long, env = "KUBEECR_MAX_REQUEST_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> WebhookSettings {
+        WebhookSettings {
+            listen: self.listen,
+            tls: TlsFiles {
+                cert: self.tls_cert_file.clone(),
+                key: self.tls_key_file.clone(),
+            },
+            tls_reload_interval: self.tls_reload_interval,
+            require_token: self.require_token,
+            token_wait: self.token_wait,
+            max_request_bytes: self.max_request_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Address of the plain-HTTP admin server: /livez, /readyz, /metrics.
+    #[arg(long, env = "KUBEECR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Every opted-in Secret is decided on again this often, whatever the watches say (a safety net).
+    #[arg(long, env = "KUBEECR_RESYNC_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// Longest wait between retries of a Secret whose refresh keeps failing (backoff doubles from 1s).
+    #[arg(long, env = "KUBEECR_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+    /// Kubernetes Events sent per second at most; more wait, and past 1024 waiting are dropped.
+    #[arg(long, env = "KUBEECR_EVENTS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_per_second: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaderArgs {
+    /// Elect one replica with a Lease to refresh Secrets (every replica serves the webhook). `--leader-elect=false` for a single instance.
+    #[arg(long, env = "KUBEECR_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "KUBEECR_LEASE_NAME", default_value = "kubeecr")]
+    pub lease_name: String,
+    /// Namespace of the Lease. Unset: the in-cluster namespace, else the kubeconfig context's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease. Unset: the hostname and a random suffix.
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
+    /// How long a Lease holds after its last renewal.
+    #[arg(long, env = "KUBEECR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// A leader that could not renew for this long stops leading (shorter than --lease-duration).
+    #[arg(long, env = "KUBEECR_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often the Lease is renewed, or tried for.
+    #[arg(long, env = "KUBEECR_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
+}
+
+impl LeaderArgs {
+    pub fn election(&self) -> Result<Option<Election>, String> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        if self.lease_renew_deadline >= self.lease_duration
+            || self.lease_retry_period >= self.lease_renew_deadline
+        {
+            return Err(format!(
+                "--lease-retry-period ({}) < --lease-renew-deadline ({}) < --lease-duration ({}) must hold, e.g. 2s < 10s < 15s",
+                humantime::format_duration(self.lease_retry_period),
+                humantime::format_duration(self.lease_renew_deadline),
+                humantime::format_duration(self.lease_duration)
+            ));
+        }
+        Ok(Some(Election {
+            name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone().filter(|n| !n.is_empty()),
+            identity: self.lease_identity.clone().filter(|n| !n.is_empty()),
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+        }))
+    }
+}
+
+/// The first Backoff step of a failing Secret.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+
+impl ServeCommand {
+    pub fn settings(&self) -> Result<ServeSettings, String> {
+        Ok(ServeSettings {
+            kube: self.kube.settings(),
+            ecr: self.aws.settings(),
+            cache: self.refresh.cache_config(&self.aws),
+            policy: self.policy.policy(),
+            write: self.refresh.write_settings(false),
+            page_size: self.refresh.page_size,
+            controller: ControllerSettings {
+                concurrency: usize::from(self.refresh.concurrency),
+                resync: self.service.resync_interval.max(Duration::from_secs(1)),
+                min_backoff: MIN_BACKOFF,
+                max_backoff: self.service.max_backoff.max(MIN_BACKOFF),
+            },
+            webhook: self.webhook.settings(),
+            admin_listen: self.service.admin_listen,
+            election: self.leader.election()?,
+            events_per_second: NonZeroU32::new(self.service.events_per_second)
+                .unwrap_or(NonZeroU32::MIN),
+        })
     }
 }
 
@@ -233,5 +441,32 @@ mod tests {
                 .allowed_role_arns
                 .matches("arn:aws:iam::123456789012:role/xyz")
         );
+    }
+
+    fn serve(args: &[&str]) -> Result<ServeSettings, String> {
+        let cli = Cli::try_parse_from(["kubeecr", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(cmd) = cli.command else {
+            panic!("parsed as serve")
+        };
+        cmd.settings()
+    }
+
+    #[test]
+    fn leader_election_is_on_unless_turned_off() {
+        assert!(serve(&[]).unwrap().election.is_some());
+        assert!(serve(&["--leader-elect=false"]).unwrap().election.is_none());
+        let e = serve(&["--lease-duration", "5s"]).err().unwrap();
+        assert!(e.contains("must hold"), "{e}");
+    }
+
+    #[test]
+    fn zero_write_qps_lifts_the_limit() {
+        assert!(serve(&["--write-qps", "0"]).unwrap().write.rate.is_none());
+        let rate = serve(&["--write-qps", "5", "--write-burst", "7"])
+            .unwrap()
+            .write
+            .rate
+            .unwrap();
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (5, 7));
     }
 }

@@ -1,25 +1,24 @@
 //! kubeecr keeps AWS ECR pull credentials fresh inside Kubernetes `dockerconfigjson` Secrets
 //! that opt in with the `deft.com/kubeecr` annotation, updating them in place.
 //!
-//! Pure decisions (`annotation`, `policy`, `dockerconfig`, `token`, `secret_update`,
-//! `admission`) are kept apart from I/O (`ecr`, `refresh`, `kube_client`, `webhook`,
-//! `https_server`, `tls`).
+//! Pure decisions live in `contract` (what a Secret asks for and what kubeecr writes),
+//! `tokens::token` and `admission::decision`; everything else does I/O:
+//!
+//! - `tokens`: ECR tokens, cached per (principal, region);
+//! - `admission`: the webhook's decisions and its HTTP routes;
+//! - `refresher`: finds opted-in Secrets (one pass, or watches and a schedule) and patches them;
+//! - `servers`: HTTPS with certificate reload, and the plain-HTTP admin port;
+//! - `service`: `kubeecr serve` composed of those, leader election and shutdown;
+//! - `telemetry`: logs, metrics and Kubernetes Events;
+//! - `cli` and `commands`: the command line, which turns flags into the settings above.
 
 pub mod admission;
-pub mod annotation;
 pub mod cli;
 pub mod commands;
-pub mod dockerconfig;
-pub mod ecr;
-pub mod https_server;
-pub mod kube_client;
-pub mod partition;
-pub mod policy;
-pub mod refresh;
-pub mod secret_update;
-pub mod serve;
+pub mod contract;
+pub mod kube_api;
+pub mod refresher;
+pub mod servers;
+pub mod service;
 pub mod telemetry;
-pub mod tls;
-pub mod token;
-pub mod token_cache;
-pub mod webhook;
+pub mod tokens;

@@ -9,22 +9,26 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use kubeecr::ecr::{EcrSettings, EcrTokenSource, config_loader};
-use kubeecr::policy::Policy;
-use kubeecr::refresh::{RefreshOptions, Refresher};
-use kubeecr::secret_update::DuePolicy;
-use kubeecr::token_cache::{CacheConfig, TokenCache};
+use kubeecr::contract::policy::Policy;
+use kubeecr::contract::secret_update::DuePolicy;
+use kubeecr::refresher::pass::{PassSettings, Refresher};
+use kubeecr::refresher::write::{WriteSettings, Writer};
+use kubeecr::telemetry::metrics::Metrics;
+use kubeecr::tokens::cache::{CacheConfig, TokenCache};
+use kubeecr::tokens::ecr::{EcrSettings, EcrTokenSource, config_loader};
 use serde_json::{Value, json};
 
 pub const ANNOTATION: &str = "deft.com/kubeecr";
 pub const EXPIRES_AT: &str = "deft.com/kubeecr-expires-at";
+pub const FINGERPRINTS: &str = "deft.com/kubeecr-fingerprints";
+pub const MANAGED: &str = "deft.com/kubeecr-managed";
 pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 /// The least a dockerconfigjson Secret must hold for the API server to accept it.
 pub const EMPTY: &[(&str, &[u8])] = &[(".dockerconfigjson", br#"{"auths":{}}"#)];
 
 /// Static credentials, passed in code so that no test mutates the process environment.
 pub async fn token_source(endpoint: &str) -> EcrTokenSource {
-    kubeecr::tls::install_crypto_provider();
+    kubeecr::servers::tls::install_crypto_provider();
     let settings = EcrSettings {
         ecr_endpoint: Some(endpoint.to_string()),
         sts_endpoint: Some(endpoint.to_string()),
@@ -52,23 +56,59 @@ pub fn cache_config() -> CacheConfig {
 }
 
 pub async fn token_cache(endpoint: &str) -> Arc<TokenCache> {
-    TokenCache::new(Arc::new(token_source(endpoint).await), cache_config())
+    TokenCache::new(
+        Arc::new(token_source(endpoint).await),
+        cache_config(),
+        Arc::default(),
+    )
 }
 
-pub fn options() -> RefreshOptions {
-    RefreshOptions {
+pub fn write_settings(force: bool) -> WriteSettings {
+    WriteSettings {
         due: DuePolicy {
             refresh_before: Duration::from_secs(4 * 3600),
-            force: false,
+            force,
         },
-        concurrency: 4,
-        page_size: 3,
         conflict_retries: 5,
+        rate: None,
     }
 }
 
+pub fn writer(
+    client: kube::Client,
+    tokens: Arc<TokenCache>,
+    policy: Policy,
+    settings: WriteSettings,
+) -> Arc<Writer> {
+    Arc::new(Writer::new(
+        client,
+        tokens,
+        Arc::new(policy),
+        settings,
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// A one-shot refresher with small pages, so that paging is exercised.
+pub fn refresher_with(
+    client: kube::Client,
+    tokens: Arc<TokenCache>,
+    policy: Policy,
+    settings: WriteSettings,
+) -> Refresher {
+    let writer = writer(client.clone(), tokens, policy, settings);
+    Refresher::new(
+        client,
+        writer,
+        PassSettings {
+            concurrency: 4,
+            page_size: 3,
+        },
+    )
+}
+
 pub fn refresher(client: kube::Client, tokens: Arc<TokenCache>, policy: Policy) -> Refresher {
-    Refresher::new(client, tokens, Arc::new(policy), options())
+    refresher_with(client, tokens, policy, write_settings(false))
 }
 
 /// One refresh pass over `ns`, with a cold token cache in front of `ecr`.
@@ -76,7 +116,7 @@ pub async fn refresh_namespace(
     client: &kube::Client,
     ecr: &kubeecr_testkit::moto::EcrProxy,
     ns: &str,
-) -> kubeecr::refresh::Summary {
+) -> kubeecr::refresher::pass::Summary {
     refresher(
         client.clone(),
         token_cache(&ecr.url()).await,
@@ -238,8 +278,8 @@ impl KubeletMount {
         }
     }
 
-    pub fn files(&self) -> kubeecr::tls::TlsFiles {
-        kubeecr::tls::TlsFiles {
+    pub fn files(&self) -> kubeecr::servers::tls::TlsFiles {
+        kubeecr::servers::tls::TlsFiles {
             cert: self.dir.path().join("tls.crt"),
             key: self.dir.path().join("tls.key"),
         }
@@ -257,7 +297,7 @@ pub struct RunningWebhook {
 }
 
 impl RunningWebhook {
-    pub async fn start(state: kubeecr::webhook::WebhookState) -> Self {
+    pub async fn start(state: kubeecr::admission::webhook::WebhookState) -> Self {
         Self::start_on("127.0.0.1:0", &[], state).await
     }
 
@@ -265,18 +305,18 @@ impl RunningWebhook {
     pub async fn start_on(
         addr: &str,
         names: &[&str],
-        state: kubeecr::webhook::WebhookState,
+        state: kubeecr::admission::webhook::WebhookState,
     ) -> Self {
-        kubeecr::tls::install_crypto_provider();
+        kubeecr::servers::tls::install_crypto_provider();
         let ca = kubeecr_testkit::tls::TestCa::new("kubeecr-test-ca");
         let mount = KubeletMount::new(&ca.serving_for("kubeecr-webhook-v1", true, names));
-        let reloader = kubeecr::tls::CertReloader::load(mount.files()).unwrap();
-        let tls = kubeecr::tls::server_config(reloader.store());
+        let reloader = kubeecr::servers::tls::CertReloader::load(mount.files()).unwrap();
+        let tls = kubeecr::servers::tls::server_config(reloader.store());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
-        let app = kubeecr::webhook::router(Arc::new(state), 3 * 1024 * 1024);
+        let app = kubeecr::admission::webhook::router(Arc::new(state), 3 * 1024 * 1024);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(kubeecr::https_server::serve(
+        let server = tokio::spawn(kubeecr::servers::https::serve(
             listener,
             tls,
             app,
@@ -324,12 +364,14 @@ pub fn webhook_state(
     tokens: Arc<TokenCache>,
     policy: Policy,
     require_token: bool,
-) -> kubeecr::webhook::WebhookState {
-    kubeecr::webhook::WebhookState {
+) -> kubeecr::admission::webhook::WebhookState {
+    kubeecr::admission::webhook::WebhookState {
         policy: Arc::new(policy),
         tokens,
         require_token,
         token_wait: Duration::from_secs(3),
+        metrics: Arc::new(Metrics::new()),
+        events: kubeecr::telemetry::events::Events::disabled(),
     }
 }
 
@@ -343,6 +385,18 @@ pub fn fixture(name: &str) -> (String, Value) {
     )
     .unwrap();
     (v["path"].as_str().unwrap().to_string(), v["review"].clone())
+}
+
+/// A captured AdmissionReview, moved to namespace `ns`.
+pub fn fixture_in(name: &str, ns: &str) -> (String, Value) {
+    let (path, mut review) = fixture(name);
+    review["request"]["namespace"] = json!(ns);
+    for which in ["object", "oldObject"] {
+        if review["request"][which].is_object() {
+            review["request"][which]["metadata"]["namespace"] = json!(ns);
+        }
+    }
+    (path, review)
 }
 
 /// The AWS secret key the kubeecr processes of the tests run with; it must never be printed.

@@ -1,8 +1,10 @@
 //! The ECR token source against moto, and against an endpoint that is down.
 
-use kubeecr::annotation::{REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef, binding_of};
-use kubeecr::token::TokenKey;
-use kubeecr::token_cache::FetchErrorKind;
+use kubeecr::contract::annotation::{
+    REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef, binding_of,
+};
+use kubeecr::tokens::cache::FetchErrorKind;
+use kubeecr::tokens::token::TokenKey;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 
 use crate::common::*;

@@ -5,6 +5,8 @@ mod ecr_source;
 mod refresh_cli;
 mod refresh_scenarios;
 mod serve_cli;
+mod serve_process;
+mod serve_scenarios;
 mod webhook_config;
 mod webhook_flow;
 mod webhook_https;

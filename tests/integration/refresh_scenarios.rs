@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use kubeecr::policy::{Patterns, Policy};
-use kubeecr::refresh::Outcome;
+use kubeecr::contract::policy::{Patterns, Policy};
+use kubeecr::refresher::write::Outcome;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
 use serde_json::json;
@@ -80,9 +80,11 @@ async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
         extra,
         "other keys byte for byte"
     );
-    // In place: same object, same labels, other annotations kept.
+    // In place: same object, same labels (and kubeecr's own), other annotations kept.
     assert_eq!(after.metadata.uid, created.metadata.uid);
-    assert_eq!(after.metadata.labels, created.metadata.labels);
+    let mut labels = created.metadata.labels.clone().unwrap();
+    labels.insert(MANAGED.to_string(), "true".to_string());
+    assert_eq!(after.metadata.labels, Some(labels));
     assert_eq!(
         annotation(&after, "team.example/owner").as_deref(),
         Some("a")
@@ -348,10 +350,13 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
             "16 secrets in pages of 3: {}",
             lists.len()
         );
+        // Only kubeecr's own Secrets are ever listed in full; the rest as metadata.
         assert!(
-            lists.iter().all(|r| r.is_metadata_only()),
-            "lists are metadata only"
+            lists.iter().all(|r| r.is_metadata_only()
+                || r.label_selector().as_deref() == Some("deft.com/kubeecr-managed=true")),
+            "full lists select kubeecr's Secrets: {lists:?}"
         );
+        assert!(lists.iter().any(|r| r.is_metadata_only()));
         assert!(
             !requests
                 .iter()
@@ -380,7 +385,10 @@ async fn expired_continue_token_restarts_the_list() {
         .requests()
         .iter()
         .filter(|r| {
-            r.method == "GET" && r.path.ends_with("/secrets") && !r.query.contains("continue")
+            r.method == "GET"
+                && r.path.ends_with("/secrets")
+                && r.is_metadata_only()
+                && !r.query.contains("continue")
         })
         .count();
     assert_eq!(first_pages, 2, "the list started over once");
@@ -409,9 +417,13 @@ async fn patch_errors_fail_the_secret_not_the_run() {
         .iter()
         .find(|r| r.secret.name == "a")
         .unwrap();
-    assert!(
-        matches!(&failed.outcome, Outcome::Failed(m) if m.contains("patching the secret")),
-        "{failed:?}"
+    // One line: the Secret, what failed, the API server's message and code.
+    let Outcome::Failed(failure) = &failed.outcome else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(
+        failure.message,
+        format!("{ns}/a: patching it: injected 500 InternalError (HTTP 500 InternalError)")
     );
 }
 

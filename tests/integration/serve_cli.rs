@@ -1,106 +1,50 @@
-//! `kubeecr serve` as a process: webhook over HTTPS, background refresher, SIGTERM.
+//! `kubeecr serve` flags as an operator uses them.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
-use kubeecr_testkit::tls::{Alpn, TestCa, https_client};
 
 use crate::common::*;
+use crate::serve_process::{ServeProcess, eventually};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// `--leader-elect=false`: one instance refreshes without any Lease; `--log-format json`
+/// gives one JSON object per line.
 #[tokio::test]
-async fn serve_fills_on_admission_refreshes_in_background_and_stops_on_sigterm() {
+async fn a_single_instance_needs_no_lease_and_logs_json() {
     let cluster = TestCluster::double().await;
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
     create_opted_in(&client, ns, "existing", "123456789012/us-west-2").await;
+    let mut serve = ServeProcess::start(
+        &cluster,
+        &ecr.url(),
+        "solo",
+        &["--leader-elect=false", "--log-format", "json"],
+    )
+    .await;
+    serve.wait_ready().await;
+    let filled = eventually(Duration::from_secs(10), || async {
+        annotation(&get(&client, ns, "existing").await, EXPIRES_AT)
+    })
+    .await;
+    assert!(filled.is_some(), "filled\n{}", serve.logs());
+    assert!(serve.is_leader().await);
+    let leases = Api::<Lease>::namespaced(client.clone(), ns);
+    assert!(leases.get_opt("kubeecr").await.unwrap().is_none());
 
-    let ca = TestCa::new("serve-ca");
-    let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
-    let port = free_port();
-    let mut child = kubeecr_command("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--tls-cert-file")
-        .arg(mount.files().cert)
-        .arg("--tls-key-file")
-        .arg(mount.files().key)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args([
-            "--ecr-endpoint",
-            &ecr.url(),
-            "--refresh-interval",
-            "1s",
-            "--log-format",
-            "json",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-
-    let https = https_client(ca.pem().as_bytes(), Alpn::Both);
-    let (_, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
-    let body = Bytes::from(serde_json::to_vec(&review).unwrap());
-    let mut answer = None;
-    for _ in 0..100 {
-        let req = http::Request::post(format!("https://127.0.0.1:{port}/mutate?timeout=5s"))
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .unwrap();
-        if let Ok(res) = https.request(req).await {
-            let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            answer = Some(serde_json::from_slice::<serde_json::Value>(&bytes).unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    serve.signal(libc::SIGTERM);
+    assert!(serve.exit(Duration::from_secs(30)).await.success());
+    let logs = serve.logs();
+    assert!(logs.lines().count() > 3);
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
     }
-    let answer = answer.expect("kubeecr serve answered");
-    assert_eq!(answer["response"]["allowed"], true);
-    assert!(!answer["response"]["patch"].is_null(), "{answer}");
-
-    // The background refresher fills the secret that was there before.
-    let mut filled = false;
-    for _ in 0..50 {
-        if annotation(&get(&client, ns, "existing").await, EXPIRES_AT).is_some() {
-            filled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(filled, "the refresher filled the existing secret");
-    password_of(
-        &dockerconfig(&get(&client, ns, "existing").await),
-        "123456789012.dkr.ecr.us-west-2.amazonaws.com",
-    );
-
-    let pid = child.id().unwrap() as i32;
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}\n{stderr}");
-    assert!(stderr.contains("shutting down"), "{stderr}");
-    assert!(!stderr.contains(CLI_SECRET_KEY));
 }
 
 #[tokio::test]
@@ -119,4 +63,19 @@ async fn serve_refuses_to_start_without_its_certificate() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("reading /nonexistent/tls.crt"), "{stderr}");
     assert!(stderr.contains("mount the cert-manager Secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn inconsistent_lease_timings_are_refused_with_an_example() {
+    let out = kubeecr_command("serve")
+        .args(["--lease-duration", "5s", "--lease-renew-deadline", "10s"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must hold, e.g. 2s < 10s < 15s"),
+        "{stderr}"
+    );
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kubeecr::policy::Policy;
+use kubeecr::contract::policy::Policy;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 use serde_json::{Value, json};
@@ -40,24 +40,27 @@ fn webhook_docs() -> Vec<Value> {
 
 /// Removes the webhook configurations registered on a real cluster.
 struct Registration {
-    config: Option<kube::Client>,
+    config: Option<kube::Config>,
     name: String,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let Some(client) = self.config.take() else {
+        let Some(config) = self.config.take() else {
             return;
         };
         let name = self.name.clone();
-        kubeecr_testkit::cluster::block_on_thread(async move {
-            let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
-                .delete(&name, &DeleteParams::default())
-                .await;
-            let _ = Api::<ValidatingWebhookConfiguration>::all(client)
-                .delete(&name, &DeleteParams::default())
-                .await;
-        });
+        kubeecr_testkit::cluster::block_on_thread(
+            move |client| async move {
+                let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+                let _ = Api::<ValidatingWebhookConfiguration>::all(client)
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            },
+            config,
+        );
     }
 }
 
@@ -65,7 +68,7 @@ impl Drop for Registration {
 /// `None` (printed as skipped) on a real cluster without `KUBEECR_TEST_WEBHOOK_HOST`.
 async fn webhook_for(
     cluster: &TestCluster,
-    state: kubeecr::webhook::WebhookState,
+    state: kubeecr::admission::webhook::WebhookState,
     test: &str,
 ) -> Option<(RunningWebhook, Registration)> {
     if !cluster.is_real() {
@@ -133,7 +136,7 @@ async fn webhook_for(
     Some((
         webhook,
         Registration {
-            config: Some(cluster.client()),
+            config: Some(cluster.config().clone()),
             name,
         },
     ))

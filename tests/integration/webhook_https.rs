@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Version;
 use http_body_util::{BodyExt, Full};
-use kubeecr::policy::Policy;
+use kubeecr::contract::policy::Policy;
 use kubeecr_testkit::moto::EcrProxy;
 use kubeecr_testkit::tls::{Alpn, HttpsClient, TestCa, client_config, https_client};
 use rustls::pki_types::pem::PemObject;

@@ -9,8 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use kubeecr::policy::{Patterns, Policy};
-use kubeecr::token_cache::TokenCache;
+use kubeecr::contract::policy::{Patterns, Policy};
+use kubeecr::tokens::cache::TokenCache;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -59,7 +59,7 @@ async fn call(
     path: &str,
     body: Vec<u8>,
 ) -> Answer {
-    let app = kubeecr::webhook::router(
+    let app = kubeecr::admission::webhook::router(
         Arc::new(webhook_state(tokens, policy, require_token)),
         3 * 1024 * 1024,
     );
@@ -147,6 +147,19 @@ async fn data_less_create_is_filled_and_the_patch_is_idempotent() {
         object["metadata"]["annotations"][ANNOTATION],
         "123456789012/us-west-2"
     );
+    // The fingerprint of what kubeecr wrote, and the label that puts it in the managed watch.
+    let fingerprint = object["metadata"]["annotations"][FINGERPRINTS]
+        .as_str()
+        .unwrap();
+    let entry = &config_of(&object)["auths"][US];
+    assert_eq!(
+        fingerprint,
+        format!(
+            "123456789012/us-west-2={}",
+            kubeecr::contract::dockerconfig::fingerprint(entry)
+        )
+    );
+    assert_eq!(object["metadata"]["labels"][MANAGED], "true");
 
     // Re-invoked on its own result: nothing more to do.
     let mut again = review.clone();
@@ -367,18 +380,27 @@ async fn aws_down_admits_with_a_warning_and_empty_auths() {
     assert!(answer.allowed());
     let warnings = answer.warnings();
     assert_eq!(warnings.len(), 1);
+    // The cause first, then what happened, well under the API server's 256 characters.
     assert!(
-        warnings[0].starts_with("kubeecr: team-a/ecr-pull stored with an empty {\"auths\":{}} (not usable yet); kubeecr fills it when ECR answers. Cause: ECR token for us-west-2"),
+        warnings[0].starts_with("kubeecr: ECR unreachable for us-west-2: "),
         "{}",
         warnings[0]
     );
-    assert!(warnings[0].chars().count() <= 256, "{}", warnings[0].len());
+    assert!(
+        warnings[0].contains(
+            "; team-a/ecr-pull stored with an empty {\"auths\":{}} (not usable yet), filled when ECR answers"
+        ),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].chars().count() <= 200, "{}", warnings[0].len());
     let object = patched(&answer, &review);
     assert_eq!(config_of(&object), json!({"auths": {}}));
     assert!(
         object["metadata"]["annotations"].get(EXPIRES_AT).is_none(),
         "due for the refresher"
     );
+    assert_eq!(object["metadata"]["labels"][MANAGED], "true");
 
     // An update of a secret that has data: admitted unchanged, with a warning.
     let (answer, _) = call_fixture(
@@ -387,7 +409,12 @@ async fn aws_down_admits_with_a_warning_and_empty_auths() {
         "07-annotate-existing-mutate-update.json",
     )
     .await;
-    assert!(answer.allowed() && answer.patch().is_none());
+    // Admitted with its data as it was; only labelled, so that the refresher watches it.
+    assert!(answer.allowed());
+    assert_eq!(
+        serde_json::to_value(answer.patch().unwrap()).unwrap(),
+        json!([{"op": "add", "path": "/metadata/labels", "value": {MANAGED: "true"}}])
+    );
     assert!(answer.warnings()[0].contains("stored without a new token"));
 
     // --require-token: denied, with the AWS error.
@@ -407,7 +434,9 @@ async fn aws_down_admits_with_a_warning_and_empty_auths() {
         answer.message()
     );
     assert!(
-        answer.message().contains("GetAuthorizationToken failed"),
+        answer.message().ends_with(
+            "(--require-token): ECR unreachable for us-west-2: Connection refused (os error 111)"
+        ),
         "{}",
         answer.message()
     );
@@ -496,10 +525,16 @@ async fn a_fresher_token_written_by_another_refresher_is_kept() {
     )
     .await;
     let mut object = patched(&answer, &review);
-    // Another writer put a token that outlives ours.
-    let fresher = json!({"auths": {US: {"username": "AWS", "password": "newer", "auth": STANDARD.encode("AWS:newer")}}});
+    // Another kubeecr (the CronJob) put a token that outlives ours, with its fingerprint.
+    let entry =
+        json!({"username": "AWS", "password": "newer", "auth": STANDARD.encode("AWS:newer")});
+    let fresher = json!({"auths": {US: entry}});
     object["data"][".dockerconfigjson"] =
         json!(STANDARD.encode(serde_json::to_vec(&fresher).unwrap()));
+    object["metadata"]["annotations"][FINGERPRINTS] = json!(format!(
+        "123456789012/us-west-2={}",
+        kubeecr::contract::dockerconfig::fingerprint(&entry)
+    ));
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(13)).to_string();
     object["metadata"]["annotations"][EXPIRES_AT] = json!(later);
     let mut update = review.clone();
@@ -533,4 +568,110 @@ async fn a_fresher_token_written_by_another_refresher_is_kept() {
     .await;
     let after = config_of(&patched(&answer, &update));
     assert_ne!(password_of(&after, US), "newer");
+}
+
+/// fixtures 25/26: `kubectl patch` put a hand-written password `garbage` into a filled
+/// Secret and left the annotations alone. Its recorded expiry is in the future, but the
+/// fingerprint does not match, so the webhook writes a fresh token.
+#[tokio::test]
+async fn a_hand_edited_token_is_replaced_whatever_its_recorded_expiry() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (path, mut review) = fixture("25-data-patch-by-hand-mutate-update.json");
+    // Recorded to outlive any token moto hands out.
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(13)).to_string();
+    review["request"]["object"]["metadata"]["annotations"][EXPIRES_AT] = json!(later);
+    assert_eq!(
+        password_of(&config_of(&review["request"]["object"]), US),
+        "garbage"
+    );
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        &path,
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
+    assert!(answer.allowed(), "{}", answer.text);
+    let object = patched(&answer, &review);
+    let password = password_of(&config_of(&object), US);
+    assert_ne!(password, "garbage");
+    assert!(
+        object["metadata"]["annotations"][FINGERPRINTS]
+            .as_str()
+            .is_some()
+    );
+    // What kubeecr wrote is then kept as it is.
+    let mut again = review.clone();
+    again["request"]["object"] = object;
+    let answer = call(
+        tokens,
+        Policy::default(),
+        false,
+        &path,
+        serde_json::to_vec(&again).unwrap(),
+    )
+    .await;
+    assert!(answer.patch().is_none(), "{}", answer.text);
+    // The validating webhook lets the hand edit through: it is the mutating one that mends it.
+    let (_, validate) = fixture("26-data-patch-by-hand-validate-update.json");
+    assert_eq!(validate["request"]["operation"], "UPDATE");
+}
+
+/// fixtures 23/24: `kubectl annotate secret ecr-pull deft.com/kubeecr-`. kubeecr's own
+/// annotations and label go; the credentials stay.
+#[tokio::test]
+async fn opting_out_removes_kubeecrs_annotations_and_keeps_the_credentials() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let (answer, review) = call_fixture(
+        tokens.clone(),
+        Policy::default(),
+        "23-optout-remove-annotation-mutate-update.json",
+    )
+    .await;
+    assert!(answer.allowed());
+    let ops = serde_json::to_value(answer.patch().expect("a patch")).unwrap();
+    assert_eq!(
+        ops,
+        json!([{"op": "remove", "path": "/metadata/annotations/deft.com~1kubeecr-expires-at"}])
+    );
+    let object = patched(&answer, &review);
+    assert_eq!(object["data"], review["request"]["object"]["data"]);
+    assert!(
+        object["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Labelled by kubeecr, with fingerprints too: all of it goes.
+    let mut labelled = review.clone();
+    let meta = &mut labelled["request"]["object"]["metadata"];
+    meta["labels"] = json!({MANAGED: "true", "app": "x"});
+    meta["annotations"][FINGERPRINTS] = json!("123456789012/us-west-2=0123456789ab");
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        "/mutate",
+        serde_json::to_vec(&labelled).unwrap(),
+    )
+    .await;
+    let object = patched(&answer, &labelled);
+    assert_eq!(object["metadata"]["labels"], json!({"app": "x"}));
+    assert!(
+        object["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
+    let (answer, _) = call_fixture(
+        tokens,
+        Policy::default(),
+        "24-optout-remove-annotation-validate-update.json",
+    )
+    .await;
+    assert!(answer.allowed() && answer.patch().is_none());
 }

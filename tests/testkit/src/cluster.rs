@@ -104,6 +104,11 @@ impl TestCluster {
         kube::Client::try_from(self.config.clone()).expect("client")
     }
 
+    /// The connection settings, for clients made elsewhere (cleanup threads, processes).
+    pub fn config(&self) -> &kube::Config {
+        &self.config
+    }
+
     /// A client whose PATCHes of `name` meet `times` genuine 409 conflicts, and the count
     /// of conflicts forced.
     pub fn client_with_conflicts(
@@ -147,6 +152,21 @@ impl TestCluster {
     }
 }
 
+/// What a test may create in its namespaces, deleted at the end: a bare kube-apiserver runs
+/// no namespace controller, so deleting the namespace alone would leave them behind.
+const NAMESPACED: &[(&str, &str, &str)] = &[
+    ("", "v1", "secrets"),
+    ("", "v1", "events"),
+    ("", "v1", "serviceaccounts"),
+    ("events.k8s.io", "v1", "events"),
+    ("coordination.k8s.io", "v1", "leases"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+];
+
+/// Bound on a test's cleanup, so that a slow or gone server cannot hang the suite.
+const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if !self.is_real() {
@@ -154,23 +174,53 @@ impl Drop for TestCluster {
         }
         let config = self.config.clone();
         let namespaces = std::mem::take(&mut self.namespaces);
-        block_on_thread(async move {
-            let api: Api<Namespace> = Api::all(kube::Client::try_from(config).unwrap());
-            for ns in namespaces {
-                let _ = api.delete(&ns, &DeleteParams::background()).await;
-            }
-        });
+        block_on_thread(
+            move |client| async move {
+                for ns in &namespaces {
+                    for (group, version, plural) in NAMESPACED {
+                        let gvk = kube::core::GroupVersionKind::gvk(group, version, "");
+                        let resource = kube::core::ApiResource::from_gvk_with_plural(&gvk, plural);
+                        let api: Api<kube::core::DynamicObject> =
+                            Api::namespaced_with(client.clone(), ns, &resource);
+                        let _ = api
+                            .delete_collection(&DeleteParams::background(), &Default::default())
+                            .await;
+                    }
+                    // Gone at once on a full cluster; left Terminating, and empty, on a bare API server.
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(ns, &DeleteParams::background())
+                        .await;
+                }
+            },
+            config,
+        );
     }
 }
 
-/// Runs async cleanup from a `Drop`, which is sync: on a thread with its own runtime.
-pub fn block_on_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+/// Runs async cleanup from a `Drop`, which is sync: on a thread with its own runtime and a
+/// client of its own. A client made on the test's runtime must not be used there: its
+/// connection task lives on the runtime that is blocked waiting for this thread.
+pub fn block_on_thread<F, Fut>(cleanup: F, config: kube::Config)
+where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let _ = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(fut);
+            .block_on(async move {
+                let Ok(client) = kube::Client::try_from(config) else {
+                    return;
+                };
+                if tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(client))
+                    .await
+                    .is_err()
+                {
+                    eprintln!("test cleanup did not finish within {CLEANUP_TIMEOUT:?}");
+                }
+            });
     })
     .join();
 }

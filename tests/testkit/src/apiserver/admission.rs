@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::kinds::ResourceKind;
 use super::status::ApiError;
-use super::store::validate;
+use super::store::{generate_name, validate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -277,7 +277,12 @@ impl Webhooks {
                     .map_err(|e| internal(hook, &format!("JSONPatch does not apply: {e}")))?;
             }
         }
-        if let Some(obj) = &object {
+        if let Some(obj) = &mut object {
+            // As the API server: a generated name is chosen after mutating admission (webhooks
+            // see the empty name) and before validation.
+            if op == Operation::Create {
+                generate_name(obj);
+            }
             validate(&kind, obj, old)?;
         }
         for hook in hooks.iter().filter(|w| !w.mutating) {

@@ -2,36 +2,53 @@
 //! objects), and Leases and Events for what is built on them.
 //!
 //! It keeps kube-apiserver's contract where kubeecr depends on it: resourceVersion and 409 on
-//! a stale one, create/get/list (paged, with 410 for expired continue tokens), metadata-only
-//! lists (`as=PartialObjectMetadataList`), merge, strategic-merge (map-only, as for Secrets),
-//! JSON and apply patches, watch with 410 Gone, dry-run, built-in Secret validation, and
-//! admission webhooks called over HTTPS (see `admission`). Server-side apply is approximated
-//! as a merge of the applied object (no field ownership).
+//! a stale one, create/get/list (paged, with 410 for expired continue tokens), label
+//! selectors, generateName, metadata-only lists (`as=PartialObjectMetadataList`), merge,
+//! strategic-merge (map-only, as for Secrets), JSON and apply patches, watch (label-selected
+//! as the watch cache does it, bookmarks, timeoutSeconds, 410 Gone, streaming lists refused
+//! as by a server without RequestWatchProgress), dry-run, built-in Secret and Event
+//! validation, and admission webhooks called over HTTPS (see `admission`). Server-side apply
+//! is approximated as a merge of the applied object (no field ownership). Field selectors
+//! are ignored.
+//!
+//! `tests/fixtures/apiserver/` holds what a real kube-apiserver answered; the contract tests
+//! compare the double with it.
+//!
+//! For tests it also fails, drops, delays requests and cuts watches on demand
+//! (`fail_next`, `drop_next`, `delay_next`, `break_watches`, `pause_watches`), which is why
+//! it serves connections itself: a dropped request closes its TCP connection.
 
 pub mod admission;
 pub mod kinds;
+pub mod selector;
 pub mod status;
 pub mod store;
+pub mod validation;
 
+use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+use tower::ServiceExt;
 
 use admission::{Operation, Webhooks, Write};
 use kinds::ResourceKind;
+use selector::LabelSelector;
 use status::ApiError;
-use store::{Key, Store, name_of, normalize, rv_of};
+use store::{Event, Key, Store, generate_name, name_of, normalize, rv_of};
 
 /// One request as the double saw it.
 #[derive(Debug, Clone)]
@@ -47,23 +64,103 @@ impl Recorded {
     pub fn is_metadata_only(&self) -> bool {
         self.accept.contains("as=PartialObjectMetadata")
     }
+
+    /// A query parameter, decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+
+    pub fn label_selector(&self) -> Option<String> {
+        self.param("labelSelector")
+    }
+
+    pub fn is_watch(&self) -> bool {
+        matches!(self.param("watch").as_deref(), Some("1" | "true"))
+    }
 }
 
-/// A failure to inject into the next matching requests.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 3 <= bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What to do to the next matching requests.
+#[derive(Debug, Clone)]
+enum FaultAction {
+    Fail(ApiError),
+    Drop,
+    Delay(Duration),
+}
+
 #[derive(Debug, Clone)]
 struct Fault {
     method: Method,
     path_contains: String,
     remaining: usize,
-    error: ApiError,
+    action: FaultAction,
 }
 
-#[derive(Default)]
+/// One client connection; killing it closes the socket with no further bytes.
+#[derive(Debug)]
+struct Conn {
+    kill: watch::Sender<bool>,
+}
+
+impl Conn {
+    fn kill(&self) {
+        self.kill.send_replace(true);
+    }
+}
+
 pub struct Shared {
     pub store: Store,
     pub webhooks: Webhooks,
     requests: Mutex<Vec<Recorded>>,
     faults: Mutex<Vec<Fault>>,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Open watch streams, by id, with their connection (for `break_watches`).
+    watches: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    paused: watch::Sender<bool>,
+    bookmark_interval: Mutex<Duration>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            store: Store::default(),
+            webhooks: Webhooks::default(),
+            requests: Mutex::default(),
+            faults: Mutex::default(),
+            conns: Mutex::default(),
+            watches: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            paused: watch::Sender::new(false),
+            bookmark_interval: Mutex::new(Duration::from_secs(1)),
+        }
+    }
 }
 
 pub struct FakeApiServer {
@@ -75,6 +172,10 @@ pub struct FakeApiServer {
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
         self.task.abort();
+        // Connections are served by tasks of their own; end them too.
+        for conn in self.shared.conns.lock().unwrap().values() {
+            conn.kill();
+        }
     }
 }
 
@@ -86,10 +187,22 @@ struct ListQuery {
     watch: Option<String>,
     #[serde(rename = "resourceVersion")]
     resource_version: Option<String>,
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+    #[serde(rename = "allowWatchBookmarks")]
+    allow_watch_bookmarks: Option<String>,
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<u64>,
+    #[serde(rename = "sendInitialEvents")]
+    send_initial_events: Option<String>,
     #[serde(rename = "dryRun")]
     dry_run: Option<String>,
     #[serde(rename = "fieldManager")]
     field_manager: Option<String>,
+}
+
+fn is_true(flag: &Option<String>) -> bool {
+    matches!(flag.as_deref(), Some("true" | "1"))
 }
 
 impl FakeApiServer {
@@ -130,9 +243,7 @@ impl FakeApiServer {
             })
             .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake apiserver");
-        });
+        let task = tokio::spawn(accept(listener, app, shared.clone()));
         Self { addr, shared, task }
     }
 
@@ -180,8 +291,20 @@ impl FakeApiServer {
         self.shared.requests.lock().unwrap().clear();
     }
 
+    fn add_fault(&self, method: Method, path_contains: &str, times: usize, action: FaultAction) {
+        self.shared.faults.lock().unwrap().push(Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            remaining: times,
+            action,
+        });
+    }
+
     /// The next `times` requests of `method` whose `path?query` contains `path_contains` fail with
-    /// `code` and `reason`.
+    /// `code` and `reason`, message `injected {code} {reason}`. A 500 `InternalError` also
+    /// carries its cause in `details.causes`, as the real server's; the real message would
+    /// start `Internal error occurred: `, kept out because tests match the message. On a
+    /// watch, the failure is the HTTP answer, as when the real server cannot start the watch.
     pub fn fail_next(
         &self,
         method: Method,
@@ -190,11 +313,94 @@ impl FakeApiServer {
         code: u16,
         reason: &'static str,
     ) {
-        self.shared.faults.lock().unwrap().push(Fault {
-            method,
-            path_contains: path_contains.to_string(),
-            remaining: times,
-            error: ApiError::new(code, reason, format!("injected {code} {reason}")),
+        let message = format!("injected {code} {reason}");
+        let mut error = ApiError::new(code, reason, message.clone());
+        if code == 500 {
+            error.causes = vec![json!({"message": message})];
+        }
+        self.add_fault(method, path_contains, times, FaultAction::Fail(error));
+    }
+
+    /// The next `times` matching requests get their TCP connection closed without any HTTP
+    /// response: the client sees a connection error. Faults apply in the order added, one
+    /// per request.
+    pub fn drop_next(&self, method: Method, path_contains: &str, times: usize) {
+        self.add_fault(method, path_contains, times, FaultAction::Drop);
+    }
+
+    /// The next `times` matching requests are served only after `delay`.
+    pub fn delay_next(&self, method: Method, path_contains: &str, times: usize, delay: Duration) {
+        self.add_fault(method, path_contains, times, FaultAction::Delay(delay));
+    }
+
+    /// Cuts every open watch now: its connection closes mid-stream (no clean end of the
+    /// chunked body), so clients see an error and must watch again.
+    pub fn break_watches(&self) {
+        let cut: Vec<Arc<Conn>> = self
+            .shared
+            .watches
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, conn)| conn)
+            .collect();
+        for conn in cut {
+            conn.kill();
+        }
+    }
+
+    /// While paused, open watches send nothing (events wait; a watch that falls more than the
+    /// event buffer behind is closed, as the real server closes watchers that are too slow).
+    pub fn pause_watches(&self, paused: bool) {
+        self.shared.paused.send_replace(paused);
+    }
+
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK (default 1 s; the
+    /// real server's is about a minute). Applies to watches started afterwards.
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        *self.shared.bookmark_interval.lock().unwrap() = every;
+    }
+
+    /// How many watch streams are open.
+    pub fn open_watches(&self) -> usize {
+        self.shared.watches.lock().unwrap().len()
+    }
+}
+
+/// Serves each connection on a task of its own, so that a connection can be closed at once
+/// (`drop_next`, `break_watches`).
+async fn accept(listener: tokio::net::TcpListener, app: Router, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors and the like: wait, as axum::serve does.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            kill: watch::Sender::new(false),
+        });
+        shared.conns.lock().unwrap().insert(id, conn.clone());
+        let (app, shared) = (app.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut killed = conn.kill.subscribe();
+            let for_requests = conn.clone();
+            let service =
+                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(for_requests.clone());
+                    app.clone().oneshot(req)
+                });
+            let serving = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = serving => {}
+                _ = killed.wait_for(|k| *k) => {}
+            }
+            shared.conns.lock().unwrap().remove(&id);
         });
     }
 }
@@ -223,17 +429,28 @@ async fn record(
     shared.requests.lock().unwrap().push(recorded.clone());
     let injected = {
         let mut faults = shared.faults.lock().unwrap();
+        let target = format!("{}?{}", recorded.path, recorded.query);
         let hit = faults.iter_mut().find(|f| {
-            let target = format!("{}?{}", recorded.path, recorded.query);
             f.method == recorded.method && target.contains(&f.path_contains) && f.remaining > 0
         });
         hit.map(|f| {
             f.remaining -= 1;
-            f.error.clone()
+            f.action.clone()
         })
     };
     match injected {
-        Some(error) => error.into_response(),
+        Some(FaultAction::Fail(error)) => error.into_response(),
+        Some(FaultAction::Drop) => {
+            if let Some(conn) = req.extensions().get::<Arc<Conn>>() {
+                conn.kill();
+            }
+            // The connection's task drops this request with the socket.
+            futures::future::pending().await
+        }
+        Some(FaultAction::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            next.run(req).await
+        }
         None => next.run(req).await,
     }
 }
@@ -245,8 +462,25 @@ fn wants_metadata(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
 }
 
-fn as_metadata(obj: &Value) -> Value {
-    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+/// Writes `obj`, or its `PartialObjectMetadata` form, without copying it.
+fn write_object(buf: &mut Vec<u8>, obj: &Value, metadata: bool) {
+    if metadata {
+        buf.extend_from_slice(
+            br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#,
+        );
+        serde_json::to_writer(&mut *buf, &obj["metadata"]).expect("JSON");
+        buf.push(b'}');
+    } else {
+        serde_json::to_writer(&mut *buf, obj).expect("JSON");
+    }
+}
+
+fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
 }
 
 /// The object a request addresses: core (`/api/v1/...`) or grouped (`/apis/g/v/...`).
@@ -329,8 +563,25 @@ fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
     Some((rv, (ns, name)))
 }
 
+/// The objects a list or watch is about: a resource, in a namespace or all, with labels.
+struct Selection {
+    kind: ResourceKind,
+    ns: Option<String>,
+    labels: LabelSelector,
+}
+
+impl Selection {
+    fn matches(&self, obj: &Value) -> bool {
+        self.ns
+            .as_deref()
+            .is_none_or(|n| obj["metadata"]["namespace"] == n)
+            && self.labels.matches(obj)
+    }
+}
+
 async fn list(
     State(s): State<Arc<Shared>>,
+    Extension(conn): Extension<Arc<Conn>>,
     Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
@@ -339,32 +590,52 @@ async fn list(
         Ok(kind) => kind,
         Err(e) => return e.into_response(),
     };
-    let ns = target.ns.clone();
+    let labels = match LabelSelector::parse(q.label_selector.as_deref().unwrap_or("")) {
+        Ok(labels) => labels,
+        Err(e) => return e.into_response(),
+    };
+    let selection = Selection {
+        kind,
+        ns: target.ns.clone(),
+        labels,
+    };
     let metadata = wants_metadata(&headers);
-    if q.watch.as_deref().is_some_and(|w| w == "true" || w == "1") {
-        return watch(s, kind, ns, q, metadata);
+    if is_true(&q.watch) {
+        return start_watch(s, conn, selection, &q, metadata);
     }
-    let after = match q.continue_.as_deref().filter(|c| !c.is_empty()) {
+    let continued = match q.continue_.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(token) => match decode_continue(token) {
             None => return ApiError::bad_request("continue key is not valid").into_response(),
-            Some((rv, _)) if rv < s.store.continue_floor() => {
-                return ApiError::gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                )
-                .into_response();
+            // 0: an inconsistent continuation, served at the latest version.
+            Some((rv, key)) if rv != 0 && rv < s.store.continue_floor() => {
+                // As fixture 03: 410, with a token for an inconsistent continuation.
+                let mut e = ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                );
+                e.continue_token = Some(encode_continue(0, &key));
+                return e.into_response();
             }
-            Some((_, key)) => Some(key),
+            Some(found) => Some(found),
         },
     };
-    let (rv, items, more) = s.store.list(
+    let (current_rv, items, remaining) = s.store.list_matching(
         kind,
-        ns.as_deref(),
-        after.as_ref(),
+        selection.ns.as_deref(),
+        &|o| selection.labels.matches(o),
+        continued.as_ref().map(|(_, key)| key),
         q.limit.filter(|l| *l > 0),
     );
+    // Every page carries the first page's version, as the real server's (fixture 02); the
+    // double's later pages show the current objects, not a snapshot.
+    let rv = match &continued {
+        Some((rv, _)) if *rv != 0 => *rv,
+        _ => current_rv,
+    };
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
-    if more && let Some(last) = items.last() {
+    if remaining > 0
+        && let Some(last) = items.last()
+    {
         let key = (
             last["metadata"]["namespace"]
                 .as_str()
@@ -373,92 +644,283 @@ async fn list(
             name_of(last).to_string(),
         );
         list_meta["continue"] = json!(encode_continue(rv, &key));
+        // The real server leaves the count out when a selector filters the list.
+        if selection.labels.is_empty() {
+            list_meta["remainingItemCount"] = json!(remaining);
+        }
     }
-    let body = if metadata {
-        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items.iter().map(as_metadata).collect::<Vec<_>>()})
+    let (list_kind, api_version) = if metadata {
+        (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
     } else {
-        json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(), "metadata": list_meta, "items": items})
+        (format!("{}List", kind.kind), kind.api_version())
     };
-    axum::Json(body).into_response()
+    let mut body = Vec::new();
+    write!(
+        body,
+        r#"{{"kind":{},"apiVersion":{},"metadata":{list_meta},"items":["#,
+        json!(list_kind),
+        json!(api_version)
+    )
+    .expect("write");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        write_object(&mut body, item, metadata);
+    }
+    body.extend_from_slice(b"]}");
+    json_response(StatusCode::OK, body)
 }
 
-fn watch(
+/// A watch's options and how it renders events.
+struct WatchSpec {
+    selection: Selection,
+    metadata: bool,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+}
+
+impl WatchSpec {
+    fn line(&self, kind: &str, obj: &Value) -> Bytes {
+        let mut l = Vec::new();
+        write!(l, r#"{{"type":"{kind}","object":"#).expect("write");
+        write_object(&mut l, obj, self.metadata);
+        l.extend_from_slice(b"}\n");
+        Bytes::from(l)
+    }
+
+    /// What this watcher sees of a change, as the watch cache decides it: the current and the
+    /// previous object are each tested against the selection. Leaving the selection is a
+    /// DELETED of the previous content at the new version; entering it, an ADDED.
+    fn event_line(&self, e: &Event) -> Option<Bytes> {
+        if e.resource != self.selection.kind {
+            return None;
+        }
+        let now = e.kind != "DELETED" && self.selection.matches(&e.object);
+        let before = e.prev.as_deref().is_some_and(|p| self.selection.matches(p));
+        match (now, before) {
+            (true, false) => Some(self.line("ADDED", &e.object)),
+            (true, true) => Some(self.line("MODIFIED", &e.object)),
+            // A DELETED event already carries the last content at the new version.
+            (false, true) if e.kind == "DELETED" => Some(self.line("DELETED", &e.object)),
+            (false, true) => {
+                let mut gone = Value::clone(e.prev.as_deref().expect("matched"));
+                gone["metadata"]["resourceVersion"] = json!(e.rv.to_string());
+                Some(self.line("DELETED", &gone))
+            }
+            (false, false) => None,
+        }
+    }
+
+    /// A BOOKMARK: only kind, apiVersion and the version (fixture 04).
+    fn bookmark(&self, rv: u64) -> Bytes {
+        let kind = self.selection.kind;
+        let (k, api_version) = if self.metadata {
+            (
+                "PartialObjectMetadata".to_string(),
+                "meta.k8s.io/v1".to_string(),
+            )
+        } else {
+            (kind.kind.to_string(), kind.api_version())
+        };
+        let object = json!({"kind": k, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}});
+        let mut l = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap();
+        l.push(b'\n');
+        Bytes::from(l)
+    }
+}
+
+/// A watch answered 200 with one ERROR event carrying `error`'s Status, then ended.
+fn watch_error(error: &ApiError) -> Response {
+    let mut l = serde_json::to_vec(&json!({"type": "ERROR", "object": error.to_json()})).unwrap();
+    l.push(b'\n');
+    json_response(StatusCode::OK, l)
+}
+
+fn start_watch(
     s: Arc<Shared>,
-    kind: ResourceKind,
-    ns: Option<String>,
-    q: ListQuery,
+    conn: Arc<Conn>,
+    selection: Selection,
+    q: &ListQuery,
     metadata: bool,
 ) -> Response {
-    let from = q
+    if is_true(&q.send_initial_events) {
+        // As a server whose etcd lacks RequestWatchProgress (fixture 06). Other checks the
+        // real server makes of these options are not modelled.
+        return watch_error(&ApiError::new(
+            500,
+            "InternalError",
+            "a watch stream was requested by the client but the required storage feature RequestWatchProgress is disabled",
+        ));
+    }
+    let from = match q
         .resource_version
         .as_deref()
         .filter(|v| !v.is_empty() && *v != "0")
-        .and_then(|v| v.parse::<u64>().ok());
-    let line = move |event: &str, obj: &Value| {
-        let object = if metadata {
-            as_metadata(obj)
-        } else {
-            obj.clone()
-        };
-        let mut l = serde_json::to_vec(&json!({"type": event, "object": object})).unwrap();
-        l.push(b'\n');
-        Ok::<_, std::io::Error>(Bytes::from(l))
-    };
-    let matches = move |resource: ResourceKind, obj: &Value| {
-        resource == kind
-            && ns
-                .as_deref()
-                .is_none_or(|n| obj["metadata"]["namespace"] == n)
-    };
-    let (past, rx) = match from {
-        // No version: synthetic ADDED events for the current state, then changes.
-        None => {
-            let (rv, items, _) = s.store.list(kind, None, None, None);
-            let (_, rx) = s
-                .store
-                .watch_from(rv)
-                .expect("current version is never compacted");
-            (
-                items
-                    .into_iter()
-                    .map(|o| ("ADDED", kind, o))
-                    .collect::<Vec<_>>(),
-                rx,
-            )
-        }
-        Some(rv) => match s.store.watch_from(rv) {
-            Ok((past, rx)) => (
-                past.into_iter()
-                    .map(|e| (e.kind, e.resource, e.object))
-                    .collect(),
-                rx,
-            ),
-            Err(gone) => {
-                // As kube-apiserver: 200, then one ERROR event carrying the 410 Status.
-                let body = line("ERROR", &gone.to_json());
-                return Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Body::from_stream(futures::stream::iter([body])))
-                    .unwrap();
+    {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            // The real server refuses it too; its exact message is not checked.
+            Err(_) => {
+                return ApiError::bad_request(format!("invalid resource version: {v}"))
+                    .into_response();
             }
         },
     };
-    let past: Vec<_> = past
-        .into_iter()
-        .filter(|(_, r, o)| matches(*r, o))
-        .map(|(k, _, o)| line(k, &o))
-        .collect();
-    let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |e| {
-        let out = match e {
-            Ok(e) if matches(e.resource, &e.object) => Some(line(e.kind, &e.object)),
-            _ => None,
-        };
-        futures::future::ready(out)
-    });
+    let spec = WatchSpec {
+        selection,
+        metadata,
+        bookmarks: is_true(&q.allow_watch_bookmarks),
+        // 0 is "the server's default", which the double makes "no timeout".
+        timeout: q
+            .timeout_seconds
+            .filter(|t| *t > 0)
+            .map(Duration::from_secs),
+    };
+    let mut initial = Vec::new();
+    let watched = match from {
+        // No version: the current objects as ADDED, then changes.
+        None => {
+            let (rv, items, _) = s.store.list_matching(
+                spec.selection.kind,
+                spec.selection.ns.as_deref(),
+                &|o| spec.selection.labels.matches(o),
+                None,
+                None,
+            );
+            initial.extend(items.iter().map(|o| spec.line("ADDED", o)));
+            s.store.watch_from(rv)
+        }
+        Some(rv) => s.store.watch_from(rv),
+    };
+    let (past, rx, current) = match watched {
+        Ok(w) => w,
+        // As kube-apiserver: 200, then one ERROR event carrying the 410 Status (fixture 05).
+        Err(gone) => return watch_error(&gone),
+    };
+    initial.extend(past.iter().filter_map(|e| spec.event_line(e)));
+    let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+    s.watches.lock().unwrap().insert(id, conn);
+    let (tx, body) = mpsc::channel(64);
+    tokio::spawn(stream_watch(s, id, spec, initial, rx, current, tx));
     Response::builder()
         .header("content-type", "application/json")
-        .body(Body::from_stream(futures::stream::iter(past).chain(live)))
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(body),
+        ))
         .unwrap()
+}
+
+type Line = Result<Bytes, std::io::Error>;
+
+/// Feeds one watch stream until the client goes, the timeout ends it, or it falls too far
+/// behind the store's event buffer.
+async fn stream_watch(
+    s: Arc<Shared>,
+    id: u64,
+    spec: WatchSpec,
+    initial: Vec<Bytes>,
+    mut rx: broadcast::Receiver<Event>,
+    mut seen: u64,
+    tx: mpsc::Sender<Line>,
+) {
+    struct Registered(Arc<Shared>, u64);
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            self.0.watches.lock().unwrap().remove(&self.1);
+        }
+    }
+    let _registered = Registered(s.clone(), id);
+    let deadline = async {
+        match spec.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => futures::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut paused = s.paused.subscribe();
+    let every = *s.bookmark_interval.lock().unwrap();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut initial = Some(initial);
+
+    // Sends what is pending, then a bookmark at a version no event still queued precedes.
+    async fn bookmark(
+        s: &Shared,
+        spec: &WatchSpec,
+        rx: &mut broadcast::Receiver<Event>,
+        seen: &mut u64,
+        tx: &mpsc::Sender<Line>,
+    ) -> bool {
+        // Every event up to `current` is already in `rx` (the store sends under its lock).
+        let current = s.store.resource_version();
+        loop {
+            match rx.try_recv() {
+                Ok(e) => {
+                    *seen = e.rv;
+                    if let Some(line) = spec.event_line(&e)
+                        && tx.send(Ok(line)).await.is_err()
+                    {
+                        return false;
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(_) => return false,
+            }
+        }
+        tx.send(Ok(spec.bookmark(current.max(*seen)))).await.is_ok()
+    }
+
+    loop {
+        if *paused.borrow_and_update() {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = &mut deadline => return,
+                _ = paused.changed() => continue,
+            }
+        }
+        if let Some(lines) = initial.take() {
+            for line in lines {
+                if tx.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = tx.closed() => return,
+            _ = &mut deadline => {
+                // One last bookmark, then a clean end, as fixture 04.
+                if spec.bookmarks {
+                    bookmark(&s, &spec, &mut rx, &mut seen, &tx).await;
+                }
+                return;
+            }
+            _ = paused.changed() => {}
+            received = rx.recv() => match received {
+                Ok(e) => {
+                    seen = e.rv;
+                    if let Some(line) = spec.event_line(&e)
+                        && tx.send(Ok(line)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                // Too far behind (or the store is gone): end the watch; the client watches
+                // again from the last version it saw, as with the real server.
+                Err(_) => return,
+            },
+            _ = ticker.tick(), if spec.bookmarks => {
+                if !bookmark(&s, &spec, &mut rx, &mut seen, &tx).await {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn get_one(
@@ -470,9 +932,12 @@ async fn get_one(
         Ok(kind) => kind,
         Err(e) => return e.into_response(),
     };
-    match s.store.get(&target.key(kind)) {
-        Some(obj) if wants_metadata(&headers) => axum::Json(as_metadata(&obj)).into_response(),
-        Some(obj) => axum::Json(obj).into_response(),
+    match s.store.get_shared(&target.key(kind)) {
+        Some(obj) => {
+            let mut body = Vec::new();
+            write_object(&mut body, &obj, wants_metadata(&headers));
+            json_response(StatusCode::OK, body)
+        }
         None => ApiError::not_found(&kind, target.name()).into_response(),
     }
 }
@@ -698,11 +1163,32 @@ async fn write(
         if dry_run {
             return Ok((obj, warnings));
         }
-        match s.store.commit(&key, expected.as_deref(), obj) {
-            Err(e) if e.code == 409 && precondition.is_none() && op != Operation::Create => {
-                continue;
+        // A create may have had its name generated during admission.
+        let generated = op == Operation::Create && name.is_empty();
+        let mut key = (kind, ns.to_string(), name_of(&obj).to_string());
+        // The real server retries a generated name that is taken (RetryGenerateName); the
+        // number of attempts here is the double's choice.
+        for _ in 0..8 {
+            // Kept for another attempt only when the name may change.
+            let attempt = if generated {
+                obj.clone()
+            } else {
+                std::mem::take(&mut obj)
+            };
+            match s.store.commit(&key, expected.as_deref(), attempt) {
+                Err(e) if generated && e.reason == "AlreadyExists" => {
+                    obj["metadata"]["name"] = json!("");
+                    generate_name(&mut obj);
+                    key.2 = name_of(&obj).to_string();
+                }
+                Err(e) if e.code == 409 && precondition.is_none() && op != Operation::Create => {
+                    break;
+                }
+                other => return other.map(|o| (o, warnings)),
             }
-            other => return other.map(|o| (o, warnings)),
+        }
+        if op == Operation::Create {
+            return Err(ApiError::already_exists(&kind, &key.2));
         }
     }
     Err(ApiError::conflict(&kind, name))

@@ -11,9 +11,12 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    /// The object concerned, for `details` (boxed: errors travel in every `Result`).
-    pub object: Option<Box<(ResourceKind, String)>>,
+    /// `details`: (group, kind, name); the kind is a resource (`secrets`) or, for 422, a Kind.
+    /// Boxed: errors travel in every `Result`.
+    pub object: Option<Box<(&'static str, &'static str, String)>>,
     pub causes: Vec<Value>,
+    /// `metadata.continue` of the Status, as a 410 for an expired continue token carries.
+    pub continue_token: Option<String>,
 }
 
 impl ApiError {
@@ -24,11 +27,12 @@ impl ApiError {
             message: message.into(),
             object: None,
             causes: Vec::new(),
+            continue_token: None,
         }
     }
 
     pub fn of(mut self, kind: &ResourceKind, name: &str) -> Self {
-        self.object = Some(Box::new((*kind, name.to_string())));
+        self.object = Some(Box::new((kind.group, kind.resource, name.to_string())));
         self
     }
 
@@ -70,47 +74,93 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
-    /// 422, with one `field: message` cause per problem, as the API server's validation gives.
-    /// 422, with one `field: message` cause per problem, as the API server's validation gives.
+    /// 422 as `NewInvalid`: one `field: message` cause per problem, `details.kind` the Kind.
     pub fn invalid(kind: &ResourceKind, name: &str, problems: &[(String, String)]) -> Self {
-        let detail = problems
+        // events.k8s.io Events are stored and validated as core Events (fixture 12).
+        let group = if kind.resource == "events" {
+            ""
+        } else {
+            kind.group
+        };
+        let qualified = if group.is_empty() {
+            kind.kind.to_string()
+        } else {
+            format!("{}.{group}", kind.kind)
+        };
+        let rendered: Vec<String> = problems
             .iter()
             .map(|(field, msg)| format!("{field}: {msg}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect();
+        // An aggregate of one error prints bare, of several in brackets.
+        let detail = match rendered.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {detail}", kind.kind),
-        )
-        .of(kind, name);
+            format!("{qualified} \"{name}\" is invalid: {detail}"),
+        );
+        e.object = Some(Box::new((group, kind.kind, name.to_string())));
         e.causes = problems
             .iter()
-            .map(|(field, msg)| json!({"reason": "FieldValueInvalid", "message": msg, "field": field}))
+            .map(
+                |(field, msg)| json!({"reason": cause_reason(msg), "message": msg, "field": field}),
+            )
             .collect();
         e
     }
 
     pub fn to_json(&self) -> Value {
-        let mut details = json!({});
+        let mut details = serde_json::Map::new();
         if let Some(object) = &self.object {
-            let (kind, name) = object.as_ref();
-            details = json!({"name": name, "group": kind.group, "kind": kind.resource});
+            let (group, kind, name) = object.as_ref();
+            if !name.is_empty() {
+                details.insert("name".into(), json!(name));
+            }
+            if !group.is_empty() {
+                details.insert("group".into(), json!(group));
+            }
+            details.insert("kind".into(), json!(kind));
         }
         if !self.causes.is_empty() {
-            details["causes"] = json!(self.causes);
+            details.insert("causes".into(), json!(self.causes));
         }
-        json!({
+        let mut metadata = json!({});
+        if let Some(token) = &self.continue_token {
+            metadata["continue"] = json!(token);
+        }
+        let mut status = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": metadata,
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "details": details,
-            "code": self.code,
-        })
+        });
+        // `details` is omitted when empty, as in fixtures 05 and 06.
+        if !details.is_empty() {
+            status["details"] = Value::Object(details);
+        }
+        status["code"] = json!(self.code);
+        status
     }
+}
+
+/// The `metav1.CauseType` of a `field.Error`, from how its message starts.
+fn cause_reason(message: &str) -> &'static str {
+    [
+        ("Required value", "FieldValueRequired"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Not found", "FieldValueNotFound"),
+    ]
+    .iter()
+    .find(|(prefix, _)| message.starts_with(prefix))
+    .map_or("FieldValueInvalid", |(_, reason)| reason)
 }
 
 /// `secrets`, or `leases.coordination.k8s.io`, as in the API server's messages.

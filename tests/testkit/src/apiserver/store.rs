@@ -2,31 +2,38 @@
 //! writes that keep the version, built-in Secret validation, and a watch history.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::kinds::ResourceKind;
+use super::kinds::{CORE_EVENTS, EVENTS, ResourceKind};
 use super::status::ApiError;
+use super::validation::{Problem, invalid, name_errors, validate_event};
 
 /// (resource, namespace, name).
 pub type Key = (ResourceKind, String, String);
 
+/// One change. Objects are shared (`Arc`) between the store, the history and every watch,
+/// so that large Secrets are not copied per watcher.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub rv: u64,
     pub resource: ResourceKind,
     pub kind: &'static str,
-    pub object: Value,
+    pub object: Arc<Value>,
+    /// The object before the change (MODIFIED, DELETED): a label-selected watch needs it to
+    /// tell an object leaving its selection from one entering it.
+    pub prev: Option<Arc<Value>>,
 }
 
 struct Inner {
     rv: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Arc<Value>>,
     history: VecDeque<Event>,
+    history_limit: usize,
     /// Watches from before this version get 410 Gone, as after an etcd compaction.
     compacted: u64,
     /// List continue tokens issued before this version get 410 Gone.
@@ -36,7 +43,6 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
-    history_limit: usize,
 }
 
 pub fn rv_of(obj: &Value) -> Option<&str> {
@@ -57,11 +63,11 @@ impl Default for Store {
                 rv: 1000,
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
+                history_limit: 10_000,
                 compacted: 0,
                 continue_floor: 0,
             }),
             events: broadcast::channel(4096).0,
-            history_limit: 10_000,
         }
     }
 }
@@ -72,6 +78,11 @@ impl Store {
     }
 
     pub fn get(&self, key: &Key) -> Option<Value> {
+        self.get_shared(key).map(Arc::unwrap_or_clone)
+    }
+
+    /// The stored object itself, without copying it.
+    pub fn get_shared(&self, key: &Key) -> Option<Arc<Value>> {
         self.inner.lock().unwrap().objects.get(key).cloned()
     }
 
@@ -84,6 +95,22 @@ impl Store {
         after: Option<&(String, String)>,
         limit: Option<usize>,
     ) -> (u64, Vec<Value>, bool) {
+        let (rv, items, remaining) = self.list_matching(kind, namespace, &|_| true, after, limit);
+        let items = items.into_iter().map(Arc::unwrap_or_clone).collect();
+        (rv, items, remaining > 0)
+    }
+
+    /// As `list`, over the objects `selected` keeps, with how many selected ones remain
+    /// after the page: `limit` counts selected objects, as the real server pages a filtered
+    /// list.
+    pub fn list_matching(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+        selected: &dyn Fn(&Value) -> bool,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+    ) -> (u64, Vec<Arc<Value>>, usize) {
         let inner = self.inner.lock().unwrap();
         let mut items = inner
             .objects
@@ -92,13 +119,24 @@ impl Store {
             .filter(|((_, ns, name), _)| {
                 after.is_none_or(|(a_ns, a_name)| (ns, name) > (a_ns, a_name))
             })
+            .filter(|(_, v)| selected(v))
             .map(|(_, v)| v.clone());
-        let page: Vec<Value> = match limit {
+        let page: Vec<Arc<Value>> = match limit {
             Some(n) => items.by_ref().take(n).collect(),
             None => items.by_ref().collect(),
         };
-        let more = items.next().is_some();
-        (inner.rv, page, more)
+        let remaining = items.count();
+        (inner.rv, page, remaining)
+    }
+
+    /// How many events the watch history keeps (10,000 by default). Watches from before
+    /// the oldest kept event get 410 Gone, as from beyond the real watch cache's window.
+    pub fn set_history_limit(&self, limit: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.history_limit = limit;
+        while inner.history.len() > limit {
+            inner.history.pop_front();
+        }
     }
 
     pub fn continue_floor(&self) -> u64 {
@@ -111,18 +149,22 @@ impl Store {
         inner.continue_floor = inner.rv + 1;
     }
 
-    /// Makes watches from any version seen so far fail with 410 Gone.
+    /// Makes watches from any version before the current one fail with 410 Gone, as after
+    /// an etcd compaction. A watch from the current version (what a new list returns) still
+    /// works, so that clients re-listing after the 410 can watch again.
     pub fn compact(&self) {
         let mut inner = self.inner.lock().unwrap();
-        inner.compacted = inner.rv + 1;
+        inner.compacted = inner.rv;
         inner.history.clear();
     }
 
-    /// Events after `rv` in the namespace, and a receiver for later ones; 410 when compacted.
+    /// Events after `rv`, a receiver for later ones, and the current version (every event up
+    /// to it is in the first two); 410 when compacted.
+    #[allow(clippy::type_complexity)]
     pub fn watch_from(
         &self,
         rv: u64,
-    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), ApiError> {
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>, u64), ApiError> {
         let inner = self.inner.lock().unwrap();
         let oldest = inner.history.front().map(|e| e.rv).unwrap_or(inner.rv);
         if rv < inner.compacted || (rv + 1 < oldest && rv < inner.rv) {
@@ -137,7 +179,7 @@ impl Store {
             .filter(|e| e.rv > rv)
             .cloned()
             .collect();
-        Ok((past, self.events.subscribe()))
+        Ok((past, self.events.subscribe(), inner.rv))
     }
 
     /// Stores `obj` if the object at `key` still has version `expected` (`None`: absent).
@@ -150,18 +192,17 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock().unwrap();
         let current = inner.objects.get(key).cloned();
-        let current = current.as_ref();
-        if current.and_then(rv_of) != expected {
-            return Err(match (current, expected) {
+        if current.as_deref().and_then(rv_of) != expected {
+            return Err(match (&current, expected) {
                 (Some(_), None) => ApiError::already_exists(&key.0, &key.2),
                 (None, Some(_)) => ApiError::not_found(&key.0, &key.2),
                 _ => ApiError::conflict(&key.0, &key.2),
             });
         }
-        if let Some(current) = current
+        if let Some(current) = &current
             && same_content(current, &obj)
         {
-            return Ok(current.clone());
+            return Ok(Value::clone(current));
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -171,17 +212,19 @@ impl Store {
         } else {
             "ADDED"
         };
-        inner.objects.insert(key.clone(), obj.clone());
+        let shared = Arc::new(obj);
+        inner.objects.insert(key.clone(), shared.clone());
         self.record(
             &mut inner,
             Event {
                 rv,
                 resource: key.0,
                 kind,
-                object: obj.clone(),
+                object: shared.clone(),
+                prev: current,
             },
         );
-        Ok(obj)
+        Ok(Arc::unwrap_or_clone(shared))
     }
 
     pub fn delete(&self, key: &Key, expected: Option<&str>) -> Result<Value, ApiError> {
@@ -193,25 +236,29 @@ impl Store {
         if expected.is_some_and(|e| Some(e) != rv_of(current)) {
             return Err(ApiError::conflict(&key.0, &key.2));
         }
-        let mut obj = inner.objects.remove(key).expect("present");
+        let prev = inner.objects.remove(key).expect("present");
         inner.rv += 1;
         let rv = inner.rv;
+        // The last state with the deletion's version, as the real server sends it.
+        let mut obj = Value::clone(&prev);
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let shared = Arc::new(obj);
         self.record(
             &mut inner,
             Event {
                 rv,
                 resource: key.0,
                 kind: "DELETED",
-                object: obj.clone(),
+                object: shared.clone(),
+                prev: Some(prev),
             },
         );
-        Ok(obj)
+        Ok(Arc::unwrap_or_clone(shared))
     }
 
     fn record(&self, inner: &mut Inner, event: Event) {
         inner.history.push_back(event.clone());
-        while inner.history.len() > self.history_limit {
+        while inner.history.len() > inner.history_limit {
             inner.history.pop_front();
         }
         let _ = self.events.send(event);
@@ -284,7 +331,8 @@ pub fn normalize(
             );
         }
     }
-    if name.is_empty() {
+    let generate_name = obj["metadata"]["generateName"].as_str().unwrap_or("");
+    if name.is_empty() && generate_name.is_empty() {
         return Err(ApiError::invalid(
             kind,
             "",
@@ -297,17 +345,52 @@ pub fn normalize(
     Ok(())
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+/// Characters of the name the real server generates from `generateName`
+/// (`utilrand.String`: no vowels, no look-alike characters).
+const GENERATED_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Gives a create with an empty name and a `generateName` its name, as the API server does
+/// after mutating admission and before validation: the prefix (cut to 58 characters) and 5
+/// random characters.
+pub fn generate_name(obj: &mut Value) -> bool {
+    let prefix = match obj
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+    {
+        Some(p) if !p.is_empty() && name_of(obj).is_empty() => p,
+        _ => return false,
+    };
+    let prefix: String = prefix.chars().take(58).collect();
+    let random = uuid::Uuid::new_v4();
+    let suffix: String = random.as_bytes()[..5]
+        .iter()
+        .map(|b| GENERATED_ALPHABET[*b as usize % GENERATED_ALPHABET.len()] as char)
+        .collect();
+    obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
+    true
+}
+
+/// `ValidateObjectMeta`'s name checks: generateName as a prefix, then the name.
+fn validate_names(obj: &Value, dns_names: bool, problems: &mut Vec<Problem>) {
+    let name = name_of(obj);
+    let generate_name = obj["metadata"]["generateName"].as_str().unwrap_or("");
+    if !generate_name.is_empty() && dns_names {
+        for m in name_errors(generate_name, true) {
+            problems.push(invalid("metadata.generateName", generate_name, &m));
+        }
+    }
+    if dns_names {
+        for m in name_errors(name, false) {
+            problems.push(invalid("metadata.name", name, &m));
+        }
+    } else if name == "." || name == ".." || name.contains('/') || name.contains('%') {
+        // Core Events' names need only be a path segment.
+        problems.push(invalid(
+            "metadata.name",
+            name,
+            "may not be '.' or '..' and may not contain '/' or '%'",
+        ));
+    }
 }
 
 fn fold_string_data(obj: &mut Value) -> Result<(), ApiError> {
@@ -335,21 +418,31 @@ fn fold_string_data(obj: &mut Value) -> Result<(), ApiError> {
 /// `ValidateSecret` and `ValidateSecretUpdate`.
 pub fn validate(kind: &ResourceKind, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
     let name = name_of(obj).to_string();
-    let mut problems: Vec<(String, String)> = Vec::new();
-    if !is_dns_subdomain(&name) {
-        problems.push(("metadata.name".into(), format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'")));
-    }
-    for field in ["labels", "annotations"] {
-        if let Some(m) = obj["metadata"].get(field).filter(|v| !v.is_null())
-            && !m
-                .as_object()
-                .is_some_and(|m| m.values().all(Value::is_string))
-        {
-            problems.push((
-                format!("metadata.{field}"),
-                "Invalid value: must be a map of strings".into(),
-            ));
+    let metadata = |problems: &mut Vec<Problem>| {
+        validate_names(obj, *kind != CORE_EVENTS, problems);
+        for field in ["labels", "annotations"] {
+            if let Some(m) = obj["metadata"].get(field).filter(|v| !v.is_null())
+                && !m
+                    .as_object()
+                    .is_some_and(|m| m.values().all(Value::is_string))
+            {
+                problems.push((
+                    format!("metadata.{field}"),
+                    "Invalid value: must be a map of strings".into(),
+                ));
+            }
         }
+    };
+    let mut problems: Vec<Problem> = Vec::new();
+    if *kind == EVENTS || *kind == CORE_EVENTS {
+        // events.k8s.io validation places the metadata checks itself (fixture 12's order);
+        // core Events get the generic metadata checks once their own have passed.
+        problems = validate_event(kind, obj, old, metadata);
+        if *kind == CORE_EVENTS && problems.is_empty() {
+            metadata(&mut problems);
+        }
+    } else {
+        metadata(&mut problems);
     }
     if kind.is_secret() {
         validate_secret(obj, old, &mut problems)?;

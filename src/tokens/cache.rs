@@ -13,7 +13,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
-use crate::token::{self, FetchedToken, Token, TokenKey};
+use crate::telemetry::metrics::{EcrCallLabels, Metrics, TokenLabels};
+use crate::tokens::token::{self, FetchedToken, Token, TokenKey};
 
 /// Where tokens come from: ECR in production, a fake in unit tests.
 pub trait TokenSource: Send + Sync + 'static {
@@ -26,7 +27,47 @@ pub trait TokenSource: Send + Sync + 'static {
 pub struct FetchError {
     pub key: TokenKey,
     pub kind: FetchErrorKind,
+    /// The whole story, for logs.
     pub message: String,
+    /// The innermost cause, short, for warnings and Events.
+    pub cause: String,
+}
+
+/// Longest cause quoted in a brief.
+const MAX_CAUSE: usize = 100;
+
+impl FetchError {
+    pub fn new(key: &TokenKey, kind: FetchErrorKind, message: String) -> Self {
+        Self::with_cause(key, kind, message.clone(), &message)
+    }
+
+    pub fn with_cause(key: &TokenKey, kind: FetchErrorKind, message: String, cause: &str) -> Self {
+        let cause = match cause.char_indices().nth(MAX_CAUSE) {
+            Some((i, _)) => format!("{}...", &cause[..i]),
+            None => cause.to_string(),
+        };
+        Self {
+            key: key.clone(),
+            kind,
+            message,
+            cause,
+        }
+    }
+
+    /// Cause first, in a few words: `ECR unreachable for us-west-2: connection refused`.
+    pub fn brief(&self) -> String {
+        let what = match self.kind {
+            FetchErrorKind::Service => "ECR refused the token request",
+            FetchErrorKind::Unreachable => "ECR unreachable",
+            FetchErrorKind::Malformed => "ECR answer unusable",
+            FetchErrorKind::Throttled => "no ECR token yet",
+        };
+        let who = match &self.key.role {
+            Some(role) => format!(" as {role}"),
+            None => String::new(),
+        };
+        format!("{what} for {}{who}: {}", self.key.region, self.cause)
+    }
 }
 
 /// Coarse cause, usable as a metric label.
@@ -76,6 +117,8 @@ struct Slot {
     token: Option<Arc<Token>>,
     last_attempt: Option<Timestamp>,
     last_error: Option<FetchError>,
+    /// Asked for since the last fetch: worth renewing ahead of time.
+    used: bool,
 }
 
 pub struct TokenCache {
@@ -85,16 +128,22 @@ pub struct TokenCache {
     slots: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<Slot>>>>,
     warned_expiry: Mutex<HashSet<TokenKey>>,
     calls: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl TokenCache {
-    pub fn new(source: Arc<dyn TokenSource>, config: CacheConfig) -> Arc<Self> {
-        Self::with_clock(source, config, Arc::new(Timestamp::now))
+    pub fn new(
+        source: Arc<dyn TokenSource>,
+        config: CacheConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Self::with_clock(source, config, metrics, Arc::new(Timestamp::now))
     }
 
     pub fn with_clock(
         source: Arc<dyn TokenSource>,
         config: CacheConfig,
+        metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -104,7 +153,35 @@ impl TokenCache {
             slots: Mutex::default(),
             warned_expiry: Mutex::default(),
             calls: AtomicU64::new(0),
+            metrics,
         })
+    }
+
+    /// Renews, ahead of time, every token that is due for renewal and was asked for since it
+    /// was fetched. Returns how many were renewed. Tokens nobody uses any more are left to
+    /// expire.
+    pub async fn renew_due(self: &Arc<Self>) -> usize {
+        let slots: Vec<(TokenKey, Arc<tokio::sync::Mutex<Slot>>)> = {
+            let slots = self.slots.lock().expect("slots lock");
+            slots
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        let now = (self.clock)();
+        let mut due = Vec::new();
+        for (key, slot) in slots {
+            let slot = slot.lock().await;
+            let stale = slot
+                .token
+                .as_ref()
+                .is_some_and(|t| now >= t.expires_at - self.config.renew_before);
+            if stale && slot.used {
+                due.push(key);
+            }
+        }
+        let renewed = futures::future::join_all(due.iter().map(|key| self.get(key))).await;
+        renewed.iter().filter(|r| r.is_ok()).count()
     }
 
     /// Fetches made so far (successful or not).
@@ -131,6 +208,7 @@ impl TokenCache {
     async fn get_inner(&self, key: TokenKey) -> Result<CachedToken, FetchError> {
         let slot = self.slot(&key);
         let mut slot = slot.lock().await;
+        slot.used = true;
         let now = (self.clock)();
         let usable = |slot: &Slot, error: Option<FetchError>| {
             slot.token
@@ -154,19 +232,24 @@ impl TokenCache {
         {
             let error = slot.last_error.clone();
             return usable(&slot, error.clone()).ok_or_else(|| {
-                error.unwrap_or_else(|| FetchError {
-                    key: key.clone(),
-                    kind: FetchErrorKind::Throttled,
-                    message: format!(
-                        "last fetch at {last} gave a token that cannot be used yet; next try after {}",
-                        humantime::format_duration(self.config.min_fetch_interval)
-                    ),
+                error.unwrap_or_else(|| {
+                    FetchError::new(
+                        &key,
+                        FetchErrorKind::Throttled,
+                        format!(
+                            "last fetch at {last} gave a token that cannot be used yet; next try after {}",
+                            humantime::format_duration(self.config.min_fetch_interval)
+                        ),
+                    )
                 })
             });
         }
         slot.last_attempt = Some(now);
+        slot.used = false;
         self.calls.fetch_add(1, Ordering::Relaxed);
-        match self.fetch(&key, now).await {
+        let result = self.fetch(&key, now).await;
+        self.record(&key, &result);
+        match result {
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.token = Some(Arc::clone(&token));
@@ -201,11 +284,35 @@ impl TokenCache {
         {
             tracing::warn!(%key, %anomaly, %expires_at, "ECR reported an unusable token expiry; assuming 12h from the fetch (warned once per key)");
         }
-        token::decode(&fetched, expires_at).map_err(|e| FetchError {
-            key: key.clone(),
-            kind: FetchErrorKind::Malformed,
-            message: e.to_string(),
-        })
+        token::decode(&fetched, expires_at)
+            .map_err(|e| FetchError::new(key, FetchErrorKind::Malformed, e.to_string()))
+    }
+
+    fn record(&self, key: &TokenKey, result: &Result<Token, FetchError>) {
+        let result_label = match result {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_label(),
+        };
+        self.metrics
+            .ecr_calls
+            .get_or_create(&EcrCallLabels {
+                region: key.region.clone(),
+                result: result_label,
+            })
+            .inc();
+        if let Ok(token) = result {
+            let principal = key
+                .role
+                .as_ref()
+                .map_or_else(|| "default".to_string(), ToString::to_string);
+            self.metrics
+                .token_expiry
+                .get_or_create(&TokenLabels {
+                    principal,
+                    region: key.region.clone(),
+                })
+                .set(token.expires_at.as_second() as f64);
+        }
     }
 }
 
@@ -236,11 +343,11 @@ mod tests {
                 tokio::time::sleep(self.delay).await;
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
                 if self.fail.load(Ordering::SeqCst) {
-                    return Err(FetchError {
-                        key: key.clone(),
-                        kind: FetchErrorKind::Unreachable,
-                        message: "connection refused".into(),
-                    });
+                    return Err(FetchError::new(
+                        key,
+                        FetchErrorKind::Unreachable,
+                        "connection refused".into(),
+                    ));
                 }
                 let raw = base64::engine::general_purpose::STANDARD.encode(format!("AWS:pw-{n}"));
                 Ok(FetchedToken {
@@ -275,7 +382,7 @@ mod tests {
             renew_before: Duration::from_secs(4 * 3600),
             min_fetch_interval: Duration::from_secs(60),
         };
-        let cache = TokenCache::with_clock(source.clone(), config, clock);
+        let cache = TokenCache::with_clock(source.clone(), config, Arc::default(), clock);
         Harness { cache, source, now }
     }
 
@@ -388,6 +495,49 @@ mod tests {
         h.source.fail.store(false, Ordering::SeqCst);
         h.advance(61);
         assert!(h.cache.get(&key("r")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn renews_ahead_of_time_only_what_is_used() {
+        let h = harness(Duration::ZERO, Some(12 * 3600));
+        h.cache.get(&key("used")).await.unwrap();
+        h.cache.get(&key("idle")).await.unwrap();
+        h.advance(3600);
+        h.cache.get(&key("used")).await.unwrap();
+        assert_eq!(h.cache.renew_due().await, 0, "nothing is due yet");
+        h.advance(7 * 3600 + 1);
+        assert_eq!(
+            h.cache.renew_due().await,
+            1,
+            "only the key asked for since its fetch"
+        );
+        assert_eq!(h.source.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            h.cache.get(&key("used")).await.unwrap().token.password(),
+            "pw-2"
+        );
+        assert_eq!(
+            h.source.calls.load(Ordering::SeqCst),
+            3,
+            "served from the renewal"
+        );
+    }
+
+    #[test]
+    fn briefs_put_the_cause_first_and_stay_short() {
+        let e = FetchError::with_cause(
+            &key("us-west-2"),
+            FetchErrorKind::Unreachable,
+            "GetAuthorizationToken failed (endpoint http://127.0.0.1:5999): dispatch failure: ..."
+                .into(),
+            &"Connection refused (os error 111) ".repeat(10),
+        );
+        let brief = e.brief();
+        assert!(
+            brief.starts_with("ECR unreachable for us-west-2: Connection refused"),
+            "{brief}"
+        );
+        assert!(brief.len() < 150, "{brief}");
     }
 
     #[tokio::test]

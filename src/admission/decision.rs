@@ -10,24 +10,28 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
-use crate::annotation::{self, EXPIRES_AT_ANNOTATION, EcrBinding, SecretRef};
-use crate::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-use crate::policy::Policy;
-use crate::secret_update;
-use crate::token::{Token, TokenKey};
-use crate::token_cache::FetchError;
+use crate::contract::annotation::{
+    self, EXPIRES_AT_ANNOTATION, EcrBinding, MANAGED_LABEL, SecretRef,
+};
+use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+use crate::contract::policy::Policy;
+use crate::contract::secret_update::{self, Leftovers};
+use crate::tokens::cache::FetchError;
+use crate::tokens::token::{Token, TokenKey};
 
 /// What the webhook does with a request that needs no token.
 enum Inspection {
     /// Not an opted-in Secret write: allow unchanged.
     NotOurs,
     Deny(String),
+    /// The write removes `deft.com/kubeecr`: kubeecr's own annotations and label go too.
+    OptOut(Leftovers),
     OptedIn(Box<OptedIn>),
 }
 
@@ -79,7 +83,15 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
     let binding = match annotation::binding_of(&secret, annotations) {
         Ok(Some(binding)) => binding,
-        Ok(None) => return Inspection::NotOurs,
+        Ok(None) => {
+            let meta = &object.metadata;
+            let leftovers = Leftovers::of(meta.labels.as_ref(), meta.annotations.as_ref());
+            return if leftovers.is_empty() {
+                Inspection::NotOurs
+            } else {
+                Inspection::OptOut(leftovers)
+            };
+        }
         Err(e) => return Inspection::Deny(e.to_string()),
     };
     if let Err(e) = annotation::check_type(&secret, object.type_.as_deref()) {
@@ -113,7 +125,9 @@ fn forbidden(response: AdmissionResponse, message: String) -> AdmissionResponse 
 pub fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
     match inspect(req, policy) {
         Inspection::Deny(message) => deny(req, message),
-        Inspection::NotOurs | Inspection::OptedIn(_) => AdmissionResponse::from(req),
+        Inspection::NotOurs | Inspection::OptOut(_) | Inspection::OptedIn(_) => {
+            AdmissionResponse::from(req)
+        }
     }
 }
 
@@ -131,6 +145,7 @@ pub struct PendingFill {
     response: AdmissionResponse,
     binding: EcrBinding,
     object: Secret,
+    dry_run: bool,
 }
 
 /// Denies what validation would deny (the API server's own `.dockerconfigjson` check runs
@@ -140,6 +155,10 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
     match inspect(req, policy) {
         Inspection::NotOurs => MutationPlan::Respond(Box::new(AdmissionResponse::from(req))),
         Inspection::Deny(message) => MutationPlan::Respond(Box::new(deny(req, message))),
+        Inspection::OptOut(leftovers) => MutationPlan::Respond(Box::new(with_ops(
+            AdmissionResponse::from(req),
+            opt_out_ops(&leftovers),
+        ))),
         Inspection::OptedIn(opted_in) => {
             let OptedIn {
                 secret,
@@ -152,6 +171,7 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
                 response: AdmissionResponse::from(req),
                 binding,
                 object,
+                dry_run: req.dry_run,
             }))
         }
     }
@@ -165,6 +185,32 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation { path, value })
 }
 
+fn remove(path: PointerBuf) -> PatchOperation {
+    PatchOperation::Remove(RemoveOperation { path })
+}
+
+fn with_ops(response: AdmissionResponse, ops: Vec<PatchOperation>) -> AdmissionResponse {
+    if ops.is_empty() {
+        return response;
+    }
+    response
+        .with_patch(Patch(ops))
+        .expect("a JSON patch always serializes")
+}
+
+/// Removes kubeecr's annotations and label; the credentials stay where they are.
+fn opt_out_ops(leftovers: &Leftovers) -> Vec<PatchOperation> {
+    let mut ops: Vec<PatchOperation> = leftovers
+        .annotations
+        .iter()
+        .map(|k| remove(pointer(&["metadata", "annotations", k])))
+        .collect();
+    if leftovers.label {
+        ops.push(remove(pointer(&["metadata", "labels", MANAGED_LABEL])));
+    }
+    ops
+}
+
 /// Warnings over 256 characters may be cut by clients.
 fn short(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -174,6 +220,30 @@ fn short(text: &str, max: usize) -> String {
 }
 
 impl PendingFill {
+    /// For a write that would give the Secret its first token (no recorded expiry yet, not a
+    /// dry run): a note that says so, for an Event.
+    pub fn first_fill(&self) -> Option<String> {
+        let filled_before = self
+            .object
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(EXPIRES_AT_ANNOTATION));
+        if self.dry_run || filled_before {
+            return None;
+        }
+        let registries: Vec<String> = self
+            .binding
+            .registries
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        Some(format!(
+            "filled at admission with ECR tokens for {}",
+            registries.join(", ")
+        ))
+    }
+
     fn existing(&self) -> Option<&[u8]> {
         self.object
             .data
@@ -197,25 +267,35 @@ impl PendingFill {
         })
     }
 
-    fn set_expiry(&self, value: String) -> Option<PatchOperation> {
+    /// Sets kubeecr's annotations to `values` (opted-in Secrets always carry annotations).
+    fn set_annotations(&self, values: &[(&'static str, String)]) -> Vec<PatchOperation> {
         let annotations = self.object.metadata.annotations.as_ref();
-        if annotations.and_then(|a| a.get(EXPIRES_AT_ANNOTATION)) == Some(&value) {
-            return None;
-        }
-        // Opted-in secrets always carry annotations, so the map exists.
-        Some(add(
-            pointer(&["metadata", "annotations", EXPIRES_AT_ANNOTATION]),
-            json!(value),
-        ))
+        values
+            .iter()
+            .filter(|(k, v)| annotations.and_then(|a| a.get(*k)) != Some(v))
+            .map(|(k, v)| add(pointer(&["metadata", "annotations", k]), json!(v)))
+            .collect()
     }
 
-    fn with_ops(self, ops: Vec<PatchOperation>) -> AdmissionResponse {
-        if ops.is_empty() {
-            return self.response;
+    /// Labels the Secret as managed, so that the refresher watches it in full.
+    fn set_label(&self) -> Option<PatchOperation> {
+        let labels = self.object.metadata.labels.as_ref();
+        if labels
+            .and_then(|l| l.get(MANAGED_LABEL))
+            .is_some_and(|v| v == "true")
+        {
+            return None;
         }
-        self.response
-            .with_patch(Patch(ops))
-            .expect("a JSON patch always serializes")
+        Some(match labels {
+            Some(_) => add(
+                pointer(&["metadata", "labels", MANAGED_LABEL]),
+                json!("true"),
+            ),
+            None => add(
+                pointer(&["metadata", "labels"]),
+                json!({ MANAGED_LABEL: "true" }),
+            ),
+        })
     }
 
     /// The second step: the patch for the fetched tokens, or what to do without them.
@@ -233,34 +313,33 @@ impl PendingFill {
             Err(e) => return forbidden(self.response, format!("{}: {e}", self.secret)),
         };
         if self.holds_newer_token(&filled) {
-            return self.response;
+            let ops = self.set_label().into_iter().collect();
+            return with_ops(self.response, ops);
         }
-        let ops = [
-            self.set_data(&filled.dockerconfigjson),
-            self.set_expiry(filled.expires_at_annotation()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        self.with_ops(ops)
+        let mut ops: Vec<PatchOperation> = self
+            .set_data(&filled.dockerconfigjson)
+            .into_iter()
+            .collect();
+        ops.extend(self.set_annotations(&filled.annotations()));
+        ops.extend(self.set_label());
+        with_ops(self.response, ops)
     }
 
-    /// The object already holds credentials for every registry, recorded to expire no earlier
-    /// than the cached token: another writer (a refresher elsewhere, a CronJob) was fresher,
-    /// so its token stays rather than being replaced by an older one.
+    /// The object already holds kubeecr's credentials for every registry (fingerprints match),
+    /// recorded to expire no earlier than the cached token: another writer (a refresher
+    /// elsewhere, a CronJob) was fresher, so its token stays rather than being replaced by an
+    /// older one. Credentials edited by hand never match, so they are replaced.
     fn holds_newer_token(&self, filled: &secret_update::Filled) -> bool {
-        let recorded = self
-            .object
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(EXPIRES_AT_ANNOTATION))
+        let Some(annotations) = self.object.metadata.annotations.as_ref() else {
+            return false;
+        };
+        let recorded = annotations
+            .get(EXPIRES_AT_ANNOTATION)
             .and_then(|v| v.parse::<jiff::Timestamp>().ok());
         if recorded.is_none_or(|r| r < filled.expires_at) {
             return false;
         }
-        secret_update::missing_hosts(&self.binding, self.existing())
-            .is_ok_and(|missing| missing.is_empty())
+        secret_update::holds_own_credentials(&self.binding, annotations, self.existing())
     }
 
     /// AWS failed or was too slow. The write goes through (with `{"auths":{}}` when it has
@@ -269,12 +348,13 @@ impl PendingFill {
     fn without_token(self, error: &FetchError, require_token: bool) -> AdmissionResponse {
         if require_token {
             let message = format!(
-                "{}: no ECR token could be fetched, and this kubeecr requires one (--require-token): {error}",
-                self.secret
+                "{}: no ECR token could be fetched, and this kubeecr requires one (--require-token): {}",
+                self.secret,
+                error.brief()
             );
             return forbidden(self.response, message);
         }
-        let (op, outcome) = if self.existing().is_none() {
+        let (data, outcome) = if self.existing().is_none() {
             (
                 self.set_data(br#"{"auths":{}}"#),
                 "stored with an empty {\"auths\":{}} (not usable yet)",
@@ -282,19 +362,24 @@ impl PendingFill {
         } else {
             (None, "stored without a new token")
         };
-        // What happened first, then why: clients may cut warnings past 256 characters.
+        // The cause first: the API server cuts warnings at 256 characters.
         let warning = short(
             &format!(
-                "kubeecr: {} {outcome}; kubeecr fills it when ECR answers. Cause: {error}",
+                "kubeecr: {}; {} {outcome}, filled when ECR answers",
+                error.brief(),
                 self.secret
             ),
-            250,
+            MAX_WARNING,
         );
-        let mut response = self.with_ops(op.into_iter().collect());
+        let ops = data.into_iter().chain(self.set_label()).collect();
+        let mut response = with_ops(self.response, ops);
         response.warnings = Some(vec![warning]);
         response
     }
 }
+
+/// Well under the 256 characters at which the API server cuts a warning.
+const MAX_WARNING: usize = 200;
 
 #[cfg(test)]
 mod tests {

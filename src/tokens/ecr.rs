@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ecr::error::{DisplayErrorContext, SdkError};
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -16,8 +16,8 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 
-use crate::token::{FetchedToken, TokenKey};
-use crate::token_cache::{FetchError, FetchErrorKind, TokenSource};
+use crate::tokens::cache::{FetchError, FetchErrorKind, TokenSource};
+use crate::tokens::token::{FetchedToken, TokenKey};
 
 /// Where and how to reach AWS.
 #[derive(Debug, Clone, Default)]
@@ -112,15 +112,28 @@ impl EcrTokenSource {
     }
 }
 
+/// What went wrong, in the fewest words: the service's own error, or the innermost cause.
+fn root_cause<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &SdkError<E>) -> String {
+    if let SdkError::ServiceError(service) = e {
+        let err = service.err();
+        return match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => err.to_string(),
+        };
+    }
+    let mut cause: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 impl TokenSource for EcrTokenSource {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
         Box::pin(async move {
             let client = self.client(key).await;
-            let error = |kind, message: String| FetchError {
-                key: key.clone(),
-                kind,
-                message,
-            };
+            let error = |kind, message: String| FetchError::new(key, kind, message);
             let out = client.get_authorization_token().send().await.map_err(|e| {
                 let kind = match &e {
                     SdkError::ServiceError(_) => FetchErrorKind::Service,
@@ -131,7 +144,7 @@ impl TokenSource for EcrTokenSource {
                     self.endpoint_note(),
                     DisplayErrorContext(&e)
                 );
-                error(kind, message)
+                FetchError::with_cause(key, kind, message, &root_cause(&e))
             })?;
             let data = out.authorization_data().first().ok_or_else(|| {
                 error(

@@ -2,7 +2,7 @@
 //!
 //! Pure. Output is deterministic (same input, same bytes), so an unchanged token means no write.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -70,13 +70,12 @@ pub fn merge(
     Ok(serde_json::to_vec(&Value::Object(config)).expect("a JSON value always serializes"))
 }
 
-/// The hosts that already hold credentials (an `auth`, or a `password`).
-pub fn hosts_with_credentials(
-    existing: Option<&[u8]>,
-) -> Result<BTreeSet<String>, DockerConfigError> {
+/// The hosts that already hold credentials (an `auth`, or a `password`), each with the
+/// fingerprint of its entry.
+pub fn credentials(existing: Option<&[u8]>) -> Result<BTreeMap<String, String>, DockerConfigError> {
     let config = parse(existing)?;
     let Some(auths) = config.get("auths") else {
-        return Ok(BTreeSet::new());
+        return Ok(BTreeMap::new());
     };
     let auths = auths.as_object().ok_or(DockerConfigError::AuthsNotObject)?;
     Ok(auths
@@ -89,8 +88,27 @@ pub fn hosts_with_credentials(
             };
             has("auth") || has("password")
         })
-        .map(|(host, _)| host.clone())
+        .map(|(host, entry)| (host.clone(), fingerprint(entry)))
         .collect())
+}
+
+/// Bytes of SHA-256 kept in a fingerprint: enough to notice any edit, too few to say anything
+/// about the password.
+const FINGERPRINT_BYTES: usize = 6;
+
+/// A short SHA-256 fingerprint of an `auths` entry's `username`, `password` and `auth`, so
+/// that an edit to any of them is noticed. Never holds the password itself.
+pub fn fingerprint(entry: &Value) -> String {
+    let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("");
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for k in ["username", "password", "auth"] {
+        ctx.update(field(k).as_bytes());
+        ctx.update(&[0]);
+    }
+    ctx.finish().as_ref()[..FINGERPRINT_BYTES]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -171,9 +189,37 @@ mod tests {
     fn lists_hosts_that_hold_credentials() {
         let existing =
             br#"{"auths":{"a":{"auth":"eA=="},"b":{"password":"p"},"c":{},"d":{"auth":""}}}"#;
-        let hosts = hosts_with_credentials(Some(existing)).unwrap();
-        assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["a", "b"]);
-        assert!(hosts_with_credentials(None).unwrap().is_empty());
+        let hosts = credentials(Some(existing)).unwrap();
+        assert_eq!(hosts.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(credentials(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn fingerprints_change_with_any_field_and_hide_the_password() {
+        let written = merge(None, &[cred(HOST)]).unwrap();
+        let fp = credentials(Some(&written)).unwrap()[HOST].clone();
+        assert_eq!(fp.len(), 2 * FINGERPRINT_BYTES);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Same credentials, same fingerprint, whatever else the config holds.
+        let other = merge(
+            Some(br#"{"auths":{"quay.io":{"auth":"eA=="}},"x":1}"#),
+            &[cred(HOST)],
+        )
+        .unwrap();
+        assert_eq!(credentials(Some(&other)).unwrap()[HOST], fp);
+        let mut v: Value = serde_json::from_slice(&written).unwrap();
+        for field in ["username", "password", "auth"] {
+            let mut edited = v.clone();
+            edited["auths"][HOST][field] = json!("garbage");
+            assert_ne!(fingerprint(&edited["auths"][HOST]), fp, "{field}");
+        }
+        v["auths"][HOST]["email"] = json!("a@b");
+        assert_eq!(
+            fingerprint(&v["auths"][HOST]),
+            fp,
+            "other fields do not count"
+        );
+        assert!(!fp.contains("pw-1"));
     }
 
     proptest! {
@@ -197,7 +243,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = merge(Some(&bytes), &[cred(HOST)]);
-            let _ = hosts_with_credentials(Some(&bytes));
+            let _ = credentials(Some(&bytes));
         }
     }
 }

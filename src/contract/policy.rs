@@ -4,7 +4,7 @@
 
 use wildmatch::WildMatch;
 
-use crate::annotation::{ContractError, EcrBinding, Problem, SecretRef};
+use crate::contract::annotation::{ContractError, EcrBinding, Problem, SecretRef};
 
 /// Glob patterns (`*`, `?`) as the operator wrote them.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +106,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::annotation::{REGISTRIES_ANNOTATION, ROLE_ANNOTATION, binding_of};
+    use crate::contract::annotation::{REGISTRIES_ANNOTATION, ROLE_ANNOTATION, binding_of};
 
     fn binding(registries: &str, role: Option<&str>) -> EcrBinding {
         let mut a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), registries.to_string())]);

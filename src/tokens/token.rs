@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::annotation::RoleArn;
+use crate::contract::annotation::RoleArn;
 
 /// How long ECR tokens live; used when ECR reports no usable expiry.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);

@@ -1,0 +1,239 @@
+//! The webhook's HTTP layer: `POST /mutate` and `POST /validate` taking AdmissionReview v1.
+//!
+//! Decisions are in `admission`; this module parses, fetches tokens under a deadline derived
+//! from the API server's `?timeout=`, and answers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+
+use crate::admission::decision::{self, MutationPlan};
+use crate::contract::policy::Policy;
+use crate::telemetry::events::Events;
+use crate::telemetry::metrics::{AdmissionLabels, Metrics, WebhookLabels};
+use crate::tokens::cache::{FetchError, FetchErrorKind, TokenCache};
+use crate::tokens::token::{Token, TokenKey};
+
+/// The API server's default webhook timeout, used when `?timeout=` is absent.
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct WebhookState {
+    pub policy: Arc<Policy>,
+    pub tokens: Arc<TokenCache>,
+    /// Deny instead of admitting without a token when ECR fails.
+    pub require_token: bool,
+    /// Longest wait for a cold token; also capped at half the API server's timeout.
+    pub token_wait: Duration,
+    pub metrics: Arc<Metrics>,
+    pub events: Events,
+}
+
+#[derive(serde::Deserialize)]
+struct WebhookQuery {
+    timeout: Option<String>,
+}
+
+pub fn router(state: Arc<WebhookState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|e| format!("body is not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
+    review
+        .try_into()
+        .map_err(|e| format!("AdmissionReview has no usable request: {e}"))
+}
+
+fn operation(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn result_of(response: &AdmissionResponse) -> &'static str {
+    match (
+        response.allowed,
+        response.patch.is_some(),
+        response.warnings.is_some(),
+    ) {
+        (false, _, _) => "denied",
+        (true, _, true) => "warned",
+        (true, true, false) => "patched",
+        (true, false, false) => "allowed",
+    }
+}
+
+/// Counts, times, logs and answers one review.
+struct Answer<'a> {
+    state: &'a WebhookState,
+    webhook: &'static str,
+    started: Instant,
+}
+
+impl Answer<'_> {
+    fn count(&self, operation: &'static str, result: &'static str) {
+        let m = &self.state.metrics;
+        m.admission_requests
+            .get_or_create(&AdmissionLabels {
+                webhook: self.webhook,
+                operation,
+                result,
+            })
+            .inc();
+        m.admission_duration
+            .get_or_create(&WebhookLabels {
+                webhook: self.webhook,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+
+    fn invalid(&self, status: StatusCode, message: String) -> Response {
+        self.count("unknown", "invalid");
+        tracing::debug!(webhook = self.webhook, %status, "refused a malformed request: {message}");
+        (status, message).into_response()
+    }
+
+    fn review(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        response: AdmissionResponse,
+    ) -> Response {
+        let result = result_of(&response);
+        self.count(operation(&req.operation), result);
+        tracing::info!(
+            webhook = self.webhook,
+            secret = %format!("{}/{}", req.namespace.as_deref().unwrap_or(""), req.name),
+            operation = operation(&req.operation),
+            dry_run = req.dry_run,
+            outcome = result,
+            message = %response.result.message,
+            "admission"
+        );
+        axum::Json(response.into_review()).into_response()
+    }
+}
+
+async fn validate(
+    State(state): State<Arc<WebhookState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = Answer {
+        state: &state,
+        webhook: "validate",
+        started: Instant::now(),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return answer.invalid(rejection.status(), rejection.body_text()),
+    };
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(message) => return answer.invalid(StatusCode::BAD_REQUEST, message),
+    };
+    let response = decision::validate(&req, &state.policy);
+    answer.review(&req, response)
+}
+
+/// How long a cold token fetch may take: well under the API server's own timeout.
+fn token_deadline(query: Option<&str>, cap: Duration) -> Duration {
+    let webhook_timeout = query
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
+    cap.min(webhook_timeout / 2)
+}
+
+async fn mutate(
+    State(state): State<Arc<WebhookState>>,
+    Query(query): Query<WebhookQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = Answer {
+        state: &state,
+        webhook: "mutate",
+        started: Instant::now(),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return answer.invalid(rejection.status(), rejection.body_text()),
+    };
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(message) => return answer.invalid(StatusCode::BAD_REQUEST, message),
+    };
+    let response = match decision::plan_mutation(&req, &state.policy) {
+        MutationPlan::Respond(response) => *response,
+        MutationPlan::Fill(pending) => {
+            let deadline = token_deadline(query.timeout.as_deref(), state.token_wait);
+            let tokens = fetch_all(&state.tokens, &pending.keys, deadline).await;
+            let first_fill = pending
+                .first_fill()
+                .map(|note| (pending.secret.clone(), note));
+            let response = pending.complete(tokens, state.require_token);
+            if let Some((secret, note)) = first_fill
+                && result_of(&response) == "patched"
+            {
+                state.events.filled(&secret, &note);
+            }
+            response
+        }
+    };
+    answer.review(&req, response)
+}
+
+async fn fetch_all(
+    cache: &Arc<TokenCache>,
+    keys: &[TokenKey],
+    deadline: Duration,
+) -> Result<BTreeMap<TokenKey, Arc<Token>>, FetchError> {
+    let fetches = futures::future::try_join_all(keys.iter().map(|key| async move {
+        cache
+            .get(key)
+            .await
+            .map(|cached| (key.clone(), cached.token))
+    }));
+    match tokio::time::timeout(deadline, fetches).await {
+        Ok(result) => result.map(|pairs| pairs.into_iter().collect()),
+        // The fetch goes on in the background and warms the cache for the refresher.
+        Err(_) => Err(FetchError::new(
+            &keys[0],
+            FetchErrorKind::Unreachable,
+            format!(
+                "ECR did not answer within {} (the webhook's deadline)",
+                humantime::format_duration(deadline)
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_is_half_the_api_server_timeout_at_most() {
+        let cap = Duration::from_secs(3);
+        assert_eq!(token_deadline(Some("5s"), cap), Duration::from_millis(2500));
+        assert_eq!(token_deadline(Some("30s"), cap), cap);
+        assert_eq!(token_deadline(Some("2s"), cap), Duration::from_secs(1));
+        assert_eq!(token_deadline(None, cap), cap);
+        assert_eq!(token_deadline(Some("garbage"), cap), cap);
+    }
+}

@@ -1,0 +1,8 @@
+//! The contract between a Secret and kubeecr, as pure functions: how a Secret opts in, the
+//! operator's policy, what kubeecr writes into `.dockerconfigjson`, and when a Secret is due.
+
+pub mod annotation;
+pub mod dockerconfig;
+pub mod partition;
+pub mod policy;
+pub mod secret_update;

@@ -1,0 +1,525 @@
+//! What kubeecr writes into an opted-in Secret, and when a Secret is due for it.
+//!
+//! Pure: tokens come in, bytes and an expiry go out. Both the webhook and the refresher use it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::contract::annotation::{
+    EXPIRES_AT_ANNOTATION, EcrBinding, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, OWN_ANNOTATIONS,
+    Registry,
+};
+use crate::contract::dockerconfig::{self, DockerConfigError, RegistryCredential};
+use crate::tokens::token::{Token, TokenKey};
+
+/// Why a secret needs a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueReason {
+    NeverFilled,
+    UnreadableExpiry(String),
+    ExpiresSoon(Timestamp),
+    MissingRegistries(Vec<String>),
+    /// These registries hold credentials that kubeecr did not write (edited by hand, or
+    /// written before fingerprints were recorded), so the recorded expiry says nothing.
+    NotWrittenByKubeecr(Vec<String>),
+    Forced,
+}
+
+impl fmt::Display for DueReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NeverFilled => write!(f, "no {EXPIRES_AT_ANNOTATION} yet"),
+            Self::UnreadableExpiry(v) => write!(f, "{EXPIRES_AT_ANNOTATION} {v:?} is not RFC 3339"),
+            Self::ExpiresSoon(at) => write!(f, "token expires at {at}"),
+            Self::MissingRegistries(hosts) => {
+                write!(f, "no credentials yet for {}", hosts.join(", "))
+            }
+            Self::NotWrittenByKubeecr(registries) => write!(
+                f,
+                "credentials for {} are not the ones kubeecr wrote",
+                registries.join(", ")
+            ),
+            Self::Forced => f.write_str("forced"),
+        }
+    }
+}
+
+/// When to refresh.
+#[derive(Debug, Clone, Copy)]
+pub struct DuePolicy {
+    pub refresh_before: Duration,
+    pub force: bool,
+}
+
+/// Whether the secret needs a write now. `None`: it is fine as it is.
+pub fn due_reason(
+    binding: &EcrBinding,
+    annotations: &BTreeMap<String, String>,
+    dockerconfigjson: Option<&[u8]>,
+    now: Timestamp,
+    policy: DuePolicy,
+) -> Result<Option<DueReason>, DockerConfigError> {
+    let present = dockerconfig::credentials(dockerconfigjson)?;
+    let missing = missing_hosts(binding, &present);
+    if policy.force {
+        return Ok(Some(DueReason::Forced));
+    }
+    if !missing.is_empty() {
+        return Ok(Some(DueReason::MissingRegistries(missing)));
+    }
+    let Some(recorded) = annotations.get(EXPIRES_AT_ANNOTATION) else {
+        return Ok(Some(DueReason::NeverFilled));
+    };
+    let foreign = foreign_registries(binding, annotations, &present);
+    if !foreign.is_empty() {
+        return Ok(Some(DueReason::NotWrittenByKubeecr(foreign)));
+    }
+    let Ok(expires_at) = recorded.parse::<Timestamp>() else {
+        return Ok(Some(DueReason::UnreadableExpiry(recorded.clone())));
+    };
+    if expires_at <= now + policy.refresh_before {
+        return Ok(Some(DueReason::ExpiresSoon(expires_at)));
+    }
+    Ok(None)
+}
+
+/// When a secret that is not due now becomes due: its recorded expiry less `refresh_before`.
+pub fn due_at(
+    annotations: &BTreeMap<String, String>,
+    refresh_before: Duration,
+) -> Option<Timestamp> {
+    let expires_at: Timestamp = annotations.get(EXPIRES_AT_ANNOTATION)?.parse().ok()?;
+    expires_at.checked_sub(refresh_before).ok()
+}
+
+/// The registry hosts of the binding that hold no credentials yet.
+fn missing_hosts(binding: &EcrBinding, present: &BTreeMap<String, String>) -> Vec<String> {
+    binding
+        .registries
+        .iter()
+        .map(Registry::host)
+        .filter(|h| !present.contains_key(h))
+        .collect()
+}
+
+/// The registries whose credentials do not match the fingerprint kubeecr recorded.
+fn foreign_registries(
+    binding: &EcrBinding,
+    annotations: &BTreeMap<String, String>,
+    present: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let recorded = parse_fingerprints(
+        annotations
+            .get(FINGERPRINTS_ANNOTATION)
+            .map_or("", String::as_str),
+    );
+    binding
+        .registries
+        .iter()
+        .filter(|r| {
+            let key = r.to_string();
+            recorded.get(key.as_str()).copied() != present.get(&r.host()).map(String::as_str)
+        })
+        .map(Registry::to_string)
+        .collect()
+}
+
+/// The object holds credentials for every registry, all as kubeecr wrote them.
+pub fn holds_own_credentials(
+    binding: &EcrBinding,
+    annotations: &BTreeMap<String, String>,
+    dockerconfigjson: Option<&[u8]>,
+) -> bool {
+    dockerconfig::credentials(dockerconfigjson).is_ok_and(|present| {
+        missing_hosts(binding, &present).is_empty()
+            && foreign_registries(binding, annotations, &present).is_empty()
+    })
+}
+
+/// `<account>/<region>=<fingerprint>` pairs; malformed entries are left out, so they mismatch.
+fn parse_fingerprints(value: &str) -> BTreeMap<&str, &str> {
+    value
+        .split(',')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .collect()
+}
+
+/// The token that serves `registry`: its region, with the binding's role.
+fn token_key(binding: &EcrBinding, registry: &Registry) -> TokenKey {
+    TokenKey {
+        role: binding.role.clone(),
+        region: registry.region().to_string(),
+    }
+}
+
+/// The tokens one secret needs: one per (role, region), not one per registry.
+pub fn token_keys(binding: &EcrBinding) -> Vec<TokenKey> {
+    let mut keys: Vec<TokenKey> = binding
+        .registries
+        .iter()
+        .map(|r| token_key(binding, r))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The new `.dockerconfigjson`, and the annotations that describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filled {
+    pub dockerconfigjson: Vec<u8>,
+    pub expires_at: Timestamp,
+    /// The value of `deft.com/kubeecr-fingerprints`.
+    pub fingerprints: String,
+}
+
+impl Filled {
+    /// kubeecr's annotations for this content, as (key, value).
+    pub fn annotations(&self) -> [(&'static str, String); 2] {
+        [
+            (EXPIRES_AT_ANNOTATION, format_expiry(self.expires_at)),
+            (FINGERPRINTS_ANNOTATION, self.fingerprints.clone()),
+        ]
+    }
+
+    /// Whether an object with these data and annotations already holds exactly this.
+    pub fn is_held_by(
+        &self,
+        dockerconfigjson: Option<&[u8]>,
+        annotations: &BTreeMap<String, String>,
+    ) -> bool {
+        dockerconfigjson == Some(self.dockerconfigjson.as_slice())
+            && self
+                .annotations()
+                .iter()
+                .all(|(k, v)| annotations.get(*k) == Some(v))
+    }
+}
+
+/// RFC 3339 in UTC, whole seconds.
+pub fn format_expiry(at: Timestamp) -> String {
+    Timestamp::from_second(at.as_second())
+        .expect("a valid timestamp")
+        .to_string()
+}
+
+/// Writes a token for every registry of the binding; keeps everything else.
+///
+/// Panics if a key of `token_keys(binding)` has no token: callers fetch them all first.
+pub fn fill(
+    binding: &EcrBinding,
+    existing: Option<&[u8]>,
+    tokens: &BTreeMap<TokenKey, Arc<Token>>,
+) -> Result<Filled, DockerConfigError> {
+    let hosts: Vec<(String, &Token)> = binding
+        .registries
+        .iter()
+        .map(|r| {
+            let token = tokens
+                .get(&token_key(binding, r))
+                .expect("a token for every key of the binding");
+            (r.host(), token.as_ref())
+        })
+        .collect();
+    let credentials: Vec<RegistryCredential<'_>> = hosts
+        .iter()
+        .map(|(host, token)| RegistryCredential {
+            host,
+            username: &token.username,
+            password: token.password(),
+        })
+        .collect();
+    let expires_at = hosts
+        .iter()
+        .map(|(_, t)| t.expires_at)
+        .min()
+        .expect("a binding has at least one registry");
+    let dockerconfigjson = dockerconfig::merge(existing, &credentials)?;
+    let written = dockerconfig::credentials(Some(&dockerconfigjson))?;
+    let fingerprints = binding
+        .registries
+        .iter()
+        .map(|r| format!("{r}={}", written[&r.host()]))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(Filled {
+        dockerconfigjson,
+        expires_at,
+        fingerprints,
+    })
+}
+
+/// What kubeecr left on a Secret that no longer opts in: its own annotations and label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub annotations: Vec<&'static str>,
+    pub label: bool,
+}
+
+impl Leftovers {
+    pub fn of(
+        labels: Option<&BTreeMap<String, String>>,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Self {
+        Self {
+            annotations: OWN_ANNOTATIONS
+                .into_iter()
+                .filter(|k| annotations.is_some_and(|a| a.contains_key(*k)))
+                .collect(),
+            label: labels.is_some_and(|l| l.contains_key(MANAGED_LABEL)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.annotations.is_empty() && !self.label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef, binding_of};
+    use crate::tokens::token::{FetchedToken, decode};
+
+    fn binding(value: &str) -> EcrBinding {
+        let a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), value.to_string())]);
+        binding_of(&SecretRef::new("ns", "s"), &a).unwrap().unwrap()
+    }
+
+    fn token(password: &str, expires_at: Timestamp) -> Arc<Token> {
+        let raw = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
+        let fetched = FetchedToken {
+            authorization_token: SecretString::from(raw),
+            expires_at: None,
+        };
+        Arc::new(decode(&fetched, expires_at).unwrap())
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const POLICY: DuePolicy = DuePolicy {
+        refresh_before: Duration::from_secs(4 * 3600),
+        force: false,
+    };
+
+    #[test]
+    fn one_key_per_region_for_many_accounts() {
+        let b = binding("111111111111/us-west-2,222222222222/us-west-2,333333333333/eu-west-1");
+        let regions: Vec<String> = token_keys(&b).into_iter().map(|k| k.region).collect();
+        assert_eq!(regions, ["eu-west-1", "us-west-2"]);
+    }
+
+    #[test]
+    fn fills_every_registry_and_records_the_earliest_expiry() {
+        let b = binding("111111111111/us-west-2,222222222222/eu-west-1");
+        let tokens = BTreeMap::from([
+            (
+                token_keys(&b)[0].clone(),
+                token("eu", at("2026-11-29T20:00:00Z")),
+            ),
+            (
+                token_keys(&b)[1].clone(),
+                token("us", at("2026-11-29T19:00:00Z")),
+            ),
+        ]);
+        let filled = fill(
+            &b,
+            Some(br#"{"auths":{"quay.io":{"auth":"eA=="}}}"#),
+            &tokens,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&filled.dockerconfigjson).unwrap();
+        assert_eq!(
+            v["auths"]["111111111111.dkr.ecr.us-west-2.amazonaws.com"]["password"],
+            "us"
+        );
+        assert_eq!(
+            v["auths"]["222222222222.dkr.ecr.eu-west-1.amazonaws.com"]["password"],
+            "eu"
+        );
+        assert_eq!(v["auths"]["quay.io"]["auth"], "eA==");
+        assert_eq!(format_expiry(filled.expires_at), "2026-11-29T19:00:00Z");
+    }
+
+    /// A secret as kubeecr fills it: data and annotations.
+    fn filled(b: &EcrBinding, expires_at: &str) -> (Vec<u8>, BTreeMap<String, String>) {
+        let tokens = token_keys(b)
+            .into_iter()
+            .map(|k| (k, token("pw", at(expires_at))))
+            .collect();
+        let f = fill(b, None, &tokens).unwrap();
+        let annotations = f
+            .annotations()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        (f.dockerconfigjson, annotations)
+    }
+
+    #[test]
+    fn due_when_never_filled_missing_registries_expiring_or_forced() {
+        let b = binding("111111111111/us-west-2,222222222222/eu-west-1");
+        let now = at("2026-11-29T08:00:00Z");
+        let (full, fresh) = filled(&b, "2026-11-29T19:00:00Z");
+        let full = full.as_slice();
+        let partial = br#"{"auths":{"111111111111.dkr.ecr.us-west-2.amazonaws.com":{"auth":"a"}}}"#;
+        let with_expiry = |v: &str| {
+            let mut a = fresh.clone();
+            a.insert(EXPIRES_AT_ANNOTATION.to_string(), v.to_string());
+            a
+        };
+
+        assert_eq!(
+            due_reason(&b, &fresh, Some(full), now, POLICY).unwrap(),
+            None
+        );
+        assert_eq!(
+            due_reason(&b, &BTreeMap::new(), Some(full), now, POLICY).unwrap(),
+            Some(DueReason::NeverFilled)
+        );
+        assert_eq!(
+            due_reason(&b, &fresh, Some(partial), now, POLICY).unwrap(),
+            Some(DueReason::MissingRegistries(vec![
+                "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into()
+            ]))
+        );
+        assert_eq!(
+            due_reason(
+                &b,
+                &with_expiry("2026-11-29T11:59:59Z"),
+                Some(full),
+                now,
+                POLICY
+            )
+            .unwrap(),
+            Some(DueReason::ExpiresSoon(at("2026-11-29T11:59:59Z")))
+        );
+        assert!(matches!(
+            due_reason(&b, &with_expiry("tomorrow"), Some(full), now, POLICY).unwrap(),
+            Some(DueReason::UnreadableExpiry(_))
+        ));
+        let forced = DuePolicy {
+            force: true,
+            ..POLICY
+        };
+        assert_eq!(
+            due_reason(&b, &fresh, Some(full), now, forced).unwrap(),
+            Some(DueReason::Forced)
+        );
+        assert_eq!(
+            due_reason(&b, &fresh, None, now, POLICY).unwrap(),
+            Some(DueReason::MissingRegistries(vec![
+                "111111111111.dkr.ecr.us-west-2.amazonaws.com".into(),
+                "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            ]))
+        );
+        assert_eq!(
+            due_at(&fresh, POLICY.refresh_before),
+            Some(at("2026-11-29T15:00:00Z"))
+        );
+        assert_eq!(due_at(&BTreeMap::new(), POLICY.refresh_before), None);
+    }
+
+    #[test]
+    fn credentials_kubeecr_did_not_write_are_due_whatever_the_expiry() {
+        let b = binding("111111111111/us-west-2,222222222222/eu-west-1");
+        let now = at("2026-11-29T08:00:00Z");
+        let (full, annotations) = filled(&b, "2026-11-29T19:00:00Z");
+        assert!(holds_own_credentials(&b, &annotations, Some(&full)));
+
+        // A hand-edited password, as `kubectl patch` writes it.
+        let mut edited: serde_json::Value = serde_json::from_slice(&full).unwrap();
+        edited["auths"]["222222222222.dkr.ecr.eu-west-1.amazonaws.com"]["password"] =
+            "garbage".into();
+        let edited = serde_json::to_vec(&edited).unwrap();
+        assert_eq!(
+            due_reason(&b, &annotations, Some(&edited), now, POLICY).unwrap(),
+            Some(DueReason::NotWrittenByKubeecr(vec![
+                "222222222222/eu-west-1".into()
+            ]))
+        );
+        assert!(!holds_own_credentials(&b, &annotations, Some(&edited)));
+
+        // Written before fingerprints were recorded: due once.
+        let mut old = annotations.clone();
+        old.remove(FINGERPRINTS_ANNOTATION);
+        assert!(matches!(
+            due_reason(&b, &old, Some(&full), now, POLICY).unwrap(),
+            Some(DueReason::NotWrittenByKubeecr(r)) if r.len() == 2
+        ));
+        // A mangled annotation is no fingerprint at all.
+        old.insert(FINGERPRINTS_ANNOTATION.into(), "nonsense".into());
+        assert!(matches!(
+            due_reason(&b, &old, Some(&full), now, POLICY).unwrap(),
+            Some(DueReason::NotWrittenByKubeecr(_))
+        ));
+    }
+
+    #[test]
+    fn fingerprints_name_registries_and_change_with_the_token() {
+        let b = binding("111111111111/us-west-2,222222222222/us-west-2");
+        let (_, a1) = filled(&b, "2026-11-29T19:00:00Z");
+        let v = &a1[FINGERPRINTS_ANNOTATION];
+        let entries: Vec<&str> = v.split(',').collect();
+        assert_eq!(entries.len(), 2);
+        assert!(entries[0].starts_with("111111111111/us-west-2="), "{v}");
+        assert!(entries[1].starts_with("222222222222/us-west-2="), "{v}");
+        let other = fill(
+            &b,
+            None,
+            &BTreeMap::from([(
+                token_keys(&b)[0].clone(),
+                token("other", at("2026-11-29T19:00:00Z")),
+            )]),
+        )
+        .unwrap();
+        assert_ne!(&other.fingerprints, v);
+        assert!(!v.contains("pw"));
+    }
+
+    #[test]
+    fn leftovers_are_kubeecrs_own_keys_only() {
+        let labels = BTreeMap::from([
+            (MANAGED_LABEL.to_string(), "true".to_string()),
+            ("app".into(), "x".into()),
+        ]);
+        let annotations = BTreeMap::from([
+            (
+                EXPIRES_AT_ANNOTATION.to_string(),
+                "2026-11-29T19:00:00Z".to_string(),
+            ),
+            ("other".to_string(), "y".to_string()),
+        ]);
+        let l = Leftovers::of(Some(&labels), Some(&annotations));
+        assert_eq!(l.annotations, [EXPIRES_AT_ANNOTATION]);
+        assert!(l.label);
+        assert!(Leftovers::of(None, None).is_empty());
+    }
+
+    #[test]
+    fn corrupt_config_is_reported_not_overwritten() {
+        let b = binding("111111111111/us-west-2");
+        assert!(
+            due_reason(
+                &b,
+                &BTreeMap::new(),
+                Some(b"nope"),
+                Timestamp::UNIX_EPOCH,
+                POLICY
+            )
+            .is_err()
+        );
+        let tokens =
+            BTreeMap::from([(token_keys(&b)[0].clone(), token("p", Timestamp::UNIX_EPOCH))]);
+        assert!(fill(&b, Some(b"nope"), &tokens).is_err());
+    }
+}

@@ -1,0 +1,324 @@
+//! The watch-driven refresher of `kubeecr serve`.
+//!
+//! Every replica watches (so that `/readyz` can say the watch is synced, and a new leader
+//! starts with a full index), and decides when each opted-in Secret is next due. Only the
+//! leader writes: it takes due Secrets off the schedule, at most `concurrency` at a time,
+//! and refreshes each with one PATCH from the watched copy (a GET first only for a Secret
+//! kubeecr does not manage yet). A change seen by the watch is decided on at once; a resync
+//! decides on every Secret again, as a safety net.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::contract::annotation::SecretRef;
+use crate::refresher::index::{Change, Index};
+use crate::refresher::plan::{self, Plan};
+use crate::refresher::schedule::{Schedule, jittered};
+use crate::refresher::write::{Outcome, Writer};
+use crate::telemetry::events::Events;
+use crate::telemetry::metrics::{Metrics, SecretState};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerSettings {
+    /// Secrets refreshed at once.
+    pub concurrency: usize,
+    /// Every Secret is decided on again this often, whatever the watches say.
+    pub resync: Duration,
+    /// Retries of a failing Secret start here and double up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("the Secret watches ended")]
+    WatchEnded,
+    #[error("the leader election stopped")]
+    LeaderGone,
+}
+
+pub struct Controller {
+    writer: Arc<Writer>,
+    events: Events,
+    metrics: Arc<Metrics>,
+    settings: ControllerSettings,
+    index: Index,
+    schedule: Schedule,
+    state: HashMap<SecretRef, SecretState>,
+    /// The last note sent for a Secret kubeecr will not fill, so that it is sent once.
+    skipped: HashMap<SecretRef, String>,
+    in_flight: JoinSet<(SecretRef, Outcome)>,
+    running: HashSet<SecretRef>,
+    /// Changed while a refresh of theirs was running.
+    dirty: HashSet<SecretRef>,
+    leader: bool,
+}
+
+/// How often the per-state gauges are recounted.
+const STATE_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Controller {
+    pub fn new(
+        writer: Arc<Writer>,
+        events: Events,
+        metrics: Arc<Metrics>,
+        settings: ControllerSettings,
+        streams: usize,
+    ) -> Self {
+        Self {
+            schedule: Schedule::new(settings.min_backoff, settings.max_backoff),
+            writer,
+            events,
+            metrics,
+            settings,
+            index: Index::new(streams),
+            state: HashMap::new(),
+            skipped: HashMap::new(),
+            in_flight: JoinSet::new(),
+            running: HashSet::new(),
+            dirty: HashSet::new(),
+            leader: false,
+        }
+    }
+
+    /// Runs until `shutdown`. `ready` turns true once every watch has listed once; `leader`
+    /// says whether this replica may write.
+    pub async fn run(
+        mut self,
+        changes: impl Stream<Item = Change> + Send,
+        mut leader: watch::Receiver<bool>,
+        ready: watch::Sender<bool>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ControllerError> {
+        let mut changes = std::pin::pin!(changes);
+        let mut resync = tokio::time::interval(self.settings.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        let mut states = tokio::time::interval(STATE_INTERVAL);
+        self.set_leader(*leader.borrow_and_update());
+        loop {
+            let capacity = self.leader && self.in_flight.len() < self.settings.concurrency;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    self.in_flight.shutdown().await;
+                    return Ok(());
+                }
+                changed = leader.changed() => {
+                    changed.map_err(|_| ControllerError::LeaderGone)?;
+                    let is_leader = *leader.borrow_and_update();
+                    self.set_leader(is_leader);
+                }
+                change = changes.next() => {
+                    let change = change.ok_or(ControllerError::WatchEnded)?;
+                    for secret in self.index.apply(change) {
+                        self.decide(&secret, true);
+                    }
+                    if self.index.is_synced() {
+                        ready.send_if_modified(|r| !std::mem::replace(r, true));
+                    }
+                }
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok((secret, outcome)) = done {
+                        self.finished(secret, outcome);
+                    }
+                }
+                secret = self.schedule.next_due(), if capacity => self.dispatch(secret),
+                _ = resync.tick() => self.decide_all(),
+                _ = states.tick() => self.count_states(),
+            }
+        }
+    }
+
+    fn set_leader(&mut self, leader: bool) {
+        if leader == self.leader {
+            return;
+        }
+        self.leader = leader;
+        self.metrics.leader.set(i64::from(leader));
+        if leader {
+            tracing::info!("leading: refreshing Secrets");
+        } else {
+            tracing::info!("not leading: stopped refreshing Secrets");
+            // Another replica leads now; what was running is its to finish.
+            self.in_flight.abort_all();
+            self.running.clear();
+            self.dirty.clear();
+        }
+        self.decide_all();
+    }
+
+    fn decide_all(&mut self) {
+        let secrets: Vec<SecretRef> = self.index.keys().cloned().collect();
+        for secret in &secrets {
+            self.decide(secret, false);
+        }
+    }
+
+    /// Schedules `secret` for when it is due. A change seen by a watch is decided on at once;
+    /// otherwise (a resync) a failing Secret keeps the retry time of its backoff.
+    fn decide(&mut self, secret: &SecretRef, changed: bool) {
+        if self.running.contains(secret) {
+            self.dirty.insert(secret.clone());
+            return;
+        }
+        if !changed && self.schedule.is_failing(secret) {
+            return;
+        }
+        let Some(entry) = self.index.get(secret) else {
+            self.schedule.forget(secret);
+            self.state.remove(secret);
+            self.skipped.remove(secret);
+            return;
+        };
+        let now = Timestamp::now();
+        let due = self.writer.due_policy();
+        let decision = match (&entry.managed, &entry.unmanaged) {
+            (Some(object), _) => plan::plan(secret, object, self.writer.policy(), due, now),
+            (None, Some(meta)) => match plan::check_metadata(secret, meta, self.writer.policy()) {
+                // Read in full, filled and labelled on the first write.
+                Ok(Some(_)) => Plan::UpToDate { due_at: Some(now) },
+                Ok(None) => Plan::Skip(format!("{secret}: not opted in")),
+                Err(why) => Plan::Skip(why),
+            },
+            (None, None) => unreachable!("the index drops empty entries"),
+        };
+        let state = match decision {
+            Plan::UpToDate { due_at: Some(at) } if at <= now => {
+                self.schedule.now(secret);
+                SecretState::Due
+            }
+            Plan::UpToDate { due_at } => {
+                match due_at {
+                    Some(at) => {
+                        self.schedule
+                            .at(secret, jittered(at, now, due.refresh_before), now)
+                    }
+                    None => self.schedule.remove(secret),
+                }
+                SecretState::Managed
+            }
+            Plan::Fill { .. } | Plan::Release(_) => {
+                self.schedule.now(secret);
+                SecretState::Due
+            }
+            Plan::Skip(why) => {
+                self.schedule.forget(secret);
+                self.skip(secret, why);
+                SecretState::Invalid
+            }
+        };
+        let state = if self.schedule.is_failing(secret) && state == SecretState::Due {
+            SecretState::Failing
+        } else {
+            state
+        };
+        self.state.insert(secret.clone(), state);
+    }
+
+    /// Tells, once per distinct reason, why kubeecr will not fill a Secret.
+    fn skip(&mut self, secret: &SecretRef, why: String) {
+        if !self.leader || self.skipped.get(secret) == Some(&why) {
+            return;
+        }
+        let note = why
+            .strip_prefix(&format!("{secret}: "))
+            .unwrap_or(&why)
+            .to_string();
+        self.events.skipped(secret, &note);
+        self.skipped.insert(secret.clone(), why);
+    }
+
+    fn dispatch(&mut self, secret: SecretRef) {
+        let Some(entry) = self.index.get(&secret) else {
+            return;
+        };
+        let cached = entry.managed.clone();
+        let writer = Arc::clone(&self.writer);
+        self.running.insert(secret.clone());
+        self.in_flight.spawn(async move {
+            let outcome = writer.refresh(&secret, cached).await;
+            (secret, outcome)
+        });
+    }
+
+    fn finished(&mut self, secret: SecretRef, outcome: Outcome) {
+        self.running.remove(&secret);
+        let dirty = self.dirty.remove(&secret);
+        let now = Timestamp::now();
+        let due = self.writer.due_policy();
+        match outcome {
+            Outcome::Refreshed {
+                expires_at,
+                first_fill,
+                ..
+            } => {
+                self.schedule.succeeded(&secret);
+                self.skipped.remove(&secret);
+                if first_fill {
+                    self.events.filled(
+                        &secret,
+                        &format!("filled with ECR tokens; they expire at {expires_at}"),
+                    );
+                }
+                // The watch brings the written object, and with it the next decision; until
+                // then this stands. A change seen meanwhile may predate the write, so it waits
+                // for the watch too.
+                if let Ok(at) = expires_at.checked_sub(due.refresh_before) {
+                    self.schedule
+                        .at(&secret, jittered(at, now, due.refresh_before), now);
+                }
+                self.state.insert(secret, SecretState::Managed);
+            }
+            Outcome::Released => {
+                self.schedule.forget(&secret);
+                self.state.remove(&secret);
+            }
+            Outcome::Unchanged { due_at } => {
+                self.schedule.succeeded(&secret);
+                if let Some(at) = due_at {
+                    self.schedule
+                        .at(&secret, jittered(at, now, due.refresh_before), now);
+                }
+                self.state.insert(secret.clone(), SecretState::Managed);
+                if dirty {
+                    self.decide(&secret, true);
+                }
+            }
+            Outcome::Skipped(why) => {
+                self.schedule.forget(&secret);
+                self.skip(&secret, why);
+                self.state.insert(secret.clone(), SecretState::Invalid);
+                if dirty {
+                    self.decide(&secret, true);
+                }
+            }
+            Outcome::Failed(failure) => {
+                let retry = self.schedule.failed(&secret);
+                tracing::debug!(%secret, retry_in = ?retry, "will retry");
+                self.events.refresh_failed(&secret, &failure.note);
+                self.state.insert(secret.clone(), SecretState::Failing);
+                if dirty {
+                    self.decide(&secret, true);
+                }
+            }
+        }
+    }
+
+    fn count_states(&self) {
+        let mut counts: HashMap<SecretState, i64> =
+            SecretState::ALL.iter().map(|s| (*s, 0)).collect();
+        for state in self.state.values() {
+            *counts.entry(*state).or_default() += 1;
+        }
+        self.metrics.set_states(counts);
+        self.metrics.queue_depth.set(self.schedule.len() as i64);
+    }
+}

@@ -1,0 +1,411 @@
+//! What the refresher knows of the opted-in Secrets, kept up to date from two kinds of watch
+//! (the design of cert-manager's memory-management proposal):
+//!
+//! - **managed**: Secrets labelled `deft.com/kubeecr-managed=true`, in full, trimmed to what
+//!   kubeecr reads and writes, so that a refresh needs no GET;
+//! - **unmanaged**: every other Secret, as metadata only; only the opted-in ones are kept,
+//!   and only their kubeecr annotations, so memory does not grow with unrelated Secrets.
+//!
+//! Each watch is one stream per namespace in scope (or one for all). A stream's list starts
+//! with `Init`, gives every object as `InitApply` and ends with `InitDone`; objects the new
+//! list did not give are gone. The index is synced once every stream finished a list.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::Event;
+
+use crate::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef};
+use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+
+/// Which watch a stream belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Managed,
+    Unmanaged,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Unmanaged => "metadata",
+        }
+    }
+}
+
+/// One watch stream: a source, in one namespace or all (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    pub source: Source,
+    pub namespace: Option<String>,
+}
+
+impl StreamId {
+    fn covers(&self, secret: &SecretRef) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| ns == secret.namespace)
+    }
+}
+
+/// What is known of one opted-in Secret.
+#[derive(Debug, Default, Clone)]
+pub struct Entry {
+    /// From the managed watch: the trimmed object.
+    pub managed: Option<Arc<Secret>>,
+    /// From the unmanaged watch: the trimmed metadata of an opted-in, unlabelled Secret.
+    pub unmanaged: Option<Arc<ObjectMeta>>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.managed.is_none() && self.unmanaged.is_none()
+    }
+}
+
+/// A change seen by one stream.
+pub enum Change {
+    Managed(StreamId, Event<Secret>),
+    Unmanaged(StreamId, Event<PartialObjectMeta<Secret>>),
+}
+
+#[derive(Default)]
+pub struct Index {
+    entries: HashMap<SecretRef, Entry>,
+    /// Keys given by the list in progress of each stream.
+    listing: HashMap<StreamId, HashSet<SecretRef>>,
+    synced: HashSet<StreamId>,
+    streams: usize,
+}
+
+fn key_of(meta: &ObjectMeta) -> SecretRef {
+    SecretRef::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn kubeecr_keys(map: Option<&BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
+    let kept: BTreeMap<String, String> = map?
+        .iter()
+        .filter(|(k, _)| k.starts_with("deft.com/kubeecr"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// The metadata kubeecr reads: name, namespace, version, and its own labels and annotations.
+fn trim_meta(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        resource_version: meta.resource_version.clone(),
+        labels: kubeecr_keys(meta.labels.as_ref()),
+        annotations: kubeecr_keys(meta.annotations.as_ref()),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A managed Secret as kept: its type, its `.dockerconfigjson`, and trimmed metadata. Every
+/// patch kubeecr writes touches only those fields.
+pub fn trim_secret(secret: Secret) -> Secret {
+    let data = secret.data.and_then(|mut d| {
+        d.remove(DOCKER_CONFIG_JSON_KEY)
+            .map(|v: ByteString| BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_string(), v)]))
+    });
+    Secret {
+        metadata: trim_meta(&secret.metadata),
+        type_: secret.type_,
+        immutable: secret.immutable,
+        data,
+        ..Secret::default()
+    }
+}
+
+fn opted_in(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REGISTRIES_ANNOTATION))
+}
+
+impl Index {
+    pub fn new(streams: usize) -> Self {
+        Self {
+            streams,
+            ..Self::default()
+        }
+    }
+
+    pub fn get(&self, secret: &SecretRef) -> Option<&Entry> {
+        self.entries.get(secret)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &SecretRef> {
+        self.entries.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every stream has finished at least one list.
+    pub fn is_synced(&self) -> bool {
+        self.synced.len() >= self.streams
+    }
+
+    /// Applies one change; returns the Secrets whose entry changed.
+    pub fn apply(&mut self, change: Change) -> Vec<SecretRef> {
+        match change {
+            Change::Managed(stream, event) => self.apply_with(stream, event, |entry, object| {
+                let object = object.map(|s| Arc::new(trim_secret(s)));
+                let changed = entry.managed.as_ref().map(|s| &s.metadata.resource_version)
+                    != object.as_ref().map(|s| &s.metadata.resource_version);
+                entry.managed = object;
+                changed
+            }),
+            Change::Unmanaged(stream, event) => self.apply_with(stream, event, |entry, object| {
+                let meta = object
+                    .filter(|m| opted_in(&m.metadata))
+                    .map(|m| Arc::new(trim_meta(&m.metadata)));
+                let changed = entry.unmanaged.as_ref().map(|m| &m.resource_version)
+                    != meta.as_ref().map(|m| &m.resource_version);
+                entry.unmanaged = meta;
+                changed
+            }),
+        }
+    }
+
+    fn apply_with<K: kube::Resource>(
+        &mut self,
+        stream: StreamId,
+        event: Event<K>,
+        set: impl Fn(&mut Entry, Option<K>) -> bool,
+    ) -> Vec<SecretRef> {
+        let source = stream.source;
+        let upsert =
+            |entries: &mut HashMap<SecretRef, Entry>, key: SecretRef, object: Option<K>| {
+                let entry = entries.entry(key.clone()).or_default();
+                let changed = set(entry, object);
+                if entry.is_empty() {
+                    entries.remove(&key);
+                }
+                changed.then_some(key)
+            };
+        match event {
+            Event::Apply(object) => {
+                let key = key_of(object.meta());
+                upsert(&mut self.entries, key, Some(object))
+                    .into_iter()
+                    .collect()
+            }
+            Event::Delete(object) => {
+                let key = key_of(object.meta());
+                upsert(&mut self.entries, key, None).into_iter().collect()
+            }
+            Event::Init => {
+                self.listing.insert(stream, HashSet::new());
+                Vec::new()
+            }
+            Event::InitApply(object) => {
+                let key = key_of(object.meta());
+                if let Some(seen) = self.listing.get_mut(&stream) {
+                    seen.insert(key.clone());
+                }
+                upsert(&mut self.entries, key, Some(object))
+                    .into_iter()
+                    .collect()
+            }
+            Event::InitDone => {
+                let seen = self.listing.remove(&stream).unwrap_or_default();
+                let gone: Vec<SecretRef> = self
+                    .entries
+                    .iter()
+                    .filter(|(key, entry)| {
+                        let held = match source {
+                            Source::Managed => entry.managed.is_some(),
+                            Source::Unmanaged => entry.unmanaged.is_some(),
+                        };
+                        held && stream.covers(key) && !seen.contains(*key)
+                    })
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                self.synced.insert(stream);
+                gone.into_iter()
+                    .filter_map(|key| upsert(&mut self.entries, key, None))
+                    .collect()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::annotation::MANAGED_LABEL;
+
+    fn managed(name: &str, rv: &str) -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name, "namespace": "ns", "resourceVersion": rv,
+                "labels": {MANAGED_LABEL: "true", "app": "x"},
+                "annotations": {REGISTRIES_ANNOTATION: "123456789012/us-west-2", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "managedFields": [{"manager": "kubectl"}],
+            },
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": "e30=", "other": "eA=="},
+        }))
+        .unwrap()
+    }
+
+    fn meta(name: &str, rv: &str, opted_in: bool) -> PartialObjectMeta<Secret> {
+        let annotations = if opted_in {
+            json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv, "annotations": annotations},
+        }))
+        .unwrap()
+    }
+
+    fn stream(source: Source) -> StreamId {
+        StreamId {
+            source,
+            namespace: None,
+        }
+    }
+
+    fn r(name: &str) -> SecretRef {
+        SecretRef::new("ns", name)
+    }
+
+    #[test]
+    fn keeps_only_what_kubeecr_reads() {
+        let mut index = Index::new(1);
+        index.apply(Change::Managed(
+            stream(Source::Managed),
+            Event::Apply(managed("a", "1")),
+        ));
+        let kept = index.get(&r("a")).unwrap().managed.clone().unwrap();
+        assert!(kept.metadata.managed_fields.is_none());
+        assert_eq!(kept.metadata.labels.as_ref().unwrap().len(), 1);
+        assert_eq!(kept.metadata.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!(kept.data.as_ref().unwrap().len(), 1);
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn unmanaged_secrets_are_kept_only_while_opted_in() {
+        let mut index = Index::new(1);
+        let s = stream(Source::Unmanaged);
+        assert!(
+            index
+                .apply(Change::Unmanaged(
+                    s.clone(),
+                    Event::Apply(meta("plain", "1", false))
+                ))
+                .is_empty()
+        );
+        assert!(index.is_empty());
+        assert_eq!(
+            index.apply(Change::Unmanaged(
+                s.clone(),
+                Event::Apply(meta("a", "2", true))
+            )),
+            [r("a")]
+        );
+        assert_eq!(
+            index.apply(Change::Unmanaged(s, Event::Apply(meta("a", "3", false)))),
+            [r("a")]
+        );
+        assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_relist_drops_what_it_no_longer_gives_and_syncs() {
+        let mut index = Index::new(2);
+        let m = stream(Source::Managed);
+        let u = stream(Source::Unmanaged);
+        for (name, rv) in [("a", "1"), ("b", "1")] {
+            index.apply(Change::Managed(m.clone(), Event::Apply(managed(name, rv))));
+        }
+        index.apply(Change::Unmanaged(
+            u.clone(),
+            Event::Apply(meta("c", "1", true)),
+        ));
+        assert!(!index.is_synced());
+        // The managed watch lists again (after a 410): b is gone, a unchanged.
+        index.apply(Change::Managed(m.clone(), Event::Init));
+        assert!(
+            index
+                .apply(Change::Managed(
+                    m.clone(),
+                    Event::InitApply(managed("a", "1"))
+                ))
+                .is_empty()
+        );
+        assert_eq!(index.apply(Change::Managed(m, Event::InitDone)), [r("b")]);
+        assert!(index.get(&r("b")).is_none());
+        assert!(index.get(&r("c")).is_some(), "another watch's entries stay");
+        assert!(!index.is_synced());
+        index.apply(Change::Unmanaged(u.clone(), Event::Init));
+        index.apply(Change::Unmanaged(u, Event::InitDone));
+        assert!(index.is_synced());
+        assert!(index.get(&r("c")).is_none());
+    }
+
+    #[test]
+    fn a_namespaced_relist_leaves_other_namespaces_alone() {
+        let mut index = Index::new(2);
+        let in_ns = StreamId {
+            source: Source::Managed,
+            namespace: Some("ns".into()),
+        };
+        let mut other = managed("z", "1");
+        other.metadata.namespace = Some("other".into());
+        index.apply(Change::Managed(
+            stream(Source::Managed),
+            Event::Apply(other),
+        ));
+        index.apply(Change::Managed(in_ns.clone(), Event::Init));
+        index.apply(Change::Managed(in_ns, Event::InitDone));
+        assert!(index.get(&SecretRef::new("other", "z")).is_some());
+    }
+
+    #[test]
+    fn the_same_version_again_is_no_change() {
+        let mut index = Index::new(1);
+        let m = stream(Source::Managed);
+        assert_eq!(
+            index.apply(Change::Managed(m.clone(), Event::Apply(managed("a", "1")))),
+            [r("a")]
+        );
+        assert!(
+            index
+                .apply(Change::Managed(m.clone(), Event::Apply(managed("a", "1"))))
+                .is_empty()
+        );
+        assert_eq!(
+            index.apply(Change::Managed(m.clone(), Event::Apply(managed("a", "2")))),
+            [r("a")]
+        );
+        assert_eq!(
+            index.apply(Change::Managed(m, Event::Delete(managed("a", "3")))),
+            [r("a")]
+        );
+        assert!(index.is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! The refresher: finds opted-in Secrets and patches the ones that are due, in place.
+//!
+//! `plan` decides (pure); `write` refreshes one Secret; `pass` is one pass over them all
+//! (`kubeecr refresh`); `index`, `schedule`, `watch` and `controller` are the watch-driven
+//! refresher of `kubeecr serve`.
+
+pub mod controller;
+pub mod index;
+pub mod pass;
+pub mod plan;
+pub mod schedule;
+pub mod watch;
+pub mod write;

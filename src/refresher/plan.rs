@@ -1,0 +1,322 @@
+//! What the refresher does with one Secret, decided without I/O: leave it, skip it, release
+//! it, or fill it, and the merge patch for the write.
+//!
+//! Every patch carries the object's `resourceVersion`, so a concurrent writer is never
+//! overwritten: the API server answers 409 and the refresher decides again.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use serde_json::{Map, Value, json};
+
+use crate::contract::annotation::{
+    self, EcrBinding, MANAGED_LABEL, REGISTRIES_ANNOTATION, SecretRef,
+};
+use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+use crate::contract::policy::Policy;
+use crate::contract::secret_update::{self, DuePolicy, DueReason, Filled, Leftovers};
+
+/// The decision for one Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to write. Due again at `due_at` (`None`: only when the Secret changes).
+    UpToDate { due_at: Option<Timestamp> },
+    /// Not kubeecr's to write (bad annotation, wrong type, policy, corrupt data); says why.
+    Skip(String),
+    /// No longer opted in, but still carries kubeecr's annotations or label.
+    Release(Leftovers),
+    /// Needs a token for each key of the binding, then `fill_patch`.
+    Fill {
+        binding: Box<EcrBinding>,
+        reason: DueReason,
+    },
+}
+
+fn empty() -> &'static BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    &EMPTY
+}
+
+/// Checks what metadata alone can tell: the annotation, and the operator's policy. `Ok(None)`:
+/// not opted in.
+pub fn check_metadata(
+    secret: &SecretRef,
+    meta: &ObjectMeta,
+    policy: &Policy,
+) -> Result<Option<EcrBinding>, String> {
+    let annotations = meta.annotations.as_ref().unwrap_or(empty());
+    let binding = match annotation::binding_of(secret, annotations) {
+        Ok(Some(binding)) => binding,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    policy.admit(secret, &binding).map_err(|e| e.to_string())?;
+    Ok(Some(binding))
+}
+
+/// The `.dockerconfigjson` bytes of a Secret.
+pub fn dockerconfigjson(object: &Secret) -> Option<&[u8]> {
+    object
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+        .map(|b| b.0.as_slice())
+}
+
+/// Decides what to do with a Secret read in full.
+pub fn plan(
+    secret: &SecretRef,
+    object: &Secret,
+    policy: &Policy,
+    due: DuePolicy,
+    now: Timestamp,
+) -> Plan {
+    let meta = &object.metadata;
+    let binding = match check_metadata(secret, meta, policy) {
+        Ok(Some(binding)) => binding,
+        Ok(None) => {
+            let leftovers = Leftovers::of(meta.labels.as_ref(), meta.annotations.as_ref());
+            return if leftovers.is_empty() {
+                Plan::Skip(format!(
+                    "{secret}: no longer carries {REGISTRIES_ANNOTATION}"
+                ))
+            } else {
+                Plan::Release(leftovers)
+            };
+        }
+        Err(message) => return Plan::Skip(message),
+    };
+    if let Err(e) = annotation::check_type(secret, object.type_.as_deref()) {
+        return Plan::Skip(e.to_string());
+    }
+    let annotations = meta.annotations.as_ref().unwrap_or(empty());
+    match secret_update::due_reason(&binding, annotations, dockerconfigjson(object), now, due) {
+        Ok(Some(reason)) => Plan::Fill {
+            binding: Box::new(binding),
+            reason,
+        },
+        Ok(None) => Plan::UpToDate {
+            due_at: secret_update::due_at(annotations, due.refresh_before),
+        },
+        Err(e) => Plan::Skip(format!("{secret}: {e}")),
+    }
+}
+
+/// A merge patch guarded by the object's resourceVersion.
+fn guarded(object: &Secret, mut metadata: Map<String, Value>) -> Map<String, Value> {
+    metadata.insert(
+        "resourceVersion".into(),
+        json!(object.metadata.resource_version),
+    );
+    metadata
+}
+
+/// The write for `filled`, or `None` when the Secret already holds exactly that. Also labels
+/// the Secret as managed, so that kubeecr watches it in full from then on.
+pub fn fill_patch(object: &Secret, filled: &Filled) -> Option<Value> {
+    let meta = &object.metadata;
+    let labelled = meta
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get(MANAGED_LABEL).is_some_and(|v| v == "true"));
+    let annotations = meta.annotations.as_ref().unwrap_or(empty());
+    if labelled && filled.is_held_by(dockerconfigjson(object), annotations) {
+        return None;
+    }
+    let own: Map<String, Value> = filled
+        .annotations()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let mut metadata = Map::new();
+    metadata.insert("annotations".into(), Value::Object(own));
+    metadata.insert("labels".into(), json!({ MANAGED_LABEL: "true" }));
+    let data = k8s_openapi::ByteString(filled.dockerconfigjson.clone());
+    Some(json!({
+        "metadata": guarded(object, metadata),
+        "data": { DOCKER_CONFIG_JSON_KEY: data },
+    }))
+}
+
+/// Removes kubeecr's leftovers from a Secret that opted out; leaves its data alone.
+pub fn release_patch(object: &Secret, leftovers: &Leftovers) -> Value {
+    let mut metadata = Map::new();
+    if !leftovers.annotations.is_empty() {
+        let nulls: Map<String, Value> = leftovers
+            .annotations
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
+        metadata.insert("annotations".into(), Value::Object(nulls));
+    }
+    if leftovers.label {
+        metadata.insert("labels".into(), json!({ MANAGED_LABEL: null }));
+    }
+    json!({ "metadata": guarded(object, metadata) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION};
+    use crate::tokens::token::{FetchedToken, decode};
+
+    const DUE: DuePolicy = DuePolicy {
+        refresh_before: Duration::from_secs(4 * 3600),
+        force: false,
+    };
+
+    fn secret(v: Value) -> Secret {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-29T08:00:00Z".parse().unwrap()
+    }
+
+    fn opted_in(annotations: Value, data: Option<&[u8]>) -> Secret {
+        let mut v = json!({
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "7", "annotations": annotations},
+            "type": "kubernetes.io/dockerconfigjson",
+        });
+        if let Some(d) = data {
+            v["data"] = json!({ DOCKER_CONFIG_JSON_KEY: k8s_openapi::ByteString(d.to_vec()) });
+        }
+        secret(v)
+    }
+
+    fn fill_with(object: &Secret, password: &str) -> Filled {
+        let Plan::Fill { binding, .. } = plan(
+            &SecretRef::new("ns", "s"),
+            object,
+            &Policy::default(),
+            DuePolicy { force: true, ..DUE },
+            now(),
+        ) else {
+            panic!("forced fill")
+        };
+        let raw = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("AWS:{password}"),
+        );
+        let token = decode(
+            &FetchedToken {
+                authorization_token: secrecy::SecretString::from(raw),
+                expires_at: None,
+            },
+            "2026-11-29T20:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        let tokens = secret_update::token_keys(&binding)
+            .into_iter()
+            .map(|k| (k, Arc::new(token.clone())))
+            .collect();
+        secret_update::fill(&binding, dockerconfigjson(object), &tokens).unwrap()
+    }
+
+    #[test]
+    fn fill_patch_is_guarded_labels_and_keeps_to_its_own_keys() {
+        let object = opted_in(
+            json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2", "team": "a"}),
+            Some(br#"{"auths":{}}"#),
+        );
+        let filled = fill_with(&object, "pw");
+        let patch = fill_patch(&object, &filled).unwrap();
+        assert_eq!(patch["metadata"]["resourceVersion"], "7");
+        assert_eq!(patch["metadata"]["labels"][MANAGED_LABEL], "true");
+        let annotations = patch["metadata"]["annotations"].as_object().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            [EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION]
+        );
+        assert_eq!(patch["data"].as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn no_patch_when_the_labelled_secret_already_holds_it() {
+        let object = opted_in(
+            json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
+            None,
+        );
+        let filled = fill_with(&object, "pw");
+        let mut v = serde_json::to_value(&object).unwrap();
+        v["metadata"]["labels"] = json!({ MANAGED_LABEL: "true" });
+        for (k, val) in filled.annotations() {
+            v["metadata"]["annotations"][k] = json!(val);
+        }
+        v["data"] = json!({ DOCKER_CONFIG_JSON_KEY: k8s_openapi::ByteString(filled.dockerconfigjson.clone()) });
+        let held = secret(v.clone());
+        assert_eq!(fill_patch(&held, &filled), None);
+        assert_eq!(
+            plan(
+                &SecretRef::new("ns", "s"),
+                &held,
+                &Policy::default(),
+                DUE,
+                now()
+            ),
+            Plan::UpToDate {
+                due_at: Some("2026-11-29T16:00:00Z".parse().unwrap())
+            }
+        );
+        // Unlabelled: written once more, for the label.
+        v["metadata"]["labels"] = json!({});
+        assert!(fill_patch(&secret(v), &filled).is_some());
+    }
+
+    #[test]
+    fn opted_out_secrets_are_released_or_skipped() {
+        let s = SecretRef::new("ns", "s");
+        let leftover = secret(json!({
+            "metadata": {"name": "s", "resourceVersion": "9", "labels": {MANAGED_LABEL: "true", "app": "x"},
+                         "annotations": {EXPIRES_AT_ANNOTATION: "2026-11-29T20:00:00Z", "keep": "me"}},
+            "type": "kubernetes.io/dockerconfigjson",
+        }));
+        let Plan::Release(leftovers) = plan(&s, &leftover, &Policy::default(), DUE, now()) else {
+            panic!("released")
+        };
+        assert_eq!(
+            release_patch(&leftover, &leftovers),
+            json!({"metadata": {
+                "annotations": {EXPIRES_AT_ANNOTATION: null},
+                "labels": {MANAGED_LABEL: null},
+                "resourceVersion": "9",
+            }})
+        );
+        let plain = secret(json!({"metadata": {"name": "s"}}));
+        assert!(matches!(
+            plan(&s, &plain, &Policy::default(), DUE, now()),
+            Plan::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn bad_annotations_wrong_types_and_corrupt_data_are_skipped() {
+        let s = SecretRef::new("ns", "s");
+        let bad = opted_in(json!({REGISTRIES_ANNOTATION: "123/us-west-2"}), None);
+        let Plan::Skip(msg) = plan(&s, &bad, &Policy::default(), DUE, now()) else {
+            panic!()
+        };
+        assert!(msg.contains("account id must be 12 digits"), "{msg}");
+        let mut opaque = opted_in(
+            json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
+            None,
+        );
+        opaque.type_ = Some("Opaque".into());
+        assert!(
+            matches!(plan(&s, &opaque, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("type is \"Opaque\""))
+        );
+        let corrupt = opted_in(
+            json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
+            Some(b"{not json"),
+        );
+        assert!(
+            matches!(plan(&s, &corrupt, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("not valid JSON"))
+        );
+    }
+}

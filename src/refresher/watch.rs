@@ -1,0 +1,119 @@
+//! The Secret watches behind the index: list then watch (never a streaming list, which
+//! some API servers refuse), restarted with backoff on any error, and listed again after a
+//! 410. One managed and one metadata-only stream per namespace in scope, or one each for the
+//! whole cluster.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, InitialListStrategy};
+
+use crate::kube_api::causes;
+use crate::refresher::index::{Change, Source, StreamId, trim_secret};
+use crate::refresher::pass::{managed_selector, unmanaged_selector};
+use crate::telemetry::metrics::{Metrics, WatchLabels};
+
+/// Every stream to watch: managed and unmanaged, per namespace or for all.
+pub fn stream_ids(namespaces: &[String]) -> Vec<StreamId> {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    [Source::Managed, Source::Unmanaged]
+        .into_iter()
+        .flat_map(|source| {
+            scopes.iter().map(move |namespace| StreamId {
+                source,
+                namespace: namespace.clone(),
+            })
+        })
+        .collect()
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Logs and counts a watch error; the stream retries on its own, with backoff.
+fn report<T>(stream: &StreamId, metrics: &Metrics, item: Result<T, watcher::Error>) -> Option<T> {
+    match item {
+        Ok(item) => Some(item),
+        Err(e) => {
+            metrics
+                .watch_errors
+                .get_or_create(&WatchLabels {
+                    watch: stream.source.label(),
+                })
+                .inc();
+            let scope = stream.namespace.as_deref().unwrap_or("all namespaces");
+            tracing::warn!(watch = stream.source.label(), %scope, "watching Secrets failed; retrying with backoff: {}", causes(&e));
+            None
+        }
+    }
+}
+
+/// All watch streams, merged into one stream of changes.
+pub fn changes(
+    client: &kube::Client,
+    streams: &[StreamId],
+    page_size: u32,
+    metrics: &Arc<Metrics>,
+) -> impl Stream<Item = Change> + Send + 'static {
+    let config = |selector: String| {
+        let mut config = watcher::Config::default()
+            .labels(&selector)
+            .page_size(page_size);
+        config.initial_list_strategy = InitialListStrategy::ListWatch;
+        config
+    };
+    let all = streams.iter().map(|id| {
+        let metrics = Arc::clone(metrics);
+        let ns = id.namespace.as_deref();
+        let stream_id = id.clone();
+        match id.source {
+            Source::Managed => {
+                watcher::watcher(api::<Secret>(client, ns), config(managed_selector()))
+                    .default_backoff()
+                    .filter_map(move |item| {
+                        let change = report(&stream_id, &metrics, item)
+                            .map(|event| Change::Managed(stream_id.clone(), trim_event(event)));
+                        futures::future::ready(change)
+                    })
+                    .boxed()
+            }
+            Source::Unmanaged => watcher::watcher(
+                api::<PartialObjectMeta<Secret>>(client, ns),
+                config(unmanaged_selector()),
+            )
+            .default_backoff()
+            .filter_map(move |item| {
+                let change = report(&stream_id, &metrics, item)
+                    .map(|event| Change::Unmanaged(stream_id.clone(), event));
+                futures::future::ready(change)
+            })
+            .boxed(),
+        }
+    });
+    futures::stream::select_all(all)
+}
+
+/// Trims a managed Secret as soon as it arrives, before it is queued anywhere.
+fn trim_event(event: Event<Secret>) -> Event<Secret> {
+    match event {
+        Event::Apply(s) => Event::Apply(trim_secret(s)),
+        Event::InitApply(s) => Event::InitApply(trim_secret(s)),
+        other => other,
+    }
+}

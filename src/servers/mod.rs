@@ -1,0 +1,6 @@
+//! Network servers: HTTPS for the webhook with certificate reload, and the plain-HTTP admin
+//! port.
+
+pub mod admin;
+pub mod https;
+pub mod tls;

@@ -1,0 +1,271 @@
+//! `kubeecr serve`, composed: the HTTPS webhook, the admin port, the certificate reloader,
+//! the Secret watches and refresher, the Lease loop, token renewal and Events.
+//!
+//! Any of them ending on its own ends the process with a failure: no half-alive replica.
+//! SIGTERM turns `/readyz` to 503, stops refreshing, releases the Lease, stops accepting
+//! webhook connections and drains the open ones (20 s at most), then exits 0.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::webhook::{self, WebhookState};
+use crate::contract::policy::Policy;
+use crate::kube_api::{self, KubeSettings};
+use crate::refresher::controller::{Controller, ControllerSettings};
+use crate::refresher::watch as secret_watch;
+use crate::refresher::write::{WriteSettings, Writer};
+use crate::servers::admin::{self, Health};
+use crate::servers::https::{self, ServerTimeouts};
+use crate::servers::tls::{CertReloader, TlsFiles, server_config};
+use crate::service::leader::{Election, LeaderElector};
+use crate::service::shutdown;
+use crate::telemetry::events::Events;
+use crate::telemetry::metrics::Metrics;
+use crate::tokens::cache::{CacheConfig, TokenCache};
+use crate::tokens::ecr::{EcrSettings, EcrTokenSource};
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub tls_reload_interval: Duration,
+    pub require_token: bool,
+    pub token_wait: Duration,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub kube: KubeSettings,
+    pub ecr: EcrSettings,
+    pub cache: CacheConfig,
+    pub policy: Policy,
+    pub write: WriteSettings,
+    pub page_size: u32,
+    pub controller: ControllerSettings,
+    pub webhook: WebhookSettings,
+    pub admin_listen: SocketAddr,
+    /// `None`: this replica always refreshes (`--leader-elect=false`).
+    pub election: Option<Election>,
+    pub events_per_second: NonZeroU32,
+}
+
+/// How often tokens about to expire are renewed ahead of time.
+const TOKEN_RENEW_INTERVAL: Duration = Duration::from_secs(60);
+/// Bound on the whole shutdown, beyond the connection drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+type Task = (&'static str, anyhow::Result<()>);
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {addr} ({what}): {e}"))
+}
+
+pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
+    let stop = CancellationToken::new();
+    let signals = tokio::spawn(shutdown::on_signal(stop.clone()));
+
+    let reloader = CertReloader::load(settings.webhook.tls.clone())?;
+    let tls = server_config(reloader.store());
+    let (certificate_loaded, certificate_rx) = watch::channel(true);
+    let webhook_listener = bind(settings.webhook.listen, "webhook").await?;
+    let admin_listener = bind(settings.admin_listen, "admin").await?;
+    let client = kube_api::connect(&settings.kube).await?;
+    let metrics = Arc::new(Metrics::new());
+
+    let source = EcrTokenSource::from_env(settings.ecr.clone()).await;
+    let tokens = TokenCache::new(Arc::new(source), settings.cache, Arc::clone(&metrics));
+    let policy = Arc::new(settings.policy.clone());
+    let lease = settings.election.clone().map(|e| e.resolve(&client));
+    let instance = lease.as_ref().map_or_else(
+        || format!("kubeecr-{}", std::process::id()),
+        |l| l.identity.clone(),
+    );
+    let (events, events_task) = Events::start(
+        client.clone(),
+        instance,
+        settings.events_per_second,
+        Arc::clone(&metrics),
+    );
+
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let (synced_tx, synced_rx) = watch::channel(false);
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+
+    let mut tasks: JoinSet<Task> = JoinSet::new();
+
+    // The webhook.
+    let state = Arc::new(WebhookState {
+        policy: Arc::clone(&policy),
+        tokens: Arc::clone(&tokens),
+        require_token: settings.webhook.require_token,
+        token_wait: settings.webhook.token_wait,
+        metrics: Arc::clone(&metrics),
+        events: events.clone(),
+    });
+    let app = webhook::router(state, settings.webhook.max_request_bytes);
+    tracing::info!(listen = %webhook_listener.local_addr()?, "serving the admission webhook");
+    let drained = stop.clone();
+    tasks.spawn(async move {
+        let served = https::serve(
+            webhook_listener,
+            tls,
+            app,
+            ServerTimeouts::default(),
+            drained.cancelled_owned(),
+        )
+        .await;
+        ("the webhook server", served.map_err(Into::into))
+    });
+    let reload_stop = stop.clone();
+    let interval = settings.webhook.tls_reload_interval;
+    tasks.spawn(async move {
+        tokio::select! {
+            () = reloader.run(interval) => {}
+            () = reload_stop.cancelled() => {}
+        }
+        drop(certificate_loaded);
+        ("the certificate reloader", Ok(()))
+    });
+
+    // The refresher: watches on every replica, writes on the leader.
+    let writer = Arc::new(Writer::new(
+        client.clone(),
+        Arc::clone(&tokens),
+        policy,
+        settings.write.clone(),
+        Arc::clone(&metrics),
+    ));
+    let streams = secret_watch::stream_ids(&settings.policy.namespaces);
+    let changes = secret_watch::changes(&client, &streams, settings.page_size, &metrics);
+    let controller = Controller::new(
+        writer,
+        events,
+        Arc::clone(&metrics),
+        settings.controller,
+        streams.len(),
+    );
+    let controller_stop = stop.clone();
+    let leading = leading_rx.clone();
+    tasks.spawn(async move {
+        let ran = controller
+            .run(changes, leading, synced_tx, controller_stop)
+            .await;
+        ("the refresher", ran.map_err(Into::into))
+    });
+
+    // Leader election, or always leading.
+    match lease {
+        Some(lease) => {
+            let elector = LeaderElector::new(client.clone(), lease);
+            let lease_stop = stop.clone();
+            tasks.spawn(async move {
+                elector.run(leading_tx, lease_stop).await;
+                ("the leader election", Ok(()))
+            });
+        }
+        None => {
+            leading_tx.send_replace(true);
+            let lease_stop = stop.clone();
+            tasks.spawn(async move {
+                lease_stop.cancelled().await;
+                drop(leading_tx);
+                ("the leader election", Ok(()))
+            });
+        }
+    }
+
+    // Tokens in use are renewed before they expire, so admission never waits for ECR.
+    let renew_stop = stop.clone();
+    let renewing = Arc::clone(&tokens);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(TOKEN_RENEW_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let renewed = renewing.renew_due().await;
+                    if renewed > 0 {
+                        tracing::info!(renewed, "renewed ECR tokens ahead of expiry");
+                    }
+                }
+                () = renew_stop.cancelled() => break,
+            }
+        }
+        ("the token renewal", Ok(()))
+    });
+
+    // The admin port outlives the others: /readyz says 503 while they drain.
+    let health = Health {
+        certificate_loaded: certificate_rx,
+        watch_synced: synced_rx,
+        shutting_down: stopping_rx,
+    };
+    let admin_stop = CancellationToken::new();
+    let admin_app = admin::router(health, Arc::clone(&metrics));
+    tracing::info!(listen = %admin_listener.local_addr()?, "serving /livez, /readyz and /metrics");
+    let mut admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_app,
+        admin_stop.clone().cancelled_owned(),
+    ));
+
+    // Run until a signal, or until a task ends on its own.
+    let mut admin_ended = false;
+    let failed = tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        // A task that ends because shutdown began is no failure.
+        Some(ended) = tasks.join_next() => (!stop.is_cancelled()).then(|| match ended {
+            Ok((name, Ok(()))) => format!("{name} stopped"),
+            Ok((name, Err(e))) => format!("{name} failed: {e:#}"),
+            Err(e) => format!("a task panicked: {e}"),
+        }),
+        served = &mut admin_task => {
+            admin_ended = true;
+            (!stop.is_cancelled()).then(|| match served {
+                Ok(Ok(())) => "the admin server stopped".to_string(),
+                Ok(Err(e)) => format!("the admin server failed: {e}"),
+                Err(e) => format!("the admin server panicked: {e}"),
+            })
+        }
+    };
+    if let Some(why) = &failed {
+        tracing::error!("{why}; shutting down");
+    }
+    stopping_tx.send_replace(true);
+    stop.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(ended) = tasks.join_next().await {
+            if let Ok((name, Err(e))) = ended {
+                tracing::warn!("{name} ended with an error: {e:#}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("not every task stopped within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    admin_stop.cancel();
+    if !admin_ended {
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    }
+    events_task.abort();
+    signals.abort();
+    match failed {
+        Some(why) => anyhow::bail!(why),
+        None => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Kubernetes Events (events.k8s.io/v1) on the Secrets kubeecr fills, so that
+//! `kubectl describe secret` says what happened.
+//!
+//! kube-runtime's `Recorder` aggregates repeats of the same (Secret, reason) within six
+//! minutes into one Event with a `series`, as client-go does. Events are sent from a task of
+//! their own through a bounded queue and a rate limit: they never slow a refresh or an
+//! admission, and a storm of failures cannot turn into a storm of Event writes. Notes carry
+//! kubeecr's messages, which never hold a credential.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{Quota, RateLimiter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+
+use crate::contract::annotation::SecretRef;
+use crate::telemetry::metrics::Metrics;
+
+/// The reporting controller of kubeecr's Events.
+pub const CONTROLLER: &str = "kubeecr.deft.com/kubeecr";
+/// Events waiting to be sent; more are dropped (and counted).
+const QUEUE: usize = 1024;
+/// Longest note, well under the API server's 1 kB limit.
+const MAX_NOTE: usize = 512;
+
+struct Pending {
+    secret: SecretRef,
+    event: Event,
+}
+
+/// Where kubeecr's Events go. Cloning is cheap; `disabled()` sends nothing.
+#[derive(Clone)]
+pub struct Events {
+    tx: Option<mpsc::Sender<Pending>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Events {
+    /// Starts the task that sends Events as `instance` (the pod), at most `per_second`.
+    pub fn start(
+        client: kube::Client,
+        instance: String,
+        per_second: NonZeroU32,
+        metrics: Arc<Metrics>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: CONTROLLER.to_string(),
+                instance: Some(instance),
+            },
+        );
+        let task = tokio::spawn(send_all(recorder, rx, per_second));
+        (
+            Self {
+                tx: Some(tx),
+                metrics,
+            },
+            task,
+        )
+    }
+
+    pub fn disabled() -> Self {
+        Self {
+            tx: None,
+            metrics: Arc::default(),
+        }
+    }
+
+    fn emit(&self, secret: &SecretRef, type_: EventType, reason: &str, action: &str, note: &str) {
+        let Some(tx) = &self.tx else { return };
+        if secret.name.is_empty() || secret.name.ends_with('*') {
+            return; // generateName: no object to attach the Event to yet
+        }
+        let note = match note.char_indices().nth(MAX_NOTE) {
+            Some((i, _)) => format!("{}...", &note[..i]),
+            None => note.to_string(),
+        };
+        let pending = Pending {
+            secret: secret.clone(),
+            event: Event {
+                type_,
+                reason: reason.to_string(),
+                note: Some(note),
+                action: action.to_string(),
+                secondary: None,
+            },
+        };
+        if tx.try_send(pending).is_err() {
+            self.metrics.events_dropped.inc();
+        }
+    }
+
+    /// The Secret received its first token.
+    pub fn filled(&self, secret: &SecretRef, note: &str) {
+        self.emit(secret, EventType::Normal, "Filled", "Fill", note);
+    }
+
+    /// A refresh failed; repeats become one Event's series.
+    pub fn refresh_failed(&self, secret: &SecretRef, note: &str) {
+        self.emit(secret, EventType::Warning, "RefreshFailed", "Refresh", note);
+    }
+
+    /// The Secret opts in but kubeecr will not fill it.
+    pub fn skipped(&self, secret: &SecretRef, note: &str) {
+        self.emit(secret, EventType::Warning, "NotFilled", "Refresh", note);
+    }
+}
+
+fn reference(secret: &SecretRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        namespace: Some(secret.namespace.clone()),
+        name: Some(secret.name.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+async fn send_all(recorder: Recorder, mut rx: mpsc::Receiver<Pending>, per_second: NonZeroU32) {
+    let limiter = RateLimiter::direct(Quota::per_second(per_second));
+    let mut failures = 0u64;
+    while let Some(p) = rx.recv().await {
+        limiter.until_ready().await;
+        if let Err(e) = recorder.publish(&p.event, &reference(&p.secret)).await {
+            failures += 1;
+            // The first failure says why (often RBAC); the rest are only counted in debug.
+            if failures == 1 {
+                tracing::warn!(secret = %p.secret, "sending an Event failed (further failures are logged at debug): {}", crate::kube_api::describe(&e));
+            } else {
+                tracing::debug!(secret = %p.secret, "sending an Event failed: {}", crate::kube_api::describe(&e));
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Prometheus metrics, served on the admin port's `/metrics`.
+//!
+//! Label values come from small fixed sets (outcomes, states, webhooks, operations) or from
+//! what the operator bounds (regions, allowed roles): never a Secret or a namespace.
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// How an opted-in Secret stands, as the refresher sees it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum SecretState {
+    /// Filled, and scheduled for its next refresh.
+    Managed,
+    /// Waiting for its first or next write.
+    Due,
+    /// Its last refresh failed; retried with backoff.
+    Failing,
+    /// Not kubeecr's to fill: malformed annotation, wrong type, refused by policy.
+    Invalid,
+}
+
+impl SecretState {
+    pub const ALL: [SecretState; 4] = [Self::Managed, Self::Due, Self::Failing, Self::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Due => "due",
+            Self::Failing => "failing",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+impl EncodeLabelValue for SecretState {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: SecretState,
+}
+
+/// What one refresh of one Secret did.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Refreshed,
+    Unchanged,
+    Released,
+    Skipped,
+    Failed,
+}
+
+impl EncodeLabelValue for RefreshOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Refreshed => "refreshed",
+            Self::Unchanged => "unchanged",
+            Self::Released => "released",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: RefreshOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// `default` for the workload's own credentials, else the role ARN.
+    pub principal: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EcrCallLabels {
+    pub region: String,
+    /// `ok`, or the failure kind: `service`, `unreachable`, `malformed`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: &'static str,
+    pub operation: &'static str,
+    /// `allowed`, `patched`, `denied`, `warned` (admitted without a token) or `invalid` (400/413).
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `metadata` (every Secret, metadata only) or `managed` (kubeecr's Secrets, in full).
+    pub watch: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub leader: Gauge,
+    pub secrets: Family<StateLabels, Gauge>,
+    pub refreshes: Family<OutcomeLabels, Counter>,
+    pub token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
+    pub ecr_calls: Family<EcrCallLabels, Counter>,
+    pub admission_requests: Family<AdmissionLabels, Counter>,
+    pub admission_duration: Family<WebhookLabels, Histogram>,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub events_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kubeecr");
+        let m = Metrics {
+            registry: Registry::default(),
+            leader: Gauge::default(),
+            secrets: Family::default(),
+            refreshes: Family::default(),
+            token_expiry: Family::default(),
+            ecr_calls: Family::default(),
+            admission_requests: Family::default(),
+            admission_duration: Family::new_with_constructor(|| {
+                // 0.25 ms to about 8 s.
+                Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+            }),
+            watch_errors: Family::default(),
+            queue_depth: Gauge::default(),
+            events_dropped: Counter::default(),
+        };
+        registry.register(
+            "build",
+            "kubeecr's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        registry.register(
+            "leader",
+            "1 on the replica that holds the Lease and refreshes Secrets, else 0",
+            m.leader.clone(),
+        );
+        registry.register("secrets", "Opted-in Secrets by state", m.secrets.clone());
+        registry.register(
+            "refreshes",
+            "Refreshes of one Secret, by outcome",
+            m.refreshes.clone(),
+        );
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the cached ECR token of each (principal, region) expires, in Unix seconds",
+            m.token_expiry.clone(),
+        );
+        registry.register(
+            "ecr_calls",
+            "GetAuthorizationToken calls, by region and result",
+            m.ecr_calls.clone(),
+        );
+        registry.register(
+            "admission_requests",
+            "AdmissionReviews answered, by webhook, operation and result",
+            m.admission_requests.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview",
+            m.admission_duration.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Errors of the Secret watches (each is retried with backoff)",
+            m.watch_errors.clone(),
+        );
+        registry.register(
+            "refresh_queue_depth",
+            "Secrets scheduled for a refresh, due or not",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events not sent because too many were pending",
+            m.events_dropped.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn set_states(&self, counts: impl IntoIterator<Item = (SecretState, i64)>) {
+        for (state, count) in counts {
+            self.secrets
+                .get_or_create(&StateLabels { state })
+                .set(count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_every_metric_with_the_kubeecr_prefix() {
+        let m = Metrics::new();
+        m.leader.set(1);
+        m.set_states(SecretState::ALL.map(|s| (s, 0)));
+        m.refreshes
+            .get_or_create(&OutcomeLabels {
+                outcome: RefreshOutcome::Refreshed,
+            })
+            .inc();
+        let text = m.encode();
+        for line in [
+            "kubeecr_leader 1",
+            "kubeecr_secrets{state=\"invalid\"} 0",
+            "kubeecr_refreshes_total{outcome=\"refreshed\"} 1",
+            "kubeecr_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}

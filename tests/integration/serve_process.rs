@@ -1,0 +1,176 @@
+//! `kubeecr serve` as a child process, the way an operator runs it: its webhook on HTTPS,
+//! its admin port, its logs, signals.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::tls::TestCa;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::common::*;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to `limit` for `check` to hold, polling every 100 ms; the last value otherwise.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain HTTP GET on 127.0.0.1: (status, body). `None` when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The value of a sample line `name{labels} value` (or `name value`) in a metrics text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+pub struct ServeProcess {
+    child: tokio::process::Child,
+    pub webhook_port: u16,
+    pub admin_port: u16,
+    pub ca: TestCa,
+    logs: Arc<Mutex<String>>,
+    _mount: KubeletMount,
+}
+
+impl ServeProcess {
+    /// Starts `kubeecr serve` against the cluster and ECR at `ecr`, as replica `identity`,
+    /// with its Lease in the test namespace and `extra` flags.
+    pub async fn start(cluster: &TestCluster, ecr: &str, identity: &str, extra: &[&str]) -> Self {
+        let ca = TestCa::new("serve-ca");
+        let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
+        let webhook_port = free_port();
+        let admin_port = free_port();
+        let mut child = kubeecr_command("serve")
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", cluster.ns())
+            .args(["--listen", &format!("127.0.0.1:{webhook_port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--tls-cert-file")
+            .arg(mount.files().cert)
+            .arg("--tls-key-file")
+            .arg(mount.files().key)
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(["--ecr-endpoint", ecr, "--namespaces", cluster.ns()])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubeecr serve starts");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = Arc::clone(&logs);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        Self {
+            child,
+            webhook_port,
+            admin_port,
+            ca,
+            logs,
+            _mount: mount,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub async fn readyz(&self) -> Option<u16> {
+        http_get(self.admin_port, "/readyz").await.map(|(s, _)| s)
+    }
+
+    /// Waits until `/readyz` says 200.
+    pub async fn wait_ready(&self) {
+        let ready = eventually(Duration::from_secs(30), || async {
+            (self.readyz().await == Some(200)).then_some(())
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "kubeecr serve became ready\n{}",
+            self.logs()
+        );
+    }
+
+    pub async fn metrics(&self) -> String {
+        match http_get(self.admin_port, "/metrics").await {
+            Some((200, body)) => body,
+            other => panic!("/metrics answered {other:?}\n{}", self.logs()),
+        }
+    }
+
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().await, series)
+    }
+
+    pub async fn is_leader(&self) -> bool {
+        self.metric("kubeecr_leader").await == Some(1.0)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("kubeecr serve exits within {limit:?}\n{}", self.logs()))
+            .unwrap();
+        // Let the log reader catch the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status
+    }
+}

@@ -1,0 +1,666 @@
+//! `kubeecr serve` as a service, run as a process against the API double and, when one is
+//! configured, a real kube-apiserver: the watch-driven refresher, leader election, the admin
+//! port, Events, shutdown, and what its logs never hold.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::moto::EcrProxy;
+use serde_json::json;
+
+use crate::common::*;
+use crate::on_both_backends;
+use crate::serve_process::{ServeProcess, eventually};
+
+const US: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+const EU: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+/// Short leases, so that a takeover takes seconds.
+const FAST_LEASE: &[&str] = &[
+    "--lease-duration",
+    "4s",
+    "--lease-renew-deadline",
+    "3s",
+    "--lease-retry-period",
+    "500ms",
+];
+
+fn secrets(cluster: &TestCluster) -> Api<Secret> {
+    Api::namespaced(cluster.client(), cluster.ns())
+}
+
+async fn merge(cluster: &TestCluster, name: &str, patch: serde_json::Value) {
+    secrets(cluster)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patched");
+}
+
+/// The Secret once `check` holds, within `limit`.
+async fn secret_when(
+    cluster: &TestCluster,
+    name: &str,
+    limit: Duration,
+    check: impl Fn(&Secret) -> bool,
+) -> Option<Secret> {
+    eventually(limit, || async {
+        let s = secrets(cluster).get_opt(name).await.ok().flatten()?;
+        check(&s).then_some(s)
+    })
+    .await
+}
+
+/// A password for `host` is in the Secret.
+fn has_password(s: &Secret, host: &str) -> bool {
+    data_bytes(s, ".dockerconfigjson")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|c| {
+            c["auths"][host]["password"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty())
+        })
+}
+
+fn password(s: &Secret, host: &str) -> String {
+    password_of(&dockerconfig(s), host)
+}
+
+async fn lease_holder(cluster: &TestCluster) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(cluster.client(), cluster.ns())
+        .get_opt("kubeecr")
+        .await
+        .unwrap()?;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+/// Fill by watch: Secrets annotated while no webhook runs (or it is bypassed) are filled
+/// within seconds, a changed annotation and a hand-edited token too, and opting out is
+/// cleaned up. SIGTERM then exits 0 and releases the Lease.
+async fn secrets_changed_behind_the_webhooks_back_are_filled_by_the_watch(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let mut serve = ServeProcess::start(&cluster, &ecr.url(), "replica-a", &[]).await;
+    serve.wait_ready().await;
+    const FILL: Duration = Duration::from_secs(10);
+
+    // Created with the annotation, straight to the API: no webhook.
+    create_opted_in(&client, ns, "created", "123456789012/us-west-2").await;
+    let created = secret_when(&cluster, "created", FILL, |s| has_password(s, US)).await;
+    let created = created.unwrap_or_else(|| panic!("filled by the watch\n{}", serve.logs()));
+    assert_eq!(created.metadata.labels.as_ref().unwrap()[MANAGED], "true");
+    assert!(annotation(&created, FINGERPRINTS).is_some());
+    assert_eq!(
+        created.metadata.labels.as_ref().unwrap()["team"],
+        "a",
+        "labels kept"
+    );
+
+    // Annotated later.
+    create(
+        &client,
+        ns,
+        &secret("later", DOCKER_CONFIG_JSON, &[], EMPTY),
+    )
+    .await;
+    merge(
+        &cluster,
+        "later",
+        json!({"metadata": {"annotations": {ANNOTATION: "123456789012/us-west-2"}}}),
+    )
+    .await;
+    assert!(
+        secret_when(&cluster, "later", FILL, |s| has_password(s, US))
+            .await
+            .is_some()
+    );
+
+    // The annotation changes: the new registry is filled, the old one kept.
+    merge(&cluster, "created", json!({"metadata": {"annotations": {ANNOTATION: "123456789012/us-west-2,123456789012/eu-west-1"}}})).await;
+    let both = secret_when(&cluster, "created", FILL, |s| has_password(s, EU)).await;
+    let both = both.expect("the new registry filled");
+    let us_password = password(&both, US);
+
+    // A hand-edited token is replaced, though its recorded expiry is hours away.
+    let mut config = dockerconfig(&both);
+    config["auths"][US]["password"] = json!("garbage");
+    config["auths"][US]["auth"] = json!(base64_of("AWS:garbage"));
+    merge(
+        &cluster,
+        "created",
+        json!({"data": {".dockerconfigjson": base64_of(&config.to_string())}}),
+    )
+    .await;
+    let mended = secret_when(&cluster, "created", FILL, |s| {
+        has_password(s, US) && password(s, US) != "garbage"
+    })
+    .await;
+    assert!(
+        mended.is_some(),
+        "the hand-edited token was replaced\n{}",
+        serve.logs()
+    );
+    assert_eq!(
+        password(&mended.unwrap(), US),
+        us_password,
+        "with the cached token"
+    );
+
+    // Opting out without the webhook: kubeecr's annotations and label go, the data stays.
+    let before = secrets(&cluster).get("later").await.unwrap();
+    merge(
+        &cluster,
+        "later",
+        json!({"metadata": {"annotations": {ANNOTATION: null}}}),
+    )
+    .await;
+    let released = secret_when(&cluster, "later", FILL, |s| {
+        annotation(s, EXPIRES_AT).is_none()
+            && s.metadata
+                .labels
+                .as_ref()
+                .is_none_or(|l| !l.contains_key(MANAGED))
+    })
+    .await;
+    let released = released.expect("kubeecr's leftovers removed");
+    assert!(annotation(&released, FINGERPRINTS).is_none());
+    assert_eq!(released.data, before.data, "credentials left in place");
+
+    let metrics = serve.metrics().await;
+    assert_eq!(sample_of(&metrics, "kubeecr_leader"), Some(1.0));
+    assert!(
+        sample_of(&metrics, "kubeecr_refreshes_total{outcome=\"refreshed\"}") >= Some(4.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample_of(&metrics, "kubeecr_refreshes_total{outcome=\"released\"}"),
+        Some(1.0)
+    );
+    assert_eq!(ecr.token_calls().len(), 2, "one call per region");
+
+    serve.signal(libc::SIGTERM);
+    let status = serve.exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", serve.logs());
+    assert_eq!(lease_holder(&cluster).await, None, "the Lease was released");
+    assert!(
+        serve.logs().contains("released the Lease"),
+        "{}",
+        serve.logs()
+    );
+}
+on_both_backends!(secrets_changed_behind_the_webhooks_back_are_filled_by_the_watch);
+
+fn sample_of(metrics: &str, series: &str) -> Option<f64> {
+    crate::serve_process::sample(metrics, series)
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Two replicas: exactly one leads and writes; after `kill -9` of the leader the other
+/// takes over within the lease and fills new Secrets.
+async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let a = ServeProcess::start(&cluster, &ecr.url(), "replica-a", FAST_LEASE).await;
+    a.wait_ready().await;
+    let led = eventually(Duration::from_secs(15), || async {
+        a.is_leader().await.then_some(())
+    })
+    .await;
+    assert!(led.is_some(), "the first replica leads\n{}", a.logs());
+    let mut b = ServeProcess::start(&cluster, &ecr.url(), "replica-b", FAST_LEASE).await;
+    b.wait_ready().await;
+    // A few renewals later, still exactly one leader.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(a.is_leader().await && !b.is_leader().await);
+    assert_eq!(lease_holder(&cluster).await.as_deref(), Some("replica-a"));
+
+    create_opted_in(&client, ns, "first", "123456789012/us-west-2").await;
+    let filled = secret_when(&cluster, "first", Duration::from_secs(10), |s| {
+        has_password(s, US)
+    })
+    .await;
+    assert!(filled.is_some(), "filled by the leader\n{}", a.logs());
+    let refreshed = "kubeecr_refreshes_total{outcome=\"refreshed\"}";
+    assert_eq!(a.metric(refreshed).await, Some(1.0));
+    assert_eq!(b.metric(refreshed).await, None, "the follower never wrote");
+
+    let mut a = a;
+    a.signal(libc::SIGKILL);
+    a.exit(Duration::from_secs(10)).await;
+    let killed = tokio::time::Instant::now();
+    let took_over = eventually(Duration::from_secs(15), || async {
+        b.is_leader().await.then_some(())
+    })
+    .await;
+    assert!(took_over.is_some(), "the follower took over\n{}", b.logs());
+    // Lease 4s from the last renewal it saw, plus a retry period or two.
+    assert!(
+        killed.elapsed() < Duration::from_secs(8),
+        "took over in {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(lease_holder(&cluster).await.as_deref(), Some("replica-b"));
+
+    create_opted_in(&client, ns, "second", "123456789012/us-west-2").await;
+    let filled = secret_when(&cluster, "second", Duration::from_secs(10), |s| {
+        has_password(s, US)
+    })
+    .await;
+    assert!(filled.is_some(), "filled by the new leader\n{}", b.logs());
+
+    b.signal(libc::SIGTERM);
+    assert!(
+        b.exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(lease_holder(&cluster).await, None);
+}
+on_both_backends!(one_leader_writes_and_the_other_takes_over_after_kill_9);
+
+/// A Secret is refreshed when its recorded expiry comes within --refresh-before, and not
+/// before: here the expiry is moved to 70 s away with a one-minute margin.
+async fn tokens_are_renewed_before_they_expire(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let serve = ServeProcess::start(
+        &cluster,
+        &ecr.url(),
+        "replica-a",
+        &["--refresh-before", "1m"],
+    )
+    .await;
+    serve.wait_ready().await;
+    create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
+    let filled = secret_when(&cluster, "s", Duration::from_secs(10), |s| {
+        has_password(s, US)
+    })
+    .await;
+    let filled = filled.expect("filled");
+    let first_expiry: jiff::Timestamp = annotation(&filled, EXPIRES_AT).unwrap().parse().unwrap();
+    assert!(first_expiry > jiff::Timestamp::now() + Duration::from_secs(11 * 3600));
+
+    // As if the token were 11h59m old: due 10 s from now (less up to 6 s of jitter).
+    let soon = jiff::Timestamp::now() + Duration::from_secs(70);
+    let soon = kubeecr::contract::secret_update::format_expiry(soon);
+    merge(
+        &cluster,
+        "s",
+        json!({"metadata": {"annotations": {EXPIRES_AT: soon}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        annotation(&secrets(&cluster).get("s").await.unwrap(), EXPIRES_AT).as_deref(),
+        Some(soon.as_str()),
+        "not refreshed before it is due"
+    );
+    let renewed = secret_when(&cluster, "s", Duration::from_secs(30), |s| {
+        annotation(s, EXPIRES_AT).as_deref() != Some(soon.as_str())
+    })
+    .await;
+    let renewed = renewed.unwrap_or_else(|| panic!("refreshed once due\n{}", serve.logs()));
+    let expiry: jiff::Timestamp = annotation(&renewed, EXPIRES_AT).unwrap().parse().unwrap();
+    assert!(
+        expiry > jiff::Timestamp::now() + Duration::from_secs(11 * 3600),
+        "{expiry}"
+    );
+}
+on_both_backends!(tokens_are_renewed_before_they_expire);
+
+async fn events_for(cluster: &TestCluster, secret: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(cluster.client(), cluster.ns())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(secret))
+        .collect()
+}
+
+/// A failing refresh leaves one Warning Event whose series counts the retries; the first
+/// fill leaves a Normal one. No Event holds a credential.
+async fn events_tell_what_happened_and_repeats_become_a_series(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    // ECR slower than kubeecr waits: every fetch fails until the delay is lifted.
+    ecr.set_delay(Duration::from_secs(3));
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let serve = ServeProcess::start(
+        &cluster,
+        &ecr.url(),
+        "replica-a",
+        &["--aws-timeout", "1s", "--min-fetch-interval", "1s"],
+    )
+    .await;
+    serve.wait_ready().await;
+    create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
+    let series = eventually(Duration::from_secs(20), || async {
+        let events = events_for(&cluster, "s").await;
+        let failed: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("RefreshFailed"))
+            .collect();
+        let counted = failed.len() == 1 && failed[0].series.as_ref().is_some_and(|s| s.count >= 2);
+        counted.then(|| failed[0].clone())
+    })
+    .await;
+    let failed =
+        series.unwrap_or_else(|| panic!("one RefreshFailed Event with a series\n{}", serve.logs()));
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    let note = failed.note.clone().unwrap_or_default();
+    assert!(note.starts_with("ECR unreachable for us-west-2"), "{note}");
+    assert_eq!(
+        failed.reporting_controller.as_deref(),
+        Some("kubeecr.deft.com/kubeecr")
+    );
+    assert_eq!(failed.reporting_instance.as_deref(), Some("replica-a"));
+
+    ecr.set_delay(Duration::ZERO);
+    let filled = secret_when(&cluster, "s", Duration::from_secs(20), |s| {
+        has_password(s, US)
+    })
+    .await;
+    let filled = filled.unwrap_or_else(|| panic!("filled once ECR answers\n{}", serve.logs()));
+    let normal = eventually(Duration::from_secs(10), || async {
+        events_for(&cluster, "s")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Filled"))
+    })
+    .await;
+    let normal = normal.expect("a Filled Event");
+    assert_eq!(normal.type_.as_deref(), Some("Normal"));
+    let pw = password(&filled, US);
+    for e in events_for(&cluster, "s").await {
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains(&pw), "no password in an Event: {text}");
+    }
+}
+on_both_backends!(events_tell_what_happened_and_repeats_become_a_series);
+
+/// SIGTERM while clients keep the webhook busy: every request that reaches kubeecr is
+/// answered in full, new connections are refused once it stops listening, it exits 0 and
+/// the Lease is free.
+async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use kubeecr_testkit::tls::{Alpn, https_client};
+
+    let ecr = EcrProxy::start().await;
+    let mut serve = ServeProcess::start(&cluster, &ecr.url(), "replica-a", &[]).await;
+    serve.wait_ready().await;
+    let led = eventually(Duration::from_secs(15), || async {
+        serve.is_leader().await.then_some(())
+    })
+    .await;
+    assert!(led.is_some());
+    let (_, review) = fixture_in(
+        "01-create-annotated-nodata-apply-mutate-create.json",
+        cluster.ns(),
+    );
+    let body = Bytes::from(serde_json::to_vec(&review).unwrap());
+    let url = format!("https://127.0.0.1:{}/mutate?timeout=5s", serve.webhook_port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    // HTTP/2, as the API server speaks to webhooks: GOAWAY tells a client what was served.
+    for _ in 0..8 {
+        let https = https_client(serve.ca.pem().as_bytes(), Alpn::Http2);
+        let (url, body, stop) = (url.clone(), body.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut refused, mut failed) = (0u32, 0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                match https.request(req).await {
+                    Ok(res) if res.status() == 200 => {
+                        let bytes = res.into_body().collect().await.map(|b| b.to_bytes());
+                        match bytes
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        {
+                            Some(v) if v["response"]["allowed"] == true => ok += 1,
+                            other => failed.push(format!("bad answer: {other:?}")),
+                        }
+                    }
+                    Ok(res) => failed.push(format!("status {}", res.status())),
+                    // Not listening any more: the request never reached kubeecr.
+                    Err(e) if e.is_connect() => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (ok, refused, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    serve.signal(libc::SIGTERM);
+    let status = serve.exit(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut refused, mut failed) = (0, 0, Vec::new());
+    for c in clients {
+        let (o, r, f) = c.await.unwrap();
+        ok += o;
+        refused += r;
+        failed.extend(f);
+    }
+    assert!(status.success(), "{status:?}\n{}", serve.logs());
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 50, "the load ran: {ok} answered");
+    assert!(refused > 0, "the clients outlived the server");
+    assert_eq!(lease_holder(&cluster).await, None, "the Lease was released");
+}
+on_both_backends!(sigterm_under_admission_load_fails_no_request);
+
+/// `/readyz` and `/metrics` tell the truth: leader, Secrets by state, ECR calls and token
+/// expiry, refreshes, admission requests, build info.
+async fn the_admin_port_tells_the_truth(cluster: TestCluster) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use kubeecr_testkit::tls::{Alpn, https_client};
+
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let serve = ServeProcess::start(&cluster, &ecr.url(), "replica-a", &[]).await;
+    serve.wait_ready().await;
+    assert_eq!(
+        crate::serve_process::http_get(serve.admin_port, "/livez")
+            .await
+            .map(|r| r.0),
+        Some(200)
+    );
+    create_opted_in(&client, ns, "good", "123456789012/us-west-2").await;
+    create_opted_in(&client, ns, "bad", "123456789/us-west-2").await;
+    assert!(
+        secret_when(&cluster, "good", Duration::from_secs(10), |s| has_password(
+            s, US
+        ))
+        .await
+        .is_some()
+    );
+    let https = https_client(serve.ca.pem().as_bytes(), Alpn::Both);
+    let (_, review) = fixture_in(
+        "09-create-malformed-annotation-mutate-create.json",
+        cluster.ns(),
+    );
+    let req = http::Request::post(format!("https://127.0.0.1:{}/mutate", serve.webhook_port))
+        .body(Full::new(Bytes::from(serde_json::to_vec(&review).unwrap())))
+        .unwrap();
+    assert_eq!(https.request(req).await.unwrap().status(), 200);
+
+    let counted = eventually(Duration::from_secs(10), || async {
+        let m = serve.metrics().await;
+        (sample_of(&m, "kubeecr_secrets{state=\"managed\"}") == Some(1.0)
+            && sample_of(&m, "kubeecr_secrets{state=\"invalid\"}") == Some(1.0))
+        .then_some(m)
+    })
+    .await;
+    let m = counted.unwrap_or_else(|| {
+        panic!(
+            "states counted\n{}",
+            futures::executor::block_on(serve.metrics())
+        )
+    });
+    assert_eq!(sample_of(&m, "kubeecr_leader"), Some(1.0));
+    assert_eq!(
+        sample_of(
+            &m,
+            "kubeecr_ecr_calls_total{region=\"us-west-2\",result=\"ok\"}"
+        ),
+        Some(1.0)
+    );
+    let expiry = sample_of(
+        &m,
+        "kubeecr_token_expiry_timestamp_seconds{principal=\"default\",region=\"us-west-2\"}",
+    )
+    .unwrap();
+    assert!(expiry > (jiff::Timestamp::now().as_second() + 11 * 3600) as f64);
+    assert_eq!(
+        sample_of(&m, "kubeecr_refreshes_total{outcome=\"refreshed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_of(&m, "kubeecr_refreshes_total{outcome=\"skipped\"}"),
+        None,
+        "invalid ones are not even read"
+    );
+    assert_eq!(
+        sample_of(
+            &m,
+            "kubeecr_admission_requests_total{webhook=\"mutate\",operation=\"CREATE\",result=\"denied\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_of(
+            &m,
+            "kubeecr_admission_duration_seconds_count{webhook=\"mutate\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(m.contains("kubeecr_build_info{version=\""), "{m}");
+    // No label names a Secret or a namespace.
+    assert!(!m.contains(ns) && !m.contains("\"good\""), "{m}");
+}
+on_both_backends!(the_admin_port_tells_the_truth);
+
+/// Trace logging through a fill at admission, a fill and a refresh by the watch, and a
+/// failure: no password, auth or AWS secret key in any line.
+async fn no_credential_reaches_the_logs_even_at_trace(cluster: TestCluster) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use kubeecr_testkit::tls::{Alpn, https_client};
+
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let mut serve = ServeProcess::start(
+        &cluster,
+        &ecr.url(),
+        "replica-a",
+        &[
+            "--log-level",
+            "trace",
+            "--aws-timeout",
+            "1s",
+            "--min-fetch-interval",
+            "1s",
+        ],
+    )
+    .await;
+    serve.wait_ready().await;
+    // Admission.
+    let https = https_client(serve.ca.pem().as_bytes(), Alpn::Both);
+    let (_, review) = fixture_in(
+        "01-create-annotated-nodata-apply-mutate-create.json",
+        cluster.ns(),
+    );
+    let req = http::Request::post(format!("https://127.0.0.1:{}/mutate", serve.webhook_port))
+        .body(Full::new(Bytes::from(serde_json::to_vec(&review).unwrap())))
+        .unwrap();
+    let answer = https
+        .request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&answer).contains("\"patch\""));
+    // Fill and refresh by the watch.
+    create_opted_in(
+        &client,
+        ns,
+        "s",
+        "123456789012/us-west-2,123456789012/eu-west-1",
+    )
+    .await;
+    let filled = secret_when(&cluster, "s", Duration::from_secs(10), |s| {
+        has_password(s, EU)
+    })
+    .await
+    .expect("filled");
+    merge(
+        &cluster,
+        "s",
+        json!({"metadata": {"annotations": {EXPIRES_AT: "2020-01-01T00:00:00Z"}}}),
+    )
+    .await;
+    secret_when(&cluster, "s", Duration::from_secs(10), |s| {
+        annotation(s, EXPIRES_AT).as_deref() != Some("2020-01-01T00:00:00Z")
+    })
+    .await
+    .expect("refreshed");
+    // A failure: ECR too slow for a new region.
+    ecr.set_delay(Duration::from_secs(3));
+    create_opted_in(&client, ns, "f", "123456789012/eu-central-1").await;
+    let failed = eventually(Duration::from_secs(15), || async {
+        serve
+            .logs()
+            .contains("ECR token for eu-central-1")
+            .then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "the failure was logged");
+    serve.signal(libc::SIGTERM);
+    serve.exit(Duration::from_secs(30)).await;
+
+    let logs = serve.logs();
+    assert!(
+        logs.lines().count() > 100,
+        "trace logging was on: {} lines",
+        logs.lines().count()
+    );
+    let config = dockerconfig(&filled);
+    for host in [US, EU] {
+        let entry = &config["auths"][host];
+        for field in ["password", "auth"] {
+            let secret = entry[field].as_str().unwrap();
+            assert!(!logs.contains(secret), "{field} of {host} logged");
+        }
+    }
+    assert!(!logs.contains(CLI_SECRET_KEY), "the AWS secret key logged");
+}
+on_both_backends!(no_credential_reaches_the_logs_even_at_trace);
