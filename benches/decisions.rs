@@ -14,7 +14,7 @@ use kubeecr::admission::decision::{MutationPlan, plan_mutation};
 use kubeecr::contract::annotation::parse_registries;
 use kubeecr::contract::dockerconfig::{RegistryCredential, merge};
 use kubeecr::contract::policy::Policy;
-use kubeecr::tokens::token::{FetchedToken, decode};
+use kubeecr::contract::token::{FetchedToken, decode};
 use secrecy::SecretString;
 use serde_json::json;
 

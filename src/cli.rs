@@ -320,6 +320,9 @@ pub struct ServiceArgs {
     /// Longest wait between retries of a Secret whose refresh keeps failing (backoff doubles from 1s).
     #[arg(long, env = "KUBEECR_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
+    /// After SIGTERM, keep serving this long with /readyz at 503, so that the Service's endpoints drop this pod before it stops accepting.
+    #[arg(long, env = "KUBEECR_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
     /// Kubernetes Events sent per second at most; more wait, and past 1024 waiting are dropped.
     #[arg(long, env = "KUBEECR_EVENTS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub events_per_second: u32,
@@ -399,6 +402,7 @@ impl ServeCommand {
             election: self.leader.election()?,
             events_per_second: NonZeroU32::new(self.service.events_per_second)
                 .unwrap_or(NonZeroU32::MIN),
+            shutdown_delay: self.service.shutdown_delay,
         })
     }
 }

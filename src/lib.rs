@@ -2,7 +2,7 @@
 //! that opt in with the `deft.com/kubeecr` annotation, updating them in place.
 //!
 //! Pure decisions live in `contract` (what a Secret asks for and what kubeecr writes),
-//! `tokens::token` and `admission::decision`; everything else does I/O:
+//! `contract::token` and `admission::decision`; everything else does I/O:
 //!
 //! - `tokens`: ECR tokens, cached per (principal, region);
 //! - `admission`: the webhook's decisions and its HTTP routes;

@@ -22,8 +22,8 @@ use crate::contract::annotation::{
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, Leftovers};
+use crate::contract::token::{Token, TokenKey};
 use crate::tokens::cache::FetchError;
-use crate::tokens::token::{Token, TokenKey};
 
 /// What the webhook does with a request that needs no token.
 enum Inspection {

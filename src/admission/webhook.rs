@@ -19,10 +19,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 
 use crate::admission::decision::{self, MutationPlan};
 use crate::contract::policy::Policy;
+use crate::contract::token::{Token, TokenKey};
 use crate::telemetry::events::Events;
 use crate::telemetry::metrics::{AdmissionLabels, Metrics, WebhookLabels};
 use crate::tokens::cache::{FetchError, FetchErrorKind, TokenCache};
-use crate::tokens::token::{Token, TokenKey};
 
 /// The API server's default webhook timeout, used when `?timeout=` is absent.
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,8 +1,10 @@
 //! The contract between a Secret and kubeecr, as pure functions: how a Secret opts in, the
-//! operator's policy, what kubeecr writes into `.dockerconfigjson`, and when a Secret is due.
+//! operator's policy, what an ECR token is, what kubeecr writes into `.dockerconfigjson`, and
+//! when a Secret is due.
 
 pub mod annotation;
 pub mod dockerconfig;
 pub mod partition;
 pub mod policy;
 pub mod secret_update;
+pub mod token;

@@ -14,7 +14,7 @@ use crate::contract::annotation::{
     Registry,
 };
 use crate::contract::dockerconfig::{self, DockerConfigError, RegistryCredential};
-use crate::tokens::token::{Token, TokenKey};
+use crate::contract::token::{Token, TokenKey};
 
 /// Why a secret needs a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +286,7 @@ mod tests {
 
     use super::*;
     use crate::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef, binding_of};
-    use crate::tokens::token::{FetchedToken, decode};
+    use crate::contract::token::{FetchedToken, decode};
 
     fn binding(value: &str) -> EcrBinding {
         let a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), value.to_string())]);

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::contract::annotation::SecretRef;
-use crate::refresher::index::{Change, Index};
+use crate::refresher::index::{Change, Index, StreamId};
 use crate::refresher::plan::{self, Plan};
 use crate::refresher::schedule::{Schedule, jittered};
 use crate::refresher::write::{Outcome, Writer};
@@ -55,6 +55,8 @@ pub struct Controller {
     /// The last note sent for a Secret kubeecr will not fill, so that it is sent once.
     skipped: HashMap<SecretRef, String>,
     in_flight: JoinSet<(SecretRef, Outcome)>,
+    /// The Secret of each refresh task, so that a task that panics still frees its Secret.
+    tasks: HashMap<tokio::task::Id, SecretRef>,
     running: HashSet<SecretRef>,
     /// Changed while a refresh of theirs was running.
     dirty: HashSet<SecretRef>,
@@ -70,7 +72,7 @@ impl Controller {
         events: Events,
         metrics: Arc<Metrics>,
         settings: ControllerSettings,
-        streams: usize,
+        streams: Vec<StreamId>,
     ) -> Self {
         Self {
             schedule: Schedule::new(settings.min_backoff, settings.max_backoff),
@@ -82,19 +84,20 @@ impl Controller {
             state: HashMap::new(),
             skipped: HashMap::new(),
             in_flight: JoinSet::new(),
+            tasks: HashMap::new(),
             running: HashSet::new(),
             dirty: HashSet::new(),
             leader: false,
         }
     }
 
-    /// Runs until `shutdown`. `ready` turns true once every watch has listed once; `leader`
-    /// says whether this replica may write.
+    /// Runs until `shutdown`. `pending` names the watches that have not listed yet (`None`
+    /// once all have); `leader` says whether this replica may write.
     pub async fn run(
         mut self,
         changes: impl Stream<Item = Change> + Send,
         mut leader: watch::Receiver<bool>,
-        ready: watch::Sender<bool>,
+        pending: watch::Sender<Option<String>>,
         shutdown: CancellationToken,
     ) -> Result<(), ControllerError> {
         let mut changes = std::pin::pin!(changes);
@@ -121,13 +124,22 @@ impl Controller {
                     for secret in self.index.apply(change) {
                         self.decide(&secret, true);
                     }
-                    if self.index.is_synced() {
-                        ready.send_if_modified(|r| !std::mem::replace(r, true));
-                    }
+                    let unsynced = self.index.unsynced();
+                    let now = (!unsynced.is_empty())
+                        .then(|| format!("not listed yet: {}", unsynced.join(", ")));
+                    pending.send_if_modified(|p| {
+                        let changed = *p != now;
+                        *p = now;
+                        changed
+                    });
                 }
-                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    if let Ok((secret, outcome)) = done {
-                        self.finished(secret, outcome);
+                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    match done {
+                        Ok((id, (secret, outcome))) => {
+                            self.tasks.remove(&id);
+                            self.finished(secret, outcome);
+                        }
+                        Err(e) => self.crashed(e),
                     }
                 }
                 secret = self.schedule.next_due(), if capacity => self.dispatch(secret),
@@ -149,6 +161,7 @@ impl Controller {
             tracing::info!("not leading: stopped refreshing Secrets");
             // Another replica leads now; what was running is its to finish.
             self.in_flight.abort_all();
+            self.tasks.clear();
             self.running.clear();
             self.dirty.clear();
         }
@@ -181,7 +194,11 @@ impl Controller {
         let now = Timestamp::now();
         let due = self.writer.due_policy();
         let decision = match (&entry.managed, &entry.unmanaged) {
-            (Some(object), _) => plan::plan(secret, object, self.writer.policy(), due, now),
+            // Kept without its data (oversized), a Secret looks due: its refresh reads it
+            // in full and decides for real.
+            (Some(managed), _) => {
+                plan::plan(secret, &managed.object, self.writer.policy(), due, now)
+            }
             (None, Some(meta)) => match plan::check_metadata(secret, meta, self.writer.policy()) {
                 // Read in full, filled and labelled on the first write.
                 Ok(Some(_)) => Plan::UpToDate { due_at: Some(now) },
@@ -240,13 +257,33 @@ impl Controller {
         let Some(entry) = self.index.get(&secret) else {
             return;
         };
-        let cached = entry.managed.clone();
+        let cached = entry
+            .managed
+            .as_ref()
+            .filter(|m| m.complete)
+            .map(|m| Arc::clone(&m.object));
         let writer = Arc::clone(&self.writer);
         self.running.insert(secret.clone());
-        self.in_flight.spawn(async move {
-            let outcome = writer.refresh(&secret, cached).await;
-            (secret, outcome)
+        let task = secret.clone();
+        let handle = self.in_flight.spawn(async move {
+            let outcome = writer.refresh(&task, cached).await;
+            (task, outcome)
         });
+        self.tasks.insert(handle.id(), secret);
+    }
+
+    /// A refresh task panicked or was aborted: its Secret is free again, retried later.
+    fn crashed(&mut self, error: tokio::task::JoinError) {
+        let Some(secret) = self.tasks.remove(&error.id()) else {
+            return;
+        };
+        self.running.remove(&secret);
+        self.dirty.remove(&secret);
+        if error.is_panic() {
+            tracing::error!(%secret, "refreshing the Secret panicked; retrying with backoff");
+            self.schedule.failed(&secret);
+            self.state.insert(secret, SecretState::Failing);
+        }
     }
 
     fn finished(&mut self, secret: SecretRef, outcome: Outcome) {
@@ -269,23 +306,35 @@ impl Controller {
                     );
                 }
                 // The watch brings the written object, and with it the next decision; until
-                // then this stands. A change seen meanwhile may predate the write, so it waits
-                // for the watch too.
+                // then this stands.
                 if let Ok(at) = expires_at.checked_sub(due.refresh_before) {
                     self.schedule
                         .at(&secret, jittered(at, now, due.refresh_before), now);
                 }
-                self.state.insert(secret, SecretState::Managed);
+                self.state.insert(secret.clone(), SecretState::Managed);
+                // A change seen during the write may predate it (deciding again then costs a
+                // 409 and a read) or follow it: decide again rather than miss the latter.
+                if dirty {
+                    self.decide(&secret, true);
+                }
             }
             Outcome::Released => {
                 self.schedule.forget(&secret);
                 self.state.remove(&secret);
             }
             Outcome::Unchanged { due_at } => {
-                self.schedule.succeeded(&secret);
-                if let Some(at) = due_at {
-                    self.schedule
-                        .at(&secret, jittered(at, now, due.refresh_before), now);
+                match due_at {
+                    // Up to date, yet due already: nothing better can be written now. Back
+                    // off rather than come straight back.
+                    Some(at) if at <= now => {
+                        self.schedule.failed(&secret);
+                    }
+                    Some(at) => {
+                        self.schedule.succeeded(&secret);
+                        self.schedule
+                            .at(&secret, jittered(at, now, due.refresh_before), now);
+                    }
+                    None => self.schedule.succeeded(&secret),
                 }
                 self.state.insert(secret.clone(), SecretState::Managed);
                 if dirty {

@@ -19,7 +19,10 @@ use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
-use crate::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef};
+use crate::contract::annotation::{
+    EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, REGISTRIES_ANNOTATION,
+    ROLE_ANNOTATION, SecretRef,
+};
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 
 /// Which watch a stream belongs to.
@@ -53,11 +56,25 @@ impl StreamId {
     }
 }
 
+/// A managed Secret as kept.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    /// Trimmed to what kubeecr reads and writes.
+    pub object: Arc<Secret>,
+    /// Whether `.dockerconfigjson` is kept too. Larger than `MAX_KEPT_CONFIG`, it is not, and
+    /// the Secret is read (GET) before it is written.
+    pub complete: bool,
+}
+
+/// The largest `.dockerconfigjson` kept in memory; a real one with a few registries is a
+/// few kB, so only a padded one is bigger.
+pub const MAX_KEPT_CONFIG: usize = 64 * 1024;
+
 /// What is known of one opted-in Secret.
 #[derive(Debug, Default, Clone)]
 pub struct Entry {
-    /// From the managed watch: the trimmed object.
-    pub managed: Option<Arc<Secret>>,
+    /// From the managed watch.
+    pub managed: Option<Managed>,
     /// From the unmanaged watch: the trimmed metadata of an opted-in, unlabelled Secret.
     pub unmanaged: Option<Arc<ObjectMeta>>,
 }
@@ -80,7 +97,7 @@ pub struct Index {
     /// Keys given by the list in progress of each stream.
     listing: HashMap<StreamId, HashSet<SecretRef>>,
     synced: HashSet<StreamId>,
-    streams: usize,
+    streams: Vec<StreamId>,
 }
 
 fn key_of(meta: &ObjectMeta) -> SecretRef {
@@ -90,11 +107,18 @@ fn key_of(meta: &ObjectMeta) -> SecretRef {
     )
 }
 
-fn kubeecr_keys(map: Option<&BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
-    let kept: BTreeMap<String, String> = map?
+const KEPT_ANNOTATIONS: [&str; 4] = [
+    REGISTRIES_ANNOTATION,
+    ROLE_ANNOTATION,
+    EXPIRES_AT_ANNOTATION,
+    FINGERPRINTS_ANNOTATION,
+];
+
+fn keep(map: Option<&BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMap<String, String>> {
+    let map = map?;
+    let kept: BTreeMap<String, String> = keys
         .iter()
-        .filter(|(k, _)| k.starts_with("deft.com/kubeecr"))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter_map(|k| map.get(*k).map(|v| (k.to_string(), v.clone())))
         .collect();
     (!kept.is_empty()).then_some(kept)
 }
@@ -105,25 +129,31 @@ fn trim_meta(meta: &ObjectMeta) -> ObjectMeta {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         resource_version: meta.resource_version.clone(),
-        labels: kubeecr_keys(meta.labels.as_ref()),
-        annotations: kubeecr_keys(meta.annotations.as_ref()),
+        labels: keep(meta.labels.as_ref(), &[MANAGED_LABEL]),
+        annotations: keep(meta.annotations.as_ref(), &KEPT_ANNOTATIONS),
         ..ObjectMeta::default()
     }
 }
 
-/// A managed Secret as kept: its type, its `.dockerconfigjson`, and trimmed metadata. Every
-/// patch kubeecr writes touches only those fields.
-pub fn trim_secret(secret: Secret) -> Secret {
-    let data = secret.data.and_then(|mut d| {
-        d.remove(DOCKER_CONFIG_JSON_KEY)
-            .map(|v: ByteString| BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_string(), v)]))
-    });
-    Secret {
-        metadata: trim_meta(&secret.metadata),
-        type_: secret.type_,
-        immutable: secret.immutable,
-        data,
-        ..Secret::default()
+/// A managed Secret as kept: its type, its `.dockerconfigjson` (unless oversized), and trimmed
+/// metadata. Every patch kubeecr writes touches only those fields.
+pub fn trim_secret(secret: Secret) -> Managed {
+    let config = secret
+        .data
+        .and_then(|mut d| d.remove(DOCKER_CONFIG_JSON_KEY));
+    let complete = config.as_ref().is_none_or(|c| c.0.len() <= MAX_KEPT_CONFIG);
+    let data = config
+        .filter(|_| complete)
+        .map(|v: ByteString| BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_string(), v)]));
+    Managed {
+        object: Arc::new(Secret {
+            metadata: trim_meta(&secret.metadata),
+            type_: secret.type_,
+            immutable: secret.immutable,
+            data,
+            ..Secret::default()
+        }),
+        complete,
     }
 }
 
@@ -134,7 +164,7 @@ fn opted_in(meta: &ObjectMeta) -> bool {
 }
 
 impl Index {
-    pub fn new(streams: usize) -> Self {
+    pub fn new(streams: Vec<StreamId>) -> Self {
         Self {
             streams,
             ..Self::default()
@@ -159,17 +189,29 @@ impl Index {
 
     /// Every stream has finished at least one list.
     pub fn is_synced(&self) -> bool {
-        self.synced.len() >= self.streams
+        self.synced.len() >= self.streams.len()
+    }
+
+    /// The streams that have not finished a list yet, for `/readyz`.
+    pub fn unsynced(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|s| !self.synced.contains(*s))
+            .map(|s| {
+                let scope = s.namespace.as_deref().unwrap_or("all namespaces");
+                format!("{} watch of {scope}", s.source.label())
+            })
+            .collect()
     }
 
     /// Applies one change; returns the Secrets whose entry changed.
     pub fn apply(&mut self, change: Change) -> Vec<SecretRef> {
         match change {
             Change::Managed(stream, event) => self.apply_with(stream, event, |entry, object| {
-                let object = object.map(|s| Arc::new(trim_secret(s)));
-                let changed = entry.managed.as_ref().map(|s| &s.metadata.resource_version)
-                    != object.as_ref().map(|s| &s.metadata.resource_version);
-                entry.managed = object;
+                let managed = object.map(trim_secret);
+                let rv = |m: &Managed| m.object.metadata.resource_version.clone();
+                let changed = entry.managed.as_ref().map(rv) != managed.as_ref().map(rv);
+                entry.managed = managed;
                 changed
             }),
             Change::Unmanaged(stream, event) => self.apply_with(stream, event, |entry, object| {
@@ -252,7 +294,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::contract::annotation::MANAGED_LABEL;
 
     fn managed(name: &str, rv: &str) -> Secret {
         serde_json::from_value(json!({
@@ -288,18 +329,24 @@ mod tests {
         }
     }
 
+    fn both() -> Vec<StreamId> {
+        vec![stream(Source::Managed), stream(Source::Unmanaged)]
+    }
+
     fn r(name: &str) -> SecretRef {
         SecretRef::new("ns", name)
     }
 
     #[test]
     fn keeps_only_what_kubeecr_reads() {
-        let mut index = Index::new(1);
+        let mut index = Index::new(both());
         index.apply(Change::Managed(
             stream(Source::Managed),
             Event::Apply(managed("a", "1")),
         ));
         let kept = index.get(&r("a")).unwrap().managed.clone().unwrap();
+        assert!(kept.complete);
+        let kept = kept.object;
         assert!(kept.metadata.managed_fields.is_none());
         assert_eq!(kept.metadata.labels.as_ref().unwrap().len(), 1);
         assert_eq!(kept.metadata.annotations.as_ref().unwrap().len(), 1);
@@ -309,7 +356,7 @@ mod tests {
 
     #[test]
     fn unmanaged_secrets_are_kept_only_while_opted_in() {
-        let mut index = Index::new(1);
+        let mut index = Index::new(both());
         let s = stream(Source::Unmanaged);
         assert!(
             index
@@ -336,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_relist_drops_what_it_no_longer_gives_and_syncs() {
-        let mut index = Index::new(2);
+        let mut index = Index::new(both());
         let m = stream(Source::Managed);
         let u = stream(Source::Unmanaged);
         for (name, rv) in [("a", "1"), ("b", "1")] {
@@ -369,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_namespaced_relist_leaves_other_namespaces_alone() {
-        let mut index = Index::new(2);
+        let mut index = Index::new(both());
         let in_ns = StreamId {
             source: Source::Managed,
             namespace: Some("ns".into()),
@@ -386,8 +433,32 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_config_is_not_kept_and_unsynced_streams_are_named() {
+        let mut index = Index::new(both());
+        let mut big = managed("big", "1");
+        big.data.as_mut().unwrap().insert(
+            DOCKER_CONFIG_JSON_KEY.into(),
+            ByteString(vec![b' '; MAX_KEPT_CONFIG + 1]),
+        );
+        index.apply(Change::Managed(stream(Source::Managed), Event::Apply(big)));
+        let kept = index.get(&r("big")).unwrap().managed.clone().unwrap();
+        assert!(!kept.complete);
+        assert!(kept.object.data.is_none());
+        assert_eq!(
+            index.unsynced(),
+            [
+                "managed watch of all namespaces",
+                "metadata watch of all namespaces"
+            ]
+        );
+        index.apply(Change::Managed(stream(Source::Managed), Event::Init));
+        index.apply(Change::Managed(stream(Source::Managed), Event::InitDone));
+        assert_eq!(index.unsynced(), ["metadata watch of all namespaces"]);
+    }
+
+    #[test]
     fn the_same_version_again_is_no_change() {
-        let mut index = Index::new(1);
+        let mut index = Index::new(both());
         let m = stream(Source::Managed);
         assert_eq!(
             index.apply(Change::Managed(m.clone(), Event::Apply(managed("a", "1")))),

@@ -164,7 +164,7 @@ mod tests {
 
     use super::*;
     use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION};
-    use crate::tokens::token::{FetchedToken, decode};
+    use crate::contract::token::{FetchedToken, decode};
 
     const DUE: DuePolicy = DuePolicy {
         refresh_before: Duration::from_secs(4 * 3600),

@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event, InitialListStrategy};
+use kube::runtime::watcher::{self, InitialListStrategy};
 
 use crate::kube_api::causes;
-use crate::refresher::index::{Change, Source, StreamId, trim_secret};
+use crate::refresher::index::{Change, Source, StreamId};
 use crate::refresher::pass::{managed_selector, unmanaged_selector};
 use crate::telemetry::metrics::{Metrics, WatchLabels};
 
@@ -64,6 +64,10 @@ fn report<T>(stream: &StreamId, metrics: &Metrics, item: Result<T, watcher::Erro
     }
 }
 
+/// Full Secrets per list page of the managed watch: a page is held in memory whole, and a
+/// Secret may hold up to 1 MiB.
+const MANAGED_PAGE: u32 = 100;
+
 /// All watch streams, merged into one stream of changes.
 pub fn changes(
     client: &kube::Client,
@@ -71,7 +75,7 @@ pub fn changes(
     page_size: u32,
     metrics: &Arc<Metrics>,
 ) -> impl Stream<Item = Change> + Send + 'static {
-    let config = |selector: String| {
+    let config = |selector: String, page_size: u32| {
         let mut config = watcher::Config::default()
             .labels(&selector)
             .page_size(page_size);
@@ -83,19 +87,20 @@ pub fn changes(
         let ns = id.namespace.as_deref();
         let stream_id = id.clone();
         match id.source {
-            Source::Managed => {
-                watcher::watcher(api::<Secret>(client, ns), config(managed_selector()))
-                    .default_backoff()
-                    .filter_map(move |item| {
-                        let change = report(&stream_id, &metrics, item)
-                            .map(|event| Change::Managed(stream_id.clone(), trim_event(event)));
-                        futures::future::ready(change)
-                    })
-                    .boxed()
-            }
+            Source::Managed => watcher::watcher(
+                api::<Secret>(client, ns),
+                config(managed_selector(), page_size.min(MANAGED_PAGE)),
+            )
+            .default_backoff()
+            .filter_map(move |item| {
+                let change = report(&stream_id, &metrics, item)
+                    .map(|event| Change::Managed(stream_id.clone(), event));
+                futures::future::ready(change)
+            })
+            .boxed(),
             Source::Unmanaged => watcher::watcher(
                 api::<PartialObjectMeta<Secret>>(client, ns),
-                config(unmanaged_selector()),
+                config(unmanaged_selector(), page_size),
             )
             .default_backoff()
             .filter_map(move |item| {
@@ -107,13 +112,4 @@ pub fn changes(
         }
     });
     futures::stream::select_all(all)
-}
-
-/// Trims a managed Secret as soon as it arrives, before it is queued anywhere.
-fn trim_event(event: Event<Secret>) -> Event<Secret> {
-    match event {
-        Event::Apply(s) => Event::Apply(trim_secret(s)),
-        Event::InitApply(s) => Event::InitApply(trim_secret(s)),
-        other => other,
-    }
 }

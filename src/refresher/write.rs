@@ -20,7 +20,7 @@ use crate::contract::secret_update::{self, DuePolicy, DueReason};
 use crate::kube_api::{describe, status_code};
 use crate::refresher::plan::{self, Plan};
 use crate::telemetry::metrics::{Metrics, OutcomeLabels, RefreshOutcome};
-use crate::tokens::cache::TokenCache;
+use crate::tokens::cache::{CachedToken, FetchError, TokenCache};
 
 /// The field manager kubeecr writes as.
 pub const FIELD_MANAGER: &str = "kubeecr";
@@ -250,27 +250,38 @@ impl Writer {
             }
             Plan::Fill { binding, reason } => {
                 let keys = secret_update::token_keys(&binding);
-                let fetched = futures::future::try_join_all(keys.iter().map(|key| async move {
-                    let cached = self.tokens.get(key).await?;
-                    Ok::<_, crate::tokens::cache::FetchError>((key.clone(), cached.token))
-                }))
+                let fetched = futures::future::try_join_all(
+                    keys.iter()
+                        .map(|key| async move { Ok((key.clone(), self.tokens.get(key).await?)) }),
+                )
                 .await;
-                let tokens: BTreeMap<_, _> = match fetched {
-                    Ok(pairs) => pairs.into_iter().collect(),
-                    Err(e) => {
-                        return Err(Outcome::Failed(Failure {
-                            kind: FailureKind::Ecr,
-                            message: format!("{secret}: {e}"),
-                            note: e.brief(),
-                        }));
-                    }
+                let ecr_failed = |e: &FetchError| {
+                    Outcome::Failed(Failure {
+                        kind: FailureKind::Ecr,
+                        message: format!("{secret}: {e}"),
+                        note: e.brief(),
+                    })
                 };
+                let fetched: Vec<(_, CachedToken)> = match fetched {
+                    Ok(pairs) => pairs,
+                    Err(e) => return Err(ecr_failed(&e)),
+                };
+                // A token the cache could not renew: served while it lasts, but it may not
+                // be new to this Secret.
+                let renewal_error = fetched.iter().find_map(|(_, c)| c.renewal_error.clone());
+                let tokens: BTreeMap<_, _> =
+                    fetched.into_iter().map(|(k, c)| (k, c.token)).collect();
                 let filled =
                     match secret_update::fill(&binding, plan::dockerconfigjson(object), &tokens) {
                         Ok(filled) => filled,
                         Err(e) => return Err(Outcome::Skipped(format!("{secret}: {e}"))),
                     };
                 match plan::fill_patch(object, &filled) {
+                    // Due, but the cache has nothing newer: ECR is failing. A failure, so that
+                    // it backs off and says so, rather than a success due again at once.
+                    None if renewal_error.is_some() => {
+                        Err(ecr_failed(&renewal_error.expect("checked")))
+                    }
                     None => Err(Outcome::Unchanged {
                         due_at: filled
                             .expires_at
@@ -291,6 +302,120 @@ impl Writer {
                     )),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use base64::Engine;
+    use futures::future::BoxFuture;
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::token::{FetchedToken, TokenKey};
+    use crate::tokens::cache::{CacheConfig, FetchErrorKind, TokenSource};
+
+    /// One token, 12h from `issued`; then errors once `fail` is set.
+    struct Source {
+        issued: Timestamp,
+        fail: AtomicBool,
+    }
+
+    impl TokenSource for Source {
+        fn fetch<'a>(
+            &'a self,
+            key: &'a TokenKey,
+        ) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
+            Box::pin(async move {
+                if self.fail.load(Ordering::SeqCst) {
+                    return Err(FetchError::new(
+                        key,
+                        FetchErrorKind::Unreachable,
+                        "connection refused".into(),
+                    ));
+                }
+                Ok(FetchedToken {
+                    authorization_token: SecretString::from(
+                        base64::engine::general_purpose::STANDARD.encode("AWS:pw"),
+                    ),
+                    expires_at: Some(self.issued + Duration::from_secs(12 * 3600)),
+                })
+            })
+        }
+    }
+
+    /// ECR has been failing for hours: the Secret is due, but the cache only has the token it
+    /// already holds. That is a failure (backoff, Event), not "up to date" and due again at once.
+    #[tokio::test]
+    async fn a_due_secret_with_only_a_stale_token_to_give_fails() {
+        crate::servers::tls::install_crypto_provider();
+        let issued = Timestamp::now() - Duration::from_secs(9 * 3600);
+        let source = Arc::new(Source {
+            issued,
+            fail: AtomicBool::new(false),
+        });
+        let clock_at = Arc::new(std::sync::Mutex::new(issued));
+        let clock = {
+            let at = Arc::clone(&clock_at);
+            Arc::new(move || *at.lock().unwrap())
+        };
+        let tokens = TokenCache::with_clock(
+            source.clone(),
+            CacheConfig {
+                renew_before: Duration::from_secs(5 * 3600),
+                min_fetch_interval: Duration::from_secs(60),
+            },
+            Arc::default(),
+            clock,
+        );
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let writer = Writer::new(
+            client,
+            tokens,
+            Arc::new(Policy::default()),
+            WriteSettings {
+                due: DuePolicy {
+                    refresh_before: Duration::from_secs(4 * 3600),
+                    force: false,
+                },
+                conflict_retries: 1,
+                rate: None,
+            },
+            Arc::default(),
+        );
+        let secret = SecretRef::new("ns", "s");
+        let empty: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "1",
+                         "annotations": {"deft.com/kubeecr": "123456789012/us-west-2"}},
+            "type": "kubernetes.io/dockerconfigjson",
+        }))
+        .unwrap();
+        // Filled when the token was new.
+        let (patch, _) = writer.decide(&secret, &empty).await.unwrap();
+        let mut filled = serde_json::to_value(&empty).unwrap();
+        json_patch::merge(&mut filled, &patch);
+        let filled: Secret = serde_json::from_value(filled).unwrap();
+
+        // Nine hours on, the token is due for renewal and ECR fails.
+        *clock_at.lock().unwrap() = Timestamp::now();
+        source.fail.store(true, Ordering::SeqCst);
+        match writer.decide(&secret, &filled).await {
+            Err(Outcome::Failed(f)) => {
+                assert_eq!(f.kind, FailureKind::Ecr);
+                assert!(
+                    f.note.starts_with("ECR unreachable for us-west-2"),
+                    "{}",
+                    f.note
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -22,21 +22,22 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Clone)]
 pub struct Health {
     pub certificate_loaded: watch::Receiver<bool>,
-    pub watch_synced: watch::Receiver<bool>,
+    /// What the Secret watches still have to list; `None` once all have.
+    pub watch_pending: watch::Receiver<Option<String>>,
     pub shutting_down: watch::Receiver<bool>,
 }
 
 impl Health {
     /// `Ok`, or what is not ready yet.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    pub fn readiness(&self) -> Result<(), String> {
         if *self.shutting_down.borrow() {
-            return Err("shutting down");
+            return Err("shutting down".into());
         }
         if !*self.certificate_loaded.borrow() {
-            return Err("the serving certificate is not loaded");
+            return Err("the serving certificate is not loaded".into());
         }
-        if !*self.watch_synced.borrow() {
-            return Err("the Secret watches have not listed yet");
+        if let Some(pending) = self.watch_pending.borrow().as_ref() {
+            return Err(pending.clone());
         }
         Ok(())
     }

@@ -22,7 +22,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::kube_api::{describe, status_code};
+use crate::telemetry::metrics::Metrics;
 
 /// Leader election as configured; `resolve` fills in what the environment knows.
 #[derive(Debug, Clone)]
@@ -217,56 +220,74 @@ impl LeaderElector {
     }
 
     /// Elects until `shutdown`, publishing whether this replica leads; then releases the
-    /// Lease if it holds it.
-    pub async fn run(mut self, leading: watch::Sender<bool>, shutdown: CancellationToken) {
+    /// Lease if it holds it. A leader whose renewals fail stops leading the moment its renew
+    /// deadline passes, whatever its requests are doing.
+    pub async fn run(
+        mut self,
+        leading: watch::Sender<bool>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) {
+        let deadline = self.settings.renew_deadline;
         let mut last_renewal: Option<Instant> = None;
-        let mut last_error = String::new();
+        let mut last_error: Option<(String, Instant)> = None;
         loop {
-            // A hung request must not outlast the renew deadline.
-            let attempt = tokio::time::timeout(
-                self.settings.renew_deadline / 2,
-                self.try_acquire_or_renew(),
-            )
-            .await
-            .unwrap_or_else(|_| Err(kube::Error::Service("the Lease request timed out".into())));
+            if last_renewal.is_some_and(|at| at.elapsed() >= deadline) {
+                tracing::warn!(identity = %self.settings.identity, deadline = ?deadline, "could not renew the Lease in time; stepping down");
+                last_renewal = None;
+                leading.send_replace(false);
+            }
+            // A leader's attempt may not outlast its deadline; a candidate's takes half of it.
+            let budget = match last_renewal {
+                Some(at) => (at + deadline).saturating_duration_since(Instant::now()),
+                None => deadline / 2,
+            };
+            let attempt = tokio::time::timeout(budget, self.try_acquire_or_renew())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(kube::Error::Service("the Lease request timed out".into()))
+                });
             match attempt {
                 Ok(true) => {
                     if last_renewal.is_none() {
                         tracing::info!(identity = %self.settings.identity, lease = %self.settings.name, namespace = %self.settings.namespace, "acquired the Lease");
                     }
                     last_renewal = Some(Instant::now());
-                    last_error.clear();
+                    last_error = None;
                 }
                 Ok(false) => {
                     if last_renewal.take().is_some() {
                         tracing::warn!(identity = %self.settings.identity, "lost the Lease to another replica");
                     }
-                    last_error.clear();
+                    last_error = None;
                 }
                 Err(e) => {
+                    metrics.lease_errors.inc();
                     let message = describe(&e);
-                    if message != last_error {
-                        tracing::warn!(lease = %self.settings.name, "leader election: {message}");
-                        last_error = message;
+                    // Said once, and again every minute while it lasts.
+                    let repeat = last_error
+                        .as_ref()
+                        .is_some_and(|(m, at)| *m == message && at.elapsed() < ERROR_REPEAT);
+                    if !repeat {
+                        tracing::warn!(lease = %self.settings.name, namespace = %self.settings.namespace, "leader election: {message}");
+                        last_error = Some((message, Instant::now()));
                     }
                 }
             }
-            if let Some(at) = last_renewal
-                && at.elapsed() >= self.settings.renew_deadline
-            {
-                tracing::warn!(identity = %self.settings.identity, deadline = ?self.settings.renew_deadline, "could not renew the Lease in time; stepping down");
-                last_renewal = None;
-            }
-            leading.send_if_modified(|l| {
-                std::mem::replace(l, last_renewal.is_some()) != last_renewal.is_some()
-            });
             let pause = self
                 .settings
                 .retry_period
                 .mul_f64(1.0 + 0.2 * fastrand::f64());
+            let is_leader = last_renewal.is_some_and(|at| at.elapsed() < deadline);
+            leading.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader);
+            // Back at the deadline at the latest, to step down on time.
+            let mut wake = Instant::now() + pause;
+            if let Some(at) = last_renewal {
+                wake = wake.min(at + deadline);
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
         leading.send_replace(false);
@@ -276,3 +297,6 @@ impl LeaderElector {
         }
     }
 }
+
+/// How often a lasting leader-election error is logged again.
+const ERROR_REPEAT: Duration = Duration::from_secs(60);

@@ -2,8 +2,9 @@
 //! the Secret watches and refresher, the Lease loop, token renewal and Events.
 //!
 //! Any of them ending on its own ends the process with a failure: no half-alive replica.
-//! SIGTERM turns `/readyz` to 503, stops refreshing, releases the Lease, stops accepting
-//! webhook connections and drains the open ones (20 s at most), then exits 0.
+//! SIGTERM turns `/readyz` to 503, keeps serving for `--shutdown-delay` (so that endpoints
+//! stop routing here first), then stops refreshing, releases the Lease, stops accepting
+//! webhook connections and drains the open ones (20 s at most), and exits 0.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -56,6 +57,8 @@ pub struct ServeSettings {
     /// `None`: this replica always refreshes (`--leader-elect=false`).
     pub election: Option<Election>,
     pub events_per_second: NonZeroU32,
+    /// How long to keep serving after SIGTERM, while `/readyz` already says 503.
+    pub shutdown_delay: Duration,
 }
 
 /// How often tokens about to expire are renewed ahead of time.
@@ -72,8 +75,10 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
+    // SIGTERM cancels `signal`; the tasks stop on `stop`, after the shutdown delay.
+    let signal = CancellationToken::new();
+    let signals = tokio::spawn(shutdown::on_signal(signal.clone()));
     let stop = CancellationToken::new();
-    let signals = tokio::spawn(shutdown::on_signal(stop.clone()));
 
     let reloader = CertReloader::load(settings.webhook.tls.clone())?;
     let tls = server_config(reloader.store());
@@ -99,7 +104,8 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     );
 
     let (leading_tx, leading_rx) = watch::channel(false);
-    let (synced_tx, synced_rx) = watch::channel(false);
+    let (pending_tx, pending_rx) =
+        watch::channel(Some("the Secret watches have not listed yet".to_string()));
     let (stopping_tx, stopping_rx) = watch::channel(false);
 
     let mut tasks: JoinSet<Task> = JoinSet::new();
@@ -153,13 +159,13 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         events,
         Arc::clone(&metrics),
         settings.controller,
-        streams.len(),
+        streams,
     );
     let controller_stop = stop.clone();
     let leading = leading_rx.clone();
     tasks.spawn(async move {
         let ran = controller
-            .run(changes, leading, synced_tx, controller_stop)
+            .run(changes, leading, pending_tx, controller_stop)
             .await;
         ("the refresher", ran.map_err(Into::into))
     });
@@ -169,8 +175,9 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         Some(lease) => {
             let elector = LeaderElector::new(client.clone(), lease);
             let lease_stop = stop.clone();
+            let lease_metrics = Arc::clone(&metrics);
             tasks.spawn(async move {
-                elector.run(leading_tx, lease_stop).await;
+                elector.run(leading_tx, lease_metrics, lease_stop).await;
                 ("the leader election", Ok(()))
             });
         }
@@ -207,7 +214,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     // The admin port outlives the others: /readyz says 503 while they drain.
     let health = Health {
         certificate_loaded: certificate_rx,
-        watch_synced: synced_rx,
+        watch_pending: pending_rx,
         shutting_down: stopping_rx,
     };
     let admin_stop = CancellationToken::new();
@@ -223,26 +230,32 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     let mut admin_ended = false;
     let failed = tokio::select! {
         biased;
-        () = stop.cancelled() => None,
-        // A task that ends because shutdown began is no failure.
-        Some(ended) = tasks.join_next() => (!stop.is_cancelled()).then(|| match ended {
+        () = signal.cancelled() => None,
+        Some(ended) = tasks.join_next() => Some(match ended {
             Ok((name, Ok(()))) => format!("{name} stopped"),
             Ok((name, Err(e))) => format!("{name} failed: {e:#}"),
             Err(e) => format!("a task panicked: {e}"),
         }),
         served = &mut admin_task => {
             admin_ended = true;
-            (!stop.is_cancelled()).then(|| match served {
+            Some(match served {
                 Ok(Ok(())) => "the admin server stopped".to_string(),
                 Ok(Err(e)) => format!("the admin server failed: {e}"),
                 Err(e) => format!("the admin server panicked: {e}"),
             })
         }
     };
-    if let Some(why) = &failed {
-        tracing::error!("{why}; shutting down");
-    }
     stopping_tx.send_replace(true);
+    match &failed {
+        Some(why) => tracing::error!("{why}; shutting down"),
+        // Endpoints take a moment to drop a pod that is no longer ready: keep serving
+        // meanwhile, so that the API server is not refused.
+        None if !settings.shutdown_delay.is_zero() => {
+            tracing::info!(delay = ?settings.shutdown_delay, "not ready any more; still serving for the shutdown delay");
+            tokio::time::sleep(settings.shutdown_delay).await;
+        }
+        None => {}
+    }
     stop.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while let Some(ended) = tasks.join_next().await {

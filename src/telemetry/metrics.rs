@@ -126,6 +126,7 @@ pub struct Metrics {
     pub admission_requests: Family<AdmissionLabels, Counter>,
     pub admission_duration: Family<WebhookLabels, Histogram>,
     pub watch_errors: Family<WatchLabels, Counter>,
+    pub lease_errors: Counter,
     pub queue_depth: Gauge,
     pub events_dropped: Counter,
 }
@@ -152,6 +153,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
             }),
             watch_errors: Family::default(),
+            lease_errors: Counter::default(),
             queue_depth: Gauge::default(),
             events_dropped: Counter::default(),
         };
@@ -197,6 +199,11 @@ impl Metrics {
             "watch_errors",
             "Errors of the Secret watches (each is retried with backoff)",
             m.watch_errors.clone(),
+        );
+        registry.register(
+            "lease_errors",
+            "Leader-election requests that failed (each is retried)",
+            m.lease_errors.clone(),
         );
         registry.register(
             "refresh_queue_depth",

@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
+use crate::contract::token::{self, FetchedToken, Token, TokenKey};
 use crate::telemetry::metrics::{EcrCallLabels, Metrics, TokenLabels};
-use crate::tokens::token::{self, FetchedToken, Token, TokenKey};
 
 /// Where tokens come from: ECR in production, a fake in unit tests.
 pub trait TokenSource: Send + Sync + 'static {

@@ -16,8 +16,8 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 
+use crate::contract::token::{FetchedToken, TokenKey};
 use crate::tokens::cache::{FetchError, FetchErrorKind, TokenSource};
-use crate::tokens::token::{FetchedToken, TokenKey};
 
 /// Where and how to reach AWS.
 #[derive(Debug, Clone, Default)]

@@ -5,6 +5,7 @@ mod ecr_source;
 mod refresh_cli;
 mod refresh_scenarios;
 mod serve_cli;
+mod serve_faults;
 mod serve_process;
 mod serve_scenarios;
 mod webhook_config;

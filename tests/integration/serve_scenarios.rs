@@ -169,7 +169,13 @@ async fn secrets_changed_behind_the_webhooks_back_are_filled_by_the_watch(cluste
     assert!(annotation(&released, FINGERPRINTS).is_none());
     assert_eq!(released.data, before.data, "credentials left in place");
 
-    let metrics = serve.metrics().await;
+    // The API shows a write a moment before its outcome is counted.
+    let metrics = eventually(Duration::from_secs(5), || async {
+        let m = serve.metrics().await;
+        sample_of(&m, "kubeecr_refreshes_total{outcome=\"released\"}").map(|_| m)
+    })
+    .await
+    .expect("the release counted");
     assert_eq!(sample_of(&metrics, "kubeecr_leader"), Some(1.0));
     assert!(
         sample_of(&metrics, "kubeecr_refreshes_total{outcome=\"refreshed\"}") >= Some(4.0),
@@ -229,7 +235,11 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     .await;
     assert!(filled.is_some(), "filled by the leader\n{}", a.logs());
     let refreshed = "kubeecr_refreshes_total{outcome=\"refreshed\"}";
-    assert_eq!(a.metric(refreshed).await, Some(1.0));
+    let counted = eventually(Duration::from_secs(5), || async {
+        (a.metric(refreshed).await == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "the leader counted its write");
     assert_eq!(b.metric(refreshed).await, None, "the follower never wrote");
 
     let mut a = a;
@@ -389,16 +399,22 @@ async fn events_tell_what_happened_and_repeats_become_a_series(cluster: TestClus
 }
 on_both_backends!(events_tell_what_happened_and_repeats_become_a_series);
 
-/// SIGTERM while clients keep the webhook busy: every request that reaches kubeecr is
-/// answered in full, new connections are refused once it stops listening, it exits 0 and
-/// the Lease is free.
+/// SIGTERM while clients keep the webhook busy: `/readyz` turns 503 while it keeps serving
+/// for the shutdown delay; then every request that reaches kubeecr is answered in full, new
+/// connections are refused once it stops listening, it exits 0 and the Lease is free.
 async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use kubeecr_testkit::tls::{Alpn, https_client};
 
     let ecr = EcrProxy::start().await;
-    let mut serve = ServeProcess::start(&cluster, &ecr.url(), "replica-a", &[]).await;
+    let mut serve = ServeProcess::start(
+        &cluster,
+        &ecr.url(),
+        "replica-a",
+        &["--shutdown-delay", "2s"],
+    )
+    .await;
     serve.wait_ready().await;
     let led = eventually(Duration::from_secs(15), || async {
         serve.is_leader().await.then_some(())
@@ -449,6 +465,11 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     serve.signal(libc::SIGTERM);
+    let unready = eventually(Duration::from_secs(2), || async {
+        (serve.readyz().await == Some(503)).then_some(())
+    })
+    .await;
+    assert!(unready.is_some(), "not ready during the shutdown delay");
     let status = serve.exit(Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -19,9 +19,9 @@ struct Args {
     /// Directory for ca.crt, tls.crt and tls.key (made when missing).
     #[arg(long)]
     certs_dir: PathBuf,
-    /// The webhook's base URL, e.g. https://127.0.0.1:8443.
+    /// The webhook's base URL, e.g. https://127.0.0.1:8443. Unset: no webhook is registered.
     #[arg(long)]
-    webhook_url: String,
+    webhook_url: Option<String>,
     /// The webhook-config/ directory to register.
     #[arg(long, default_value = "webhook-config")]
     webhook_config: PathBuf,
@@ -46,14 +46,14 @@ async fn main() -> anyhow::Result<()> {
     let ca = ensure_certs(&args.certs_dir)?;
     let server = FakeApiServer::start_on(&args.listen).await;
     server.write_kubeconfig(&args.kubeconfig);
-    let mut yaml = String::new();
-    for file in ["mutating.yaml", "validating.yaml"] {
-        yaml.push_str(&std::fs::read_to_string(args.webhook_config.join(file))?);
-        yaml.push_str("\n---\n");
+    if let Some(url) = &args.webhook_url {
+        let mut yaml = String::new();
+        for file in ["mutating.yaml", "validating.yaml"] {
+            yaml.push_str(&std::fs::read_to_string(args.webhook_config.join(file))?);
+            yaml.push_str("\n---\n");
+        }
+        server.webhooks().register_yaml(&yaml, url, ca.as_bytes());
     }
-    server
-        .webhooks()
-        .register_yaml(&yaml, &args.webhook_url, ca.as_bytes());
     println!("ready {}", server.url());
     tokio::signal::ctrl_c().await?;
     Ok(())

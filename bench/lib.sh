@@ -1,0 +1,50 @@
+# Shared by bench/*.sh: release binaries, moto, and a real kube-apiserver (from
+# ../shared/kube-apiserver, fresh etcd) or the in-repo API double.
+
+source scripts/lib/moto.sh
+
+build_release() {
+  echo "==> building release binaries" >&2
+  cargo build --release --quiet --bin kubeecr
+  cargo build --release --quiet -p kubeecr-testkit --bin kubeecr-seed --bin kubeecr-dev-cluster
+}
+
+bench_pids=()
+bench_kapi=""
+bench_cleanup() {
+  for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$bench_kapi" ]; then ../shared/kube-apiserver/stop.sh "$bench_kapi" --wipe >/dev/null 2>&1 || true; fi
+}
+trap bench_cleanup EXIT
+
+# Starts the cluster named by $1 (real|double); sets KUBECONFIG_PATH.
+start_cluster() {
+  local state=target/bench
+  mkdir -p "$state"
+  case "$1" in
+    real)
+      bench_kapi="$PWD/$state/kube-apiserver"
+      ../shared/kube-apiserver/stop.sh "$bench_kapi" --wipe >/dev/null 2>&1 || true
+      KUBECONFIG_PATH=$(../shared/kube-apiserver/start.sh "$bench_kapi" | tail -n 1)
+      ;;
+    double)
+      local port
+      port=$(free_port)
+      target/release/kubeecr-dev-cluster --listen "127.0.0.1:$port" --kubeconfig "$state/kubeconfig" \
+        --certs-dir "$state/certs" >"$state/double.log" 2>&1 &
+      bench_pids+=("$!")
+      wait_port "$port"
+      KUBECONFIG_PATH="$PWD/$state/kubeconfig"
+      ;;
+    *) echo "cluster must be real or double" >&2; exit 2 ;;
+  esac
+}
+
+# Counts of the API server's requests for secrets, by verb (real kube-apiserver only).
+apiserver_secret_requests() {
+  kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /metrics 2>/dev/null |
+    awk '/^apiserver_request_total\{/ && /resource="secrets"/ {
+      match($0, /verb="[A-Z]+"/); verb = substr($0, RSTART + 6, RLENGTH - 7); n[verb] += $NF
+    } END { for (v in n) printf "%s=%d ", v, n[v]; print "" }'
+}
+

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `kubeecr refresh` at scale: fills N opted-in Secrets spread over namespaces and 50
+# (account, region) pairs in 5 regions, beside unrelated Secrets of a given size, then runs
+# again with nothing due. Prints wall time, peak RSS, ECR calls and, on the real
+# kube-apiserver, the API requests for secrets by verb.
+#
+#   bench/refresh-scale.sh [real|double] [namespaces] [per-namespace] [unrelated] [unrelated-bytes] [--labelled]
+#   bench/refresh-scale.sh real 1000 10 0 0             # BENCHMARKS.md: 10,000 Secrets, 1,000 namespaces
+#   bench/refresh-scale.sh real 1000 10 0 0 --labelled  # as the webhook labels them at creation
+#   bench/refresh-scale.sh double 1000 10 1000 524288   # with 1,000 unrelated Secrets of 512 KiB
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}; unrelated=${4:-0}; bytes=${5:-0}; labelled=${6:-}
+build_release
+ensure_moto
+start_moto target/bench/moto.log
+bench_pids+=("$MOTO_PID")
+start_cluster "$cluster"
+
+seed=(target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces "$namespaces"
+  --secrets-per-namespace "$per" --unrelated "$unrelated" --unrelated-bytes "$bytes")
+[ "$labelled" = --labelled ] && seed+=(--labelled)
+"${seed[@]}"
+
+export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+refresh=(target/release/kubeecr refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" --log-level warn)
+
+for run in fill steady; do
+  before=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
+  out=$(mktemp); timing=$(mktemp)
+  /usr/bin/time -f '%e %M' -o "$timing" "${refresh[@]}" >"$out" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
+  read -r secs rss <"$timing"
+  after=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
+  echo "$run: $(tail -n 1 "$out") | ${secs}s, peak RSS $((rss / 1024)) MiB"
+  if [ "$cluster" = real ]; then echo "  API requests for secrets before: $before"; echo "  after:  $after"; fi
+  rm -f "$out" "$out.err" "$timing"
+done

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `kubeecr serve` footprint: time from start to ready with N labelled, opted-in Secrets
+# (as the webhook leaves them), time until every one is filled by the watch-driven
+# refresher, idle RSS, and RSS again after 100 MiB of unrelated Secret data appears.
+#
+#   bench/serve-footprint.sh [real|double] [namespaces] [per-namespace]
+#   bench/serve-footprint.sh real 1000 10     # BENCHMARKS.md: 10,000 watched Secrets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}
+total=$((namespaces * per))
+build_release
+ensure_moto
+start_moto target/bench/moto.log
+bench_pids+=("$MOTO_PID")
+start_cluster "$cluster"
+target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces "$namespaces" \
+  --secrets-per-namespace "$per" --labelled
+
+certs=target/bench/serve-certs
+mkdir -p "$certs"
+[ -f "$certs/tls.key" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null
+
+export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+admin=$(free_port)
+started=$(date +%s.%N)
+target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+  --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
+  --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
+  2>target/bench/serve.log &
+serve=$!
+bench_pids+=("$serve")
+
+rss() { awk '/^VmRSS/ {print int($2/1024)}' "/proc/$serve/status"; }
+hwm() { awk '/^VmHWM/ {print int($2/1024)}' "/proc/$serve/status"; }
+metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+
+until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+ready=$(date +%s.%N)
+echo "ready after $(echo "$ready - $started" | bc) s (watches listed $total opted-in Secrets)"
+until [ "$(metric 'kubeecr_secrets{state="managed"}')" = "$total" ]; do sleep 0.2; done
+filled=$(date +%s.%N)
+echo "all $total filled after $(echo "$filled - $started" | bc) s; ECR calls: $(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^kubeecr_ecr_calls_total/ {n += $2} END {print n}')"
+sleep 10
+echo "idle RSS $(rss) MiB (peak so far $(hwm) MiB)"
+target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces 200 --secrets-per-namespace 0 \
+  --unrelated 200 --unrelated-bytes 524288 --unrelated-prefix sh.helm.release.v1.unrelated
+sleep 10
+echo "after 200 unrelated Secrets of 512 KiB (100 MiB): RSS $(rss) MiB (peak $(hwm) MiB)"
+strip -o target/bench/kubeecr.stripped target/release/kubeecr
+echo "stripped binary: $(( $(stat -c %s target/bench/kubeecr.stripped) / 1024 / 1024 )) MiB"

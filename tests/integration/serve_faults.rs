@@ -1,0 +1,225 @@
+//! `kubeecr serve` when the API server misbehaves in ways a real one won't on demand: a
+//! compacted watch (410), 500s, dropped connections, slow answers, a Lease that cannot be
+//! renewed. On the API double only; each ends with nothing lost and service resumed.
+
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::moto::EcrProxy;
+
+use crate::common::*;
+use crate::serve_process::{ServeProcess, eventually};
+
+const US: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+const FILL: Duration = Duration::from_secs(20);
+
+async fn filled(cluster: &TestCluster, name: &str, limit: Duration) -> bool {
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    eventually(limit, || async {
+        let s = api.get_opt(name).await.ok().flatten()?;
+        dockerconfig_opt(&s)?["auths"][US]["password"]
+            .as_str()
+            .map(|_| ())
+    })
+    .await
+    .is_some()
+}
+
+fn dockerconfig_opt(s: &Secret) -> Option<serde_json::Value> {
+    serde_json::from_slice(&data_bytes(s, ".dockerconfigjson")?).ok()
+}
+
+async fn running(cluster: &TestCluster, ecr: &EcrProxy, extra: &[&str]) -> ServeProcess {
+    let serve = ServeProcess::start(cluster, &ecr.url(), "replica-a", extra).await;
+    serve.wait_ready().await;
+    let led = eventually(Duration::from_secs(15), || async {
+        serve.is_leader().await.then_some(())
+    })
+    .await;
+    assert!(led.is_some(), "leads\n{}", serve.logs());
+    serve
+}
+
+/// Changes made while the watch was away, and whose events were compacted away (410), are
+/// found by listing again: a new Secret is filled, a deleted one is forgotten.
+#[tokio::test]
+async fn a_compacted_watch_lists_again_and_misses_nothing() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let serve = running(&cluster, &ecr, &[]).await;
+    create_opted_in(&client, ns, "gone", "123456789012/us-west-2").await;
+    assert!(filled(&cluster, "gone", FILL).await);
+
+    double.pause_watches(true);
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    create_opted_in(&client, ns, "new", "123456789012/us-west-2").await;
+    double.store().compact();
+    double.break_watches();
+    double.pause_watches(false);
+
+    assert!(filled(&cluster, "new", FILL).await, "{}", serve.logs());
+    let forgotten = eventually(Duration::from_secs(15), || async {
+        let m = serve.metrics().await;
+        let managed = crate::serve_process::sample(&m, "kubeecr_secrets{state=\"managed\"}");
+        (managed == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(forgotten.is_some(), "only the new Secret is tracked");
+    let relists = double
+        .requests()
+        .iter()
+        .filter(|r| r.is_metadata_only() && !r.is_watch() && !r.query.contains("continue"))
+        .count();
+    assert!(relists >= 2, "the metadata watch listed again: {relists}");
+}
+
+/// 500s and dropped connections on lists, watches and patches: the watches retry with
+/// backoff, the failed patch is retried, and every Secret ends up filled.
+#[tokio::test]
+async fn api_errors_and_dropped_connections_then_recovery() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let serve = running(&cluster, &ecr, &[]).await;
+
+    double.fail_next(Method::GET, "/secrets", 2, 500, "InternalError");
+    double.drop_next(Method::GET, "/secrets", 2);
+    double.fail_next(Method::PATCH, "/secrets/s", 2, 500, "InternalError");
+    double.drop_next(Method::PATCH, "/secrets/s", 1);
+    double.break_watches();
+    create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
+    assert!(
+        filled(&cluster, "s", Duration::from_secs(40)).await,
+        "{}",
+        serve.logs()
+    );
+
+    let m = serve.metrics().await;
+    let watch_errors: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("kubeecr_watch_errors_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(watch_errors >= 1.0, "{m}");
+    assert!(
+        crate::serve_process::sample(&m, "kubeecr_refreshes_total{outcome=\"failed\"}")
+            >= Some(2.0),
+        "{m}"
+    );
+    let logs = serve.logs();
+    assert!(
+        logs.contains("patching it: injected 500 InternalError (HTTP 500 InternalError)"),
+        "{logs}"
+    );
+    assert_eq!(
+        serve.readyz().await,
+        Some(200),
+        "ready throughout: the index was synced"
+    );
+}
+
+/// A slow API server delays a write but loses nothing.
+#[tokio::test]
+async fn slow_answers_are_waited_for() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let _serve = running(&cluster, &ecr, &[]).await;
+    double.delay_next(Method::PATCH, "/secrets/slow", 1, Duration::from_secs(3));
+    create_opted_in(&client, cluster.ns(), "slow", "123456789012/us-west-2").await;
+    assert!(filled(&cluster, "slow", FILL).await);
+}
+
+/// A leader that cannot renew its Lease stops leading before the lease runs out, and leads
+/// again once the API server answers.
+#[tokio::test]
+async fn a_leader_that_cannot_renew_steps_down_then_leads_again() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let serve = running(
+        &cluster,
+        &ecr,
+        &[
+            "--lease-duration",
+            "4s",
+            "--lease-renew-deadline",
+            "2s",
+            "--lease-retry-period",
+            "300ms",
+        ],
+    )
+    .await;
+    // About 6 s of failed renewals.
+    double.fail_next(Method::GET, "/leases/kubeecr", 20, 500, "InternalError");
+    let stepped_down = eventually(Duration::from_secs(10), || async {
+        (!serve.is_leader().await).then_some(())
+    })
+    .await;
+    assert!(stepped_down.is_some(), "stopped leading\n{}", serve.logs());
+    assert!(
+        serve
+            .logs()
+            .contains("could not renew the Lease in time; stepping down")
+    );
+    let leads_again = eventually(Duration::from_secs(20), || async {
+        serve.is_leader().await.then_some(())
+    })
+    .await;
+    assert!(leads_again.is_some(), "leads again\n{}", serve.logs());
+}
+
+/// Memory does not depend on unrelated Secrets: they are only ever seen as metadata.
+#[tokio::test]
+async fn unrelated_secrets_are_only_ever_seen_as_metadata() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "sh.helm.release.v1.app.v1",
+            "helm.sh/release.v1",
+            &[],
+            &[("release", &vec![b'x'; 512 * 1024])],
+        ),
+    )
+    .await;
+    create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
+    let serve = running(&cluster, &ecr, &[]).await;
+    assert!(filled(&cluster, "s", FILL).await);
+    let requests = double.requests();
+    let reads: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == Method::GET && r.path.contains("/secrets"))
+        .collect();
+    assert!(reads.iter().any(|r| r.is_watch()), "watched");
+    for r in &reads {
+        let full_list_or_watch = r.path.ends_with("/secrets") && !r.is_metadata_only();
+        assert!(
+            !full_list_or_watch
+                || r.label_selector().as_deref() == Some("deft.com/kubeecr-managed=true"),
+            "full reads select kubeecr's Secrets only: {r:?}"
+        );
+        assert!(
+            !r.path.ends_with("/sh.helm.release.v1.app.v1"),
+            "never read: {r:?}"
+        );
+    }
+    drop(serve);
+}
