@@ -15,6 +15,7 @@ source bench/lib.sh
 cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}; unrelated=${4:-0}; bytes=${5:-0}; labelled=${6:-}
 build_release
 ensure_moto
+mkdir -p target/bench
 start_moto target/bench/moto.log
 bench_pids+=("$MOTO_PID")
 start_cluster "$cluster"
@@ -26,15 +27,17 @@ seed=(target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces "
 
 export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-refresh=(target/release/kubeecr refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" --log-level warn)
+refresh=(${KUBEECR_BENCH_BIN:-target/release/kubeecr} refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" --log-level warn ${KUBEECR_BENCH_FLAGS:-})
 
 for run in fill steady; do
   before=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
+  [ -n "${KUBEECR_BENCH_CPU:-}" ] && $KUBEECR_BENCH_CPU
   out=$(mktemp); timing=$(mktemp)
-  /usr/bin/time -f '%e %M' -o "$timing" "${refresh[@]}" >"$out" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
-  read -r secs rss <"$timing"
+  /usr/bin/time -f '%e %M %U %S' -o "$timing" "${refresh[@]}" >"$out" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
+  read -r secs rss user sys <"$timing"
   after=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
-  echo "$run: $(tail -n 1 "$out") | ${secs}s, peak RSS $((rss / 1024)) MiB"
+  [ -n "${KUBEECR_BENCH_CPU:-}" ] && $KUBEECR_BENCH_CPU
+  echo "$run: $(tail -n 1 "$out") | ${secs}s, peak RSS $((rss / 1024)) MiB, CPU ${user}s user + ${sys}s sys"
   if [ "$cluster" = real ]; then echo "  API requests for secrets before: $before"; echo "  after:  $after"; fi
   rm -f "$out" "$out.err" "$timing"
 done

@@ -13,6 +13,7 @@ cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}
 total=$((namespaces * per))
 build_release
 ensure_moto
+mkdir -p target/bench
 start_moto target/bench/moto.log
 bench_pids+=("$MOTO_PID")
 start_cluster "$cluster"
@@ -28,7 +29,7 @@ export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-se
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 admin=$(free_port)
 started=$(date +%s.%N)
-target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+${KUBEECR_BENCH_ENV:-} target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
   --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
   --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
   2>target/bench/serve.log &
@@ -47,6 +48,15 @@ filled=$(date +%s.%N)
 echo "all $total filled after $(echo "$filled - $started" | bc) s; ECR calls: $(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^kubeecr_ecr_calls_total/ {n += $2} END {print n}')"
 sleep 10
 echo "idle RSS $(rss) MiB (peak so far $(hwm) MiB)"
+# Fill by watch: a Secret annotated straight through the API (no webhook), timed to its token.
+k() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+for i in 1 2 3 4 5; do
+  k create secret docker-registry "latency-$i" -n bench-0 --docker-server=quay.io --docker-username=u --docker-password=p >/dev/null
+  t0=$(date +%s.%N)
+  k annotate secret "latency-$i" -n bench-0 deft.com/kubeecr=123456789012/us-west-2 >/dev/null
+  until k get secret "latency-$i" -n bench-0 -o 'jsonpath={.metadata.annotations.deft\.com/kubeecr-fingerprints}' | grep -q .; do sleep 0.05; done
+  echo "annotated behind the webhook's back: filled $(echo "$(date +%s.%N) - $t0" | bc) s after the annotate command started"
+done
 target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces 200 --secrets-per-namespace 0 \
   --unrelated 200 --unrelated-bytes 524288 --unrelated-prefix sh.helm.release.v1.unrelated
 sleep 10

@@ -61,6 +61,16 @@ echo
 echo "==> the Secrets now"
 "$KUBEECR_VENV/bin/python" scripts/lib/show.py "http://127.0.0.1:$api_port"
 
+echo
+echo "==> what kubeecr serve's /metrics says"
+"$KUBEECR_VENV/bin/python" - "http://127.0.0.1:$admin_port/metrics" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+for line in text.splitlines():
+    if line.startswith(("kubeecr_leader ", "kubeecr_secrets{", "kubeecr_refreshes_total", "kubeecr_ecr_calls_total", "kubeecr_admission_requests_total")):
+        print("  " + line)
+PY
+
 if $keep; then
   echo
   echo "==> running; try: kubectl --kubeconfig $state/kubeconfig get secrets -A   (Ctrl-C stops; logs in $state/)"

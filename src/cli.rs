@@ -212,7 +212,7 @@ pub struct RefreshArgs {
     #[arg(long, env = "KUBEECR_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub page_size: u32,
     /// Client-side limit on writes to the API server, per second; 0 lifts it.
-    #[arg(long, env = "KUBEECR_WRITE_QPS", default_value_t = 1000)]
+    #[arg(long, env = "KUBEECR_WRITE_QPS", default_value_t = 500)]
     pub write_qps: u32,
     /// Writes allowed at once above --write-qps.
     #[arg(long, env = "KUBEECR_WRITE_BURST", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]

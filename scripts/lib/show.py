@@ -15,6 +15,7 @@ for s in items:
     print(f"  {meta['namespace']}/{meta['name']}  (resourceVersion {meta['resourceVersion']})")
     print(f"    deft.com/kubeecr:            {annotations['deft.com/kubeecr']}")
     print(f"    deft.com/kubeecr-expires-at: {annotations.get('deft.com/kubeecr-expires-at', '(not yet)')}")
+    print(f"    deft.com/kubeecr-managed:    {(meta.get('labels') or {}).get('deft.com/kubeecr-managed', '(not yet)')}")
     config = json.loads(base64.b64decode(s.get("data", {}).get(".dockerconfigjson", "e30=")))
     for host, entry in config.get("auths", {}).items():
         kind = "ECR token" if ".dkr.ecr." in host else "kept as it was"

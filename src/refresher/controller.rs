@@ -23,7 +23,7 @@ use crate::refresher::plan::{self, Plan};
 use crate::refresher::schedule::{Schedule, jittered};
 use crate::refresher::write::{Outcome, Writer};
 use crate::telemetry::events::Events;
-use crate::telemetry::metrics::{Metrics, SecretState};
+use crate::telemetry::metrics::{Metrics, SecretState, StateLabels};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ControllerSettings {
@@ -63,8 +63,8 @@ pub struct Controller {
     leader: bool,
 }
 
-/// How often the per-state gauges are recounted.
-const STATE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the queue-depth gauge is updated.
+const QUEUE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Controller {
     pub fn new(
@@ -104,7 +104,8 @@ impl Controller {
         let mut resync = tokio::time::interval(self.settings.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
-        let mut states = tokio::time::interval(STATE_INTERVAL);
+        let mut queue = tokio::time::interval(QUEUE_INTERVAL);
+        self.metrics.set_states(SecretState::ALL.map(|s| (s, 0)));
         self.set_leader(*leader.borrow_and_update());
         loop {
             let capacity = self.leader && self.in_flight.len() < self.settings.concurrency;
@@ -144,7 +145,9 @@ impl Controller {
                 }
                 secret = self.schedule.next_due(), if capacity => self.dispatch(secret),
                 _ = resync.tick() => self.decide_all(),
-                _ = states.tick() => self.count_states(),
+                _ = queue.tick() => {
+                    self.metrics.queue_depth.set(self.schedule.len() as i64);
+                }
             }
         }
     }
@@ -187,7 +190,7 @@ impl Controller {
         }
         let Some(entry) = self.index.get(secret) else {
             self.schedule.forget(secret);
-            self.state.remove(secret);
+            self.set_state(secret, None);
             self.skipped.remove(secret);
             return;
         };
@@ -196,9 +199,13 @@ impl Controller {
         let decision = match (&entry.managed, &entry.unmanaged) {
             // Kept without its data (oversized), a Secret looks due: its refresh reads it
             // in full and decides for real.
-            (Some(managed), _) => {
-                plan::plan(secret, &managed.object, self.writer.policy(), due, now)
-            }
+            (Some(managed), _) => plan::plan(
+                secret,
+                &managed.to_secret(secret),
+                self.writer.policy(),
+                due,
+                now,
+            ),
             (None, Some(meta)) => match plan::check_metadata(secret, meta, self.writer.policy()) {
                 // Read in full, filled and labelled on the first write.
                 Ok(Some(_)) => Plan::UpToDate { due_at: Some(now) },
@@ -237,7 +244,7 @@ impl Controller {
         } else {
             state
         };
-        self.state.insert(secret.clone(), state);
+        self.set_state(secret, Some(state));
     }
 
     /// Tells, once per distinct reason, why kubeecr will not fill a Secret.
@@ -261,7 +268,7 @@ impl Controller {
             .managed
             .as_ref()
             .filter(|m| m.complete)
-            .map(|m| Arc::clone(&m.object));
+            .map(|m| Arc::new(m.to_secret(&secret)));
         let writer = Arc::clone(&self.writer);
         self.running.insert(secret.clone());
         let task = secret.clone();
@@ -282,7 +289,7 @@ impl Controller {
         if error.is_panic() {
             tracing::error!(%secret, "refreshing the Secret panicked; retrying with backoff");
             self.schedule.failed(&secret);
-            self.state.insert(secret, SecretState::Failing);
+            self.set_state(&secret, Some(SecretState::Failing));
         }
     }
 
@@ -311,7 +318,7 @@ impl Controller {
                     self.schedule
                         .at(&secret, jittered(at, now, due.refresh_before), now);
                 }
-                self.state.insert(secret.clone(), SecretState::Managed);
+                self.set_state(&secret, Some(SecretState::Managed));
                 // A change seen during the write may predate it (deciding again then costs a
                 // 409 and a read) or follow it: decide again rather than miss the latter.
                 if dirty {
@@ -320,7 +327,7 @@ impl Controller {
             }
             Outcome::Released => {
                 self.schedule.forget(&secret);
-                self.state.remove(&secret);
+                self.set_state(&secret, None);
             }
             Outcome::Unchanged { due_at } => {
                 match due_at {
@@ -336,7 +343,7 @@ impl Controller {
                     }
                     None => self.schedule.succeeded(&secret),
                 }
-                self.state.insert(secret.clone(), SecretState::Managed);
+                self.set_state(&secret, Some(SecretState::Managed));
                 if dirty {
                     self.decide(&secret, true);
                 }
@@ -344,7 +351,7 @@ impl Controller {
             Outcome::Skipped(why) => {
                 self.schedule.forget(&secret);
                 self.skip(&secret, why);
-                self.state.insert(secret.clone(), SecretState::Invalid);
+                self.set_state(&secret, Some(SecretState::Invalid));
                 if dirty {
                     self.decide(&secret, true);
                 }
@@ -353,7 +360,7 @@ impl Controller {
                 let retry = self.schedule.failed(&secret);
                 tracing::debug!(%secret, retry_in = ?retry, "will retry");
                 self.events.refresh_failed(&secret, &failure.note);
-                self.state.insert(secret.clone(), SecretState::Failing);
+                self.set_state(&secret, Some(SecretState::Failing));
                 if dirty {
                     self.decide(&secret, true);
                 }
@@ -361,13 +368,26 @@ impl Controller {
         }
     }
 
-    fn count_states(&self) {
-        let mut counts: HashMap<SecretState, i64> =
-            SecretState::ALL.iter().map(|s| (*s, 0)).collect();
-        for state in self.state.values() {
-            *counts.entry(*state).or_default() += 1;
+    /// Records a Secret's state and keeps the per-state gauges exact.
+    fn set_state(&mut self, secret: &SecretRef, state: Option<SecretState>) {
+        let old = match state {
+            Some(state) => self.state.insert(secret.clone(), state),
+            None => self.state.remove(secret),
+        };
+        if old == state {
+            return;
         }
-        self.metrics.set_states(counts);
-        self.metrics.queue_depth.set(self.schedule.len() as i64);
+        let gauge = |s| {
+            self.metrics
+                .secrets
+                .get_or_create(&StateLabels { state: s })
+                .clone()
+        };
+        if let Some(old) = old {
+            gauge(old).dec();
+        }
+        if let Some(new) = state {
+            gauge(new).inc();
+        }
     }
 }

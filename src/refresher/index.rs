@@ -56,14 +56,59 @@ impl StreamId {
     }
 }
 
-/// A managed Secret as kept.
-#[derive(Debug, Clone)]
+/// A managed Secret as kept: only what kubeecr reads and writes, compactly. A `Secret` with
+/// its `ObjectMeta` and three maps costs several times as much, and there may be tens of
+/// thousands.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Managed {
-    /// Trimmed to what kubeecr reads and writes.
-    pub object: Arc<Secret>,
-    /// Whether `.dockerconfigjson` is kept too. Larger than `MAX_KEPT_CONFIG`, it is not, and
-    /// the Secret is read (GET) before it is written.
+    resource_version: Option<Box<str>>,
+    type_: Option<Box<str>>,
+    immutable: Option<bool>,
+    managed_label: Option<Box<str>>,
+    /// kubeecr's own annotations (`KEPT_ANNOTATIONS`), by index.
+    annotations: [Option<Box<str>>; 4],
+    config: Option<Box<[u8]>>,
+    /// Whether `.dockerconfigjson` is kept. Larger than `MAX_KEPT_CONFIG`, it is not, and the
+    /// Secret is read (GET) before it is written.
     pub complete: bool,
+}
+
+impl Managed {
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// The Secret as far as kubeecr knows it, for deciding and writing.
+    pub fn to_secret(&self, secret: &SecretRef) -> Secret {
+        let map =
+            |pairs: Vec<(String, String)>| (!pairs.is_empty()).then(|| pairs.into_iter().collect());
+        let annotations = KEPT_ANNOTATIONS
+            .iter()
+            .zip(&self.annotations)
+            .filter_map(|(k, v)| Some((k.to_string(), v.as_deref()?.to_string())))
+            .collect();
+        let labels = self
+            .managed_label
+            .iter()
+            .map(|v| (MANAGED_LABEL.to_string(), v.to_string()))
+            .collect();
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(secret.name.clone()),
+                namespace: Some(secret.namespace.clone()),
+                resource_version: self.resource_version.as_deref().map(str::to_string),
+                labels: map(labels),
+                annotations: map(annotations),
+                ..ObjectMeta::default()
+            },
+            type_: self.type_.as_deref().map(str::to_string),
+            immutable: self.immutable,
+            data: self.config.as_ref().map(|c| {
+                BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_string(), ByteString(c.to_vec()))])
+            }),
+            ..Secret::default()
+        }
+    }
 }
 
 /// The largest `.dockerconfigjson` kept in memory; a real one with a few registries is a
@@ -114,45 +159,50 @@ const KEPT_ANNOTATIONS: [&str; 4] = [
     FINGERPRINTS_ANNOTATION,
 ];
 
-fn keep(map: Option<&BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMap<String, String>> {
-    let map = map?;
-    let kept: BTreeMap<String, String> = keys
-        .iter()
-        .filter_map(|k| map.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect();
-    (!kept.is_empty()).then_some(kept)
-}
-
-/// The metadata kubeecr reads: name, namespace, version, and its own labels and annotations.
+/// The metadata kubeecr reads of an unmanaged Secret: name, namespace, version, and its own
+/// annotations.
 fn trim_meta(meta: &ObjectMeta) -> ObjectMeta {
+    let annotations: BTreeMap<String, String> = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| KEPT_ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     ObjectMeta {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         resource_version: meta.resource_version.clone(),
-        labels: keep(meta.labels.as_ref(), &[MANAGED_LABEL]),
-        annotations: keep(meta.annotations.as_ref(), &KEPT_ANNOTATIONS),
+        annotations: (!annotations.is_empty()).then_some(annotations),
         ..ObjectMeta::default()
     }
 }
 
-/// A managed Secret as kept: its type, its `.dockerconfigjson` (unless oversized), and trimmed
-/// metadata. Every patch kubeecr writes touches only those fields.
+/// A managed Secret as kept: its type, its `.dockerconfigjson` (unless oversized), and the
+/// metadata kubeecr reads. Every patch kubeecr writes touches only those fields.
 pub fn trim_secret(secret: Secret) -> Managed {
+    let meta = secret.metadata;
     let config = secret
         .data
         .and_then(|mut d| d.remove(DOCKER_CONFIG_JSON_KEY));
     let complete = config.as_ref().is_none_or(|c| c.0.len() <= MAX_KEPT_CONFIG);
-    let data = config
-        .filter(|_| complete)
-        .map(|v: ByteString| BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_string(), v)]));
+    let annotation = |k: &str| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .map(|v| v.as_str().into())
+    };
     Managed {
-        object: Arc::new(Secret {
-            metadata: trim_meta(&secret.metadata),
-            type_: secret.type_,
-            immutable: secret.immutable,
-            data,
-            ..Secret::default()
-        }),
+        resource_version: meta.resource_version.as_deref().map(Into::into),
+        type_: secret.type_.as_deref().map(Into::into),
+        immutable: secret.immutable,
+        managed_label: meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_LABEL))
+            .map(|v| v.as_str().into()),
+        annotations: KEPT_ANNOTATIONS.map(annotation),
+        config: config.filter(|_| complete).map(|c| c.0.into_boxed_slice()),
         complete,
     }
 }
@@ -209,8 +259,8 @@ impl Index {
         match change {
             Change::Managed(stream, event) => self.apply_with(stream, event, |entry, object| {
                 let managed = object.map(trim_secret);
-                let rv = |m: &Managed| m.object.metadata.resource_version.clone();
-                let changed = entry.managed.as_ref().map(rv) != managed.as_ref().map(rv);
+                let changed = entry.managed.as_ref().map(Managed::resource_version)
+                    != managed.as_ref().map(Managed::resource_version);
                 entry.managed = managed;
                 changed
             }),
@@ -346,7 +396,7 @@ mod tests {
         ));
         let kept = index.get(&r("a")).unwrap().managed.clone().unwrap();
         assert!(kept.complete);
-        let kept = kept.object;
+        let kept = kept.to_secret(&r("a"));
         assert!(kept.metadata.managed_fields.is_none());
         assert_eq!(kept.metadata.labels.as_ref().unwrap().len(), 1);
         assert_eq!(kept.metadata.annotations.as_ref().unwrap().len(), 1);
@@ -443,7 +493,7 @@ mod tests {
         index.apply(Change::Managed(stream(Source::Managed), Event::Apply(big)));
         let kept = index.get(&r("big")).unwrap().managed.clone().unwrap();
         assert!(!kept.complete);
-        assert!(kept.object.data.is_none());
+        assert!(kept.to_secret(&r("big")).data.is_none());
         assert_eq!(
             index.unsynced(),
             [

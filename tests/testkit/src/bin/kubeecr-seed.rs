@@ -81,7 +81,8 @@ async fn main() -> anyhow::Result<()> {
                 let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
                 match namespaces.create(&PostParams::default(), &ns).await {
                     Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                    // Exists; or the API double, which has no Namespace resource.
+                    Err(kube::Error::Api(s)) if [404, 405, 409].contains(&s.code) => Ok(()),
                     Err(e) => Err(anyhow::Error::from(e)),
                 }
             }
