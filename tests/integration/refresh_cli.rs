@@ -179,9 +179,8 @@ async fn cli_exits_non_zero_when_ecr_is_down() {
 #[tokio::test]
 async fn cli_explains_an_unreachable_api_server() {
     let cluster = TestCluster::double().await;
-    let dir = std::env::temp_dir().join(format!("kubeecr-kc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("kubeconfig");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
     let kc = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
     std::fs::write(
         &path,
