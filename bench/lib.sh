@@ -40,6 +40,15 @@ start_cluster() {
   esac
 }
 
+# CPU seconds kube-apiserver and etcd have used so far (real kube-apiserver only).
+server_cpu() {
+  local name
+  for name in apiserver etcd; do
+    printf "%s %s CPU-s  " "$name" "$(awk '{print ($14 + $15) / 100}' "/proc/$(cat "$bench_kapi/$name.pid")/stat")"
+  done
+  echo
+}
+
 # Counts of the API server's requests for secrets, by verb (real kube-apiserver only).
 apiserver_secret_requests() {
   kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /metrics 2>/dev/null |
@@ -48,3 +57,18 @@ apiserver_secret_requests() {
     } END { for (v in n) printf "%s=%d ", v, n[v]; print "" }'
 }
 
+
+# Builds, starts moto and the cluster named by $1 (real|double), seeds with the rest of the
+# arguments (kubeecr-seed flags). Sets MOTO_URL and KUBECONFIG_PATH, and the fake AWS keys.
+bench_start() {
+  local cluster=$1; shift
+  build_release
+  ensure_moto
+  mkdir -p target/bench
+  start_moto target/bench/moto.log
+  bench_pids+=("$MOTO_PID")
+  start_cluster "$cluster"
+  target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" "$@"
+  export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
+  export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+}

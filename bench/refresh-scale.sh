@@ -8,36 +8,34 @@
 #   bench/refresh-scale.sh real 1000 10 0 0             # BENCHMARKS.md: 10,000 Secrets, 1,000 namespaces
 #   bench/refresh-scale.sh real 1000 10 0 0 --labelled  # as the webhook labels them at creation
 #   bench/refresh-scale.sh double 1000 10 1000 524288   # with 1,000 unrelated Secrets of 512 KiB
+#
+#   KUBEECR_BENCH_FLAGS="--concurrency 64 --write-qps 0"  extra flags for kubeecr refresh
+#   KUBEECR_BENCH_BIN=path                                 another kubeecr binary (a baseline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}; unrelated=${4:-0}; bytes=${5:-0}; labelled=${6:-}
-build_release
-ensure_moto
-mkdir -p target/bench
-start_moto target/bench/moto.log
-bench_pids+=("$MOTO_PID")
-start_cluster "$cluster"
-
-seed=(target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces "$namespaces"
-  --secrets-per-namespace "$per" --unrelated "$unrelated" --unrelated-bytes "$bytes")
+seed=(--namespaces "$namespaces" --secrets-per-namespace "$per" --unrelated "$unrelated" --unrelated-bytes "$bytes")
 [ "$labelled" = --labelled ] && seed+=(--labelled)
-"${seed[@]}"
+bench_start "$cluster" "${seed[@]}"
 
-export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 refresh=(${KUBEECR_BENCH_BIN:-target/release/kubeecr} refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" --log-level warn ${KUBEECR_BENCH_FLAGS:-})
 
 for run in fill steady; do
   before=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
-  [ -n "${KUBEECR_BENCH_CPU:-}" ] && $KUBEECR_BENCH_CPU
+  cpu_before=$( [ "$cluster" = real ] && server_cpu || true)
   out=$(mktemp); timing=$(mktemp)
   /usr/bin/time -f '%e %M %U %S' -o "$timing" "${refresh[@]}" >"$out" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
   read -r secs rss user sys <"$timing"
   after=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
-  [ -n "${KUBEECR_BENCH_CPU:-}" ] && $KUBEECR_BENCH_CPU
+  cpu_after=$( [ "$cluster" = real ] && server_cpu || true)
   echo "$run: $(tail -n 1 "$out") | ${secs}s, peak RSS $((rss / 1024)) MiB, CPU ${user}s user + ${sys}s sys"
-  if [ "$cluster" = real ]; then echo "  API requests for secrets before: $before"; echo "  after:  $after"; fi
+  if [ "$cluster" = real ]; then
+    echo "  API requests for secrets before: $before"
+    echo "                            after: $after"
+    echo "  server CPU before: $cpu_before"
+    echo "              after: $cpu_after"
+  fi
   rm -f "$out" "$out.err" "$timing"
 done

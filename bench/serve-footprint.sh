@@ -11,25 +11,16 @@ source bench/lib.sh
 
 cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}
 total=$((namespaces * per))
-build_release
-ensure_moto
-mkdir -p target/bench
-start_moto target/bench/moto.log
-bench_pids+=("$MOTO_PID")
-start_cluster "$cluster"
-target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces "$namespaces" \
-  --secrets-per-namespace "$per" --labelled
+bench_start "$cluster" --namespaces "$namespaces" --secrets-per-namespace "$per" --labelled
 
 certs=target/bench/serve-certs
 mkdir -p "$certs"
 [ -f "$certs/tls.key" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=127.0.0.1 \
   -addext subjectAltName=IP:127.0.0.1 -keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null
 
-export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 admin=$(free_port)
 started=$(date +%s.%N)
-${KUBEECR_BENCH_ENV:-} target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
   --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
   --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
   2>target/bench/serve.log &

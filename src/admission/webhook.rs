@@ -88,7 +88,24 @@ struct Answer<'a> {
     started: Instant,
 }
 
-impl Answer<'_> {
+impl<'a> Answer<'a> {
+    fn start(state: &'a WebhookState, webhook: &'static str) -> Self {
+        Self {
+            state,
+            webhook,
+            started: Instant::now(),
+        }
+    }
+
+    /// The review's request, or the 400/413 to answer instead.
+    fn request(
+        &self,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<AdmissionRequest<DynamicObject>, Box<Response>> {
+        let body = body.map_err(|r| Box::new(self.invalid(r.status(), r.body_text())))?;
+        parse(&body).map_err(|message| Box::new(self.invalid(StatusCode::BAD_REQUEST, message)))
+    }
+
     fn count(&self, operation: &'static str, result: &'static str) {
         let m = &self.state.metrics;
         m.admission_requests
@@ -135,18 +152,10 @@ async fn validate(
     State(state): State<Arc<WebhookState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = Answer {
-        state: &state,
-        webhook: "validate",
-        started: Instant::now(),
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return answer.invalid(rejection.status(), rejection.body_text()),
-    };
-    let req = match parse(&body) {
+    let answer = Answer::start(&state, "validate");
+    let req = match answer.request(body) {
         Ok(req) => req,
-        Err(message) => return answer.invalid(StatusCode::BAD_REQUEST, message),
+        Err(refused) => return *refused,
     };
     let response = decision::validate(&req, &state.policy);
     answer.review(&req, response)
@@ -165,18 +174,10 @@ async fn mutate(
     Query(query): Query<WebhookQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = Answer {
-        state: &state,
-        webhook: "mutate",
-        started: Instant::now(),
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return answer.invalid(rejection.status(), rejection.body_text()),
-    };
-    let req = match parse(&body) {
+    let answer = Answer::start(&state, "mutate");
+    let req = match answer.request(body) {
         Ok(req) => req,
-        Err(message) => return answer.invalid(StatusCode::BAD_REQUEST, message),
+        Err(refused) => return *refused,
     };
     let response = match decision::plan_mutation(&req, &state.policy) {
         MutationPlan::Respond(response) => *response,

@@ -11,35 +11,22 @@ use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
 
 use crate::common::*;
-use crate::serve_process::{ServeProcess, eventually};
+use crate::serve_process::{ServeProcess, eventually, has_password, secret_when};
 
 const US: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
 const FILL: Duration = Duration::from_secs(20);
 
 async fn filled(cluster: &TestCluster, name: &str, limit: Duration) -> bool {
-    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
-    eventually(limit, || async {
-        let s = api.get_opt(name).await.ok().flatten()?;
-        dockerconfig_opt(&s)?["auths"][US]["password"]
-            .as_str()
-            .map(|_| ())
-    })
-    .await
-    .is_some()
-}
-
-fn dockerconfig_opt(s: &Secret) -> Option<serde_json::Value> {
-    serde_json::from_slice(&data_bytes(s, ".dockerconfigjson")?).ok()
+    secret_when(cluster, name, limit, |s| has_password(s, US))
+        .await
+        .is_some()
 }
 
 async fn running(cluster: &TestCluster, ecr: &EcrProxy, extra: &[&str]) -> ServeProcess {
     let serve = ServeProcess::start(cluster, &ecr.url(), "replica-a", extra).await;
     serve.wait_ready().await;
-    let led = eventually(Duration::from_secs(15), || async {
-        serve.is_leader().await.then_some(())
-    })
-    .await;
-    assert!(led.is_some(), "leads\n{}", serve.logs());
+    let led = serve.leads_within(Duration::from_secs(15)).await;
+    assert!(led, "leads\n{}", serve.logs());
     serve
 }
 
@@ -174,11 +161,8 @@ async fn a_leader_that_cannot_renew_steps_down_then_leads_again() {
             .logs()
             .contains("could not renew the Lease in time; stepping down")
     );
-    let leads_again = eventually(Duration::from_secs(20), || async {
-        serve.is_leader().await.then_some(())
-    })
-    .await;
-    assert!(leads_again.is_some(), "leads again\n{}", serve.logs());
+    let leads_again = serve.leads_within(Duration::from_secs(20)).await;
+    assert!(leads_again, "leads again\n{}", serve.logs());
 }
 
 /// Memory does not depend on unrelated Secrets: they are only ever seen as metadata.

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::tls::TestCa;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -60,6 +62,32 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         let (name, value) = line.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// The Secret once `check` holds, within `limit`.
+pub async fn secret_when(
+    cluster: &TestCluster,
+    name: &str,
+    limit: Duration,
+    check: impl Fn(&Secret) -> bool,
+) -> Option<Secret> {
+    eventually(limit, || async {
+        let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+        let s = api.get_opt(name).await.ok().flatten()?;
+        check(&s).then_some(s)
+    })
+    .await
+}
+
+/// A password for `host` is in the Secret.
+pub fn has_password(s: &Secret, host: &str) -> bool {
+    data_bytes(s, ".dockerconfigjson")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|c| {
+            c["auths"][host]["password"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty())
+        })
 }
 
 pub struct ServeProcess {
@@ -151,6 +179,13 @@ impl ServeProcess {
 
     pub async fn is_leader(&self) -> bool {
         self.metric("kubeecr_leader").await == Some(1.0)
+    }
+
+    /// Waits (up to `limit`) until this replica leads; whether it does.
+    pub async fn leads_within(&self, limit: Duration) -> bool {
+        eventually(limit, || async { self.is_leader().await.then_some(()) })
+            .await
+            .is_some()
     }
 
     pub fn pid(&self) -> i32 {

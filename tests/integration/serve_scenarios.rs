@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::common::*;
 use crate::on_both_backends;
-use crate::serve_process::{ServeProcess, eventually};
+use crate::serve_process::{ServeProcess, eventually, has_password, secret_when};
 
 const US: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
 const EU: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
@@ -37,31 +37,6 @@ async fn merge(cluster: &TestCluster, name: &str, patch: serde_json::Value) {
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patched");
-}
-
-/// The Secret once `check` holds, within `limit`.
-async fn secret_when(
-    cluster: &TestCluster,
-    name: &str,
-    limit: Duration,
-    check: impl Fn(&Secret) -> bool,
-) -> Option<Secret> {
-    eventually(limit, || async {
-        let s = secrets(cluster).get_opt(name).await.ok().flatten()?;
-        check(&s).then_some(s)
-    })
-    .await
-}
-
-/// A password for `host` is in the Secret.
-fn has_password(s: &Secret, host: &str) -> bool {
-    data_bytes(s, ".dockerconfigjson")
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|c| {
-            c["auths"][host]["password"]
-                .as_str()
-                .is_some_and(|p| !p.is_empty())
-        })
 }
 
 fn password(s: &Secret, host: &str) -> String {
@@ -216,11 +191,8 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     let ns = cluster.ns();
     let a = ServeProcess::start(&cluster, &ecr.url(), "replica-a", FAST_LEASE).await;
     a.wait_ready().await;
-    let led = eventually(Duration::from_secs(15), || async {
-        a.is_leader().await.then_some(())
-    })
-    .await;
-    assert!(led.is_some(), "the first replica leads\n{}", a.logs());
+    let led = a.leads_within(Duration::from_secs(15)).await;
+    assert!(led, "the first replica leads\n{}", a.logs());
     let mut b = ServeProcess::start(&cluster, &ecr.url(), "replica-b", FAST_LEASE).await;
     b.wait_ready().await;
     // A few renewals later, still exactly one leader.
@@ -246,11 +218,8 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     a.signal(libc::SIGKILL);
     a.exit(Duration::from_secs(10)).await;
     let killed = tokio::time::Instant::now();
-    let took_over = eventually(Duration::from_secs(15), || async {
-        b.is_leader().await.then_some(())
-    })
-    .await;
-    assert!(took_over.is_some(), "the follower took over\n{}", b.logs());
+    let took_over = b.leads_within(Duration::from_secs(15)).await;
+    assert!(took_over, "the follower took over\n{}", b.logs());
     // Lease 4s from the last renewal it saw, plus a retry period or two.
     assert!(
         killed.elapsed() < Duration::from_secs(8),
@@ -416,11 +385,8 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
     )
     .await;
     serve.wait_ready().await;
-    let led = eventually(Duration::from_secs(15), || async {
-        serve.is_leader().await.then_some(())
-    })
-    .await;
-    assert!(led.is_some());
+    let led = serve.leads_within(Duration::from_secs(15)).await;
+    assert!(led);
     let (_, review) = fixture_in(
         "01-create-annotated-nodata-apply-mutate-create.json",
         cluster.ns(),
