@@ -336,7 +336,9 @@ impl PendingFill {
         let recorded = annotations
             .get(EXPIRES_AT_ANNOTATION)
             .and_then(|v| v.parse::<jiff::Timestamp>().ok());
-        if recorded.is_none_or(|r| r < filled.expires_at) {
+        let believable =
+            recorded.is_some_and(|r| secret_update::is_believable(r, jiff::Timestamp::now()));
+        if !believable || recorded.is_none_or(|r| r < filled.expires_at) {
             return false;
         }
         secret_update::holds_own_credentials(&self.binding, annotations, self.existing())

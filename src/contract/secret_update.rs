@@ -14,13 +14,15 @@ use crate::contract::annotation::{
     Registry,
 };
 use crate::contract::dockerconfig::{self, DockerConfigError, RegistryCredential};
-use crate::contract::token::{Token, TokenKey};
+use crate::contract::token::{MAX_BELIEVABLE_LIFETIME, Token, TokenKey};
 
 /// Why a secret needs a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DueReason {
     NeverFilled,
     UnreadableExpiry(String),
+    /// Recorded further out than any ECR token lives: not written by kubeecr.
+    UnbelievableExpiry(Timestamp),
     ExpiresSoon(Timestamp),
     MissingRegistries(Vec<String>),
     /// These registries hold credentials that kubeecr did not write (edited by hand, or
@@ -34,6 +36,10 @@ impl fmt::Display for DueReason {
         match self {
             Self::NeverFilled => write!(f, "no {EXPIRES_AT_ANNOTATION} yet"),
             Self::UnreadableExpiry(v) => write!(f, "{EXPIRES_AT_ANNOTATION} {v:?} is not RFC 3339"),
+            Self::UnbelievableExpiry(at) => write!(
+                f,
+                "{EXPIRES_AT_ANNOTATION} {at} is further out than any ECR token lives"
+            ),
             Self::ExpiresSoon(at) => write!(f, "token expires at {at}"),
             Self::MissingRegistries(hosts) => {
                 write!(f, "no credentials yet for {}", hosts.join(", "))
@@ -81,10 +87,19 @@ pub fn due_reason(
     let Ok(expires_at) = recorded.parse::<Timestamp>() else {
         return Ok(Some(DueReason::UnreadableExpiry(recorded.clone())));
     };
+    if !is_believable(expires_at, now) {
+        return Ok(Some(DueReason::UnbelievableExpiry(expires_at)));
+    }
     if expires_at <= now + policy.refresh_before {
         return Ok(Some(DueReason::ExpiresSoon(expires_at)));
     }
     Ok(None)
+}
+
+/// Whether a recorded expiry could be an ECR token's: no later than the longest lifetime
+/// kubeecr believes from now.
+pub fn is_believable(expires_at: Timestamp, now: Timestamp) -> bool {
+    expires_at <= now + MAX_BELIEVABLE_LIFETIME
 }
 
 /// When a secret that is not due now becomes due: its recorded expiry less `refresh_before`.
@@ -407,6 +422,18 @@ mod tests {
             due_reason(&b, &with_expiry("tomorrow"), Some(full), now, POLICY).unwrap(),
             Some(DueReason::UnreadableExpiry(_))
         ));
+        // Set by hand far out: no ECR token lives that long, so it is not kubeecr's.
+        assert_eq!(
+            due_reason(
+                &b,
+                &with_expiry("2999-01-01T00:00:00Z"),
+                Some(full),
+                now,
+                POLICY
+            )
+            .unwrap(),
+            Some(DueReason::UnbelievableExpiry(at("2999-01-01T00:00:00Z")))
+        );
         let forced = DuePolicy {
             force: true,
             ..POLICY

@@ -15,7 +15,7 @@ use crate::contract::annotation::RoleArn;
 /// How long ECR tokens live; used when ECR reports no usable expiry.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// A reported expiry further out than this is not believed.
-const MAX_BELIEVABLE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_BELIEVABLE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// One GetAuthorizationToken call serves every registry of a (principal, region).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

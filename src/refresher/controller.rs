@@ -113,6 +113,7 @@ impl Controller {
                 biased;
                 () = shutdown.cancelled() => {
                     self.in_flight.shutdown().await;
+                    self.metrics.leader.set(0);
                     return Ok(());
                 }
                 changed = leader.changed() => {
@@ -136,9 +137,11 @@ impl Controller {
                 }
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
                     match done {
+                        // A task from before a change of leader is no longer ours.
                         Ok((id, (secret, outcome))) => {
-                            self.tasks.remove(&id);
-                            self.finished(secret, outcome);
+                            if self.tasks.remove(&id).is_some() {
+                                self.finished(secret, outcome);
+                            }
                         }
                         Err(e) => self.crashed(e),
                     }
@@ -167,6 +170,7 @@ impl Controller {
             self.tasks.clear();
             self.running.clear();
             self.dirty.clear();
+            self.schedule.forget_failures();
         }
         self.decide_all();
     }
@@ -328,22 +332,30 @@ impl Controller {
             Outcome::Released => {
                 self.schedule.forget(&secret);
                 self.set_state(&secret, None);
+                if dirty {
+                    self.decide(&secret, true);
+                }
             }
             Outcome::Unchanged { due_at } => {
-                match due_at {
+                let state = match due_at {
                     // Up to date, yet due already: nothing better can be written now. Back
                     // off rather than come straight back.
                     Some(at) if at <= now => {
                         self.schedule.failed(&secret);
+                        SecretState::Failing
                     }
                     Some(at) => {
                         self.schedule.succeeded(&secret);
                         self.schedule
                             .at(&secret, jittered(at, now, due.refresh_before), now);
+                        SecretState::Managed
                     }
-                    None => self.schedule.succeeded(&secret),
-                }
-                self.set_state(&secret, Some(SecretState::Managed));
+                    None => {
+                        self.schedule.succeeded(&secret);
+                        SecretState::Managed
+                    }
+                };
+                self.set_state(&secret, Some(state));
                 if dirty {
                     self.decide(&secret, true);
                 }

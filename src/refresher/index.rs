@@ -20,8 +20,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
 use crate::contract::annotation::{
-    EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, REGISTRIES_ANNOTATION,
-    ROLE_ANNOTATION, SecretRef,
+    DOCKER_CONFIG_JSON_TYPE, EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL,
+    REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef,
 };
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 
@@ -185,7 +185,11 @@ pub fn trim_secret(secret: Secret) -> Managed {
     let config = secret
         .data
         .and_then(|mut d| d.remove(DOCKER_CONFIG_JSON_KEY));
-    let complete = config.as_ref().is_none_or(|c| c.0.len() <= MAX_KEPT_CONFIG);
+    // Kept only where kubeecr may write it: an opted-in dockerconfigjson Secret. Anything
+    // else carrying the label is released or skipped, without its data.
+    let fillable = opted_in(&meta) && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE);
+    let complete = config.as_ref().is_none_or(|c| c.0.len() <= MAX_KEPT_CONFIG)
+        && (fillable || config.is_none());
     let annotation = |k: &str| {
         meta.annotations
             .as_ref()

@@ -91,6 +91,11 @@ pub fn plan(
     if let Err(e) = annotation::check_type(secret, object.type_.as_deref()) {
         return Plan::Skip(e.to_string());
     }
+    if object.immutable == Some(true) {
+        return Plan::Skip(format!(
+            "{secret}: immutable, so its token cannot be refreshed in place; recreate it without `immutable: true`"
+        ));
+    }
     let annotations = meta.annotations.as_ref().unwrap_or(empty());
     match secret_update::due_reason(&binding, annotations, dockerconfigjson(object), now, due) {
         Ok(Some(reason)) => Plan::Fill {
@@ -317,6 +322,15 @@ mod tests {
         );
         assert!(
             matches!(plan(&s, &corrupt, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("not valid JSON"))
+        );
+        // Patching it would fail every time: skipped, said once, never retried.
+        let mut frozen = opted_in(
+            json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
+            None,
+        );
+        frozen.immutable = Some(true);
+        assert!(
+            matches!(plan(&s, &frozen, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("immutable"))
         );
     }
 }

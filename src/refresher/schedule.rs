@@ -25,10 +25,14 @@ pub fn jittered(due: Timestamp, now: Timestamp, margin: Duration) -> Timestamp {
     due.checked_sub(early).unwrap_or(due).max(now)
 }
 
-/// The instant at which a wall-clock time arrives.
+/// The longest wait the queue is given. Further due times are decided on again then (the
+/// delay queue cannot hold deadlines more than about two years out, and none is real).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// The instant at which a wall-clock time arrives, at most `MAX_WAIT` from now.
 fn instant_of(at: Timestamp, now: Timestamp) -> Instant {
-    let wait = at.duration_since(now);
-    Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+    let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+    Instant::now() + wait.min(MAX_WAIT)
 }
 
 pub struct Schedule {
@@ -107,6 +111,11 @@ impl Schedule {
         self.failing.remove(secret);
     }
 
+    /// Every backoff starts over (another replica led meanwhile).
+    pub fn forget_failures(&mut self) {
+        self.failing.clear();
+    }
+
     pub fn is_failing(&self, secret: &SecretRef) -> bool {
         self.failing.contains_key(secret)
     }
@@ -176,6 +185,17 @@ mod tests {
         assert!(s.is_empty());
         let pending = tokio::time::timeout(Duration::from_secs(3600), s.next_due()).await;
         assert!(pending.is_err(), "nothing more comes due");
+    }
+
+    /// A recorded expiry far in the future (set by hand) must not break the queue.
+    #[tokio::test(start_paused = true)]
+    async fn far_future_due_times_wait_a_day_at_most() {
+        let mut s = Schedule::new(Duration::from_secs(1), Duration::from_secs(300));
+        let now = Timestamp::now();
+        let a = SecretRef::new("ns", "a");
+        s.at(&a, at("2999-01-01T00:00:00Z"), now);
+        let due = tokio::time::timeout(MAX_WAIT + Duration::from_secs(1), s.next_due()).await;
+        assert_eq!(due.unwrap(), a);
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,6 +25,10 @@ use crate::tokens::cache::{CachedToken, FetchError, TokenCache};
 /// The field manager kubeecr writes as.
 pub const FIELD_MANAGER: &str = "kubeecr";
 
+/// Bound on refreshing one Secret, reads, token fetches and retries included: a request that
+/// hangs must not hold a refresh slot for good.
+const REFRESH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A client-side limit on writes to the API server.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteRate {
@@ -154,7 +158,20 @@ impl Writer {
     /// Refreshes one Secret, starting from `cached` when the caller holds a recent copy
     /// (no read then), else from a GET. Logs and counts the outcome.
     pub async fn refresh(&self, secret: &SecretRef, cached: Option<Arc<Secret>>) -> Outcome {
-        let outcome = self.refresh_inner(secret, cached).await;
+        let deadline = REFRESH_DEADLINE;
+        let outcome = tokio::time::timeout(deadline, self.refresh_inner(secret, cached))
+            .await
+            .unwrap_or_else(|_| {
+                let note = format!(
+                    "no answer within {} (the API server or ECR hangs); retrying",
+                    humantime::format_duration(deadline)
+                );
+                Outcome::Failed(Failure {
+                    kind: FailureKind::Api,
+                    message: format!("{secret}: {note}"),
+                    note,
+                })
+            });
         self.metrics
             .refreshes
             .get_or_create(&OutcomeLabels {

@@ -5,7 +5,6 @@
 //! Secret watches have listed once, and 503 from the moment shutdown starts, so that the
 //! Service stops sending admission requests to a replica that is going away.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,7 +12,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::telemetry::metrics::Metrics;
@@ -74,15 +72,4 @@ async fn metrics_text(State(state): State<Arc<AdminState>>) -> impl IntoResponse
         )],
         state.metrics.encode(),
     )
-}
-
-/// Serves until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -2,5 +2,5 @@
 //! port.
 
 pub mod admin;
-pub mod https;
+pub mod http;
 pub mod tls;

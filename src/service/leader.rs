@@ -242,6 +242,8 @@ impl LeaderElector {
                 Some(at) => (at + deadline).saturating_duration_since(Instant::now()),
                 None => deadline / 2,
             };
+            // A renewal counts from when it was sent: its answer may come late.
+            let sent = Instant::now();
             let attempt = tokio::time::timeout(budget, self.try_acquire_or_renew())
                 .await
                 .unwrap_or_else(|_| {
@@ -252,7 +254,7 @@ impl LeaderElector {
                     if last_renewal.is_none() {
                         tracing::info!(identity = %self.settings.identity, lease = %self.settings.name, namespace = %self.settings.namespace, "acquired the Lease");
                     }
-                    last_renewal = Some(Instant::now());
+                    last_renewal = Some(sent);
                     last_error = None;
                 }
                 Ok(false) => {

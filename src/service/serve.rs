@@ -24,7 +24,7 @@ use crate::refresher::controller::{Controller, ControllerSettings};
 use crate::refresher::watch as secret_watch;
 use crate::refresher::write::{WriteSettings, Writer};
 use crate::servers::admin::{self, Health};
-use crate::servers::https::{self, ServerTimeouts};
+use crate::servers::http::{self, ServerTimeouts};
 use crate::servers::tls::{CertReloader, TlsFiles, server_config};
 use crate::service::leader::{Election, LeaderElector};
 use crate::service::shutdown;
@@ -123,9 +123,9 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %webhook_listener.local_addr()?, "serving the admission webhook");
     let drained = stop.clone();
     tasks.spawn(async move {
-        let served = https::serve(
+        let served = http::serve(
             webhook_listener,
-            tls,
+            Some(tls),
             app,
             ServerTimeouts::default(),
             drained.cancelled_owned(),
@@ -220,9 +220,11 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     let admin_stop = CancellationToken::new();
     let admin_app = admin::router(health, Arc::clone(&metrics));
     tracing::info!(listen = %admin_listener.local_addr()?, "serving /livez, /readyz and /metrics");
-    let mut admin_task = tokio::spawn(admin::serve(
+    let mut admin_task = tokio::spawn(http::serve(
         admin_listener,
+        None,
         admin_app,
+        ServerTimeouts::ADMIN,
         admin_stop.clone().cancelled_owned(),
     ));
 

@@ -316,9 +316,9 @@ impl RunningWebhook {
         let url = format!("https://{}", listener.local_addr().unwrap());
         let app = kubeecr::admission::webhook::router(Arc::new(state), 3 * 1024 * 1024);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(kubeecr::servers::https::serve(
+        let server = tokio::spawn(kubeecr::servers::http::serve(
             listener,
-            tls,
+            Some(tls),
             app,
             Default::default(),
             async {

@@ -1,4 +1,5 @@
-//! Serves a router over TLS: HTTP/2 and HTTP/1.1 by ALPN, bounded handshakes, graceful drain.
+//! Serves a router over TLS (the webhook: HTTP/2 and HTTP/1.1 by ALPN, bounded handshakes) or
+//! plain TCP (the admin port), with bounded header reads and a graceful drain.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,15 @@ pub struct ServerTimeouts {
     pub drain: Duration,
 }
 
+impl ServerTimeouts {
+    /// The admin port: probes and scrapes are quick, and nothing must hold a connection long.
+    pub const ADMIN: Self = Self {
+        handshake: Duration::from_secs(10),
+        header_read: Duration::from_secs(10),
+        drain: Duration::from_secs(2),
+    };
+}
+
 impl Default for ServerTimeouts {
     fn default() -> Self {
         Self {
@@ -35,15 +45,16 @@ impl Default for ServerTimeouts {
     }
 }
 
-/// Accepts until `shutdown` resolves, then drains open connections.
+/// Accepts until `shutdown` resolves, then drains open connections. `tls: None` serves plain
+/// HTTP/1.1 and HTTP/2 (prior knowledge).
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Option<Arc<ServerConfig>>,
     app: Router,
     timeouts: ServerTimeouts,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -76,23 +87,13 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(acceptor) = acceptor else {
+                return serve_connection(&builder, stream, service, watcher, peer).await;
             };
-            let conn = builder
-                .serve_connection(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_connection(&builder, tls, service, watcher, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -107,4 +108,21 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: TowerToHyperService<Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
 }
