@@ -29,6 +29,27 @@ pub async fn connect(settings: &KubeSettings) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// What to read: each namespace given, or the whole cluster (`None`) when none is.
+pub fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// An `Api` over one scope of `scopes`.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 /// The HTTP status of an API error.
 pub fn status_code(e: &kube::Error) -> Option<u16> {
     match e {

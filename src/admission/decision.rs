@@ -280,10 +280,7 @@ impl PendingFill {
     /// Labels the Secret as managed, so that the refresher watches it in full.
     fn set_label(&self) -> Option<PatchOperation> {
         let labels = self.object.metadata.labels.as_ref();
-        if labels
-            .and_then(|l| l.get(MANAGED_LABEL))
-            .is_some_and(|v| v == "true")
-        {
+        if secret_update::is_labelled(labels) {
             return None;
         }
         Some(match labels {

@@ -268,6 +268,13 @@ pub fn fill(
     })
 }
 
+/// Whether a Secret carries kubeecr's label, so that the managed watch sees it.
+pub fn is_labelled(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(MANAGED_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
 /// What kubeecr left on a Secret that no longer opts in: its own annotations and label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leftovers {

@@ -55,9 +55,9 @@ pub struct Controller {
     /// The last note sent for a Secret kubeecr will not fill, so that it is sent once.
     skipped: HashMap<SecretRef, String>,
     in_flight: JoinSet<(SecretRef, Outcome)>,
-    /// The Secret of each refresh task, so that a task that panics still frees its Secret.
+    /// The Secret of each running refresh task (at most `concurrency`), so that a task that
+    /// panics still frees its Secret.
     tasks: HashMap<tokio::task::Id, SecretRef>,
-    running: HashSet<SecretRef>,
     /// Changed while a refresh of theirs was running.
     dirty: HashSet<SecretRef>,
     leader: bool,
@@ -85,7 +85,6 @@ impl Controller {
             skipped: HashMap::new(),
             in_flight: JoinSet::new(),
             tasks: HashMap::new(),
-            running: HashSet::new(),
             dirty: HashSet::new(),
             leader: false,
         }
@@ -168,7 +167,6 @@ impl Controller {
             // Another replica leads now; what was running is its to finish.
             self.in_flight.abort_all();
             self.tasks.clear();
-            self.running.clear();
             self.dirty.clear();
             self.schedule.forget_failures();
         }
@@ -185,7 +183,7 @@ impl Controller {
     /// Schedules `secret` for when it is due. A change seen by a watch is decided on at once;
     /// otherwise (a resync) a failing Secret keeps the retry time of its backoff.
     fn decide(&mut self, secret: &SecretRef, changed: bool) {
-        if self.running.contains(secret) {
+        if self.tasks.values().any(|s| s == secret) {
             self.dirty.insert(secret.clone());
             return;
         }
@@ -274,7 +272,6 @@ impl Controller {
             .filter(|m| m.complete)
             .map(|m| Arc::new(m.to_secret(&secret)));
         let writer = Arc::clone(&self.writer);
-        self.running.insert(secret.clone());
         let task = secret.clone();
         let handle = self.in_flight.spawn(async move {
             let outcome = writer.refresh(&task, cached).await;
@@ -288,7 +285,6 @@ impl Controller {
         let Some(secret) = self.tasks.remove(&error.id()) else {
             return;
         };
-        self.running.remove(&secret);
         self.dirty.remove(&secret);
         if error.is_panic() {
             tracing::error!(%secret, "refreshing the Secret panicked; retrying with backoff");
@@ -298,7 +294,6 @@ impl Controller {
     }
 
     fn finished(&mut self, secret: SecretRef, outcome: Outcome) {
-        self.running.remove(&secret);
         let dirty = self.dirty.remove(&secret);
         let now = Timestamp::now();
         let due = self.writer.due_policy();
@@ -323,18 +318,10 @@ impl Controller {
                         .at(&secret, jittered(at, now, due.refresh_before), now);
                 }
                 self.set_state(&secret, Some(SecretState::Managed));
-                // A change seen during the write may predate it (deciding again then costs a
-                // 409 and a read) or follow it: decide again rather than miss the latter.
-                if dirty {
-                    self.decide(&secret, true);
-                }
             }
             Outcome::Released => {
                 self.schedule.forget(&secret);
                 self.set_state(&secret, None);
-                if dirty {
-                    self.decide(&secret, true);
-                }
             }
             Outcome::Unchanged { due_at } => {
                 let state = match due_at {
@@ -356,27 +343,24 @@ impl Controller {
                     }
                 };
                 self.set_state(&secret, Some(state));
-                if dirty {
-                    self.decide(&secret, true);
-                }
             }
             Outcome::Skipped(why) => {
                 self.schedule.forget(&secret);
                 self.skip(&secret, why);
                 self.set_state(&secret, Some(SecretState::Invalid));
-                if dirty {
-                    self.decide(&secret, true);
-                }
             }
             Outcome::Failed(failure) => {
                 let retry = self.schedule.failed(&secret);
                 tracing::debug!(%secret, retry_in = ?retry, "will retry");
                 self.events.refresh_failed(&secret, &failure.note);
                 self.set_state(&secret, Some(SecretState::Failing));
-                if dirty {
-                    self.decide(&secret, true);
-                }
             }
+        }
+        // Changed while it was being refreshed. After a write the change may predate it
+        // (deciding again then costs a 409 and a read) or follow it: decide again rather than
+        // miss the latter.
+        if dirty {
+            self.decide(&secret, true);
         }
     }
 

@@ -24,6 +24,7 @@ use crate::contract::annotation::{
     REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef,
 };
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+use crate::refresher::plan::{is_opted_in, secret_ref};
 
 /// Which watch a stream belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,13 +146,6 @@ pub struct Index {
     streams: Vec<StreamId>,
 }
 
-fn key_of(meta: &ObjectMeta) -> SecretRef {
-    SecretRef::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
 const KEPT_ANNOTATIONS: [&str; 4] = [
     REGISTRIES_ANNOTATION,
     ROLE_ANNOTATION,
@@ -187,7 +181,7 @@ pub fn trim_secret(secret: Secret) -> Managed {
         .and_then(|mut d| d.remove(DOCKER_CONFIG_JSON_KEY));
     // Kept only where kubeecr may write it: an opted-in dockerconfigjson Secret. Anything
     // else carrying the label is released or skipped, without its data.
-    let fillable = opted_in(&meta) && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE);
+    let fillable = is_opted_in(&meta) && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE);
     let complete = config.as_ref().is_none_or(|c| c.0.len() <= MAX_KEPT_CONFIG)
         && (fillable || config.is_none());
     let annotation = |k: &str| {
@@ -209,12 +203,6 @@ pub fn trim_secret(secret: Secret) -> Managed {
         config: config.filter(|_| complete).map(|c| c.0.into_boxed_slice()),
         complete,
     }
-}
-
-fn opted_in(meta: &ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(REGISTRIES_ANNOTATION))
 }
 
 impl Index {
@@ -270,7 +258,7 @@ impl Index {
             }),
             Change::Unmanaged(stream, event) => self.apply_with(stream, event, |entry, object| {
                 let meta = object
-                    .filter(|m| opted_in(&m.metadata))
+                    .filter(|m| is_opted_in(&m.metadata))
                     .map(|m| Arc::new(trim_meta(&m.metadata)));
                 let changed = entry.unmanaged.as_ref().map(|m| &m.resource_version)
                     != meta.as_ref().map(|m| &m.resource_version);
@@ -298,13 +286,13 @@ impl Index {
             };
         match event {
             Event::Apply(object) => {
-                let key = key_of(object.meta());
+                let key = secret_ref(object.meta());
                 upsert(&mut self.entries, key, Some(object))
                     .into_iter()
                     .collect()
             }
             Event::Delete(object) => {
-                let key = key_of(object.meta());
+                let key = secret_ref(object.meta());
                 upsert(&mut self.entries, key, None).into_iter().collect()
             }
             Event::Init => {
@@ -312,7 +300,7 @@ impl Index {
                 Vec::new()
             }
             Event::InitApply(object) => {
-                let key = key_of(object.meta());
+                let key = secret_ref(object.meta());
                 if let Some(seen) = self.listing.get_mut(&stream) {
                     seen.insert(key.clone());
                 }

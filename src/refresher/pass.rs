@@ -16,8 +16,9 @@ use kube::api::{Api, ListParams, ObjectList};
 use kube::core::PartialObjectMeta;
 use serde::de::DeserializeOwned;
 
-use crate::contract::annotation::{MANAGED_LABEL, REGISTRIES_ANNOTATION, SecretRef};
-use crate::kube_api::{describe, status_code};
+use crate::contract::annotation::{MANAGED_LABEL, SecretRef};
+use crate::kube_api::{self, describe, status_code};
+use crate::refresher::plan::{is_opted_in, secret_ref};
 use crate::refresher::write::{Outcome, Writer};
 
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +129,7 @@ impl Refresher {
                 |page: Vec<PartialObjectMeta<Secret>>| async move {
                     let items = page
                         .iter()
-                        .filter(|m| opted_in(&m.metadata))
+                        .filter(|m| is_opted_in(&m.metadata))
                         .map(|m| (secret_ref(&m.metadata), None))
                         .collect::<Vec<_>>();
                     self.refresh_all(items).await
@@ -173,20 +174,16 @@ impl Refresher {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
     {
-        let namespaces = &self.writer.policy().namespaces;
-        if namespaces.is_empty() {
-            vec![("all namespaces".to_string(), Api::all(self.client.clone()))]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| {
-                    (
-                        format!("namespace {ns}"),
-                        Api::namespaced(self.client.clone(), ns),
-                    )
-                })
-                .collect()
-        }
+        kube_api::scopes(&self.writer.policy().namespaces)
+            .into_iter()
+            .map(|ns| {
+                let scope = ns.as_ref().map_or_else(
+                    || "all namespaces".to_string(),
+                    |ns| format!("namespace {ns}"),
+                );
+                (scope, kube_api::scoped(&self.client, ns.as_deref()))
+            })
+            .collect()
     }
 
     /// Lists `api` with `selector` page by page and hands each page to `process`. A page
@@ -249,17 +246,4 @@ impl Refresher {
             }
         }
     }
-}
-
-fn secret_ref(meta: &kube::api::ObjectMeta) -> SecretRef {
-    SecretRef::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-fn opted_in(meta: &kube::api::ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(REGISTRIES_ANNOTATION))
 }

@@ -34,6 +34,21 @@ pub enum Plan {
     },
 }
 
+/// `namespace/name` of an object's metadata.
+pub fn secret_ref(meta: &ObjectMeta) -> SecretRef {
+    SecretRef::new(
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Whether the metadata carries `deft.com/kubeecr` (well-formed or not).
+pub fn is_opted_in(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REGISTRIES_ANNOTATION))
+}
+
 fn empty() -> &'static BTreeMap<String, String> {
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     &EMPTY
@@ -122,12 +137,10 @@ fn guarded(object: &Secret, mut metadata: Map<String, Value>) -> Map<String, Val
 /// the Secret as managed, so that kubeecr watches it in full from then on.
 pub fn fill_patch(object: &Secret, filled: &Filled) -> Option<Value> {
     let meta = &object.metadata;
-    let labelled = meta
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.get(MANAGED_LABEL).is_some_and(|v| v == "true"));
     let annotations = meta.annotations.as_ref().unwrap_or(empty());
-    if labelled && filled.is_held_by(dockerconfigjson(object), annotations) {
+    if secret_update::is_labelled(meta.labels.as_ref())
+        && filled.is_held_by(dockerconfigjson(object), annotations)
+    {
         return None;
     }
     let own: Map<String, Value> = filled

@@ -59,7 +59,10 @@ impl Schedule {
 
     /// Schedules `secret` at `at` (wall clock), replacing any earlier entry.
     pub fn at(&mut self, secret: &SecretRef, at: Timestamp, now: Timestamp) {
-        let when = instant_of(at, now);
+        self.put(secret, instant_of(at, now));
+    }
+
+    fn put(&mut self, secret: &SecretRef, when: Instant) {
         match self.keys.get(secret) {
             Some(key) => self.queue.reset_at(key, when),
             None => {
@@ -95,14 +98,7 @@ impl Schedule {
             .or_insert_with(|| backoff.build())
             .next()
             .unwrap_or(Duration::from_secs(300));
-        let when = Instant::now() + delay;
-        match self.keys.get(secret) {
-            Some(key) => self.queue.reset_at(key, when),
-            None => {
-                let key = self.queue.insert_at(secret.clone(), when);
-                self.keys.insert(secret.clone(), key);
-            }
-        }
+        self.put(secret, Instant::now() + delay);
         delay
     }
 

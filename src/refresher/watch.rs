@@ -5,25 +5,23 @@
 
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, InitialListStrategy};
+use serde::de::DeserializeOwned;
 
-use crate::kube_api::causes;
+use crate::kube_api::{self, causes};
 use crate::refresher::index::{Change, Source, StreamId};
 use crate::refresher::pass::{managed_selector, unmanaged_selector};
 use crate::telemetry::metrics::{Metrics, WatchLabels};
 
 /// Every stream to watch: managed and unmanaged, per namespace or for all.
 pub fn stream_ids(namespaces: &[String]) -> Vec<StreamId> {
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes = kube_api::scopes(namespaces);
     [Source::Managed, Source::Unmanaged]
         .into_iter()
         .flat_map(|source| {
@@ -33,17 +31,6 @@ pub fn stream_ids(namespaces: &[String]) -> Vec<StreamId> {
             })
         })
         .collect()
-}
-
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Logs and counts a watch error; the stream retries on its own, with backoff.
@@ -83,33 +70,45 @@ pub fn changes(
         config
     };
     let all = streams.iter().map(|id| {
-        let metrics = Arc::clone(metrics);
         let ns = id.namespace.as_deref();
-        let stream_id = id.clone();
         match id.source {
-            Source::Managed => watcher::watcher(
-                api::<Secret>(client, ns),
+            Source::Managed => follow(
+                kube_api::scoped::<Secret>(client, ns),
                 config(managed_selector(), page_size.min(MANAGED_PAGE)),
-            )
-            .default_backoff()
-            .filter_map(move |item| {
-                let change = report(&stream_id, &metrics, item)
-                    .map(|event| Change::Managed(stream_id.clone(), event));
-                futures::future::ready(change)
-            })
-            .boxed(),
-            Source::Unmanaged => watcher::watcher(
-                api::<PartialObjectMeta<Secret>>(client, ns),
+                id,
+                metrics,
+                Change::Managed,
+            ),
+            Source::Unmanaged => follow(
+                kube_api::scoped::<PartialObjectMeta<Secret>>(client, ns),
                 config(unmanaged_selector(), page_size),
-            )
-            .default_backoff()
-            .filter_map(move |item| {
-                let change = report(&stream_id, &metrics, item)
-                    .map(|event| Change::Unmanaged(stream_id.clone(), event));
-                futures::future::ready(change)
-            })
-            .boxed(),
+                id,
+                metrics,
+                Change::Unmanaged,
+            ),
         }
     });
     futures::stream::select_all(all)
+}
+
+/// One watch stream, retried with backoff, its errors reported, its events made changes.
+fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    id: &StreamId,
+    metrics: &Arc<Metrics>,
+    change: fn(StreamId, watcher::Event<K>) -> Change,
+) -> BoxStream<'static, Change>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let metrics = Arc::clone(metrics);
+    let id = id.clone();
+    watcher::watcher(api, config)
+        .default_backoff()
+        .filter_map(move |item| {
+            let event = report(&id, &metrics, item).map(|event| change(id.clone(), event));
+            futures::future::ready(event)
+        })
+        .boxed()
 }

@@ -55,6 +55,17 @@ pub struct Failure {
     pub note: String,
 }
 
+impl Failure {
+    /// A failure whose note says it all; the message names the Secret.
+    fn new(secret: &SecretRef, kind: FailureKind, note: String) -> Self {
+        Self {
+            kind,
+            message: format!("{secret}: {note}"),
+            note,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// No ECR token.
@@ -166,11 +177,7 @@ impl Writer {
                     "no answer within {} (the API server or ECR hangs); retrying",
                     humantime::format_duration(deadline)
                 );
-                Outcome::Failed(Failure {
-                    kind: FailureKind::Api,
-                    message: format!("{secret}: {note}"),
-                    note,
-                })
+                Outcome::Failed(Failure::new(secret, FailureKind::Api, note))
             });
         self.metrics
             .refreshes
@@ -195,13 +202,7 @@ impl Writer {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
-        let failed = |kind, note: String| {
-            Outcome::Failed(Failure {
-                kind,
-                message: format!("{secret}: {note}"),
-                note,
-            })
-        };
+        let failed = |kind, note| Outcome::Failed(Failure::new(secret, kind, note));
         let mut next = cached;
         for _ in 0..=self.settings.conflict_retries {
             let object = match next.take() {

@@ -164,6 +164,20 @@ pub async fn create(client: &kube::Client, ns: &str, s: &Secret) -> Secret {
         .expect("create secret")
 }
 
+/// An unrelated Secret as big as Helm release Secrets get, which kubeecr must never read.
+pub const HELM_RELEASE: &str = "sh.helm.release.v1.app.v1";
+
+pub async fn create_helm_release(client: &kube::Client, ns: &str) -> Secret {
+    let release = vec![b'x'; 512 * 1024];
+    let s = secret(
+        HELM_RELEASE,
+        "helm.sh/release.v1",
+        &[],
+        &[("release", &release)],
+    );
+    create(client, ns, &s).await
+}
+
 /// Creates an opted-in dockerconfigjson Secret holding only `{"auths":{}}`.
 pub async fn create_opted_in(
     client: &kube::Client,

@@ -294,17 +294,7 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
         .await;
     }
     // A big unrelated secret, as Helm release secrets are.
-    create(
-        &client,
-        ns,
-        &secret(
-            "sh.helm.release.v1.app.v1",
-            "helm.sh/release.v1",
-            &[],
-            &[("release", &vec![b'x'; 512 * 1024])],
-        ),
-    )
-    .await;
+    create_helm_release(&client, ns).await;
     let policy = Policy {
         allowed_role_arns: Patterns::new(["arn:aws:iam::123456789012:role/ecr-*"]),
         ..policy_for(&[ns])
@@ -360,7 +350,7 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
         assert!(
             !requests
                 .iter()
-                .any(|r| r.path.ends_with("/sh.helm.release.v1.app.v1")),
+                .any(|r| r.path.ends_with(&format!("/{HELM_RELEASE}"))),
             "the unrelated secret is never read"
         );
     }

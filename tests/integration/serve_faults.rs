@@ -173,17 +173,7 @@ async fn unrelated_secrets_are_only_ever_seen_as_metadata() {
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
     let ns = cluster.ns();
-    create(
-        &client,
-        ns,
-        &secret(
-            "sh.helm.release.v1.app.v1",
-            "helm.sh/release.v1",
-            &[],
-            &[("release", &vec![b'x'; 512 * 1024])],
-        ),
-    )
-    .await;
+    create_helm_release(&client, ns).await;
     create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
     let serve = running(&cluster, &ecr, &[]).await;
     assert!(filled(&cluster, "s", FILL).await);
@@ -201,7 +191,7 @@ async fn unrelated_secrets_are_only_ever_seen_as_metadata() {
             "full reads select kubeecr's Secrets only: {r:?}"
         );
         assert!(
-            !r.path.ends_with("/sh.helm.release.v1.app.v1"),
+            !r.path.ends_with(&format!("/{HELM_RELEASE}")),
             "never read: {r:?}"
         );
     }
