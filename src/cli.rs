@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::certs::CertsRequest;
 use crate::contract::policy::{Patterns, Policy};
 use crate::contract::secret_update::DuePolicy;
 use crate::kube_api::KubeSettings;
@@ -17,6 +18,7 @@ use crate::refresher::write::{WriteRate, WriteSettings};
 use crate::servers::tls::TlsFiles;
 use crate::service::leader::Election;
 use crate::service::serve::{ServeSettings, WebhookSettings};
+use crate::status::StatusSettings;
 use crate::telemetry::logging::{LogFormat, LogSettings};
 use crate::tokens::cache::CacheConfig;
 use crate::tokens::ecr::EcrSettings;
@@ -40,6 +42,10 @@ pub enum Command {
     Refresh(Box<RefreshCommand>),
     /// Serve the admission webhook and the admin port, and keep opted-in Secrets fresh.
     Serve(Box<ServeCommand>),
+    /// List opted-in Secrets with their expiry and state; exit 1 when any needs attention.
+    Status(Box<StatusCommand>),
+    /// Write a CA and a serving certificate for the webhook (clusters without cert-manager).
+    Certs(CertsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +61,73 @@ pub struct RefreshCommand {
     /// Write every opted-in secret, due or not (one whose content would not change is still left alone).
     #[arg(long, env = "KUBEECR_FORCE")]
     pub force: bool,
+    /// Say what would be written, and write nothing: each write goes to the API server with
+    /// dryRun=All, so RBAC, validation and webhooks are checked too. ECR is still called.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusCommand {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// A Secret whose token expires within this margin is `due` (as for refresh and serve).
+    #[arg(long, env = "KUBEECR_REFRESH_BEFORE", default_value = "4h", value_parser = parse_refresh_before)]
+    pub refresh_before: Duration,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+impl StatusCommand {
+    pub fn settings(&self) -> StatusSettings {
+        StatusSettings {
+            policy: std::sync::Arc::new(self.policy.policy()),
+            refresh_before: self.refresh_before,
+            page_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CertsCommand {
+    /// Directory for ca.crt, tls.crt, tls.key and ca-bundle.env (what certs/kustomization.yaml reads).
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = "kubeecr-webhook")]
+    pub service: String,
+    /// Namespace of the webhook's Service.
+    #[arg(long, default_value = "kubeecr")]
+    pub service_namespace: String,
+    /// More DNS names or IP addresses to cover (e.g. 127.0.0.1 for a local run).
+    #[arg(long = "extra-name", value_delimiter = ',')]
+    pub extra_names: Vec<String>,
+    /// How long the certificates are valid; run again before then.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub valid_for: Duration,
+    /// Replace certificates already in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl CertsCommand {
+    pub fn request(&self) -> CertsRequest {
+        CertsRequest {
+            service: self.service.clone(),
+            namespace: self.service_namespace.clone(),
+            extra_names: self.extra_names.clone(),
+            valid_for: self.valid_for,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -231,8 +304,9 @@ fn parse_refresh_before(s: &str) -> Result<Duration, String> {
 }
 
 impl RefreshArgs {
-    pub fn write_settings(&self, force: bool) -> WriteSettings {
+    pub fn write_settings(&self, force: bool, dry_run: bool) -> WriteSettings {
         WriteSettings {
+            dry_run,
             due: DuePolicy {
                 refresh_before: self.refresh_before,
                 force,
@@ -389,7 +463,7 @@ impl ServeCommand {
             ecr: self.aws.settings(),
             cache: self.refresh.cache_config(&self.aws),
             policy: self.policy.policy(),
-            write: self.refresh.write_settings(false),
+            write: self.refresh.write_settings(false, false),
             page_size: self.refresh.page_size,
             controller: ControllerSettings {
                 concurrency: usize::from(self.refresh.concurrency),

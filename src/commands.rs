@@ -3,11 +3,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, RefreshCommand};
+use crate::certs;
+use crate::cli::{CertsCommand, Cli, Command, OutputFormat, RefreshCommand, StatusCommand};
 use crate::kube_api;
 use crate::refresher::pass::Refresher;
 use crate::refresher::write::{Outcome, Writer};
 use crate::servers::tls;
+use crate::status::{self, state};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 use crate::tokens::cache::TokenCache;
@@ -21,6 +23,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     tls::install_crypto_provider();
     let result = match cli.command {
         Command::Refresh(cmd) => refresh(*cmd).await,
+        Command::Status(cmd) => status(*cmd).await,
+        Command::Certs(cmd) => certs(&cmd),
         Command::Serve(cmd) => match cmd.settings() {
             Ok(settings) => crate::service::serve::run(settings).await,
             Err(e) => {
@@ -49,26 +53,87 @@ async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
         client.clone(),
         tokens,
         Arc::new(cmd.policy.policy()),
-        cmd.refresh.write_settings(cmd.force),
+        cmd.refresh.write_settings(cmd.force, cmd.dry_run),
         metrics,
     );
     let refresher = Refresher::new(client, Arc::new(writer), cmd.refresh.pass_settings());
     let summary = refresher.run_once().await?;
+    let (refreshed, released) = if cmd.dry_run {
+        ("would refresh", "would release")
+    } else {
+        ("refreshed", "released ")
+    };
     for report in &summary.reports {
         match &report.outcome {
-            Outcome::Refreshed { expires_at, .. } => {
-                println!("refreshed {} (expires {expires_at})", report.secret)
-            }
+            Outcome::Refreshed {
+                expires_at, reason, ..
+            } => println!(
+                "{refreshed} {} ({reason}; new token expires {expires_at})",
+                report.secret
+            ),
             Outcome::Unchanged { .. } => println!("unchanged {}", report.secret),
-            Outcome::Released => println!("released  {} (opted out)", report.secret),
+            Outcome::Released => println!("{released} {} (opted out)", report.secret),
             Outcome::Skipped(why) => println!("skipped   {why}"),
             Outcome::Failed(failure) => println!("FAILED    {}", failure.message),
         }
     }
-    println!("{summary}");
+    if cmd.dry_run {
+        println!("dry run, nothing written: {summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(if summary.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints every opted-in Secret. Exit 0: all filled; 1: something needs attention; 2: the
+/// Secrets could not be listed.
+async fn status(cmd: StatusCommand) -> anyhow::Result<ExitCode> {
+    let client = match kube_api::connect(&cmd.kube.settings()).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("kubeecr status: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rows = match status::collect(&client, &cmd.settings()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("kubeecr status: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let summary = state::Summary::of(&rows);
+    match cmd.output {
+        OutputFormat::Table => print!("{}", state::table(&rows)),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "secrets": rows,
+                "summary": summary,
+            }))?
+        ),
+    }
+    Ok(if summary.needs_attention() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn certs(cmd: &CertsCommand) -> anyhow::Result<ExitCode> {
+    let request = cmd.request();
+    let issued = certs::issue(&request)?;
+    for path in certs::write(&cmd.out, &issued, cmd.force)? {
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "valid for {} until {}; run again before then, and apply the new certificate and caBundle together",
+        certs::names(&request).join(", "),
+        jiff::Timestamp::now() + jiff::SignedDuration::try_from(cmd.valid_for)?,
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,48 @@ pub fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
     }
 }
 
+/// An `Api` for each scope of `scopes`, with a name for messages.
+pub fn scoped_apis<K>(client: &Client, namespaces: &[String]) -> Vec<(String, kube::Api<K>)>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    scopes(namespaces)
+        .into_iter()
+        .map(|ns| {
+            let name = ns.as_ref().map_or_else(
+                || "all namespaces".to_string(),
+                |ns| format!("namespace {ns}"),
+            );
+            (name, scoped(client, ns.as_deref()))
+        })
+        .collect()
+}
+
+/// Listing failed, so nothing in that scope could be seen.
+#[derive(Debug, thiserror::Error)]
+#[error("listing Secrets in {scope}: {message}{hint}")]
+pub struct ListError {
+    scope: String,
+    message: String,
+    hint: String,
+}
+
+impl ListError {
+    /// `needs`: the verbs the command needs, named when the answer was 403.
+    pub fn new(scope: &str, e: &kube::Error, needs: &str) -> Self {
+        let hint = match status_code(e) {
+            Some(403) => format!(" (kubeecr needs {needs})"),
+            _ => String::new(),
+        };
+        Self {
+            scope: scope.to_string(),
+            message: describe(e),
+            hint,
+        }
+    }
+}
+
 /// An `Api` over one scope of `scopes`.
 pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> kube::Api<K>
 where
@@ -47,6 +89,65 @@ where
     match namespace {
         Some(ns) => kube::Api::namespaced(client.clone(), ns),
         None => kube::Api::all(client.clone()),
+    }
+}
+
+/// How many times a list starts again after its continue token expired (410).
+const MAX_LIST_RESTARTS: u32 = 3;
+
+/// A list read `page_size` objects at a time. A list whose continue token expired (410)
+/// starts again, so an object may come twice.
+pub struct Pages<'a, K> {
+    api: &'a kube::Api<K>,
+    selector: &'a str,
+    page_size: u32,
+    continue_token: Option<String>,
+    restarts: u32,
+    done: bool,
+}
+
+impl<'a, K> Pages<'a, K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    pub fn new(api: &'a kube::Api<K>, selector: &'a str, page_size: u32) -> Self {
+        Self {
+            api,
+            selector,
+            page_size,
+            continue_token: None,
+            restarts: 0,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<K>>, kube::Error> {
+        while !self.done {
+            let mut params = kube::api::ListParams::default()
+                .labels(self.selector)
+                .limit(self.page_size);
+            if let Some(token) = &self.continue_token {
+                params = params.continue_token(token);
+            }
+            match self.api.list(&params).await {
+                Ok(list) => {
+                    self.continue_token = list.metadata.continue_.filter(|t| !t.is_empty());
+                    self.done = self.continue_token.is_none();
+                    return Ok(Some(list.items));
+                }
+                Err(e) if status_code(&e) == Some(410) && self.restarts < MAX_LIST_RESTARTS => {
+                    self.restarts += 1;
+                    tracing::info!(
+                        restarts = self.restarts,
+                        "list continue token expired; listing again"
+                    );
+                    self.continue_token = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -9,10 +9,13 @@
 //! - `refresher`: finds opted-in Secrets (one pass, or watches and a schedule) and patches them;
 //! - `servers`: HTTPS with certificate reload, and the plain-HTTP admin port;
 //! - `service`: `kubeecr serve` composed of those, leader election and shutdown;
+//! - `status`: `kubeecr status`, where each opted-in Secret stands;
+//! - `certs`: `kubeecr certs`, webhook certificates for clusters without cert-manager;
 //! - `telemetry`: logs, metrics and Kubernetes Events;
 //! - `cli` and `commands`: the command line, which turns flags into the settings above.
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod contract;
@@ -20,5 +23,6 @@ pub mod kube_api;
 pub mod refresher;
 pub mod servers;
 pub mod service;
+pub mod status;
 pub mod telemetry;
 pub mod tokens;

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectList};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use serde::de::DeserializeOwned;
 
 use crate::contract::annotation::{MANAGED_LABEL, SecretRef};
-use crate::kube_api::{self, describe, status_code};
+use crate::kube_api::{self, ListError};
 use crate::refresher::plan::{is_opted_in, secret_ref};
 use crate::refresher::write::{Outcome, Writer};
 
@@ -65,14 +65,8 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Listing the Secrets failed, so nothing could be refreshed.
-#[derive(Debug, thiserror::Error)]
-#[error("listing Secrets in {scope}: {message}{hint}")]
-pub struct ListError {
-    scope: String,
-    message: String,
-    hint: &'static str,
-}
+/// The verbs a pass needs on Secrets.
+const NEEDS: &str = "get, list and patch on secrets";
 
 /// Label selectors that split every Secret into kubeecr's and the rest.
 pub fn managed_selector() -> String {
@@ -89,9 +83,6 @@ pub struct Refresher {
     settings: PassSettings,
 }
 
-/// How many times a list starts again after its continue token expired (410).
-const MAX_RESTARTS: u32 = 3;
-
 impl Refresher {
     pub fn new(client: kube::Client, writer: Arc<Writer>, settings: PassSettings) -> Self {
         Self {
@@ -105,7 +96,9 @@ impl Refresher {
     pub async fn run_once(&self) -> Result<Summary, ListError> {
         let calls_before = self.writer.tokens().fetch_count();
         let mut outcomes: BTreeMap<SecretRef, Outcome> = BTreeMap::new();
-        for (scope, api) in self.scopes::<Secret>() {
+        for (scope, api) in
+            kube_api::scoped_apis::<Secret>(&self.client, &self.writer.policy().namespaces)
+        {
             // Managed Secrets are decided on from the list page itself.
             self.each_page(
                 &scope,
@@ -121,7 +114,10 @@ impl Refresher {
             )
             .await?;
         }
-        for (scope, api) in self.scopes::<PartialObjectMeta<Secret>>() {
+        for (scope, api) in kube_api::scoped_apis::<PartialObjectMeta<Secret>>(
+            &self.client,
+            &self.writer.policy().namespaces,
+        ) {
             self.each_page(
                 &scope,
                 &api,
@@ -169,26 +165,9 @@ impl Refresher {
             .await
     }
 
-    fn scopes<K>(&self) -> Vec<(String, Api<K>)>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        kube_api::scopes(&self.writer.policy().namespaces)
-            .into_iter()
-            .map(|ns| {
-                let scope = ns.as_ref().map_or_else(
-                    || "all namespaces".to_string(),
-                    |ns| format!("namespace {ns}"),
-                );
-                (scope, kube_api::scoped(&self.client, ns.as_deref()))
-            })
-            .collect()
-    }
-
-    /// Lists `api` with `selector` page by page and hands each page to `process`. A page
-    /// whose continue token expired (410) starts the list again; Secrets seen twice are
-    /// decided twice, and the second time finds them up to date.
+    /// Lists `api` with `selector` page by page and hands each page to `process`. Secrets
+    /// seen twice (a list that started over) are decided twice, and the second time finds
+    /// them up to date.
     async fn each_page<K, F, Fut>(
         &self,
         scope: &str,
@@ -202,37 +181,13 @@ impl Refresher {
         F: Fn(Vec<K>) -> Fut,
         Fut: Future<Output = Vec<(SecretRef, Outcome)>>,
     {
-        let mut restarts = 0;
-        let mut continue_token: Option<String> = None;
-        loop {
-            let mut params = ListParams::default()
-                .labels(selector)
-                .limit(self.settings.page_size);
-            if let Some(token) = &continue_token {
-                params = params.continue_token(token);
-            }
-            let list: ObjectList<K> = match api.list(&params).await {
-                Ok(list) => list,
-                Err(e) if status_code(&e) == Some(410) && restarts < MAX_RESTARTS => {
-                    restarts += 1;
-                    tracing::info!(%scope, restarts, "list continue token expired; listing again");
-                    continue_token = None;
-                    continue;
-                }
-                Err(e) => {
-                    let hint = match status_code(&e) {
-                        Some(403) => " (kubeecr needs get, list and patch on secrets)",
-                        _ => "",
-                    };
-                    return Err(ListError {
-                        scope: scope.to_string(),
-                        message: describe(&e),
-                        hint,
-                    });
-                }
-            };
-            continue_token = list.metadata.continue_.clone().filter(|t| !t.is_empty());
-            for (secret, outcome) in process(list.items).await {
+        let mut pages = kube_api::Pages::new(api, selector, self.settings.page_size);
+        while let Some(page) = pages
+            .next()
+            .await
+            .map_err(|e| ListError::new(scope, &e, NEEDS))?
+        {
+            for (secret, outcome) in process(page).await {
                 // Seen twice (a list started over, or the Secret moved between lists): a
                 // write is what counts.
                 let wrote =
@@ -241,9 +196,7 @@ impl Refresher {
                     outcomes.insert(secret, outcome);
                 }
             }
-            if continue_token.is_none() {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 }

@@ -43,6 +43,9 @@ pub struct WriteSettings {
     pub conflict_retries: u32,
     /// `None`: no client-side limit.
     pub rate: Option<WriteRate>,
+    /// Send every write with `dryRun=All`: the API server checks it (RBAC, validation,
+    /// webhooks) and stores nothing.
+    pub dry_run: bool,
 }
 
 /// Why a refresh failed; the kind is a metric label and picks the Event's wording.
@@ -186,6 +189,9 @@ impl Writer {
             })
             .inc();
         match &outcome {
+            Outcome::Refreshed { .. } | Outcome::Released if self.settings.dry_run => {
+                tracing::info!(%secret, "dry run, not written: {outcome}")
+            }
             Outcome::Refreshed { .. } | Outcome::Released => {
                 tracing::info!(%secret, "{outcome}")
             }
@@ -200,6 +206,7 @@ impl Writer {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
+            dry_run: self.settings.dry_run,
             ..PatchParams::default()
         };
         let failed = |kind, note| Outcome::Failed(Failure::new(secret, kind, note));
@@ -399,6 +406,7 @@ mod tests {
             tokens,
             Arc::new(Policy::default()),
             WriteSettings {
+                dry_run: false,
                 due: DuePolicy {
                     refresh_before: Duration::from_secs(4 * 3600),
                     force: false,

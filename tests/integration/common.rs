@@ -65,6 +65,7 @@ pub async fn token_cache(endpoint: &str) -> Arc<TokenCache> {
 
 pub fn write_settings(force: bool) -> WriteSettings {
     WriteSettings {
+        dry_run: false,
         due: DuePolicy {
             refresh_before: Duration::from_secs(4 * 3600),
             force,

@@ -196,3 +196,31 @@ async fn cli_explains_an_unreachable_api_server() {
     );
     assert!(stderr.contains("Connection refused"), "{stderr}");
 }
+
+async fn dry_run_says_what_it_would_write_and_writes_nothing(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let before = create_opted_in(&client, ns, "pull", "123456789012/us-west-2").await;
+    let args = ["--namespace", ns, "--ecr-endpoint", &ecr.url()];
+    let out = kubeecr(&cluster, &[&args[..], &["--dry-run"]].concat(), &[]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("would refresh {ns}/pull (no credentials yet for 123456789012.dkr.ecr.us-west-2.amazonaws.com;")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dry run, nothing written: refreshed 1, unchanged 0"),
+        "{stdout}"
+    );
+    let after = get(&client, ns, "pull").await;
+    assert_eq!(rv(&after), rv(&before), "a dry run wrote the Secret");
+    assert_eq!(annotation(&after, EXPIRES_AT), None);
+
+    // The same run without --dry-run writes what it said.
+    let out = kubeecr(&cluster, &args, &[]).await;
+    assert!(text(&out.stdout).contains(&format!("refreshed {ns}/pull")));
+    assert!(annotation(&get(&client, ns, "pull").await, EXPIRES_AT).is_some());
+}
+on_both_backends!(dry_run_says_what_it_would_write_and_writes_nothing);

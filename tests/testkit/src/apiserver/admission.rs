@@ -3,8 +3,9 @@
 //! built-in Secret validation, then validating webhooks; `failurePolicy`, `timeoutSeconds`,
 //! `rules`, a `kubernetes.io/metadata.name` namespaceSelector and `matchConditions`.
 //!
-//! matchConditions are not CEL in general: only the shape "object or oldObject carries
-//! annotation K" is recognised, and any other expression panics so that the double and
+//! matchConditions are not CEL in general: only the shapes "object or oldObject carries
+//! annotation K" and "request.userInfo.username != 'U'" are recognised (all must hold, as
+//! in the API server), and any other expression panics so that the double and
 //! `webhook-config/` cannot drift apart silently.
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,6 +57,8 @@ pub struct Write<'a> {
     pub name: &'a str,
     pub old: Option<&'a Value>,
     pub dry_run: bool,
+    /// `userInfo.username` of the request.
+    pub user: &'a str,
 }
 
 pub struct Webhook {
@@ -69,6 +72,8 @@ pub struct Webhook {
     pub timeout: Duration,
     /// From matchConditions: call only when the object or old object carries this annotation.
     pub match_annotation: Option<String>,
+    /// From matchConditions: never called for writes by these users.
+    pub skip_users: Vec<String>,
     pub excluded_namespaces: Vec<String>,
     client: HttpsClient,
 }
@@ -88,6 +93,24 @@ pub struct Call {
 pub struct Webhooks {
     hooks: RwLock<Vec<Arc<Webhook>>>,
     calls: Mutex<Vec<Call>>,
+}
+
+/// What one matchCondition asks for.
+enum Condition {
+    Annotation(String),
+    NotUser(String),
+}
+
+fn condition(expression: &str) -> Condition {
+    let not_user = "request.userInfo.username != '";
+    if let Some(rest) = expression.trim().strip_prefix(not_user) {
+        let user = rest
+            .strip_suffix('\'')
+            .filter(|u| !u.contains('\''))
+            .unwrap_or_else(|| panic!("unsupported matchCondition: {expression}"));
+        return Condition::NotUser(user.to_string());
+    }
+    Condition::Annotation(annotation_of_condition(expression))
 }
 
 fn annotation_of_condition(expression: &str) -> String {
@@ -189,7 +212,20 @@ impl Webhooks {
                         })
                     })
                     .collect();
-                let conditions = w["matchConditions"].as_array().cloned().unwrap_or_default();
+                let conditions: Vec<Condition> = w["matchConditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| condition(c["expression"].as_str().expect("expression")))
+                    .collect();
+                let annotations: Vec<String> = conditions
+                    .iter()
+                    .filter_map(|c| match c {
+                        Condition::Annotation(a) => Some(a.clone()),
+                        Condition::NotUser(_) => None,
+                    })
+                    .collect();
+                assert!(annotations.len() <= 1, "one annotation condition at most");
                 self.register(Webhook {
                     name: w["name"].as_str().expect("name").to_string(),
                     mutating,
@@ -207,12 +243,14 @@ impl Webhooks {
                     resources,
                     fail_closed: w["failurePolicy"].as_str().unwrap_or("Fail") == "Fail",
                     timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
-                    match_annotation: conditions
+                    match_annotation: annotations.into_iter().next(),
+                    skip_users: conditions
                         .iter()
-                        .map(|c| {
-                            annotation_of_condition(c["expression"].as_str().expect("expression"))
+                        .filter_map(|c| match c {
+                            Condition::NotUser(u) => Some(u.clone()),
+                            Condition::Annotation(_) => None,
                         })
-                        .next(),
+                        .collect(),
                     excluded_namespaces: excluded_namespaces(&w["namespaceSelector"]),
                     client: https_client(ca_pem, Alpn::Both),
                 });
@@ -244,6 +282,7 @@ impl Webhooks {
             op,
             namespace,
             old,
+            user,
             ..
         } = *write;
         let hooks: Vec<Arc<Webhook>> = self.hooks.read().unwrap().clone();
@@ -255,6 +294,7 @@ impl Webhooks {
                     .iter()
                     .any(|(g, r)| (g == kind.group || g == "*") && (r == kind.resource || r == "*"))
                 && !w.excluded_namespaces.iter().any(|n| n == namespace)
+                && !w.skip_users.iter().any(|u| u == user)
                 && w.match_annotation
                     .as_ref()
                     .is_none_or(|k| has_annotation(object, k) || has_annotation(old, k))
@@ -309,6 +349,7 @@ impl Webhooks {
             name,
             old,
             dry_run,
+            user,
         } = *write;
         let uid = uuid::Uuid::new_v4().to_string();
         let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
@@ -320,7 +361,7 @@ impl Webhooks {
                 "uid": uid,
                 "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
                 "name": name, "namespace": namespace, "operation": op.as_str(),
-                "userInfo": {"username": "double-admin", "groups": ["system:masters", "system:authenticated"]},
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
                 "object": object, "oldObject": old, "dryRun": dry_run,
                 "options": {"kind": op.options_kind(), "apiVersion": "meta.k8s.io/v1"},
             }

@@ -977,8 +977,10 @@ async fn create(
     State(s): State<Arc<Shared>>,
     Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let user = user_of(&headers);
     let result = async {
         let kind = target.kind()?;
         let obj = parse_json(&body)?;
@@ -989,6 +991,7 @@ async fn create(
             name: &name,
             op: Operation::Create,
             dry_run: is_dry_run(&q),
+            user: &user,
         };
         write(&s, write_to, None, |_| Ok(obj.clone())).await
     }
@@ -1000,8 +1003,10 @@ async fn replace(
     State(s): State<Arc<Shared>>,
     Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let user = user_of(&headers);
     let result = async {
         let kind = target.kind()?;
         let obj = parse_json(&body)?;
@@ -1017,6 +1022,7 @@ async fn replace(
             name: target.name(),
             op: Operation::Update,
             dry_run: is_dry_run(&q),
+            user: &user,
         };
         write(&s, write_to, precondition, |_| Ok(obj.clone())).await
     }
@@ -1036,6 +1042,7 @@ async fn patch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let user = user_of(&headers);
     let result = async {
         let kind = target.kind()?;
         let patch_body = parse_json(&body)?;
@@ -1043,7 +1050,7 @@ async fn patch(
         if apply && q.field_manager.as_deref().is_none_or(str::is_empty) {
             return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
         }
-        let mut write_to = WriteTo { kind, ns: target.ns(), name: target.name(), op: Operation::Update, dry_run: is_dry_run(&q) };
+        let mut write_to = WriteTo { kind, ns: target.ns(), name: target.name(), op: Operation::Update, dry_run: is_dry_run(&q), user: &user };
         if apply && s.store.get(&target.key(kind)).is_none() {
             write_to.op = Operation::Create;
             return write(&s, write_to, None, |_| Ok(patch_body.clone())).await;
@@ -1077,7 +1084,9 @@ async fn delete(
     State(s): State<Arc<Shared>>,
     Path(target): Path<Target>,
     Query(q): Query<ListQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let user = user_of(&headers);
     let result = async {
         let kind = target.kind()?;
         let key = target.key(kind);
@@ -1092,6 +1101,7 @@ async fn delete(
             name: target.name(),
             old: Some(&old),
             dry_run: is_dry_run(&q),
+            user: &user,
         };
         let warnings = s.webhooks.admit(&admission, None).await?.1;
         if is_dry_run(&q) {
@@ -1111,6 +1121,17 @@ struct WriteTo<'a> {
     name: &'a str,
     op: Operation,
     dry_run: bool,
+    user: &'a str,
+}
+
+/// The user a request acts as: the double trusts every client, so this is the one it
+/// impersonates (kubeconfig `as:`), else an administrator.
+fn user_of(headers: &HeaderMap) -> String {
+    headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("double-admin")
+        .to_string()
 }
 
 /// The write path of kube-apiserver: build the new object from the current one, mutating
@@ -1129,6 +1150,7 @@ async fn write(
         name,
         op,
         dry_run,
+        user,
     } = to;
     let key = (kind, ns.to_string(), name.to_string());
     for _ in 0..10 {
@@ -1156,6 +1178,7 @@ async fn write(
             name,
             old: current.as_ref(),
             dry_run,
+            user,
         };
         let (admitted, warnings) = s.webhooks.admit(&admission, Some(&obj)).await?;
         let mut obj = admitted.expect("writes keep an object");
