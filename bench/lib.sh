@@ -31,7 +31,7 @@ start_cluster() {
       local port
       port=$(free_port)
       target/release/kubeecr-dev-cluster --listen "127.0.0.1:$port" --kubeconfig "$state/kubeconfig" \
-        --certs-dir "$state/certs" >"$state/double.log" 2>&1 &
+        >"$state/double.log" 2>&1 &
       bench_pids+=("$!")
       wait_port "$port"
       KUBECONFIG_PATH="$PWD/$state/kubeconfig"

@@ -2,7 +2,7 @@
 # Runs kubeecr locally with no cluster and no AWS account: moto stands in for ECR, the in-repo
 # kube-apiserver double (tests/testkit) stands in for Kubernetes, with kubeecr's admission
 # webhooks registered. It then:
-#   1. runs `kubeecr serve` (webhook, watch-driven refresher, admin port) with dev certs from certs/,
+#   1. runs `kubeecr serve` (webhook, watch-driven refresher, admin port) with certs from `kubeecr certs` in target/local/certs/,
 #   2. applies examples/usage/*.yaml through the API (the webhook fills or refuses them),
 #   3. runs `kubeecr refresh --force` once, as a CronJob would,
 #   4. prints what the Secrets hold (passwords hidden).
@@ -32,8 +32,10 @@ pids+=("$MOTO_PID")
 webhook_port=$(free_port)
 admin_port=$(free_port)
 api_port=$(free_port)
+# The webhook's certificate, made as an operator without cert-manager makes it.
+target/debug/kubeecr certs --out "$state/certs" --extra-name 127.0.0.1,localhost --valid-for 1d --force >/dev/null
 target/debug/kubeecr-dev-cluster --listen "127.0.0.1:$api_port" --kubeconfig "$state/kubeconfig" \
-  --certs-dir certs --webhook-url "https://127.0.0.1:$webhook_port" >"$state/apiserver.log" 2>&1 &
+  --webhook-ca "$state/certs/ca.crt" --webhook-url "https://127.0.0.1:$webhook_port" >"$state/apiserver.log" 2>&1 &
 pids+=("$!")
 wait_port "$api_port"
 
@@ -43,7 +45,7 @@ export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDE
 export KUBEECR_KUBECONFIG="$state/kubeconfig" KUBEECR_ECR_ENDPOINT="$MOTO_URL"
 
 target/debug/kubeecr serve --listen "127.0.0.1:$webhook_port" --admin-listen "127.0.0.1:$admin_port" \
-  --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key >"$state/serve.log" 2>&1 &
+  --tls-cert-file "$state/certs/tls.crt" --tls-key-file "$state/certs/tls.key" >"$state/serve.log" 2>&1 &
 pids+=("$!")
 wait_port "$webhook_port"
 wait_port "$admin_port"

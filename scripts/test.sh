@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib/moto.sh
 
 ensure_moto
+# The manifest checks (tests/integration/install.rs) validate with this virtualenv's jsonschema.
+export KUBEECR_VENV
 mkdir -p target
 start_moto target/moto.log
 kapi_dir=""

@@ -1,6 +1,8 @@
 //! `kubeecr certs`: a CA and a serving certificate for the webhook's Service, for clusters
 //! without cert-manager and for local runs. The CA's key is never written: renewing means
-//! running it again and applying both the new certificate and the new `caBundle`.
+//! running it again (`--force`) and applying the new certificate and `caBundle` together.
+//! The bundle then trusts the previous CA too, so that pods still serving the old
+//! certificate until the kubelet updates their mount keep being trusted.
 
 use std::fs;
 use std::io::Write;
@@ -104,7 +106,12 @@ pub const CA_BUNDLE_FILE: &str = "ca-bundle.env";
 
 /// Writes the files into `dir`, the key readable by its owner only. Returns their paths.
 pub fn write(dir: &Path, issued: &Issued, force: bool) -> Result<Vec<PathBuf>, CertsError> {
-    let ca_bundle = format!("caBundle={}\n", STANDARD.encode(&issued.ca_pem));
+    // Only the CA just replaced: a bundle never grows past two.
+    let previous = fs::read_to_string(dir.join(CA_FILE))
+        .ok()
+        .filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----") && *pem != issued.ca_pem);
+    let bundle = format!("{}{}", issued.ca_pem, previous.unwrap_or_default());
+    let ca_bundle = format!("caBundle={}\n", STANDARD.encode(bundle));
     let files = [
         (CA_FILE, issued.ca_pem.as_str(), 0o644),
         (CERT_FILE, issued.cert_pem.as_str(), 0o644),
@@ -203,10 +210,31 @@ mod tests {
             before, issued.cert_pem,
             "refused write left the files alone"
         );
-        write(dir.path(), &issue(&request()).unwrap(), true).unwrap();
+        let renewed = issue(&request()).unwrap();
+        write(dir.path(), &renewed, true).unwrap();
         assert_ne!(
             fs::read_to_string(dir.path().join(CERT_FILE)).unwrap(),
             before
+        );
+        // The renewed bundle trusts the new CA and the one it replaced, not older ones.
+        let bundle = |dir: &Path| {
+            let line = fs::read_to_string(dir.join(CA_BUNDLE_FILE)).unwrap();
+            String::from_utf8(
+                STANDARD
+                    .decode(line.trim().strip_prefix("caBundle=").unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            bundle(dir.path()),
+            format!("{}{}", renewed.ca_pem, issued.ca_pem)
+        );
+        let third = issue(&request()).unwrap();
+        write(dir.path(), &third, true).unwrap();
+        assert_eq!(
+            bundle(dir.path()),
+            format!("{}{}", third.ca_pem, renewed.ca_pem)
         );
     }
 

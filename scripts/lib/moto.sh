@@ -3,12 +3,17 @@
 MOTO_VERSION="5.2.5"
 KUBEECR_VENV="${KUBEECR_VENV:-.venv}"
 
-# Installs moto[server] into $KUBEECR_VENV when it is missing.
+# The manifest checks' schema validator (scripts/lib/validate_manifests.py).
+VALIDATOR_PACKAGES=("jsonschema==4.26.0" "referencing==0.37.0" "PyYAML==6.0.4")
+
+# Installs moto[server] and the validator's packages into $KUBEECR_VENV when missing.
 ensure_moto() {
   if [ ! -x "$KUBEECR_VENV/bin/moto_server" ]; then
     echo "==> installing moto[server]==$MOTO_VERSION into $KUBEECR_VENV"
     python3 -m venv "$KUBEECR_VENV"
-    "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "${VALIDATOR_PACKAGES[@]}"
+  elif ! "$KUBEECR_VENV/bin/python" -c 'import jsonschema, referencing, yaml' 2>/dev/null; then
+    "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "${VALIDATOR_PACKAGES[@]}"
   fi
 }
 

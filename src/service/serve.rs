@@ -65,6 +65,11 @@ pub struct ServeSettings {
 const TOKEN_RENEW_INTERVAL: Duration = Duration::from_secs(60);
 /// Bound on the whole shutdown, beyond the connection drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// Bound on the admin port's own stop, last.
+const ADMIN_STOP: Duration = Duration::from_secs(2);
+/// Longest a stop takes after `--shutdown-delay`: a pod's terminationGracePeriodSeconds must
+/// cover the delay and this, or the Lease may not be released.
+pub const STOP_BOUND: Duration = SHUTDOWN_GRACE.saturating_add(ADMIN_STOP);
 
 type Task = (&'static str, anyhow::Result<()>);
 
@@ -272,7 +277,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     }
     admin_stop.cancel();
     if !admin_ended {
-        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+        let _ = tokio::time::timeout(ADMIN_STOP, admin_task).await;
     }
     events_task.abort();
     signals.abort();

@@ -2,6 +2,7 @@
 
 mod common;
 mod ecr_source;
+mod install;
 mod refresh_cli;
 mod refresh_scenarios;
 mod serve_cli;

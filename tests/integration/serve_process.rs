@@ -90,6 +90,27 @@ pub fn has_password(s: &Secret, host: &str) -> bool {
         })
 }
 
+/// Where a `kubeecr serve` listens, and the certificate it serves, as the kubelet mounts it.
+pub struct Ports {
+    pub webhook: u16,
+    pub admin: u16,
+    pub ca: TestCa,
+    pub mount: KubeletMount,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        let ca = TestCa::new("serve-ca");
+        let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
+        Self {
+            webhook: free_port(),
+            admin: free_port(),
+            ca,
+            mount,
+        }
+    }
+}
+
 pub struct ServeProcess {
     child: tokio::process::Child,
     pub webhook_port: u16,
@@ -103,23 +124,27 @@ impl ServeProcess {
     /// Starts `kubeecr serve` against the cluster and ECR at `ecr`, as replica `identity`,
     /// with its Lease in the test namespace and `extra` flags.
     pub async fn start(cluster: &TestCluster, ecr: &str, identity: &str, extra: &[&str]) -> Self {
-        let ca = TestCa::new("serve-ca");
-        let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
-        let webhook_port = free_port();
-        let admin_port = free_port();
-        let mut child = kubeecr_command("serve")
-            .env("POD_NAME", identity)
+        let ports = Ports::new();
+        let mut cmd = kubeecr_command("serve");
+        cmd.env("POD_NAME", identity)
             .env("POD_NAMESPACE", cluster.ns())
-            .args(["--listen", &format!("127.0.0.1:{webhook_port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--listen", &format!("127.0.0.1:{}", ports.webhook)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", ports.admin)])
             .arg("--tls-cert-file")
-            .arg(mount.files().cert)
+            .arg(ports.mount.files().cert)
             .arg("--tls-key-file")
-            .arg(mount.files().key)
+            .arg(ports.mount.files().key)
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
             .args(["--ecr-endpoint", ecr, "--namespaces", cluster.ns()])
-            .args(extra)
+            .args(extra);
+        Self::launch(cmd, ports)
+    }
+
+    /// Runs `cmd`, a `kubeecr serve` that listens on `ports` and reads its certificate from
+    /// `ports.mount`.
+    pub fn launch(mut cmd: tokio::process::Command, ports: Ports) -> Self {
+        let mut child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -137,11 +162,11 @@ impl ServeProcess {
         });
         Self {
             child,
-            webhook_port,
-            admin_port,
-            ca,
+            webhook_port: ports.webhook,
+            admin_port: ports.admin,
+            ca: ports.ca,
             logs,
-            _mount: mount,
+            _mount: ports.mount,
         }
     }
 

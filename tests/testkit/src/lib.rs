@@ -4,5 +4,5 @@ pub mod apiserver;
 pub mod cluster;
 pub mod conflict;
 pub mod moto;
-pub mod openapi;
 pub mod tls;
+pub mod yaml;

@@ -175,12 +175,7 @@ impl Webhooks {
     /// Registers every webhook of the (Mutating|Validating)WebhookConfiguration documents in
     /// `yaml`, calling `base_url` + the service path instead of the in-cluster Service.
     pub fn register_yaml(&self, yaml: &str, base_url: &str, ca_pem: &[u8]) {
-        for doc in serde_norway::Deserializer::from_str(yaml) {
-            let doc: Value = serde_json::to_value(
-                <serde_norway::Value as serde::Deserialize>::deserialize(doc)
-                    .expect("webhook YAML"),
-            )
-            .expect("YAML to JSON");
+        for doc in crate::yaml::yaml_documents(yaml) {
             let mutating = match doc["kind"].as_str() {
                 Some("MutatingWebhookConfiguration") => true,
                 Some("ValidatingWebhookConfiguration") => false,

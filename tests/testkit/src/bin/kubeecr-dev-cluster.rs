@@ -1,12 +1,11 @@
 //! A throwaway "cluster" for running kubeecr locally: the in-repo kube-apiserver double on
-//! 127.0.0.1, a kubeconfig for it, dev TLS certificates for the webhook, and kubeecr's
-//! `webhook-config/` registered against a webhook URL. Used by `scripts/local-run.sh`.
+//! 127.0.0.1, a kubeconfig for it, and kubeecr's `webhook-config/` registered against a
+//! webhook URL, trusting the CA `kubeecr certs` made. Used by `scripts/local-run.sh` and `bench/`.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use kubeecr_testkit::apiserver::FakeApiServer;
-use kubeecr_testkit::tls::TestCa;
 
 #[derive(Parser)]
 struct Args {
@@ -16,37 +15,24 @@ struct Args {
     /// Where to write the kubeconfig.
     #[arg(long)]
     kubeconfig: PathBuf,
-    /// Directory for ca.crt, tls.crt and tls.key (made when missing).
-    #[arg(long)]
-    certs_dir: PathBuf,
     /// The webhook's base URL, e.g. https://127.0.0.1:8443. Unset: no webhook is registered.
-    #[arg(long)]
+    #[arg(long, requires = "webhook_ca")]
     webhook_url: Option<String>,
+    /// The CA the webhook's certificate chains to (its caBundle), e.g. from `kubeecr certs`.
+    #[arg(long)]
+    webhook_ca: Option<PathBuf>,
     /// The webhook-config/ directory to register.
     #[arg(long, default_value = "webhook-config")]
     webhook_config: PathBuf,
 }
 
-fn ensure_certs(dir: &std::path::Path) -> anyhow::Result<String> {
-    let ca_path = dir.join("ca.crt");
-    if !ca_path.exists() {
-        std::fs::create_dir_all(dir)?;
-        let ca = TestCa::new("kubeecr-local-ca");
-        let serving = ca.serving("kubeecr-webhook.local", true);
-        std::fs::write(dir.join("tls.crt"), serving.cert_pem)?;
-        std::fs::write(dir.join("tls.key"), serving.key_pem)?;
-        std::fs::write(&ca_path, ca.pem())?;
-    }
-    Ok(std::fs::read_to_string(ca_path)?)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let ca = ensure_certs(&args.certs_dir)?;
     let server = FakeApiServer::start_on(&args.listen).await;
     server.write_kubeconfig(&args.kubeconfig);
-    if let Some(url) = &args.webhook_url {
+    if let (Some(url), Some(ca)) = (&args.webhook_url, &args.webhook_ca) {
+        let ca = std::fs::read_to_string(ca)?;
         let mut yaml = String::new();
         for file in ["mutating.yaml", "validating.yaml"] {
             yaml.push_str(&std::fs::read_to_string(args.webhook_config.join(file))?);

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Renders every kustomization under manifests/, webhook-config/, examples/ and certs/ and
+# validates each object against kube-apiserver v1.36's OpenAPI v3 schemas and cert-manager's
+# CRDs (tests/fixtures/), strictly: unknown fields are errors. Offline; needs kubectl (or
+# kustomize), openssl and the .venv's PyYAML and jsonschema.
+#
+# It works on a temporary copy of those directories, as a fresh clone has them: generated and
+# secret files (certs/*.crt, *.key, *.env, aws-credentials.env) are left out, and throwaway
+# ones are made where a kustomization needs them, so that certs/ and access-keys/ are checked
+# on every machine and no real key is ever read. Components (kind: Component) are checked by
+# enabling each in the kustomization of the directory above it. What the objects mean (flags,
+# RBAC, namespaces) is checked by tests/integration/install.rs, which runs this script.
+#
+#   scripts/check-manifests.sh        KUBEECR_VENV=dir: the virtualenv (default: .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${KUBEECR_VENV:-.venv}/bin/python"
+validator=scripts/lib/validate_manifests.py
+if command -v kubectl >/dev/null; then kustomize=(kubectl kustomize); else kustomize=(kustomize build); fi
+
+echo "==> validator self-test"
+"$py" "$validator" --self-test | tail -n 1
+[ "${PIPESTATUS[0]}" = 0 ] || { "$py" "$validator" --self-test; exit 1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# A copy of the tree as a fresh clone has it (plus uncommitted work), without generated files.
+fresh_copy() {
+  mkdir -p "$1"
+  tar -c --exclude='certs/*.crt' --exclude='certs/*.key' --exclude='certs/*.env' --exclude='certs/*.pem' \
+    --exclude=examples/installation/access-keys/aws-credentials.env \
+    manifests webhook-config examples certs | tar -x -C "$1"
+}
+
+# What `kubeecr certs --out certs/` writes, made with openssl and thrown away.
+throwaway_certs() {
+  local d=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=throwaway-ca \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=kubeecr-webhook.kubeecr.svc \
+    -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null
+  openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 1 \
+    -extfile <(printf 'subjectAltName=DNS:kubeecr-webhook.kubeecr.svc,DNS:kubeecr-webhook.kubeecr.svc.cluster.local') \
+    -out "$d/tls.crt" 2>/dev/null
+  rm -f "$d/ca.key" "$d/tls.csr" "$d/ca.srl"
+  echo "caBundle=$(base64 -w0 <"$d/ca.crt")" >"$d/ca-bundle.env"
+}
+
+tree="$tmp/tree"
+fresh_copy "$tree"
+
+failures=()
+checked=0
+objects=0
+
+# check LABEL DIR: renders DIR and validates what it renders.
+check() {
+  local label=$1 dir=$2 out
+  checked=$((checked + 1))
+  if ! "${kustomize[@]}" "$dir" >"$tmp/rendered.yaml" 2>"$tmp/render.err"; then
+    echo "FAIL $label: does not render"
+    sed 's/^/    /' "$tmp/render.err"
+    failures+=("$label (render)")
+    return
+  fi
+  if out=$("$py" "$validator" "$tmp/rendered.yaml"); then
+    local n
+    n=$(grep -c '^ok ' <<<"$out")
+    objects=$((objects + n))
+    echo "ok   $label ($n objects)"
+  else
+    echo "FAIL $label:"
+    grep -v '^ok ' <<<"$out" | sed 's/^/    /'
+    failures+=("$label")
+  fi
+}
+
+echo "==> rendering and validating"
+components=()
+while IFS= read -r k; do
+  dir=$(dirname "$k")
+  if grep -q '^kind: Component' "$k"; then
+    components+=("$dir")
+    continue
+  fi
+  if [ "$dir" = certs ]; then
+    if ! command -v openssl >/dev/null; then
+      echo "FAIL certs: openssl is needed to make throwaway certificates"
+      failures+=("certs (no openssl)")
+      continue
+    fi
+    throwaway_certs "$tree/certs"
+    check "certs (throwaway certificates)" "$tree/certs"
+    continue
+  fi
+  check "$dir" "$tree/$dir"
+done < <(find manifests webhook-config examples certs -name kustomization.yaml | sort)
+
+# Each Component, enabled in the kustomization above it (in a copy of its own).
+for c in "${components[@]}"; do
+  parent=$(dirname "$c")
+  variant="$tmp/component-$(echo "$c" | tr / -)"
+  fresh_copy "$variant"
+  [ -f "$variant/$c/aws-credentials.env.example" ] && cp "$variant/$c/aws-credentials.env.example" "$variant/$c/aws-credentials.env"
+  if [ ! -f "$parent/kustomization.yaml" ]; then
+    echo "FAIL $c: a Component with no kustomization above it"
+    failures+=("$c")
+    continue
+  fi
+  "$py" - "$variant/$parent/kustomization.yaml" "$(basename "$c")" <<'PY'
+import sys, yaml
+path, component = sys.argv[1], sys.argv[2]
+k = yaml.safe_load(open(path))
+k["components"] = (k.get("components") or []) + [component]
+yaml.safe_dump(k, open(path, "w"), sort_keys=False)
+PY
+  check "$parent with component $(basename "$c")" "$variant/$parent"
+done
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "manifests: ${#failures[@]} of $checked checks FAILED:"
+  printf '  %s\n' "${failures[@]}"
+  exit 1
+fi
+echo "manifests: $checked checks ok, $objects objects valid"
