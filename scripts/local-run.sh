@@ -5,7 +5,7 @@
 #   1. runs `kubeecr serve` (webhook, watch-driven refresher, admin port) with certs from `kubeecr certs` in target/local/certs/,
 #   2. applies examples/usage/*.yaml through the API (the webhook fills or refuses them),
 #   3. runs `kubeecr refresh --force` once, as a CronJob would,
-#   4. prints what the Secrets hold (passwords hidden).
+#   4. prints what the Secrets hold (passwords hidden), and `kubeecr status`.
 #
 #   scripts/local-run.sh          run, show, stop
 #   scripts/local-run.sh --keep   keep everything running until Ctrl-C (kubeconfig: target/local/kubeconfig)
@@ -62,6 +62,10 @@ target/debug/kubeecr refresh --force --log-level warn
 echo
 echo "==> the Secrets now"
 "$KUBEECR_VENV/bin/python" scripts/lib/show.py "http://127.0.0.1:$api_port"
+
+echo
+echo "==> kubeecr status"
+target/debug/kubeecr status
 
 echo
 echo "==> what kubeecr serve's /metrics says"
