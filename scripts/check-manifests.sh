@@ -2,7 +2,7 @@
 # Renders every kustomization under manifests/, webhook-config/, examples/ and certs/ and
 # validates each object against kube-apiserver v1.36's OpenAPI v3 schemas and cert-manager's
 # CRDs (tests/fixtures/), strictly: unknown fields are errors. Offline; needs kubectl (or
-# kustomize), openssl and the .venv's PyYAML and jsonschema.
+# kustomize), kubeecr (certs: KUBEECR_BIN, default target/debug/kubeecr) and the .venv's PyYAML and jsonschema.
 #
 # It works on a temporary copy of those directories, as a fresh clone has them: generated and
 # secret files (certs/*.crt, *.key, *.env, aws-credentials.env) are left out, and throwaway
@@ -33,18 +33,10 @@ fresh_copy() {
     manifests webhook-config examples certs | tar -x -C "$1"
 }
 
-# What `kubeecr certs --out certs/` writes, made with openssl and thrown away.
+# Throwaway certificates, as `kubeecr certs --out certs/` writes them.
+kubeecr_bin="${KUBEECR_BIN:-target/debug/kubeecr}"
 throwaway_certs() {
-  local d=$1
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=throwaway-ca \
-    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=kubeecr-webhook.kubeecr.svc \
-    -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null
-  openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 1 \
-    -extfile <(printf 'subjectAltName=DNS:kubeecr-webhook.kubeecr.svc,DNS:kubeecr-webhook.kubeecr.svc.cluster.local') \
-    -out "$d/tls.crt" 2>/dev/null
-  rm -f "$d/ca.key" "$d/tls.csr" "$d/ca.srl"
-  echo "caBundle=$(base64 -w0 <"$d/ca.crt")" >"$d/ca-bundle.env"
+  "$kubeecr_bin" certs --out "$1" --valid-for 1h --force >/dev/null
 }
 
 tree="$tmp/tree"
@@ -85,9 +77,9 @@ while IFS= read -r k; do
     continue
   fi
   if [ "$dir" = certs ]; then
-    if ! command -v openssl >/dev/null; then
-      echo "FAIL certs: openssl is needed to make throwaway certificates"
-      failures+=("certs (no openssl)")
+    if [ ! -x "$kubeecr_bin" ]; then
+      echo "FAIL certs: $kubeecr_bin is needed to make throwaway certificates (cargo build, or KUBEECR_BIN)"
+      failures+=("certs (no kubeecr binary)")
       continue
     fi
     throwaway_certs "$tree/certs"

@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib/moto.sh
 
 ensure_moto
-# The manifest checks (tests/integration/install.rs) validate with this virtualenv's jsonschema.
-export KUBEECR_VENV
+# The manifest checks (tests/integration/install.rs) validate with this virtualenv's jsonschema,
+# and need kubectl: here a missing tool fails them rather than skipping them.
+export KUBEECR_VENV KUBEECR_TEST_REQUIRE_TOOLS=1
 mkdir -p target
 start_moto target/moto.log
 kapi_dir=""

@@ -36,11 +36,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where AWS credentials come from; the variables are the SDK's, read by no flag.
+const AWS_CREDENTIALS_HELP: &str = "AWS credentials come from the AWS SDK's default chain: \
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (in a cluster, from the \
+kubeecr-aws-secrets Secret), IRSA (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE), EKS Pod Identity, \
+or AWS_PROFILE.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Refresh every opted-in Secret that is due, once, and exit (CronJob or laptop).
+    #[command(after_help = AWS_CREDENTIALS_HELP)]
     Refresh(Box<RefreshCommand>),
     /// Serve the admission webhook and the admin port, and keep opted-in Secrets fresh.
+    #[command(after_help = AWS_CREDENTIALS_HELP)]
     Serve(Box<ServeCommand>),
     /// List opted-in Secrets with their expiry and state; exit 1 when any needs attention.
     Status(Box<StatusCommand>),
@@ -99,8 +107,9 @@ impl StatusCommand {
 
 #[derive(Debug, Args)]
 pub struct CertsCommand {
-    /// Directory for ca.crt, tls.crt, tls.key and ca-bundle.env (what certs/kustomization.yaml reads).
-    #[arg(long, default_value = "certs")]
+    /// Directory for ca.crt, tls.crt, tls.key and ca-bundle.env (what certs/kustomization.yaml
+    /// reads). Required, so that a key never lands in whatever directory the command ran in.
+    #[arg(long)]
     pub out: PathBuf,
     /// Name of the webhook's Service.
     #[arg(long, default_value = "kubeecr-webhook")]

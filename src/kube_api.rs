@@ -38,22 +38,12 @@ pub fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
     }
 }
 
-/// An `Api` for each scope of `scopes`, with a name for messages.
-pub fn scoped_apis<K>(client: &Client, namespaces: &[String]) -> Vec<(String, kube::Api<K>)>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    scopes(namespaces)
-        .into_iter()
-        .map(|ns| {
-            let name = ns.as_ref().map_or_else(
-                || "all namespaces".to_string(),
-                |ns| format!("namespace {ns}"),
-            );
-            (name, scoped(client, ns.as_deref()))
-        })
-        .collect()
+/// A scope of `scopes`, for messages.
+pub fn scope_name(namespace: Option<&str>) -> String {
+    namespace.map_or_else(
+        || "all namespaces".to_string(),
+        |ns| format!("namespace {ns}"),
+    )
 }
 
 /// Listing failed, so nothing in that scope could be seen.
@@ -97,20 +87,20 @@ const MAX_LIST_RESTARTS: u32 = 3;
 
 /// A list read `page_size` objects at a time. A list whose continue token expired (410)
 /// starts again, so an object may come twice.
-pub struct Pages<'a, K> {
-    api: &'a kube::Api<K>,
-    selector: &'a str,
+pub struct Pages<K> {
+    api: kube::Api<K>,
+    selector: String,
     page_size: u32,
     continue_token: Option<String>,
     restarts: u32,
     done: bool,
 }
 
-impl<'a, K> Pages<'a, K>
+impl<K> Pages<K>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    pub fn new(api: &'a kube::Api<K>, selector: &'a str, page_size: u32) -> Self {
+    pub fn new(api: kube::Api<K>, selector: String, page_size: u32) -> Self {
         Self {
             api,
             selector,
@@ -125,7 +115,7 @@ where
     pub async fn next(&mut self) -> Result<Option<Vec<K>>, kube::Error> {
         while !self.done {
             let mut params = kube::api::ListParams::default()
-                .labels(self.selector)
+                .labels(&self.selector)
                 .limit(self.page_size);
             if let Some(token) = &self.continue_token {
                 params = params.continue_token(token);

@@ -1,11 +1,12 @@
 //! The refresher: finds opted-in Secrets and patches the ones that are due, in place.
 //!
-//! `plan` decides (pure); `write` refreshes one Secret; `pass` is one pass over them all
-//! (`kubeecr refresh`); `index`, `schedule`, `watch` and `controller` are the watch-driven
-//! refresher of `kubeecr serve`.
+//! `plan` decides (pure); `write` refreshes one Secret; `listing` finds opted-in Secrets page
+//! by page, and `pass` is one pass over them all (`kubeecr refresh`); `index`, `schedule`,
+//! `watch` and `controller` are the watch-driven refresher of `kubeecr serve`.
 
 pub mod controller;
 pub mod index;
+pub mod listing;
 pub mod pass;
 pub mod plan;
 pub mod schedule;

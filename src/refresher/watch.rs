@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::kube_api::{self, causes};
 use crate::refresher::index::{Change, Source, StreamId};
-use crate::refresher::pass::{managed_selector, unmanaged_selector};
+use crate::refresher::listing::{managed_selector, unmanaged_selector};
 use crate::telemetry::metrics::{Metrics, WatchLabels};
 
 /// Every stream to watch: managed and unmanaged, per namespace or for all.

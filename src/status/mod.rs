@@ -11,13 +11,12 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 
 use crate::contract::policy::Policy;
-use crate::kube_api::{self, ListError, describe};
-use crate::refresher::pass::{managed_selector, unmanaged_selector};
-use crate::refresher::plan::{is_opted_in, secret_ref};
-use state::{Row, State, classify};
+use crate::kube_api::{ListError, describe};
+use crate::refresher::listing::{Found, OptedInSecrets};
+use crate::refresher::plan::is_opted_in;
+use state::{Row, classify};
 
 #[derive(Debug, Clone)]
 pub struct StatusSettings {
@@ -37,60 +36,39 @@ pub async fn collect(
     settings: &StatusSettings,
 ) -> Result<Vec<Row>, ListError> {
     let now = Timestamp::now();
-    let namespaces = &settings.policy.namespaces;
     let judge = |object: &Secret| classify(object, &settings.policy, settings.refresh_before, now);
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
-    let mut keep = |row: Row| {
-        rows.insert((row.namespace.clone(), row.name.clone()), row);
-    };
-    let managed = managed_selector();
-    for (scope, api) in kube_api::scoped_apis::<Secret>(client, namespaces) {
-        let mut pages = kube_api::Pages::new(&api, &managed, settings.page_size);
-        while let Some(page) = pages
-            .next()
-            .await
-            .map_err(|e| ListError::new(&scope, &e, NEEDS))?
-        {
-            page.iter()
-                .filter(|s| is_opted_in(&s.metadata))
-                .for_each(|s| keep(judge(s)));
-        }
-    }
-    let unmanaged = unmanaged_selector();
-    for (scope, api) in kube_api::scoped_apis::<PartialObjectMeta<Secret>>(client, namespaces) {
-        let mut pages = kube_api::Pages::new(&api, &unmanaged, settings.page_size);
-        while let Some(page) = pages
-            .next()
-            .await
-            .map_err(|e| ListError::new(&scope, &e, NEEDS))?
-        {
-            let opted_in: Vec<_> = page
+    let mut found = OptedInSecrets::new(
+        client.clone(),
+        &settings.policy.namespaces,
+        settings.page_size,
+        NEEDS,
+    );
+    while let Some(page) = found.next().await? {
+        let judged: Vec<Row> = match page {
+            Found::Managed(secrets) => secrets
                 .iter()
-                .filter(|m| is_opted_in(&m.metadata))
-                .map(|m| secret_ref(&m.metadata))
-                .collect();
-            let read: Vec<Row> = futures::stream::iter(opted_in)
-                .map(|secret| async move {
-                    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-                    match api.get_opt(&secret.name).await {
-                        Ok(Some(object)) => Some(judge(&object)),
-                        Ok(None) => None,
-                        Err(e) => Some(Row {
-                            namespace: secret.namespace.clone(),
-                            name: secret.name.clone(),
-                            registries: String::new(),
-                            expires_at: None,
-                            seconds_left: None,
-                            state: State::Invalid,
-                            reason: Some(format!("reading it: {}", describe(&e))),
-                        }),
-                    }
-                })
-                .buffer_unordered(READS_AT_ONCE)
-                .filter_map(|row| async move { row })
-                .collect()
-                .await;
-            read.into_iter().for_each(&mut keep);
+                .filter(|s| is_opted_in(&s.metadata))
+                .map(judge)
+                .collect(),
+            Found::Unmanaged(names) => {
+                futures::stream::iter(names)
+                    .map(|secret| async move {
+                        let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
+                        match api.get_opt(&secret.name).await {
+                            Ok(Some(object)) => Some(judge(&object)),
+                            Ok(None) => None,
+                            Err(e) => Some(Row::unreadable(&secret, &describe(&e))),
+                        }
+                    })
+                    .buffer_unordered(READS_AT_ONCE)
+                    .filter_map(|row| async move { row })
+                    .collect()
+                    .await
+            }
+        };
+        for row in judged {
+            rows.insert((row.namespace.clone(), row.name.clone()), row);
         }
     }
     Ok(rows.into_values().collect())

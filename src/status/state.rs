@@ -54,6 +54,21 @@ pub struct Row {
     pub reason: Option<String>,
 }
 
+impl Row {
+    /// A Secret that could not be read: it needs a look, so it counts as `invalid`.
+    pub fn unreadable(secret: &SecretRef, why: &str) -> Self {
+        Self {
+            namespace: secret.namespace.clone(),
+            name: secret.name.clone(),
+            registries: String::new(),
+            expires_at: None,
+            seconds_left: None,
+            state: State::Invalid,
+            reason: Some(format!("reading it: {why}")),
+        }
+    }
+}
+
 /// Longest annotation value quoted in a row; longer ones are cut with `…`.
 const MAX_SHOWN: usize = 80;
 
@@ -153,6 +168,20 @@ impl Summary {
     }
 }
 
+/// A cell with control characters escaped, so that a tenant's annotation cannot put terminal
+/// escape sequences in front of the operator.
+fn printable(cell: &str) -> String {
+    cell.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `7h12m`, `45m`, or `expired 3m ago`.
 pub fn time_left(seconds: i64) -> String {
     let minutes = seconds.unsigned_abs() / 60;
@@ -181,6 +210,7 @@ pub fn table(rows: &[Row]) -> String {
                 r.state.as_str().to_string(),
                 r.reason.clone().unwrap_or_default(),
             ]
+            .map(|cell| printable(&cell))
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -305,5 +335,10 @@ mod tests {
         assert_eq!(time_left(45 * 60), "45m");
         assert_eq!(time_left(-180), "expired 3m ago");
         assert_eq!(shorten(&"x".repeat(200)).chars().count(), MAX_SHOWN + 1);
+        let mut sneaky = rows[0].clone();
+        sneaky.registries = "123456789012/us-west-2\u{1b}[2J\r".into();
+        let out = table(&[sneaky]);
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(out.contains("us-west-2\\u{1b}[2J\\r"), "{out:?}");
     }
 }

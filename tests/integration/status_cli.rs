@@ -77,7 +77,12 @@ async fn status_shows_each_secret_and_fails_until_all_are_filled(cluster: TestCl
     );
 
     let out = run(&cluster, "refresh", &["--ecr-endpoint", &ecr.url()]).await;
-    assert!(out.status.success() || out.status.code() == Some(1));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A token pasted by hand over kubeecr's.
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
     let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
