@@ -15,8 +15,7 @@ bench_start "$cluster" --namespaces "$namespaces" --secrets-per-namespace "$per"
 
 certs=target/bench/serve-certs
 mkdir -p "$certs"
-[ -f "$certs/tls.key" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=127.0.0.1 \
-  -addext subjectAltName=IP:127.0.0.1 -keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null
+[ -f "$certs/tls.key" ] || target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 30d >/dev/null
 
 admin=$(free_port)
 started=$(date +%s.%N)

@@ -1,8 +1,7 @@
-//! The install as an operator uses it: every kustomization renders and matches the API
-//! server's schemas, the Deployment and the CronJob pass only what kubeecr accepts, the pods
-//! are locked down, the RBAC is least privilege, a namespace change moves every reference,
-//! and `kubeecr serve` runs under exactly the manifests' RBAC with no 403, skipping its own
-//! webhook.
+//! The install as an operator uses it, checked offline: every kustomization renders and
+//! matches the API server's schemas, the Deployment and the CronJob pass only what kubeecr
+//! accepts, the pods are locked down, the RBAC is least privilege, and a namespace change
+//! moves every reference. `install_scenario.rs` runs the install against an API server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,16 +10,10 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use kubeecr::cli::Cli;
-use kubeecr_testkit::cluster::TestCluster;
-use kubeecr_testkit::moto::EcrProxy;
 use kubeecr_testkit::yaml::yaml_documents;
 use serde_json::{Value, json};
 
-use crate::common::*;
-use crate::on_both_backends;
-use crate::serve_process::{Ports, ServeProcess, eventually, free_port, has_password, secret_when};
-
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -73,7 +66,7 @@ fn has_kubectl() -> bool {
 }
 
 /// `kubectl kustomize DIR`, as JSON documents.
-fn render(dir: &Path) -> Vec<Value> {
+pub fn render(dir: &Path) -> Vec<Value> {
     let out = std::process::Command::new("kubectl")
         .arg("kustomize")
         .arg(dir)
@@ -88,11 +81,11 @@ fn render(dir: &Path) -> Vec<Value> {
     yaml_documents(&String::from_utf8(out.stdout).unwrap())
 }
 
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
-fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+pub fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found = of_kind(docs, kind);
     assert_eq!(found.len(), 1, "one {kind}, found {}", found.len());
     found[0]
@@ -112,13 +105,13 @@ fn pod_spec(workload: &Value) -> &Value {
     }
 }
 
-fn container(workload: &Value) -> &Value {
+pub fn container(workload: &Value) -> &Value {
     let containers = pod_spec(workload)["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 1);
     &containers[0]
 }
 
-fn args(workload: &Value) -> Vec<String> {
+pub fn args(workload: &Value) -> Vec<String> {
     strs(&container(workload)["args"])
         .into_iter()
         .map(str::to_string)
@@ -542,7 +535,7 @@ fn rbac_is_least_privilege_in_both_forms() {
 }
 
 /// Where every namespace-dependent reference of a serve install points.
-fn assert_consistent(docs: &[Value], namespace: &str) {
+pub fn assert_consistent(docs: &[Value], namespace: &str) {
     let sa = one(docs, "ServiceAccount");
     assert_eq!(sa["metadata"]["namespace"], namespace);
     let sa_user = format!(
@@ -617,7 +610,7 @@ fn assert_consistent(docs: &[Value], namespace: &str) {
 }
 
 /// `examples/installation/` copied with its namespace line changed, as an operator does.
-fn example_in(namespace: &str) -> PathBuf {
+pub fn example_in(namespace: &str) -> PathBuf {
     let example =
         std::fs::read_to_string(repo().join("examples/installation/kustomization.yaml")).unwrap();
     assert!(
@@ -646,545 +639,3 @@ fn a_namespace_change_moves_every_reference() {
     assert_consistent(&render(&dir), "platform-ecr");
     std::fs::remove_dir_all(dir).unwrap();
 }
-
-/// `kubectl` with `kubeconfig`, `stdin` piped in; stdout, or the failure.
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-fn list_of(docs: &[&Value]) -> String {
-    json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
-}
-
-/// Cluster-scoped objects a real-cluster test created, deleted when it ends, even on panic.
-struct ClusterScoped {
-    kubeconfig: PathBuf,
-    objects: Vec<String>,
-}
-
-impl Drop for ClusterScoped {
-    fn drop(&mut self) {
-        for object in self.objects.iter().rev() {
-            let _ = kubectl(
-                &self.kubeconfig,
-                &[
-                    "delete",
-                    object,
-                    "--ignore-not-found",
-                    "--wait=false",
-                    "--request-timeout=20s",
-                ],
-                "",
-            );
-        }
-    }
-}
-
-/// cert-manager's CRDs from tests/fixtures, when the cluster lacks them; removed afterwards.
-fn ensure_cert_manager_crds(admin: &Path, created: &mut ClusterScoped) {
-    if kubectl(admin, &["get", "crd", "certificates.cert-manager.io"], "").is_ok() {
-        return;
-    }
-    let dir = repo().join("tests/fixtures/crds/cert-manager");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let crd = &yaml_documents(&std::fs::read_to_string(&path).unwrap())[0];
-            created
-                .objects
-                .push(format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()));
-            kubectl(
-                admin,
-                &["apply", "--server-side", "-f", path.to_str().unwrap()],
-                "",
-            )
-            .unwrap();
-        }
-    }
-    kubectl(
-        admin,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/certificates.cert-manager.io",
-            "crd/issuers.cert-manager.io",
-        ],
-        "",
-    )
-    .unwrap();
-}
-
-/// A kubeconfig for the manifests' ServiceAccount: a TokenRequest token on a real cluster,
-/// impersonation on the double (which trusts every client and checks no RBAC).
-fn service_account_kubeconfig(cluster: &TestCluster, sa: &str, dir: &Path) -> PathBuf {
-    let ns = cluster.ns();
-    let path = dir.join("sa-kubeconfig");
-    let (server, user) = match cluster.double_server() {
-        Some(double) => (
-            json!({"server": double.url()}),
-            json!({"token": "not-checked", "as": format!("system:serviceaccount:{ns}:{sa}")}),
-        ),
-        None => {
-            let admin = cluster.kubeconfig();
-            let token = kubectl(
-                admin,
-                &["create", "token", sa, "-n", ns, "--duration=20m"],
-                "",
-            )
-            .unwrap();
-            let view: Value = serde_json::from_str(
-                &kubectl(
-                    admin,
-                    &[
-                        "config",
-                        "view",
-                        "--raw",
-                        "--minify",
-                        "--flatten",
-                        "-o",
-                        "json",
-                    ],
-                    "",
-                )
-                .unwrap(),
-            )
-            .unwrap();
-            (
-                view["clusters"][0]["cluster"].clone(),
-                json!({"token": token.trim()}),
-            )
-        }
-    };
-    let kubeconfig = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": server}],
-        "users": [{"name": "sa", "user": user}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": ns}}],
-        "current-context": "sa",
-    });
-    std::fs::write(&path, kubeconfig.to_string()).unwrap();
-    path
-}
-
-/// Installs what the manifests install that a bare API server can hold (the ServiceAccount
-/// and its RBAC, cluster-scoped names made unique), checks the rest with a server-side dry
-/// run, registers the webhooks at an address where nothing listens, then runs
-/// `kubeecr serve` with the Deployment's own args and env as that ServiceAccount.
-async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster: TestCluster) {
-    let ns = cluster.ns().to_string();
-    let admin = cluster.kubeconfig().to_path_buf();
-    let client = cluster.client();
-    let ecr = EcrProxy::start().await;
-    let scratch_dir = example_in(&ns);
-    let mut docs = render(&scratch_dir);
-    std::fs::remove_dir_all(&scratch_dir).unwrap();
-    assert_consistent(&docs, &ns);
-    let mut created = ClusterScoped {
-        kubeconfig: admin.clone(),
-        objects: Vec::new(),
-    };
-    // Unique cluster-scoped names, so that a real cluster's own kubeecr is left alone.
-    for doc in &mut docs {
-        let kind = doc["kind"].as_str().unwrap().to_string();
-        if matches!(
-            kind.as_str(),
-            "ClusterRole"
-                | "ClusterRoleBinding"
-                | "MutatingWebhookConfiguration"
-                | "ValidatingWebhookConfiguration"
-        ) {
-            let name = format!("{}-{ns}", doc["metadata"]["name"].as_str().unwrap());
-            doc["metadata"]["name"] = json!(name);
-        }
-        if kind == "ClusterRoleBinding" {
-            let role = format!("{}-{ns}", doc["roleRef"]["name"].as_str().unwrap());
-            doc["roleRef"]["name"] = json!(role);
-        }
-    }
-    let sa = one(&docs, "ServiceAccount")["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let webhook_docs: Vec<Value> = docs
-        .iter()
-        .filter(|d| {
-            d["kind"]
-                .as_str()
-                .unwrap()
-                .ends_with("WebhookConfiguration")
-        })
-        .cloned()
-        .collect();
-
-    if cluster.is_real() {
-        let rbac: Vec<&Value> = docs
-            .iter()
-            .filter(|d| {
-                matches!(
-                    d["kind"].as_str().unwrap(),
-                    "ServiceAccount"
-                        | "ClusterRole"
-                        | "ClusterRoleBinding"
-                        | "Role"
-                        | "RoleBinding"
-                )
-            })
-            .collect();
-        for doc in &rbac {
-            if doc["metadata"]["namespace"].is_null() {
-                created.objects.push(format!(
-                    "{}/{}",
-                    doc["kind"].as_str().unwrap().to_lowercase(),
-                    doc["metadata"]["name"].as_str().unwrap()
-                ));
-            }
-        }
-        kubectl(&admin, &["apply", "-f", "-"], &list_of(&rbac)).unwrap();
-        // What RBAC grants the ServiceAccount, cluster-wide (the serve run below is limited to
-        // this namespace, since the cluster is shared with other tests).
-        let who = format!("system:serviceaccount:{ns}:{sa}");
-        let can = |verb: &str, resource: &str, scope: &[&str]| {
-            let out = std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&admin)
-                .args(["auth", "can-i", verb, resource, "--as", &who])
-                .args(scope)
-                .output()
-                .unwrap();
-            // Exit 1 and "no" for a denial; the answer is on stdout either way.
-            match String::from_utf8_lossy(&out.stdout).trim() {
-                "yes" => true,
-                "no" => false,
-                other => panic!(
-                    "kubectl auth can-i: {other} {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            }
-        };
-        for verb in ["get", "list", "watch", "patch"] {
-            assert!(
-                can(verb, "secrets", &["--all-namespaces"]),
-                "{verb} secrets"
-            );
-        }
-        for verb in ["create", "update", "delete", "deletecollection"] {
-            assert!(
-                !can(verb, "secrets", &["--all-namespaces"]),
-                "{verb} secrets is not granted"
-            );
-        }
-        assert!(can("create", "events.events.k8s.io", &["-n", "default"]));
-        assert!(can("patch", "events.events.k8s.io", &["-n", "default"]));
-        assert!(can("update", "leases/kubeecr", &["-n", &ns]));
-        assert!(
-            !can("update", "leases/other", &["-n", &ns]),
-            "only its own Lease"
-        );
-        assert!(
-            !can("create", "leases", &["-n", "default"]),
-            "Leases in its namespace only"
-        );
-        // Everything else is accepted by the API server (with cert-manager's CRDs); a dry
-        // run, since nothing here can run the pods or cert-manager.
-        ensure_cert_manager_crds(&admin, &mut created);
-        let rest: Vec<&Value> = docs
-            .iter()
-            .filter(|d| !rbac.contains(d) && d["kind"] != "Namespace")
-            .collect();
-        assert!(rest.len() >= 9, "{}", rest.len());
-        let applied = kubectl(
-            &admin,
-            &["apply", "--dry-run=server", "-f", "-"],
-            &list_of(&rest),
-        )
-        .unwrap();
-        assert_eq!(applied.lines().count(), rest.len(), "{applied}");
-    }
-
-    // An opted-in Secret made before the webhooks are registered.
-    create_opted_in(&client, &ns, "before", "123456789012/us-west-2").await;
-
-    // The webhooks, registered where nothing answers: failurePolicy Fail refuses every
-    // other opted-in write from now on.
-    let dead = format!("https://127.0.0.1:{}", free_port());
-    let ca = kubeecr_testkit::tls::TestCa::new("unreachable-webhook");
-    let mut webhook_objects = Vec::new();
-    match cluster.double_server() {
-        Some(double) => {
-            // The install leaves its own namespace out, and here that is the test's.
-            let yaml: String = webhook_docs
-                .iter()
-                .map(|d| {
-                    let mut d = d.clone();
-                    for w in d["webhooks"].as_array_mut().unwrap() {
-                        w["namespaceSelector"]["matchExpressions"][0]["values"] =
-                            json!(["kube-system"]);
-                    }
-                    format!("---\n{d}\n")
-                })
-                .collect();
-            double
-                .webhooks()
-                .register_yaml(&yaml, &dead, ca.pem().as_bytes());
-        }
-        None => {
-            let bundle =
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca.pem());
-            let mut registered = Vec::new();
-            for mut config in webhook_docs.clone() {
-                config["metadata"]["annotations"] = json!({});
-                for w in config["webhooks"].as_array_mut().unwrap() {
-                    let path = w["clientConfig"]["service"]["path"]
-                        .as_str()
-                        .unwrap()
-                        .to_string();
-                    w["clientConfig"] = json!({"url": format!("{dead}{path}"), "caBundle": bundle});
-                    // This namespace only: other tests share the cluster.
-                    w["namespaceSelector"] =
-                        json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
-                }
-                let object = format!(
-                    "{}/{}",
-                    config["kind"].as_str().unwrap().to_lowercase(),
-                    config["metadata"]["name"].as_str().unwrap()
-                );
-                created.objects.push(object.clone());
-                webhook_objects.push(object);
-                registered.push(config);
-            }
-            let refs: Vec<&Value> = registered.iter().collect();
-            kubectl(&admin, &["apply", "-f", "-"], &list_of(&refs)).unwrap();
-            // The API server picks up new webhook configurations within a moment.
-            let blocked = eventually(Duration::from_secs(20), || async {
-                let probe = secret(
-                    "probe",
-                    DOCKER_CONFIG_JSON,
-                    &[(ANNOTATION, "123456789012/us-west-2")],
-                    EMPTY,
-                );
-                let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-                    kube::Api::namespaced(client.clone(), &ns);
-                match api.create(&Default::default(), &probe).await {
-                    Ok(_) => {
-                        let _ = api.delete("probe", &Default::default()).await;
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                }
-            })
-            .await;
-            assert!(blocked.is_some(), "the webhooks never took effect");
-        }
-    }
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(client.clone(), &ns);
-    let refused = api
-        .create(
-            &Default::default(),
-            &secret(
-                "refused",
-                DOCKER_CONFIG_JSON,
-                &[(ANNOTATION, "123456789012/us-west-2")],
-                EMPTY,
-            ),
-        )
-        .await
-        .expect_err("an administrator's opted-in write goes through the (down) webhook");
-    assert!(
-        refused.to_string().contains("failed calling webhook"),
-        "{refused}"
-    );
-
-    // kubeecr serve, as the Deployment runs it, as the ServiceAccount.
-    let deployment = one(&docs, "Deployment");
-    let dir = tempfile::tempdir().unwrap();
-    let sa_kubeconfig = service_account_kubeconfig(&cluster, &sa, dir.path());
-    let ports = Ports::new();
-    let args = args(deployment);
-    // What this test sets by environment must not be pinned by the Deployment's flags.
-    for local in [
-        "--listen",
-        "--admin-listen",
-        "--tls-cert-file",
-        "--tls-key-file",
-        "--kubeconfig",
-        "--ecr-endpoint",
-        "--namespaces",
-    ] {
-        assert!(
-            !args.iter().any(|a| a.starts_with(local)),
-            "{local} in {args:?}"
-        );
-    }
-    let identity = format!("kubeecr-{}", &ns[ns.len() - 5..]);
-    let mut cmd = kubeecr_command(&args[0]);
-    cmd.args(&args[1..]);
-    for env in container(deployment)["env"].as_array().unwrap() {
-        if !env["valueFrom"]["secretKeyRef"].is_null() {
-            // kubeecr-aws-secrets: the test's own static keys stand in for it.
-            continue;
-        }
-        let value = match env["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            Some("metadata.name") => identity.clone(),
-            Some("metadata.namespace") => ns.clone(),
-            Some(other) => panic!("unexpected fieldRef {other}"),
-            None => env["value"].as_str().unwrap().to_string(),
-        };
-        cmd.env(env["name"].as_str().unwrap(), value);
-    }
-    cmd.env("KUBEECR_KUBECONFIG", &sa_kubeconfig)
-        .env("KUBEECR_LISTEN", format!("127.0.0.1:{}", ports.webhook))
-        .env("KUBEECR_ADMIN_LISTEN", format!("127.0.0.1:{}", ports.admin))
-        .env("KUBEECR_TLS_CERT_FILE", ports.mount.files().cert)
-        .env("KUBEECR_TLS_KEY_FILE", ports.mount.files().key)
-        .env("KUBEECR_ECR_ENDPOINT", ecr.url())
-        // The cluster is shared with other tests: this namespace only.
-        .env("KUBEECR_NAMESPACES", &ns);
-    let mut serve = ServeProcess::launch(cmd, ports);
-    serve.wait_ready().await;
-    assert!(
-        serve.leads_within(Duration::from_secs(30)).await,
-        "{}",
-        serve.logs()
-    );
-    let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
-    let filled = secret_when(&cluster, "before", Duration::from_secs(30), |s| {
-        has_password(s, host)
-    })
-    .await;
-    assert!(
-        filled.is_some(),
-        "serve filled the Secret as its ServiceAccount\n{}",
-        serve.logs()
-    );
-
-    // Its Lease, and an Event, written under the manifests' RBAC.
-    let lease: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client.clone(), &ns);
-    let lease = lease.get("kubeecr").await.expect("the Lease");
-    assert_eq!(
-        lease.spec.unwrap().holder_identity.as_deref(),
-        Some(identity.as_str())
-    );
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
-        kube::Api::namespaced(client.clone(), &ns);
-    let recorded = eventually(Duration::from_secs(20), || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("before"))
-    })
-    .await;
-    assert!(
-        recorded.is_some(),
-        "an Event for the fill\n{}",
-        serve.logs()
-    );
-
-    // kubeecr's own writes skip its webhook; an administrator's do not.
-    let refresh = |kubeconfig: PathBuf| {
-        let ecr = ecr.url();
-        let ns = ns.clone();
-        async move {
-            // A new expiry (to the second) makes the forced refresh a real write.
-            tokio::time::sleep(Duration::from_millis(1100)).await;
-            kubeecr_command("refresh")
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .args(["--namespace", &ns, "--ecr-endpoint", &ecr, "--force"])
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let before = rv(&get(&client, &ns, "before").await);
-    let own = refresh(sa_kubeconfig.clone()).await;
-    let stdout = String::from_utf8_lossy(&own.stdout);
-    assert!(
-        own.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&own.stderr)
-    );
-    assert!(stdout.contains("failed 0"), "{stdout}");
-    assert_ne!(
-        rv(&get(&client, &ns, "before").await),
-        before,
-        "written with the webhook down"
-    );
-    let other = refresh(admin.clone()).await;
-    let stdout = String::from_utf8_lossy(&other.stdout);
-    assert_eq!(other.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("failed calling webhook"), "{stdout}");
-
-    // With the webhooks gone, a Secret created now is filled by the running serve.
-    match cluster.double_server() {
-        Some(double) => double.webhooks().clear(),
-        None => {
-            let mut args = vec!["delete", "--wait=true"];
-            args.extend(webhook_objects.iter().map(String::as_str));
-            kubectl(&admin, &args, "").unwrap();
-        }
-    }
-    let created_after = eventually(Duration::from_secs(20), || async {
-        let after = secret(
-            "after",
-            DOCKER_CONFIG_JSON,
-            &[(ANNOTATION, "123456789012/us-west-2")],
-            EMPTY,
-        );
-        api.create(&Default::default(), &after).await.ok()
-    })
-    .await;
-    assert!(created_after.is_some(), "the webhooks were never removed");
-    let filled = secret_when(&cluster, "after", Duration::from_secs(30), |s| {
-        has_password(s, host)
-    })
-    .await;
-    assert!(
-        filled.is_some(),
-        "serve fills a new Secret\n{}",
-        serve.logs()
-    );
-
-    // It stops cleanly, releasing its Lease: no 403 anywhere.
-    serve.signal(libc::SIGTERM);
-    assert!(
-        serve.exit(Duration::from_secs(60)).await.success(),
-        "{}",
-        serve.logs()
-    );
-    let logs = serve.logs();
-    assert!(logs.contains("released the Lease"), "{logs}");
-    for denied in ["HTTP 403", "forbidden", "Forbidden"] {
-        assert!(!logs.contains(denied), "{denied} in:\n{logs}");
-    }
-    drop(created);
-}
-on_both_backends!(installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook);

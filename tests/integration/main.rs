@@ -3,6 +3,7 @@
 mod common;
 mod ecr_source;
 mod install;
+mod install_scenario;
 mod refresh_cli;
 mod refresh_scenarios;
 mod serve_cli;
