@@ -255,6 +255,7 @@ mod tests {
         let reloader = CertReloader::load(TlsFiles {
             cert: dir.path().join(CERT_FILE),
             key: dir.path().join(KEY_FILE),
+            client_ca: None,
         })
         .unwrap();
         let mut roots = rustls::RootCertStore::empty();
@@ -271,7 +272,7 @@ mod tests {
                 Arc::clone(&client_config),
                 ServerName::try_from(name).unwrap(),
             )?;
-            let mut server = rustls::ServerConnection::new(server_config(reloader.store()))?;
+            let mut server = rustls::ServerConnection::new(server_config(reloader.store(), None))?;
             for _ in 0..10 {
                 let mut buf = Vec::new();
                 client.write_tls(&mut buf).unwrap();

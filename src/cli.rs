@@ -374,6 +374,15 @@ pub struct WebhookArgs {
     /// Largest AdmissionReview accepted; larger ones get 413.
     #[arg(long, env = "KUBEECR_MAX_REQUEST_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Put a fresh token in the mutating webhook's response. `false`: the response only adds
+    /// the `{"auths":{}}` placeholder and the managed label, and the refresher fills the
+    /// Secret about a second later, so no token ever leaves through the webhook port.
+    #[arg(long, env = "KUBEECR_ADMISSION_FILL", default_value_t = true, action = ArgAction::Set)]
+    pub admission_fill: bool,
+    /// Require a client certificate chaining to this CA (PEM) on the webhook port, as the API
+    /// server presents with an AdmissionConfiguration; re-read like the serving certificate.
+    #[arg(long, env = "KUBEECR_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl WebhookArgs {
@@ -383,11 +392,13 @@ impl WebhookArgs {
             tls: TlsFiles {
                 cert: self.tls_cert_file.clone(),
                 key: self.tls_key_file.clone(),
+                client_ca: self.client_ca_file.clone(),
             },
             tls_reload_interval: self.tls_reload_interval,
             require_token: self.require_token,
             token_wait: self.token_wait,
             max_request_bytes: self.max_request_bytes,
+            admission_fill: self.admission_fill,
         }
     }
 }

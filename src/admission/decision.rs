@@ -139,6 +139,16 @@ pub enum MutationPlan {
     Fill(Box<PendingFill>),
 }
 
+/// What the API server requires of a `kubernetes.io/dockerconfigjson` Secret, and no more.
+const EMPTY_CONFIG: &[u8] = br#"{"auths":{}}"#;
+
+/// The answer to a fill, and whether it hands out a token (for the audit log).
+pub struct Completion {
+    pub response: AdmissionResponse,
+    /// The patch writes `.dockerconfigjson` with ECR credentials in it.
+    pub carries_token: bool,
+}
+
 pub struct PendingFill {
     pub secret: SecretRef,
     pub keys: Vec<TokenKey>,
@@ -232,16 +242,33 @@ impl PendingFill {
         if self.dry_run || filled_before {
             return None;
         }
+        Some(format!(
+            "filled at admission with ECR tokens for {}",
+            self.registries()
+        ))
+    }
+
+    /// The registries of the annotation, `account/region, ...`.
+    pub fn registries(&self) -> String {
         let registries: Vec<String> = self
             .binding
             .registries
             .iter()
             .map(ToString::to_string)
             .collect();
-        Some(format!(
-            "filled at admission with ECR tokens for {}",
-            registries.join(", ")
-        ))
+        registries.join(", ")
+    }
+
+    /// With `--admission-fill=false`: only what the API server needs, never a token:
+    /// `{"auths":{}}` when there is no `.dockerconfigjson`, and the managed label, so that
+    /// the refresher, which watches labelled Secrets in full, fills it within moments.
+    pub fn placeholder(self) -> AdmissionResponse {
+        let data = match self.existing() {
+            None => self.set_data(EMPTY_CONFIG),
+            Some(_) => None,
+        };
+        let ops = data.into_iter().chain(self.set_label()).collect();
+        with_ops(self.response, ops)
     }
 
     fn existing(&self) -> Option<&[u8]> {
@@ -300,26 +327,34 @@ impl PendingFill {
         self,
         tokens: Result<BTreeMap<TokenKey, Arc<Token>>, FetchError>,
         require_token: bool,
-    ) -> AdmissionResponse {
+    ) -> Completion {
+        let no_token = |response| Completion {
+            response,
+            carries_token: false,
+        };
         let tokens = match tokens {
             Ok(tokens) => tokens,
-            Err(e) => return self.without_token(&e, require_token),
+            Err(e) => return no_token(self.without_token(&e, require_token)),
         };
         let filled = match secret_update::fill(&self.binding, self.existing(), &tokens) {
             Ok(filled) => filled,
-            Err(e) => return forbidden(self.response, format!("{}: {e}", self.secret)),
+            Err(e) => {
+                return no_token(forbidden(self.response, format!("{}: {e}", self.secret)));
+            }
         };
         if self.holds_newer_token(&filled) {
             let ops = self.set_label().into_iter().collect();
-            return with_ops(self.response, ops);
+            return no_token(with_ops(self.response, ops));
         }
-        let mut ops: Vec<PatchOperation> = self
-            .set_data(&filled.dockerconfigjson)
-            .into_iter()
-            .collect();
+        let data = self.set_data(&filled.dockerconfigjson);
+        let carries_token = data.is_some();
+        let mut ops: Vec<PatchOperation> = data.into_iter().collect();
         ops.extend(self.set_annotations(&filled.annotations()));
         ops.extend(self.set_label());
-        with_ops(self.response, ops)
+        Completion {
+            response: with_ops(self.response, ops),
+            carries_token,
+        }
     }
 
     /// The object already holds kubeecr's credentials for every registry (fingerprints match),
@@ -355,7 +390,7 @@ impl PendingFill {
         }
         let (data, outcome) = if self.existing().is_none() {
             (
-                self.set_data(br#"{"auths":{}}"#),
+                self.set_data(EMPTY_CONFIG),
                 "stored with an empty {\"auths\":{}} (not usable yet)",
             )
         } else {

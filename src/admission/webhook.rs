@@ -21,7 +21,7 @@ use crate::admission::decision::{self, MutationPlan};
 use crate::contract::policy::Policy;
 use crate::contract::token::{Token, TokenKey};
 use crate::telemetry::events::Events;
-use crate::telemetry::metrics::{AdmissionLabels, Metrics, WebhookLabels};
+use crate::telemetry::metrics::{AdmissionLabels, Metrics, TokenResponseLabels, WebhookLabels};
 use crate::tokens::cache::{FetchError, FetchErrorKind, TokenCache};
 
 /// The API server's default webhook timeout, used when `?timeout=` is absent.
@@ -34,6 +34,10 @@ pub struct WebhookState {
     pub require_token: bool,
     /// Longest wait for a cold token; also capped at half the API server's timeout.
     pub token_wait: Duration,
+    /// Put tokens in mutation responses (`--admission-fill`); otherwise the refresher fills.
+    pub fill: bool,
+    /// Every connection presented a client certificate that `--client-ca-file` verified.
+    pub clients_verified: bool,
     pub metrics: Arc<Metrics>,
     pub events: Events,
 }
@@ -181,22 +185,52 @@ async fn mutate(
     };
     let response = match decision::plan_mutation(&req, &state.policy) {
         MutationPlan::Respond(response) => *response,
+        MutationPlan::Fill(pending) if !state.fill => pending.placeholder(),
         MutationPlan::Fill(pending) => {
             let deadline = token_deadline(query.timeout.as_deref(), state.token_wait);
             let tokens = fetch_all(&state.tokens, &pending.keys, deadline).await;
-            let first_fill = pending
-                .first_fill()
-                .map(|note| (pending.secret.clone(), note));
-            let response = pending.complete(tokens, state.require_token);
-            if let Some((secret, note)) = first_fill
-                && result_of(&response) == "patched"
-            {
-                state.events.filled(&secret, &note);
+            let first_fill = pending.first_fill();
+            let (secret, registries) = (pending.secret.clone(), pending.registries());
+            let completion = pending.complete(tokens, state.require_token);
+            if completion.carries_token {
+                audit_token(&state, &req, &secret, &registries);
+                if let Some(note) = first_fill {
+                    state.events.filled(&secret, &note);
+                }
             }
-            response
+            completion.response
         }
     };
     answer.review(&req, response)
+}
+
+/// Every response that hands out a token is logged and counted: who asked, for what, and
+/// whether the client was authenticated. Never the token.
+fn audit_token(
+    state: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+    secret: &crate::contract::annotation::SecretRef,
+    registries: &str,
+) {
+    let client = if state.clients_verified {
+        "verified"
+    } else {
+        "unverified"
+    };
+    state
+        .metrics
+        .admission_tokens
+        .get_or_create(&TokenResponseLabels { client })
+        .inc();
+    tracing::info!(
+        uid = %req.uid,
+        %secret,
+        user = %req.user_info.username.as_deref().unwrap_or(""),
+        registries,
+        client,
+        dry_run = req.dry_run,
+        "admission response carries an ECR token"
+    );
 }
 
 async fn fetch_all(

@@ -1,10 +1,11 @@
-//! TLS for the webhook: one rustls crypto provider for the process, and a serving certificate
-//! that is reloaded from files without a restart.
+//! TLS for the webhook: one rustls crypto provider for the process, a serving certificate
+//! and, with `--client-ca-file`, the CA that client certificates must chain to, both reloaded
+//! from files without a restart.
 //!
 //! The files are polled and compared by content, so every way of replacing them is seen,
 //! including the kubelet's atomic swap of the `..data` symlink of a mounted Secret, where the
-//! paths never change. A pair that does not load, or whose key does not match, is logged and
-//! the current pair keeps serving.
+//! paths never change. A pair that does not load, a key that does not match, or a CA file
+//! with no certificate is logged and what was loaded before keeps serving.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// Installs ring as the process-wide rustls crypto provider. Idempotent.
 pub fn install_crypto_provider() {
@@ -29,11 +34,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Where cert-manager's Secret is mounted.
+/// Where cert-manager's Secret is mounted, and the client CA if clients must authenticate.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Client certificates must chain to this CA (PEM); `None`: no client authentication.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +67,18 @@ pub enum TlsError {
         key: String,
         detail: String,
     },
+    #[error(
+        "{path}: not a usable client CA ({detail}); --client-ca-file takes the PEM CA that signs the API server's client certificate"
+    )]
+    ClientCa { path: String, detail: String },
 }
 
-/// The bytes of a pair as read, to notice changes.
+/// The bytes of the files as read, to notice changes.
 #[derive(PartialEq, Eq)]
 struct Snapshot {
     cert: Vec<u8>,
     key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -80,7 +92,27 @@ fn read_snapshot(files: &TlsFiles) -> Result<Snapshot, TlsError> {
     Ok(Snapshot {
         cert: read(&files.cert)?,
         key: read(&files.key)?,
+        client_ca: files.client_ca.as_deref().map(read).transpose()?,
     })
+}
+
+/// A verifier that accepts only client certificates chaining to the CA in `pem`.
+fn client_verifier(path: &Path, pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let error = |detail: String| TlsError::ClientCa {
+        path: path.display().to_string(),
+        detail,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| error(e.to_string()))?;
+        roots.add(cert).map_err(|e| error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(error("no PEM certificate found".into()));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| error(e.to_string()))
 }
 
 fn certified_key(files: &TlsFiles, snapshot: &Snapshot) -> Result<CertifiedKey, TlsError> {
@@ -126,22 +158,92 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// Watches the files and swaps the pair in a `CertStore`.
+/// The client CA's verifier, swapped atomically: every handshake must present a certificate
+/// that chains to the CA loaded last.
+pub struct ClientCaStore {
+    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
+}
+
+impl fmt::Debug for ClientCaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCaStore").finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for ClientCaStore {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    // No hints: a client with one certificate (the API server) sends it anyway, and the
+    // names would have to outlive a swap.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current.load().supported_verify_schemes()
+    }
+}
+
+/// Watches the files and swaps the pair in a `CertStore` (and the client CA in a
+/// `ClientCaStore`).
 pub struct CertReloader {
     files: TlsFiles,
     store: Arc<CertStore>,
+    clients: Option<Arc<ClientCaStore>>,
     last: Snapshot,
 }
 
 impl CertReloader {
-    /// Loads the pair once; fails when it cannot serve at all.
+    /// Loads the files once; fails when it cannot serve at all.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let snapshot = read_snapshot(&files)?;
         let key = certified_key(&files, &snapshot)?;
+        let clients = match (&files.client_ca, &snapshot.client_ca) {
+            (Some(path), Some(pem)) => Some(Arc::new(ClientCaStore {
+                current: ArcSwap::from_pointee(client_verifier(path, pem)?),
+            })),
+            _ => None,
+        };
         Ok(Self {
             store: Arc::new(CertStore {
                 current: ArcSwap::from_pointee(key),
             }),
+            clients,
             files,
             last: snapshot,
         })
@@ -151,14 +253,29 @@ impl CertReloader {
         Arc::clone(&self.store)
     }
 
-    /// Re-reads the files; swaps in a changed pair that loads. Returns whether it swapped.
+    /// The client verifier, when clients must authenticate.
+    pub fn clients(&self) -> Option<Arc<ClientCaStore>> {
+        self.clients.clone()
+    }
+
+    /// Re-reads the files; swaps in what changed and loads. Returns whether it swapped.
     pub fn reload(&mut self) -> Result<bool, TlsError> {
         let snapshot = read_snapshot(&self.files)?;
         if snapshot == self.last {
             return Ok(false);
         }
+        // Both are checked before either is swapped, so a half-good change swaps nothing.
         let key = certified_key(&self.files, &snapshot)?;
+        let verifier = match (&self.files.client_ca, &snapshot.client_ca) {
+            (Some(path), Some(pem)) if Some(pem) != self.last.client_ca.as_ref() => {
+                Some(client_verifier(path, pem)?)
+            }
+            _ => None,
+        };
         self.store.current.store(Arc::new(key));
+        if let (Some(clients), Some(verifier)) = (&self.clients, verifier) {
+            clients.current.store(Arc::new(verifier));
+        }
         self.last = snapshot;
         Ok(true)
     }
@@ -173,13 +290,13 @@ impl CertReloader {
             match self.reload() {
                 Ok(true) => {
                     last_error.clear();
-                    tracing::info!(cert = %self.files.cert.display(), "loaded a new serving certificate");
+                    tracing::info!(cert = %self.files.cert.display(), "loaded new certificates");
                 }
                 Ok(false) => {}
                 Err(e) => {
                     let msg = e.to_string();
                     if msg != last_error {
-                        tracing::warn!("keeping the current serving certificate: {msg}");
+                        tracing::warn!("keeping the current certificates: {msg}");
                         last_error = msg;
                     }
                 }
@@ -188,13 +305,20 @@ impl CertReloader {
     }
 }
 
-/// TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 through ALPN, certificate from the store.
-pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+/// TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 through ALPN, certificate from the store; with
+/// `clients`, a handshake without a certificate chaining to the client CA fails.
+pub fn server_config(
+    store: Arc<CertStore>,
+    clients: Option<Arc<ClientCaStore>>,
+) -> Arc<ServerConfig> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+        .expect("ring supports TLS 1.2 and 1.3");
+    let builder = match clients {
+        Some(clients) => builder.with_client_cert_verifier(clients),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

@@ -41,6 +41,8 @@ pub struct WebhookSettings {
     pub require_token: bool,
     pub token_wait: Duration,
     pub max_request_bytes: usize,
+    /// Put tokens in mutation responses; `false`: the refresher fills new Secrets instead.
+    pub admission_fill: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +88,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
 
     let reloader = CertReloader::load(settings.webhook.tls.clone())?;
-    let tls = server_config(reloader.store());
+    let tls = server_config(reloader.store(), reloader.clients());
     let (certificate_loaded, certificate_rx) = watch::channel(true);
     let webhook_listener = bind(settings.webhook.listen, "webhook").await?;
     let admin_listener = bind(settings.admin_listen, "admin").await?;
@@ -121,6 +123,8 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         tokens: Arc::clone(&tokens),
         require_token: settings.webhook.require_token,
         token_wait: settings.webhook.token_wait,
+        fill: settings.webhook.admission_fill,
+        clients_verified: settings.webhook.tls.client_ca.is_some(),
         metrics: Arc::clone(&metrics),
         events: events.clone(),
     });

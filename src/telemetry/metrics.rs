@@ -106,6 +106,13 @@ pub struct WebhookLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenResponseLabels {
+    /// `verified` (the client presented a certificate that --client-ca-file verified) or
+    /// `unverified`.
+    pub client: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabels {
     /// `metadata` (every Secret, metadata only) or `managed` (kubeecr's Secrets, in full).
     pub watch: &'static str,
@@ -125,6 +132,7 @@ pub struct Metrics {
     pub ecr_calls: Family<EcrCallLabels, Counter>,
     pub admission_requests: Family<AdmissionLabels, Counter>,
     pub admission_duration: Family<WebhookLabels, Histogram>,
+    pub admission_tokens: Family<TokenResponseLabels, Counter>,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub lease_errors: Counter,
     pub queue_depth: Gauge,
@@ -152,6 +160,7 @@ impl Metrics {
                 // 0.25 ms to about 8 s.
                 Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
             }),
+            admission_tokens: Family::default(),
             watch_errors: Family::default(),
             lease_errors: Counter::default(),
             queue_depth: Gauge::default(),
@@ -194,6 +203,11 @@ impl Metrics {
             "admission_duration_seconds",
             "Time to answer an AdmissionReview",
             m.admission_duration.clone(),
+        );
+        registry.register(
+            "admission_token_responses",
+            "Admission responses that carried an ECR token, by whether the client was verified",
+            m.admission_tokens.clone(),
         );
         registry.register(
             "watch_errors",

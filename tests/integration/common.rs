@@ -297,6 +297,7 @@ impl KubeletMount {
         kubeecr::servers::tls::TlsFiles {
             cert: self.dir.path().join("tls.crt"),
             key: self.dir.path().join("tls.key"),
+            client_ca: None,
         }
     }
 }
@@ -322,11 +323,25 @@ impl RunningWebhook {
         names: &[&str],
         state: kubeecr::admission::webhook::WebhookState,
     ) -> Self {
+        Self::start_with(addr, names, None, state).await
+    }
+
+    /// As `start_on`, requiring client certificates that chain to the CA in `client_ca`.
+    pub async fn start_with(
+        addr: &str,
+        names: &[&str],
+        client_ca: Option<std::path::PathBuf>,
+        state: kubeecr::admission::webhook::WebhookState,
+    ) -> Self {
         kubeecr::servers::tls::install_crypto_provider();
         let ca = kubeecr_testkit::tls::TestCa::new("kubeecr-test-ca");
         let mount = KubeletMount::new(&ca.serving_for("kubeecr-webhook-v1", true, names));
-        let reloader = kubeecr::servers::tls::CertReloader::load(mount.files()).unwrap();
-        let tls = kubeecr::servers::tls::server_config(reloader.store());
+        let files = kubeecr::servers::tls::TlsFiles {
+            client_ca,
+            ..mount.files()
+        };
+        let reloader = kubeecr::servers::tls::CertReloader::load(files).unwrap();
+        let tls = kubeecr::servers::tls::server_config(reloader.store(), reloader.clients());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let app = kubeecr::admission::webhook::router(Arc::new(state), 3 * 1024 * 1024);
@@ -385,6 +400,8 @@ pub fn webhook_state(
         tokens,
         require_token,
         token_wait: Duration::from_secs(3),
+        fill: true,
+        clients_verified: false,
         metrics: Arc::new(Metrics::new()),
         events: kubeecr::telemetry::events::Events::disabled(),
     }

@@ -15,3 +15,4 @@ mod webhook_config;
 mod webhook_flow;
 mod webhook_https;
 mod webhook_router;
+mod webhook_security;

@@ -100,10 +100,15 @@ pub struct Ports {
 
 impl Ports {
     pub fn new() -> Self {
+        Self::with_webhook(free_port())
+    }
+
+    /// The webhook on `port`, e.g. one to which kube-apiserver presents a client certificate.
+    pub fn with_webhook(port: u16) -> Self {
         let ca = TestCa::new("serve-ca");
         let mount = KubeletMount::new(&ca.serving("kubeecr-webhook", true));
         Self {
-            webhook: free_port(),
+            webhook: port,
             admin: free_port(),
             ca,
             mount,
@@ -124,7 +129,17 @@ impl ServeProcess {
     /// Starts `kubeecr serve` against the cluster and ECR at `ecr`, as replica `identity`,
     /// with its Lease in the test namespace and `extra` flags.
     pub async fn start(cluster: &TestCluster, ecr: &str, identity: &str, extra: &[&str]) -> Self {
-        let ports = Ports::new();
+        Self::start_on(Ports::new(), cluster, ecr, identity, extra).await
+    }
+
+    /// As `start`, listening on `ports`.
+    pub async fn start_on(
+        ports: Ports,
+        cluster: &TestCluster,
+        ecr: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = kubeecr_command("serve");
         cmd.env("POD_NAME", identity)
             .env("POD_NAMESPACE", cluster.ns())

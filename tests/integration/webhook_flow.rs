@@ -24,22 +24,17 @@ const WEBHOOK_HOST_ENV: &str = "KUBEECR_TEST_WEBHOOK_HOST";
 const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
 
 fn webhook_docs() -> Vec<Value> {
-    let mut docs = Vec::new();
-    for file in ["mutating.yaml", "validating.yaml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("webhook-config")
-            .join(file);
-        let yaml = std::fs::read_to_string(path).unwrap();
-        for doc in serde_norway::Deserializer::from_str(&yaml) {
-            let v: serde_norway::Value = serde::Deserialize::deserialize(doc).unwrap();
-            docs.push(serde_json::to_value(v).unwrap());
-        }
-    }
-    docs
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook-config");
+    ["mutating.yaml", "validating.yaml"]
+        .iter()
+        .flat_map(|f| {
+            kubeecr_testkit::yaml::yaml_documents(&std::fs::read_to_string(dir.join(f)).unwrap())
+        })
+        .collect()
 }
 
 /// Removes the webhook configurations registered on a real cluster.
-struct Registration {
+pub struct Registration {
     config: Option<kube::Config>,
     name: String,
 }
@@ -73,28 +68,8 @@ async fn webhook_for(
 ) -> Option<(RunningWebhook, Registration)> {
     if !cluster.is_real() {
         let webhook = RunningWebhook::start(state).await;
-        let yaml = ["mutating.yaml", "validating.yaml"]
-            .map(|f| {
-                std::fs::read_to_string(
-                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("webhook-config")
-                        .join(f),
-                )
-                .unwrap()
-            })
-            .join("\n---\n");
-        cluster.double_server().unwrap().webhooks().register_yaml(
-            &yaml,
-            &webhook.url,
-            webhook.ca_pem().as_bytes(),
-        );
-        return Some((
-            webhook,
-            Registration {
-                config: None,
-                name: String::new(),
-            },
-        ));
+        let registration = register(cluster, &webhook.url, &webhook.ca_pem()).await;
+        return Some((webhook, registration));
     }
     let Ok(host) = std::env::var(WEBHOOK_HOST_ENV) else {
         println!(
@@ -104,6 +79,46 @@ async fn webhook_for(
     };
     let webhook = RunningWebhook::start_on("0.0.0.0:0", &[&host], state).await;
     let port = webhook.url.rsplit(':').next().unwrap().to_string();
+    let registration = register(
+        cluster,
+        &format!("https://{host}:{port}"),
+        &webhook.ca_pem(),
+    )
+    .await;
+    Some((webhook, registration))
+}
+
+/// Whether a webhook listening on 127.0.0.1 can be reached by the cluster's API server: on
+/// the double always, on a real cluster when `KUBEECR_TEST_WEBHOOK_HOST` is 127.0.0.1 (the
+/// API server runs on this machine). Prints SKIPPED otherwise.
+pub fn loopback_reachable(cluster: &TestCluster, test: &str) -> bool {
+    let reachable =
+        !cluster.is_real() || std::env::var(WEBHOOK_HOST_ENV).is_ok_and(|h| h == "127.0.0.1");
+    if !reachable {
+        println!(
+            "SKIPPED {test} on a real cluster: its API server must reach 127.0.0.1 ({WEBHOOK_HOST_ENV}=127.0.0.1)"
+        );
+    }
+    reachable
+}
+
+/// Registers `webhook-config/` at `base_url` (`https://host:port`) trusting `ca_pem`: on the
+/// double as it is; on a real cluster by URL, scoped to the test's namespace, removed when
+/// the `Registration` is dropped.
+pub async fn register(cluster: &TestCluster, base_url: &str, ca_pem: &str) -> Registration {
+    if let Some(double) = cluster.double_server() {
+        let yaml: String = webhook_docs()
+            .iter()
+            .map(|d| format!("---\n{d}\n"))
+            .collect();
+        double
+            .webhooks()
+            .register_yaml(&yaml, base_url, ca_pem.as_bytes());
+        return Registration {
+            config: None,
+            name: String::new(),
+        };
+    }
     let name = format!("kubeecr-test-{}", cluster.ns());
     for mut doc in webhook_docs() {
         doc["metadata"] = json!({"name": name});
@@ -112,7 +127,8 @@ async fn webhook_for(
                 .as_str()
                 .unwrap()
                 .to_string();
-            w["clientConfig"] = json!({"url": format!("https://{host}:{port}{path}"), "caBundle": STANDARD.encode(webhook.ca_pem())});
+            w["clientConfig"] =
+                json!({"url": format!("{base_url}{path}"), "caBundle": STANDARD.encode(ca_pem)});
             w["namespaceSelector"] =
                 json!({"matchLabels": {"kubernetes.io/metadata.name": cluster.ns()}});
         }
@@ -133,13 +149,10 @@ async fn webhook_for(
     }
     // The API server picks up new webhook configurations within a moment.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    Some((
-        webhook,
-        Registration {
-            config: Some(cluster.config().clone()),
-            name,
-        },
-    ))
+    Registration {
+        config: Some(cluster.config().clone()),
+        name,
+    }
 }
 
 /// The YAML: annotated, typed, no data at all.

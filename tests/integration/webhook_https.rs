@@ -10,7 +10,9 @@ use http::Version;
 use http_body_util::{BodyExt, Full};
 use kubeecr::contract::policy::Policy;
 use kubeecr_testkit::moto::EcrProxy;
-use kubeecr_testkit::tls::{Alpn, HttpsClient, TestCa, client_config, https_client};
+use kubeecr_testkit::tls::{
+    Alpn, HttpsClient, TestCa, client_config, https_client, https_client_as,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -263,4 +265,50 @@ async fn shutdown_drains_requests_in_flight() {
     )
     .await;
     assert!(after.is_err(), "no new connections after shutdown");
+}
+
+/// With `--client-ca-file`, only clients presenting a certificate from that CA get an
+/// answer; the others fail the handshake. A new CA file is picked up without a restart.
+#[tokio::test]
+async fn client_certificates_are_required_when_a_client_ca_is_set() {
+    let ecr = EcrProxy::start().await;
+    let api_server = TestCa::new("apiserver-client-ca");
+    let other = TestCa::new("someone-else");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, api_server.pem()).unwrap();
+    let mut state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    state.clients_verified = true;
+    let webhook =
+        RunningWebhook::start_with("127.0.0.1:0", &[], Some(ca_file.clone()), state).await;
+    let ca = webhook.ca_pem();
+    let as_api_server = api_server.client("kube-apiserver-webhook-client");
+    let as_other = other.client("kube-apiserver-webhook-client");
+    let client = |identity| https_client_as(ca.as_bytes(), Alpn::Both, identity);
+
+    post(&client(Some(&as_api_server)), &webhook.url, review_body())
+        .await
+        .expect("the API server's certificate is accepted");
+    for (who, identity) in [("no certificate", None), ("another CA", Some(&as_other))] {
+        let refused = post(&client(identity), &webhook.url, review_body()).await;
+        assert!(refused.is_err(), "{who}: {refused:?}");
+    }
+
+    // A new CA in the file: the old client is refused from then on, the new one accepted.
+    std::fs::write(&ca_file, other.pem()).unwrap();
+    let swapped = tokio::time::timeout(Duration::from_secs(10), async {
+        while post(&client(Some(&as_other)), &webhook.url, review_body())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(swapped.is_ok(), "the new client CA was not loaded");
+    assert!(
+        post(&client(Some(&as_api_server)), &webhook.url, review_body())
+            .await
+            .is_err()
+    );
 }

@@ -59,10 +59,20 @@ async fn call(
     path: &str,
     body: Vec<u8>,
 ) -> Answer {
-    let app = kubeecr::admission::webhook::router(
+    call_with(
         Arc::new(webhook_state(tokens, policy, require_token)),
-        3 * 1024 * 1024,
-    );
+        path,
+        body,
+    )
+    .await
+}
+
+async fn call_with(
+    state: Arc<kubeecr::admission::webhook::WebhookState>,
+    path: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let app = kubeecr::admission::webhook::router(state, 3 * 1024 * 1024);
     let req = Request::post(path)
         .header("content-type", "application/json")
         .body(Body::from(body))
@@ -674,4 +684,73 @@ async fn opting_out_removes_kubeecrs_annotations_and_keeps_the_credentials() {
     )
     .await;
     assert!(answer.allowed() && answer.patch().is_none());
+}
+
+/// The attack of issue 8: anyone who reaches the port POSTs a hand-made review naming any
+/// namespace and user. With `--admission-fill=false` the answer holds no token, and no ECR
+/// call is made; with the default it does, and each such answer is counted.
+#[tokio::test]
+async fn without_admission_fill_a_forged_review_gets_no_token() {
+    let ecr = EcrProxy::start().await;
+    let (path, mut review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    review["request"]["namespace"] = json!("any-namespace");
+    review["request"]["object"]["metadata"]["namespace"] = json!("any-namespace");
+    review["request"]["userInfo"] = json!({"username": "system:anonymous"});
+    review["request"]["object"]["metadata"]["annotations"][ANNOTATION] =
+        json!("999999999999/eu-west-1");
+    let body = serde_json::to_vec(&review).unwrap();
+
+    let mut state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    state.fill = false;
+    let state = Arc::new(state);
+    let answer = call_with(Arc::clone(&state), &path, body.clone()).await;
+    assert!(answer.allowed(), "{}", answer.text);
+    let object = patched(&answer, &review);
+    assert_eq!(
+        config_of(&object),
+        json!({"auths": {}}),
+        "the placeholder only"
+    );
+    assert_eq!(
+        object["metadata"]["labels"][MANAGED], "true",
+        "so the refresher watches it"
+    );
+    assert!(object["metadata"]["annotations"][EXPIRES_AT].is_null());
+    assert_eq!(ecr.token_calls().len(), 0, "no token was even fetched");
+    let counted = "kubeecr_admission_token_responses_total";
+    assert!(
+        !state.metrics.encode().contains(&format!("{counted}{{")),
+        "{}",
+        state.metrics.encode()
+    );
+    // Invalid annotations are still refused.
+    let mut bad = review.clone();
+    bad["request"]["object"]["metadata"]["annotations"][ANNOTATION] = json!("99/eu-west-1");
+    let answer = call_with(Arc::clone(&state), &path, serde_json::to_vec(&bad).unwrap()).await;
+    assert!(!answer.allowed());
+    assert!(
+        answer.message().contains("account id must be 12 digits"),
+        "{}",
+        answer.text
+    );
+
+    // The default hands the token out, and counts it as going to an unverified client.
+    let state = Arc::new(webhook_state(
+        token_cache(&ecr.url()).await,
+        Policy::default(),
+        false,
+    ));
+    let answer = call_with(Arc::clone(&state), &path, body).await;
+    password_of(
+        &config_of(&patched(&answer, &review)),
+        "999999999999.dkr.ecr.eu-west-1.amazonaws.com",
+    );
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains(&format!("{counted}{{client=\"unverified\"}} 1")),
+        "{}",
+        state.metrics.encode()
+    );
 }

@@ -17,7 +17,8 @@ pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
-/// A serving certificate (possibly with the CA appended, as cert-manager's `tls.crt` can be).
+/// A certificate and its key (a serving certificate possibly with the CA appended, as
+/// cert-manager's `tls.crt` can be, or a client certificate).
 pub struct ServingCert {
     pub cert_pem: String,
     pub key_pem: String,
@@ -40,6 +41,19 @@ impl TestCa {
     /// A certificate for 127.0.0.1 and localhost; `chain` appends the CA, as a full chain.
     pub fn serving(&self, common_name: &str, chain: bool) -> ServingCert {
         self.serving_for(common_name, chain, &[])
+    }
+
+    /// A client certificate with common name `name`, as kube-apiserver presents to webhooks.
+    pub fn client(&self, name: &str) -> ServingCert {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ServingCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// As `serving`, valid for `extra_names` (IPs or DNS names) too.
@@ -75,21 +89,46 @@ pub enum Alpn {
 
 /// A rustls client config that trusts only `ca_pem`.
 pub fn client_config(ca_pem: &[u8]) -> rustls::ClientConfig {
+    client_config_as(ca_pem, None)
+}
+
+/// As `client_config`, presenting `identity` as its client certificate when given.
+pub fn client_config_as(ca_pem: &[u8], identity: Option<&ServingCert>) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(cert.expect("CA PEM")).expect("CA cert");
     }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots);
+    match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+                .map(|c| c.expect("client cert"))
+                .collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                .expect("client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
+        }
+    }
 }
 
 /// An HTTPS client that trusts only `ca_pem`, as the API server does with a caBundle.
 pub fn https_client(ca_pem: &[u8], alpn: Alpn) -> HttpsClient {
+    https_client_as(ca_pem, alpn, None)
+}
+
+/// As `https_client`, presenting `identity` as its client certificate when given, as an API
+/// server with an AdmissionConfiguration kubeconfig does.
+pub fn https_client_as(ca_pem: &[u8], alpn: Alpn, identity: Option<&ServingCert>) -> HttpsClient {
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca_pem))
+        .with_tls_config(client_config_as(ca_pem, identity))
         .https_only();
     let connector = match alpn {
         Alpn::Http1 => builder.enable_http1().build(),

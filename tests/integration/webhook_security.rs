@@ -1,0 +1,193 @@
+//! Who gets a token from the webhook: with `--admission-fill=false` nobody (the refresher
+//! fills new Secrets by watch), and with `--client-ca-file` only a client presenting a
+//! certificate from that CA, as the real kube-apiserver does with its AdmissionConfiguration.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::moto::EcrProxy;
+use kubeecr_testkit::tls::{Alpn, https_client};
+use serde_json::json;
+
+use crate::common::*;
+use crate::on_both_backends;
+use crate::serve_process::{Ports, ServeProcess, has_password, secret_when};
+use crate::webhook_flow::{loopback_reachable, register};
+
+const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+
+/// The YAML: annotated, typed, no data at all.
+fn data_less(name: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "annotations": {ANNOTATION: "123456789012/us-west-2"}},
+        "type": DOCKER_CONFIG_JSON,
+    }))
+    .unwrap()
+}
+
+const AUDIT: &str = "admission response carries an ECR token";
+const TOKEN_RESPONSES: &str = "kubeecr_admission_token_responses_total";
+
+async fn admission_fill_off_fills_by_watch_and_hands_out_no_token(cluster: TestCluster) {
+    if !loopback_reachable(
+        &cluster,
+        "admission_fill_off_fills_by_watch_and_hands_out_no_token",
+    ) {
+        return;
+    }
+    let ecr = EcrProxy::start().await;
+    let serve = ServeProcess::start(
+        &cluster,
+        &ecr.url(),
+        "fill-by-watch",
+        &["--admission-fill=false"],
+    )
+    .await;
+    serve.wait_ready().await;
+    assert!(
+        serve.leads_within(Duration::from_secs(20)).await,
+        "{}",
+        serve.logs()
+    );
+    let _registration = register(
+        &cluster,
+        &format!("https://127.0.0.1:{}", serve.webhook_port),
+        &serve.ca.pem(),
+    )
+    .await;
+
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let started = Instant::now();
+    let created = api
+        .create(&PostParams::default(), &data_less("pull"))
+        .await
+        .expect("created");
+    // What the API server stored from the webhook's answer: the placeholder, no token.
+    assert_eq!(dockerconfig(&created), json!({"auths": {}}));
+    assert_eq!(created.metadata.labels.as_ref().unwrap()[MANAGED], "true");
+    assert_eq!(annotation(&created, EXPIRES_AT), None);
+    let filled = secret_when(&cluster, "pull", Duration::from_secs(15), |s| {
+        has_password(s, HOST)
+    })
+    .await;
+    assert!(
+        filled.is_some(),
+        "the refresher fills it by watch\n{}",
+        serve.logs()
+    );
+    println!("filled {:?} after the create", started.elapsed());
+
+    // A malformed annotation is still refused at admission.
+    let mut bad = data_less("typo");
+    bad.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(ANNOTATION.into(), "12345/us-west-2".into());
+    let refused = api
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("account id must be 12 digits"),
+        "{refused}"
+    );
+
+    assert!(!serve.logs().contains(AUDIT), "{}", serve.logs());
+    assert!(
+        !serve
+            .metrics()
+            .await
+            .contains(&format!("{TOKEN_RESPONSES}{{"))
+    );
+}
+on_both_backends!(admission_fill_off_fills_by_watch_and_hands_out_no_token);
+
+/// `../shared/kube-apiserver` keeps its PKI beside its kubeconfig and presents a client
+/// certificate (CN kube-apiserver-webhook-client) to webhooks on 127.0.0.1:18400-18499.
+fn api_server_client_ca() -> Option<PathBuf> {
+    let kubeconfig = PathBuf::from(std::env::var("KUBEECR_TEST_KUBECONFIG").ok()?);
+    let dir = kubeconfig.parent()?;
+    let ca = dir.join("pki/ca.crt");
+    (ca.exists() && dir.join("webhook-client.kubeconfig").exists()).then_some(ca)
+}
+
+/// A free port among those the API server presents its client certificate to.
+fn client_cert_port() -> u16 {
+    (18400..18500)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 18400-18499")
+}
+
+#[tokio::test]
+async fn the_api_server_authenticates_with_its_client_certificate() {
+    let test = "the_api_server_authenticates_with_its_client_certificate";
+    let Some(client_ca) = api_server_client_ca() else {
+        println!(
+            "SKIPPED {test}: no ../shared/kube-apiserver (its AdmissionConfiguration presents the client certificate)"
+        );
+        return;
+    };
+    let Some(cluster) = TestCluster::real(test).await else {
+        return;
+    };
+    let ecr = EcrProxy::start().await;
+    let ports = Ports::with_webhook(client_cert_port());
+    let ca_flag = format!("--client-ca-file={}", client_ca.display());
+    let serve = ServeProcess::start_on(ports, &cluster, &ecr.url(), "mtls", &[&ca_flag]).await;
+    serve.wait_ready().await;
+    let base = format!("https://127.0.0.1:{}", serve.webhook_port);
+    let _registration = register(&cluster, &base, &serve.ca.pem()).await;
+
+    // The API server's own request: admitted, and filled at admission.
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let created = api
+        .create(&PostParams::default(), &data_less("pull"))
+        .await
+        .expect("created");
+    assert!(
+        has_password(&created, HOST),
+        "filled at admission, through mTLS\n{}",
+        serve.logs()
+    );
+    let metrics = serve.metrics().await;
+    assert!(
+        metrics.contains(&format!("{TOKEN_RESPONSES}{{client=\"verified\"}} 1")),
+        "{metrics}"
+    );
+    let logs = serve.logs();
+    let audit = logs
+        .lines()
+        .find(|l| l.contains(AUDIT))
+        .unwrap_or_else(|| panic!("{logs}"));
+    for field in [
+        &format!("{}/pull", cluster.ns()),
+        "client=\"verified\"",
+        "registries=\"123456789012/us-west-2\"",
+        "user=",
+    ] {
+        assert!(audit.contains(field), "{field} in {audit}");
+    }
+    let password = crate::common::password_of(&dockerconfig(&created), HOST);
+    assert!(!logs.contains(&password), "the audit line carries no token");
+
+    // Anyone else who reaches the port, without the API server's certificate: no answer.
+    let (_, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let req = http::Request::post(format!("{base}/mutate"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            serde_json::to_vec(&review).unwrap(),
+        )))
+        .unwrap();
+    let forged = https_client(serve.ca.pem().as_bytes(), Alpn::Both)
+        .request(req)
+        .await;
+    assert!(
+        forged.is_err(),
+        "a client without a certificate got {forged:?}"
+    );
+}
