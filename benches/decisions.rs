@@ -97,7 +97,8 @@ fn bench_admission(c: &mut Criterion) {
                     .iter()
                     .map(|k| (k.clone(), Arc::clone(&token)))
                     .collect();
-                serde_json::to_vec(&pending.complete(Ok(tokens), false).into_review()).unwrap()
+                serde_json::to_vec(&pending.complete(Ok(tokens), false).response.into_review())
+                    .unwrap()
             })
         },
     );
