@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::CertsRequest;
-use crate::contract::policy::{Patterns, Policy};
+use crate::contract::policy::{Patterns, Policy, RoleRules};
 use crate::contract::secret_update::DuePolicy;
 use crate::kube_api::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
@@ -96,12 +96,12 @@ pub struct StatusCommand {
 }
 
 impl StatusCommand {
-    pub fn settings(&self) -> StatusSettings {
-        StatusSettings {
-            policy: std::sync::Arc::new(self.policy.policy()),
+    pub fn settings(&self) -> Result<StatusSettings, String> {
+        Ok(StatusSettings {
+            policy: std::sync::Arc::new(self.policy.policy()?),
             refresh_before: self.refresh_before,
             page_size: 500,
-        }
+        })
     }
 }
 
@@ -239,10 +239,12 @@ impl AwsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
-    /// IAM role ARN patterns (`*`, `?`) that secrets may name in deft.com/kubeecr-role. Default: none.
+    /// IAM roles that Secrets may name in deft.com/kubeecr-role, per namespace:
+    /// `team-a=arn:aws:iam::111122223333:role/ecr-team-a-*`, or `*=<pattern>` for every
+    /// namespace. `*` and `?` never match `/`. Default: none.
     #[arg(long, env = "KUBEECR_ALLOWED_ROLE_ARNS", value_delimiter = ',')]
     pub allowed_role_arns: Vec<String>,
-    /// `account/region` patterns that secrets may name. Default: all.
+    /// `account/region` patterns that secrets may name (`123456789012/*`). Default: all.
     #[arg(long, env = "KUBEECR_ALLOWED_REGISTRIES", value_delimiter = ',')]
     pub allowed_registries: Vec<String>,
     /// Namespaces to serve. Default: all.
@@ -260,19 +262,21 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    pub fn policy(&self) -> Policy {
+    /// The policy, or what is wrong with a pattern.
+    pub fn policy(&self) -> Result<Policy, String> {
         let names = |v: &[String]| -> Vec<String> {
             v.iter()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect()
         };
-        Policy {
-            allowed_role_arns: Patterns::new(&self.allowed_role_arns),
-            allowed_registries: Patterns::new(&self.allowed_registries),
+        Ok(Policy {
+            allowed_role_arns: RoleRules::parse(&self.allowed_role_arns)?,
+            allowed_registries: Patterns::parse(&self.allowed_registries)
+                .map_err(|e| format!("--allowed-registries {e}"))?,
             namespaces: names(&self.namespaces),
             exclude_namespaces: names(&self.exclude_namespaces),
-        }
+        })
     }
 }
 
@@ -482,7 +486,7 @@ impl ServeCommand {
             kube: self.kube.settings(),
             ecr: self.aws.settings(),
             cache: self.refresh.cache_config(&self.aws),
-            policy: self.policy.policy(),
+            policy: self.policy.policy()?,
             write: self.refresh.write_settings(false, false),
             page_size: self.refresh.page_size,
             controller: ControllerSettings {
@@ -526,18 +530,28 @@ mod tests {
             "--namespace",
             "a,b",
             "--allowed-role-arns",
-            "arn:aws:iam::123456789012:role/x*",
+            "*=arn:aws:iam::123456789012:role/x*,team-a=arn:aws:iam::123456789012:role/y",
         ])
         .unwrap();
         let Command::Refresh(cmd) = cli.command else {
             panic!("parsed as refresh")
         };
-        assert_eq!(cmd.policy.policy().namespaces, ["a", "b"]);
+        let policy = cmd.policy.policy().unwrap();
+        assert_eq!(policy.namespaces, ["a", "b"]);
         assert!(
-            cmd.policy
-                .policy()
+            policy
                 .allowed_role_arns
-                .matches("arn:aws:iam::123456789012:role/xyz")
+                .allows("b", "arn:aws:iam::123456789012:role/xyz")
+        );
+        assert!(
+            policy
+                .allowed_role_arns
+                .allows("team-a", "arn:aws:iam::123456789012:role/y")
+        );
+        assert!(
+            !policy
+                .allowed_role_arns
+                .allows("b", "arn:aws:iam::123456789012:role/y")
         );
     }
 
@@ -566,5 +580,38 @@ mod tests {
             .rate
             .unwrap();
         assert_eq!((rate.per_second.get(), rate.burst.get()), (5, 7));
+    }
+
+    #[test]
+    fn a_role_pattern_must_name_its_namespace() {
+        let e = serve(&[
+            "--allowed-role-arns",
+            "arn:aws:iam::123456789012:role/ecr-*",
+        ])
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("team-a=arn:aws:iam::123456789012:role/ecr-*"),
+            "{e}"
+        );
+        assert!(serve(&["--allowed-role-arns", "*=arn:aws:iam::1:role/x"]).is_ok());
+        let e = serve(&["--allowed-registries", "12[/x"]).err().unwrap();
+        assert!(e.starts_with("--allowed-registries \"12[/x\""), "{e}");
+    }
+
+    #[test]
+    fn admission_fill_and_client_ca_are_settings() {
+        let settings = serve(&["--admission-fill=false", "--client-ca-file", "/ca.crt"]).unwrap();
+        assert!(!settings.webhook.admission_fill);
+        assert_eq!(
+            settings.webhook.tls.client_ca.as_deref(),
+            Some(std::path::Path::new("/ca.crt"))
+        );
+        let defaults = serve(&[]).unwrap();
+        assert!(
+            defaults.webhook.admission_fill,
+            "the design fills at admission by default"
+        );
+        assert!(defaults.webhook.tls.client_ca.is_none());
     }
 }

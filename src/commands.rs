@@ -41,6 +41,13 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 /// One pass; prints the summary; fails when any secret failed.
 async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
+    let policy = match cmd.policy.policy() {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("kubeecr refresh: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let client = kube_api::connect(&cmd.kube.settings()).await?;
     let metrics = Arc::new(Metrics::new());
     let source = EcrTokenSource::from_env(cmd.aws.settings()).await;
@@ -52,7 +59,7 @@ async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
     let writer = Writer::new(
         client.clone(),
         tokens,
-        Arc::new(cmd.policy.policy()),
+        Arc::new(policy),
         cmd.refresh.write_settings(cmd.force, cmd.dry_run),
         metrics,
     );
@@ -99,7 +106,14 @@ async fn status(cmd: StatusCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let rows = match status::collect(&client, &cmd.settings()).await {
+    let settings = match cmd.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("kubeecr status: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rows = match status::collect(&client, &settings).await {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("kubeecr status: {e}");

@@ -2,50 +2,145 @@
 //!
 //! Pure. The webhook denies what the policy refuses; the refresher skips it.
 
-use wildmatch::WildMatch;
+use globset::{GlobBuilder, GlobMatcher};
 
 use crate::contract::annotation::{ContractError, EcrBinding, Problem, SecretRef};
+
+/// One glob: `*` and `?` never match `/`, so `role/ecr-*` does not allow `role/ecr-x/admin`
+/// and `123456789012/*` means every region of that account.
+#[derive(Debug, Clone)]
+struct Pattern {
+    raw: String,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    fn parse(raw: &str) -> Result<Self, String> {
+        let glob = GlobBuilder::new(raw)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("{raw:?} is not a valid pattern: {}", e.kind()))?;
+        Ok(Self {
+            raw: raw.to_string(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        self.matcher.is_match(value)
+    }
+}
 
 /// Glob patterns (`*`, `?`) as the operator wrote them.
 #[derive(Debug, Clone, Default)]
 pub struct Patterns {
-    raw: Vec<String>,
-    compiled: Vec<WildMatch>,
+    patterns: Vec<Pattern>,
 }
 
 impl Patterns {
-    pub fn new<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Self {
-        let raw: Vec<String> = patterns
+    pub fn parse<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Result<Self, String> {
+        let patterns = patterns
             .into_iter()
             .map(|p| p.as_ref().trim().to_string())
             .filter(|p| !p.is_empty())
-            .collect();
-        let compiled = raw.iter().map(|p| WildMatch::new(p)).collect();
-        Self { raw, compiled }
+            .map(|p| Pattern::parse(&p))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { patterns })
+    }
+
+    /// For patterns written in code; panics on an invalid one.
+    pub fn new<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Self {
+        Self::parse(patterns).expect("valid patterns")
     }
 
     pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
+        self.patterns.is_empty()
     }
 
     pub fn matches(&self, value: &str) -> bool {
-        self.compiled.iter().any(|p| p.matches(value))
+        self.patterns.iter().any(|p| p.matches(value))
     }
 
     fn describe(&self) -> String {
-        if self.raw.is_empty() {
-            "none".to_string()
-        } else {
-            self.raw.join(", ")
+        describe(self.patterns.iter())
+    }
+}
+
+fn describe<'a>(patterns: impl Iterator<Item = &'a Pattern>) -> String {
+    let raw: Vec<&str> = patterns.map(|p| p.raw.as_str()).collect();
+    if raw.is_empty() {
+        "none".to_string()
+    } else {
+        raw.join(", ")
+    }
+}
+
+/// Which roles a Secret may name, per namespace: `team-a=arn:aws:iam::111122223333:role/ecr-*`
+/// for one namespace, and `*=…` for every namespace, written out so that a cluster-wide role
+/// is a choice, not an accident. A team cannot name a role allowed only to another team.
+#[derive(Debug, Clone, Default)]
+pub struct RoleRules {
+    rules: Vec<(Option<String>, Pattern)>,
+}
+
+impl RoleRules {
+    pub fn parse<S: AsRef<str>>(entries: impl IntoIterator<Item = S>) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for entry in entries {
+            let entry = entry.as_ref().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            // Namespace names never hold `=`; role names may, so the first one splits.
+            let Some((namespace, pattern)) = entry.split_once('=') else {
+                return Err(format!(
+                    "--allowed-role-arns {entry:?}: name the namespace it is for, e.g. team-a={entry}, or write *={entry} to allow it in every namespace"
+                ));
+            };
+            let namespace = match namespace.trim() {
+                "*" => None,
+                "" => {
+                    return Err(format!(
+                        "--allowed-role-arns {entry:?}: the namespace before = is empty"
+                    ));
+                }
+                ns => Some(ns.to_string()),
+            };
+            let pattern = Pattern::parse(pattern.trim())
+                .map_err(|e| format!("--allowed-role-arns {entry:?}: {e}"))?;
+            rules.push((namespace, pattern));
         }
+        Ok(Self { rules })
+    }
+
+    /// For rules written in code; panics on an invalid one.
+    pub fn new<S: AsRef<str>>(entries: impl IntoIterator<Item = S>) -> Self {
+        Self::parse(entries).expect("valid role rules")
+    }
+
+    fn for_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pattern> {
+        self.rules
+            .iter()
+            .filter(move |(ns, _)| ns.as_deref().is_none_or(|ns| ns == namespace))
+            .map(|(_, p)| p)
+    }
+
+    pub fn allows(&self, namespace: &str, role: &str) -> bool {
+        self.for_namespace(namespace).any(|p| p.matches(role))
+    }
+
+    /// The patterns that apply in `namespace`, for messages.
+    fn describe(&self, namespace: &str) -> String {
+        describe(self.for_namespace(namespace))
     }
 }
 
 /// What this installation serves.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// Roles a secret may name in `deft.com/kubeecr-role`. Empty: none.
-    pub allowed_role_arns: Patterns,
+    /// Roles a secret may name in `deft.com/kubeecr-role`, per namespace. Empty: none.
+    pub allowed_role_arns: RoleRules,
     /// `account/region` patterns. Empty: every registry.
     pub allowed_registries: Patterns,
     /// Namespaces served. Empty: all.
@@ -79,11 +174,13 @@ impl Policy {
             }));
         }
         if let Some(role) = &binding.role
-            && !self.allowed_role_arns.matches(role.as_str())
+            && !self
+                .allowed_role_arns
+                .allows(&secret.namespace, role.as_str())
         {
             return Err(refuse(Problem::RoleNotAllowed {
                 value: role.to_string(),
-                allowed: self.allowed_role_arns.describe(),
+                allowed: self.allowed_role_arns.describe(&secret.namespace),
             }));
         }
         if !self.allowed_registries.is_empty()
@@ -136,7 +233,7 @@ mod tests {
         assert!(msg.contains("allowed: none"), "{msg}");
 
         let policy = Policy {
-            allowed_role_arns: Patterns::new(["arn:aws:iam::123456789012:role/ecr-*"]),
+            allowed_role_arns: RoleRules::new(["team-a=arn:aws:iam::123456789012:role/ecr-*"]),
             ..Policy::default()
         };
         assert!(policy.admit(&secret, &b).is_ok());
@@ -145,6 +242,48 @@ mod tests {
             Some("arn:aws:iam::999999999999:role/ecr-pull"),
         );
         assert!(policy.admit(&secret, &other).is_err());
+        // Team B cannot name team A's role; `*` does not cross a path separator.
+        let msg = policy
+            .admit(&SecretRef::new("team-b", "pull"), &b)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("allowed: none"), "{msg}");
+        let nested = binding(
+            "123456789012/us-west-2",
+            Some("arn:aws:iam::123456789012:role/ecr-x/admin"),
+        );
+        assert!(policy.admit(&secret, &nested).is_err());
+        // Every namespace only when written so.
+        let everywhere = Policy {
+            allowed_role_arns: RoleRules::new(["*=arn:aws:iam::123456789012:role/ecr-*"]),
+            ..Policy::default()
+        };
+        assert!(
+            everywhere
+                .admit(&SecretRef::new("team-b", "pull"), &b)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn role_rules_must_name_their_namespace() {
+        let plain = RoleRules::parse(["arn:aws:iam::123456789012:role/ecr-*"]).unwrap_err();
+        assert!(
+            plain.contains("team-a=arn:aws:iam::123456789012:role/ecr-*"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("*=arn:aws:iam::123456789012:role/ecr-*"),
+            "{plain}"
+        );
+        assert!(RoleRules::parse(["=arn:aws:iam::1:role/x"]).is_err());
+        assert!(
+            RoleRules::parse(["team-a=role/[x"]).is_err(),
+            "an unclosed class"
+        );
+        // A role name may hold `=`: only the first one splits.
+        let rules = RoleRules::new(["team-a=arn:aws:iam::1:role/a=b"]);
+        assert!(rules.allows("team-a", "arn:aws:iam::1:role/a=b"));
     }
 
     #[test]

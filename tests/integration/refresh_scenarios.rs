@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use kubeecr::contract::policy::{Patterns, Policy};
+use kubeecr::contract::policy::{Policy, RoleRules};
 use kubeecr::refresher::write::Outcome;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
@@ -296,7 +296,7 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
     // A big unrelated secret, as Helm release secrets are.
     create_helm_release(&client, ns).await;
     let policy = Policy {
-        allowed_role_arns: Patterns::new(["arn:aws:iam::123456789012:role/ecr-*"]),
+        allowed_role_arns: RoleRules::new(["*=arn:aws:iam::123456789012:role/ecr-*"]),
         ..policy_for(&[ns])
     };
     if let Some(double) = cluster.double_server() {

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use kubeecr::contract::policy::{Patterns, Policy};
+use kubeecr::contract::policy::{Patterns, Policy, RoleRules};
 use kubeecr::tokens::cache::TokenCache;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 use serde_json::{Value, json};
@@ -320,7 +320,7 @@ async fn roles_follow_the_operator_policy() {
     assert!(!answer.allowed());
 
     let allowed = Policy {
-        allowed_role_arns: Patterns::new(["arn:aws-us-gov:iam::123456789012:role/*"]),
+        allowed_role_arns: RoleRules::new(["*=arn:aws-us-gov:iam::123456789012:role/*"]),
         ..Policy::default()
     };
     let (answer, review) = call_fixture(
