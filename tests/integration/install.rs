@@ -611,8 +611,24 @@ pub fn assert_consistent(docs: &[Value], namespace: &str) {
 
 /// `examples/installation/` copied with its namespace line changed, as an operator does.
 pub fn example_in(namespace: &str) -> PathBuf {
-    let example =
+    example_with(namespace, &[])
+}
+
+/// As `example_in`, with these components of `examples/installation/` enabled.
+pub fn example_with(namespace: &str, components: &[&str]) -> PathBuf {
+    let mut example =
         std::fs::read_to_string(repo().join("examples/installation/kustomization.yaml")).unwrap();
+    for component in components {
+        let line = format!("\n  # - {component} ");
+        assert!(
+            example.contains(&line),
+            "{component} is offered, commented out"
+        );
+        example = example.replace(
+            &line,
+            &format!("\n  - {FROM_SCRATCH}/examples/installation/{component} #"),
+        );
+    }
     assert!(
         example.contains("\nnamespace: kubeecr\n"),
         "one namespace line to change"
@@ -638,4 +654,54 @@ fn a_namespace_change_moves_every_reference() {
     let dir = example_in("platform-ecr");
     assert_consistent(&render(&dir), "platform-ecr");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The NetworkPolicy component admits the webhook port from one CIDR and the admin port from
+/// the monitoring namespace, on kubeecr's pods and their named ports.
+#[test]
+fn the_network_policy_fences_both_ports() {
+    if !has_kubectl() {
+        return;
+    }
+    let dir = example_with("kubeecr", &["network-policy"]);
+    let docs = render(&dir);
+    std::fs::remove_dir_all(dir).unwrap();
+    let policy = one(&docs, "NetworkPolicy");
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(policy["metadata"]["namespace"], "kubeecr");
+    let pods = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pods[k], v, "selects kubeecr's pods");
+    }
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let named: Vec<&str> = container(deployment)["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    let port_of = |rule: &Value| rule["ports"][0]["port"].as_str().unwrap().to_string();
+    let webhook = rules
+        .iter()
+        .find(|r| port_of(r) == "https")
+        .expect("a rule for the webhook port");
+    assert!(
+        webhook["from"][0]["ipBlock"]["cidr"].is_string(),
+        "from one CIDR"
+    );
+    assert_eq!(webhook["from"].as_array().unwrap().len(), 1);
+    let admin = rules
+        .iter()
+        .find(|r| port_of(r) == "admin")
+        .expect("a rule for the admin port");
+    assert!(admin["from"][0]["namespaceSelector"]["matchLabels"].is_object());
+    assert!(admin["from"][0]["ipBlock"].is_null());
+    assert_eq!(rules.len(), 2, "nothing else gets in");
+    for rule in rules {
+        assert!(named.contains(&port_of(rule).as_str()), "{rule}");
+    }
 }
