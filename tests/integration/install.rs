@@ -705,3 +705,36 @@ fn the_network_policy_fences_both_ports() {
         assert!(named.contains(&port_of(rule).as_str()), "{rule}");
     }
 }
+
+/// With the client-auth component, kubeecr requires a client certificate from the CA mounted
+/// with its serving certificate, and cert-manager issues the API server one from that CA.
+#[test]
+fn client_auth_trusts_the_ca_that_issues_the_api_servers_certificate() {
+    if !has_kubectl() {
+        return;
+    }
+    let dir = example_with("kubeecr", &["client-auth"]);
+    let docs = render(&dir);
+    std::fs::remove_dir_all(dir).unwrap();
+    let deployment = one(&docs, "Deployment");
+    let parsed =
+        Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(args(deployment)))
+            .unwrap();
+    let kubeecr::cli::Command::Serve(serve) = parsed.command else {
+        unreachable!()
+    };
+    let client_ca = serve.webhook.client_ca_file.expect("--client-ca-file");
+    // The CA cert-manager puts beside the serving pair, in the mounted Secret.
+    assert_eq!(client_ca.parent(), serve.webhook.tls_cert_file.parent());
+    assert_eq!(client_ca.file_name().unwrap(), "ca.crt");
+    let certificates = of_kind(&docs, "Certificate");
+    let serving = certificates
+        .iter()
+        .find(|c| c["spec"]["dnsNames"].is_array())
+        .unwrap();
+    let client = certificates
+        .iter()
+        .find(|c| strs(&c["spec"]["usages"]).contains(&"client auth"))
+        .expect("a client certificate for the API server");
+    assert_eq!(client["spec"]["issuerRef"], serving["spec"]["issuerRef"]);
+}
