@@ -272,7 +272,7 @@ impl PolicyArgs {
         };
         Ok(Policy {
             allowed_role_arns: RoleRules::parse(&self.allowed_role_arns)?,
-            allowed_registries: Patterns::parse(&self.allowed_registries)
+            allowed_registries: Patterns::registries(&self.allowed_registries)
                 .map_err(|e| format!("--allowed-registries {e}"))?,
             namespaces: names(&self.namespaces),
             exclude_namespaces: names(&self.exclude_namespaces),

@@ -263,6 +263,13 @@ impl PendingFill {
     /// `{"auths":{}}` when there is no `.dockerconfigjson`, and the managed label, so that
     /// the refresher, which watches labelled Secrets in full, fills it within moments.
     pub fn placeholder(self) -> AdmissionResponse {
+        if self.object.immutable == Some(true) {
+            let message = format!(
+                "{}: immutable, but with --admission-fill=false kubeecr fills Secrets after they are created, which an immutable Secret forbids; drop `immutable: true`",
+                self.secret
+            );
+            return forbidden(self.response, message);
+        }
         let data = match self.existing() {
             None => self.set_data(EMPTY_CONFIG),
             Some(_) => None,

@@ -16,9 +16,17 @@ struct Pattern {
 
 impl Pattern {
     fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("an empty pattern matches nothing".into());
+        }
+        // Only `*` and `?` are special; `**` would cross `/`, and the rest has no use here.
+        if raw.contains("**") || raw.contains(['[', ']', '{', '}', '\\']) {
+            return Err(format!(
+                "{raw:?}: only * and ? are wildcards (no **, [], {{}} or \\)"
+            ));
+        }
         let glob = GlobBuilder::new(raw)
             .literal_separator(true)
-            .backslash_escape(true)
             .build()
             .map_err(|e| format!("{raw:?} is not a valid pattern: {}", e.kind()))?;
         Ok(Self {
@@ -49,6 +57,21 @@ impl Patterns {
         Ok(Self { patterns })
     }
 
+    /// `account/region` patterns: each must have the `/`, since `*` alone never crosses it
+    /// and would match no registry.
+    pub fn registries<S: AsRef<str>>(
+        patterns: impl IntoIterator<Item = S>,
+    ) -> Result<Self, String> {
+        let parsed = Self::parse(patterns)?;
+        if let Some(p) = parsed.patterns.iter().find(|p| !p.raw.contains('/')) {
+            return Err(format!(
+                "{:?} has no account/region form and would match nothing; write e.g. 123456789012/* or */us-west-2",
+                p.raw
+            ));
+        }
+        Ok(parsed)
+    }
+
     /// For patterns written in code; panics on an invalid one.
     pub fn new<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Self {
         Self::parse(patterns).expect("valid patterns")
@@ -76,6 +99,15 @@ fn describe<'a>(patterns: impl Iterator<Item = &'a Pattern>) -> String {
     }
 }
 
+/// A Kubernetes namespace name: a DNS-1123 label.
+fn is_namespace_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// Which roles a Secret may name, per namespace: `team-a=arn:aws:iam::111122223333:role/ecr-*`
 /// for one namespace, and `*=…` for every namespace, written out so that a cluster-wide role
 /// is a choice, not an accident. A team cannot name a role allowed only to another team.
@@ -100,12 +132,12 @@ impl RoleRules {
             };
             let namespace = match namespace.trim() {
                 "*" => None,
-                "" => {
+                ns if is_namespace_name(ns) => Some(ns.to_string()),
+                ns => {
                     return Err(format!(
-                        "--allowed-role-arns {entry:?}: the namespace before = is empty"
+                        "--allowed-role-arns {entry:?}: {ns:?} is not a namespace name (lowercase letters, digits and -, at most 63) nor *"
                     ));
                 }
-                ns => Some(ns.to_string()),
             };
             let pattern = Pattern::parse(pattern.trim())
                 .map_err(|e| format!("--allowed-role-arns {entry:?}: {e}"))?;

@@ -73,12 +73,11 @@ pub enum TlsError {
     ClientCa { path: String, detail: String },
 }
 
-/// The bytes of the files as read, to notice changes.
+/// The bytes of a pair as read, to notice changes.
 #[derive(PartialEq, Eq)]
 struct Snapshot {
     cert: Vec<u8>,
     key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -92,7 +91,6 @@ fn read_snapshot(files: &TlsFiles) -> Result<Snapshot, TlsError> {
     Ok(Snapshot {
         cert: read(&files.cert)?,
         key: read(&files.key)?,
-        client_ca: files.client_ca.as_deref().map(read).transpose()?,
     })
 }
 
@@ -220,11 +218,11 @@ impl ClientCertVerifier for ClientCaStore {
 }
 
 /// Watches the files and swaps the pair in a `CertStore` (and the client CA in a
-/// `ClientCaStore`).
+/// `ClientCaStore`), each on its own: a broken CA file does not hold up a renewed pair.
 pub struct CertReloader {
     files: TlsFiles,
     store: Arc<CertStore>,
-    clients: Option<Arc<ClientCaStore>>,
+    clients: Option<(PathBuf, Arc<ClientCaStore>, Vec<u8>)>,
     last: Snapshot,
 }
 
@@ -233,11 +231,15 @@ impl CertReloader {
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let snapshot = read_snapshot(&files)?;
         let key = certified_key(&files, &snapshot)?;
-        let clients = match (&files.client_ca, &snapshot.client_ca) {
-            (Some(path), Some(pem)) => Some(Arc::new(ClientCaStore {
-                current: ArcSwap::from_pointee(client_verifier(path, pem)?),
-            })),
-            _ => None,
+        let clients = match &files.client_ca {
+            Some(path) => {
+                let pem = read(path)?;
+                let store = Arc::new(ClientCaStore {
+                    current: ArcSwap::from_pointee(client_verifier(path, &pem)?),
+                });
+                Some((path.clone(), store, pem))
+            }
+            None => None,
         };
         Ok(Self {
             store: Arc::new(CertStore {
@@ -255,28 +257,41 @@ impl CertReloader {
 
     /// The client verifier, when clients must authenticate.
     pub fn clients(&self) -> Option<Arc<ClientCaStore>> {
-        self.clients.clone()
+        self.clients.as_ref().map(|(_, store, _)| Arc::clone(store))
     }
 
-    /// Re-reads the files; swaps in what changed and loads. Returns whether it swapped.
+    /// Re-reads the files; swaps in what changed and loads. Returns whether it swapped
+    /// anything; an error names the file that did not load (the other may have swapped).
     pub fn reload(&mut self) -> Result<bool, TlsError> {
+        let pair = self.reload_pair();
+        let ca = self.reload_client_ca();
+        match (pair, ca) {
+            (Ok(a), Ok(b)) => Ok(a || b),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+
+    fn reload_pair(&mut self) -> Result<bool, TlsError> {
         let snapshot = read_snapshot(&self.files)?;
         if snapshot == self.last {
             return Ok(false);
         }
-        // Both are checked before either is swapped, so a half-good change swaps nothing.
         let key = certified_key(&self.files, &snapshot)?;
-        let verifier = match (&self.files.client_ca, &snapshot.client_ca) {
-            (Some(path), Some(pem)) if Some(pem) != self.last.client_ca.as_ref() => {
-                Some(client_verifier(path, pem)?)
-            }
-            _ => None,
-        };
         self.store.current.store(Arc::new(key));
-        if let (Some(clients), Some(verifier)) = (&self.clients, verifier) {
-            clients.current.store(Arc::new(verifier));
-        }
         self.last = snapshot;
+        Ok(true)
+    }
+
+    fn reload_client_ca(&mut self) -> Result<bool, TlsError> {
+        let Some((path, store, last)) = &mut self.clients else {
+            return Ok(false);
+        };
+        let pem = read(path)?;
+        if pem == *last {
+            return Ok(false);
+        }
+        store.current.store(Arc::new(client_verifier(path, &pem)?));
+        *last = pem;
         Ok(true)
     }
 
@@ -314,11 +329,19 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3");
+    let authenticate = clients.is_some();
     let builder = match clients {
         Some(clients) => builder.with_client_cert_verifier(clients),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(store);
+    if authenticate {
+        // A resumed session skips the verifier and keeps the certificate of the first
+        // handshake, which a rotated CA or an expired certificate would no longer pass. The
+        // API server's Go client does not resume anyway.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

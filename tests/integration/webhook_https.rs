@@ -289,6 +289,23 @@ async fn client_certificates_are_required_when_a_client_ca_is_set() {
     post(&client(Some(&as_api_server)), &webhook.url, review_body())
         .await
         .expect("the API server's certificate is accepted");
+    // One client, a new connection per request, as a resuming client would make them.
+    let resuming: HttpsClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(kubeecr_testkit::tls::client_config_as(
+                        ca.as_bytes(),
+                        Some(&as_api_server),
+                    ))
+                    .https_only()
+                    .enable_http1()
+                    .build(),
+            );
+    post(&resuming, &webhook.url, review_body())
+        .await
+        .expect("accepted before the CA changes");
     for (who, identity) in [("no certificate", None), ("another CA", Some(&as_other))] {
         let refused = post(&client(identity), &webhook.url, review_body()).await;
         assert!(refused.is_err(), "{who}: {refused:?}");
@@ -311,4 +328,7 @@ async fn client_certificates_are_required_when_a_client_ca_is_set() {
             .await
             .is_err()
     );
+    // No session resumption past the verifier: the client that connected before is refused.
+    let resumed = post(&resuming, &webhook.url, review_body()).await;
+    assert!(resumed.is_err(), "a resumed session was answered");
 }

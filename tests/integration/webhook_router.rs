@@ -754,3 +754,69 @@ async fn without_admission_fill_a_forged_review_gets_no_token() {
         state.metrics.encode()
     );
 }
+
+/// With `--admission-fill=false`, no answer to any review the real API server sent carries
+/// token bytes, and none makes an ECR call; an immutable Secret, which could never be filled
+/// afterwards, is refused.
+#[tokio::test]
+async fn without_admission_fill_no_fixture_gets_token_bytes() {
+    let ecr = EcrProxy::start().await;
+    let mut state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    state.fill = false;
+    let state = Arc::new(state);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 30, "{names:?}");
+    for name in &names {
+        let (path, review) = fixture(name);
+        let answer = call_with(
+            Arc::clone(&state),
+            &path,
+            serde_json::to_vec(&review).unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text);
+        let patch = answer
+            .patch()
+            .map(|p| serde_json::to_string(&p).unwrap())
+            .unwrap_or_default();
+        // Patches carry data base64-encoded: every string, and what it decodes to.
+        fn strings(v: &Value, out: &mut String) {
+            match v {
+                Value::String(s) => {
+                    out.push_str(s);
+                    out.push_str(&String::from_utf8_lossy(
+                        &STANDARD.decode(s).unwrap_or_default(),
+                    ));
+                }
+                Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+                Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+                _ => {}
+            }
+        }
+        let mut decoded = String::new();
+        if !patch.is_empty() {
+            strings(&serde_json::from_str(&patch).unwrap(), &mut decoded);
+        }
+        for needle in ["auth-token", "password", "\"auth\""] {
+            assert!(
+                !decoded.contains(needle) && !patch.contains(needle),
+                "{name}: {needle} in {patch}"
+            );
+        }
+        if name.starts_with("27-create-immutable-mutate") {
+            assert!(!answer.allowed(), "{name}");
+            assert!(
+                answer.message().contains("immutable"),
+                "{}",
+                answer.message()
+            );
+        }
+    }
+    assert_eq!(ecr.token_calls().len(), 0);
+}
