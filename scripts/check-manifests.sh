@@ -8,7 +8,8 @@
 # secret files (certs/*.crt, *.key, *.env, aws-credentials.env) are left out, and throwaway
 # ones are made where a kustomization needs them, so that certs/ and access-keys/ are checked
 # on every machine and no real key is ever read. Components (kind: Component) are checked by
-# enabling each in the kustomization of the directory above it. What the objects mean (flags,
+# enabling each in the kustomization of the directory above it, unless a kustomization already
+# uses it. What the objects mean (flags,
 # RBAC, namespaces) is checked by tests/integration/install.rs, which runs this script.
 #
 #   scripts/check-manifests.sh        KUBEECR_VENV=dir: the virtualenv (default: .venv)
@@ -91,6 +92,10 @@ done < <(find manifests webhook-config examples certs -name kustomization.yaml |
 
 # Each Component, enabled in the kustomization above it (in a copy of its own).
 for c in "${components[@]}"; do
+  # A component some kustomization already lists (uncommented) was checked with it.
+  if grep -Eqs "^[[:space:]]*-[[:space:]]+[./]*$(basename "$c")/?[[:space:]]*$" $(find manifests webhook-config examples certs -name kustomization.yaml); then
+    continue
+  fi
   parent=$(dirname "$c")
   variant="$tmp/component-$(echo "$c" | tr / -)"
   fresh_copy "$variant"

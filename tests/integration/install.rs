@@ -713,7 +713,7 @@ fn client_auth_trusts_the_ca_that_issues_the_api_servers_certificate() {
     if !has_kubectl() {
         return;
     }
-    let dir = example_with("kubeecr", &["client-auth"]);
+    let dir = example_with("kubeecr", &["apiserver-client-cert", "client-auth"]);
     let docs = render(&dir);
     std::fs::remove_dir_all(dir).unwrap();
     let deployment = one(&docs, "Deployment");
@@ -737,4 +737,56 @@ fn client_auth_trusts_the_ca_that_issues_the_api_servers_certificate() {
         .find(|c| strs(&c["spec"]["usages"]).contains(&"client auth"))
         .expect("a client certificate for the API server");
     assert_eq!(client["spec"]["issuerRef"], serving["spec"]["issuerRef"]);
+    // The serving certificate, from the same CA, cannot pass as a client certificate.
+    assert_eq!(
+        strs(&serving["spec"]["usages"]),
+        ["server auth", "digital signature"]
+    );
+}
+
+/// The namespaced install grants Secrets (and Events) only in the namespaces it serves, by
+/// Roles, and serves exactly those.
+#[test]
+fn the_namespaced_install_reads_secrets_only_where_it_serves() {
+    if !has_kubectl() {
+        return;
+    }
+    let docs = render(&repo().join("examples/installation/namespaced"));
+    assert!(
+        of_kind(&docs, "ClusterRole").is_empty(),
+        "no cluster-wide grant"
+    );
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let parsed = Cli::try_parse_from(
+        std::iter::once("kubeecr".to_string()).chain(args(one(&docs, "Deployment"))),
+    )
+    .unwrap();
+    let kubeecr::cli::Command::Serve(serve) = parsed.command else {
+        unreachable!()
+    };
+    let served: BTreeSet<String> = serve.policy.namespaces.iter().cloned().collect();
+    assert!(!served.is_empty());
+    let granted: BTreeSet<String> = of_kind(&docs, "Role")
+        .into_iter()
+        .filter(|r| rules(r).iter().any(|(_, res, _)| res == "secrets"))
+        .map(|r| {
+            assert_eq!(
+                rules(r)
+                    .into_iter()
+                    .find(|(_, res, _)| res == "secrets")
+                    .unwrap()
+                    .2,
+                set(&["get", "list", "watch", "patch"])
+            );
+            r["metadata"]["namespace"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        granted, served,
+        "Secrets readable exactly where kubeecr serves"
+    );
+    for binding in of_kind(&docs, "RoleBinding") {
+        assert_eq!(binding["subjects"][0]["name"], "kubeecr");
+        assert_eq!(binding["subjects"][0]["namespace"], "kubeecr");
+    }
 }
