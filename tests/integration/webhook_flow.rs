@@ -33,6 +33,14 @@ fn webhook_docs() -> Vec<Value> {
         .collect()
 }
 
+/// `webhook-config/` as one YAML stream.
+pub fn webhook_yaml() -> String {
+    webhook_docs()
+        .iter()
+        .map(|d| format!("---\n{d}\n"))
+        .collect()
+}
+
 /// Removes the webhook configurations registered on a real cluster.
 pub struct Registration {
     config: Option<kube::Config>,
@@ -107,13 +115,9 @@ pub fn loopback_reachable(cluster: &TestCluster, test: &str) -> bool {
 /// the `Registration` is dropped.
 pub async fn register(cluster: &TestCluster, base_url: &str, ca_pem: &str) -> Registration {
     if let Some(double) = cluster.double_server() {
-        let yaml: String = webhook_docs()
-            .iter()
-            .map(|d| format!("---\n{d}\n"))
-            .collect();
         double
             .webhooks()
-            .register_yaml(&yaml, base_url, ca_pem.as_bytes());
+            .register_yaml(&webhook_yaml(), base_url, ca_pem.as_bytes());
         return Registration {
             config: None,
             name: String::new(),

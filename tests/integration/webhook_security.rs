@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::common::*;
 use crate::on_both_backends;
 use crate::serve_process::{Ports, ServeProcess, has_password, secret_when};
-use crate::webhook_flow::{loopback_reachable, register};
+use crate::webhook_flow::{loopback_reachable, register, webhook_yaml};
 
 const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
 
@@ -189,5 +189,59 @@ async fn the_api_server_authenticates_with_its_client_certificate() {
     assert!(
         forged.is_err(),
         "a client without a certificate got {forged:?}"
+    );
+}
+
+/// The API double, presenting a client certificate from the CA of `--client-ca-file` as the
+/// API server would, gets Secrets filled at admission; presenting none, its write is refused
+/// (failurePolicy: Fail), since the handshake fails.
+#[tokio::test]
+async fn the_double_presenting_the_api_servers_certificate_gets_secrets_filled() {
+    let ecr = EcrProxy::start().await;
+    let api_server_ca = kubeecr_testkit::tls::TestCa::new("apiserver-client-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, api_server_ca.pem()).unwrap();
+    let mut state = webhook_state(
+        token_cache(&ecr.url()).await,
+        kubeecr::contract::policy::Policy::default(),
+        false,
+    );
+    state.clients_verified = true;
+    let webhook = RunningWebhook::start_with("127.0.0.1:0", &[], Some(ca_file), state).await;
+
+    let cluster = TestCluster::double().await;
+    let identity = api_server_ca.client("kube-apiserver-webhook-client");
+    cluster
+        .double_server()
+        .unwrap()
+        .webhooks()
+        .register_yaml_as(
+            &webhook_yaml(),
+            &webhook.url,
+            webhook.ca_pem().as_bytes(),
+            Some(&identity),
+        );
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let created = api
+        .create(&PostParams::default(), &data_less("pull"))
+        .await
+        .expect("created");
+    assert!(has_password(&created, HOST), "filled at admission");
+
+    let without = TestCluster::double().await;
+    without.double_server().unwrap().webhooks().register_yaml(
+        &webhook_yaml(),
+        &webhook.url,
+        webhook.ca_pem().as_bytes(),
+    );
+    let api: Api<Secret> = Api::namespaced(without.client(), without.ns());
+    let refused = api
+        .create(&PostParams::default(), &data_less("pull"))
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("failed calling webhook"),
+        "{refused}"
     );
 }

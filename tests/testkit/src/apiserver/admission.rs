@@ -46,7 +46,7 @@ impl Operation {
     }
 }
 
-use crate::tls::{Alpn, HttpsClient, https_client};
+use crate::tls::{Alpn, HttpsClient, https_client_as};
 
 /// One write under admission.
 #[derive(Clone, Copy)]
@@ -175,6 +175,18 @@ impl Webhooks {
     /// Registers every webhook of the (Mutating|Validating)WebhookConfiguration documents in
     /// `yaml`, calling `base_url` + the service path instead of the in-cluster Service.
     pub fn register_yaml(&self, yaml: &str, base_url: &str, ca_pem: &[u8]) {
+        self.register_yaml_as(yaml, base_url, ca_pem, None);
+    }
+
+    /// As `register_yaml`, presenting `identity` as the client certificate on every call, as
+    /// kube-apiserver does with an AdmissionConfiguration kubeconfig.
+    pub fn register_yaml_as(
+        &self,
+        yaml: &str,
+        base_url: &str,
+        ca_pem: &[u8],
+        identity: Option<&crate::tls::ServingCert>,
+    ) {
         for doc in crate::yaml::yaml_documents(yaml) {
             let mutating = match doc["kind"].as_str() {
                 Some("MutatingWebhookConfiguration") => true,
@@ -247,7 +259,7 @@ impl Webhooks {
                         })
                         .collect(),
                     excluded_namespaces: excluded_namespaces(&w["namespaceSelector"]),
-                    client: https_client(ca_pem, Alpn::Both),
+                    client: https_client_as(ca_pem, Alpn::Both, identity),
                 });
             }
         }
