@@ -245,3 +245,51 @@ async fn the_double_presenting_the_api_servers_certificate_gets_secrets_filled()
         "{refused}"
     );
 }
+
+/// With fill at admission (the default), each answer that hands out a token is logged once,
+/// with who asked and for what, and without the token.
+async fn each_token_handed_out_at_admission_is_audited(cluster: TestCluster) {
+    if !loopback_reachable(&cluster, "each_token_handed_out_at_admission_is_audited") {
+        return;
+    }
+    let ecr = EcrProxy::start().await;
+    let serve = ServeProcess::start(&cluster, &ecr.url(), "audited", &[]).await;
+    serve.wait_ready().await;
+    let _registration = register(
+        &cluster,
+        &format!("https://127.0.0.1:{}", serve.webhook_port),
+        &serve.ca.pem(),
+    )
+    .await;
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let created = api
+        .create(&PostParams::default(), &data_less("pull"))
+        .await
+        .expect("created");
+    let password = password_of(&dockerconfig(&created), HOST);
+    let logs = crate::serve_process::eventually(Duration::from_secs(5), || async {
+        let logs = serve.logs();
+        logs.contains(AUDIT).then_some(logs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no audit line:\n{}", serve.logs()));
+    let audit: Vec<&str> = logs.lines().filter(|l| l.contains(AUDIT)).collect();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    for field in [
+        format!("secret=\"{}/pull\"", cluster.ns()),
+        "client=\"unverified\"".to_string(),
+        "registries=\"123456789012/us-west-2\"".to_string(),
+        "user=\"".to_string(),
+        "uid=\"".to_string(),
+    ] {
+        assert!(audit[0].contains(&field), "{field} in {}", audit[0]);
+    }
+    assert!(!logs.contains(&password), "the audit line carries no token");
+    assert!(
+        serve
+            .metrics()
+            .await
+            .contains(&format!("{TOKEN_RESPONSES}{{client=\"unverified\"}} 1"))
+    );
+}
+on_both_backends!(each_token_handed_out_at_admission_is_audited);
