@@ -29,6 +29,29 @@ fn data_less(name: &str) -> Secret {
     .unwrap()
 }
 
+/// `kubeecr serve` with `extra` flags, leading, and `webhook-config/` registered to it.
+async fn serve_behind_its_webhooks(
+    cluster: &TestCluster,
+    ecr: &EcrProxy,
+    identity: &str,
+    extra: &[&str],
+) -> (ServeProcess, crate::webhook_flow::Registration) {
+    let serve = ServeProcess::start(cluster, &ecr.url(), identity, extra).await;
+    serve.wait_ready().await;
+    assert!(
+        serve.leads_within(Duration::from_secs(20)).await,
+        "{}",
+        serve.logs()
+    );
+    let registration = register(
+        cluster,
+        &format!("https://127.0.0.1:{}", serve.webhook_port),
+        &serve.ca.pem(),
+    )
+    .await;
+    (serve, registration)
+}
+
 const AUDIT: &str = "admission response carries an ECR token";
 const TOKEN_RESPONSES: &str = "kubeecr_admission_token_responses_total";
 
@@ -40,25 +63,9 @@ async fn admission_fill_off_fills_by_watch_and_hands_out_no_token(cluster: TestC
         return;
     }
     let ecr = EcrProxy::start().await;
-    let serve = ServeProcess::start(
-        &cluster,
-        &ecr.url(),
-        "fill-by-watch",
-        &["--admission-fill=false"],
-    )
-    .await;
-    serve.wait_ready().await;
-    assert!(
-        serve.leads_within(Duration::from_secs(20)).await,
-        "{}",
-        serve.logs()
-    );
-    let _registration = register(
-        &cluster,
-        &format!("https://127.0.0.1:{}", serve.webhook_port),
-        &serve.ca.pem(),
-    )
-    .await;
+    let (serve, _registration) =
+        serve_behind_its_webhooks(&cluster, &ecr, "fill-by-watch", &["--admission-fill=false"])
+            .await;
 
     let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
     let started = Instant::now();
@@ -253,14 +260,7 @@ async fn each_token_handed_out_at_admission_is_audited(cluster: TestCluster) {
         return;
     }
     let ecr = EcrProxy::start().await;
-    let serve = ServeProcess::start(&cluster, &ecr.url(), "audited", &[]).await;
-    serve.wait_ready().await;
-    let _registration = register(
-        &cluster,
-        &format!("https://127.0.0.1:{}", serve.webhook_port),
-        &serve.ca.pem(),
-    )
-    .await;
+    let (serve, _registration) = serve_behind_its_webhooks(&cluster, &ecr, "audited", &[]).await;
     let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
     let created = api
         .create(&PostParams::default(), &data_less("pull"))
