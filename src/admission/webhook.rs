@@ -139,13 +139,14 @@ impl<'a> Answer<'a> {
     ) -> Response {
         let result = result_of(&response);
         self.count(operation(&req.operation), result);
+        // Debug formatting: names from a review cannot break the line or forge another.
         tracing::info!(
             webhook = self.webhook,
-            secret = %format!("{}/{}", req.namespace.as_deref().unwrap_or(""), req.name),
+            secret = ?format!("{}/{}", req.namespace.as_deref().unwrap_or(""), req.name),
             operation = operation(&req.operation),
             dry_run = req.dry_run,
             outcome = result,
-            message = %response.result.message,
+            message = ?response.result.message,
             "admission"
         );
         axum::Json(response.into_review()).into_response()

@@ -179,7 +179,7 @@ pub enum Problem {
         registry_partition: Partition,
     },
     #[error(
-        "{ROLE_ANNOTATION} {value:?}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to add a matching --allowed-role-arns pattern, e.g. 'arn:aws:iam::123456789012:role/ecr-*'"
+        "{ROLE_ANNOTATION} {value:?}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to allow it for this namespace, e.g. --allowed-role-arns 'team-a=arn:aws:iam::123456789012:role/ecr-*'"
     )]
     RoleNotAllowed { value: String, allowed: String },
     #[error(
