@@ -118,6 +118,17 @@ pub fn args(workload: &Value) -> Vec<String> {
         .collect()
 }
 
+/// How `kubeecr` parses `argv` (after the program name) as `serve`.
+fn parse_serve<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> kubeecr::cli::ServeCommand {
+    let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+    let parsed = Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(argv.clone()))
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    match parsed.command {
+        kubeecr::cli::Command::Serve(serve) => *serve,
+        _ => panic!("{argv:?} is not serve"),
+    }
+}
+
 /// The environment variables `subcommand --help` documents: its flags' and the global ones,
 /// and the AWS SDK's that its help names.
 fn env_names(subcommand: &str) -> BTreeSet<String> {
@@ -385,10 +396,7 @@ fn pods_are_locked_down_and_sized() {
             .as_u64()
             .unwrap()
     };
-    let defaults = Cli::try_parse_from(["kubeecr", "serve"]).unwrap();
-    let kubeecr::cli::Command::Serve(defaults) = defaults.command else {
-        unreachable!()
-    };
+    let defaults = parse_serve(["serve"]);
     assert_eq!(
         port("admin"),
         u64::from(defaults.service.admin_listen.port())
@@ -424,12 +432,7 @@ fn pods_are_locked_down_and_sized() {
         certificate["spec"]["secretName"]
     );
     // The pod is not killed before it has drained and released its Lease.
-    let parsed =
-        Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(args(deployment)))
-            .unwrap();
-    let kubeecr::cli::Command::Serve(serve_args) = parsed.command else {
-        unreachable!()
-    };
+    let serve_args = parse_serve(args(deployment));
     let delay = serve_args.service.shutdown_delay;
     assert!(
         delay >= Duration::from_secs(5),
@@ -717,12 +720,7 @@ fn client_auth_trusts_the_ca_that_issues_the_api_servers_certificate() {
     let docs = render(&dir);
     std::fs::remove_dir_all(dir).unwrap();
     let deployment = one(&docs, "Deployment");
-    let parsed =
-        Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(args(deployment)))
-            .unwrap();
-    let kubeecr::cli::Command::Serve(serve) = parsed.command else {
-        unreachable!()
-    };
+    let serve = parse_serve(args(deployment));
     let client_ca = serve.webhook.client_ca_file.expect("--client-ca-file");
     // The CA cert-manager puts beside the serving pair, in the mounted Secret.
     assert_eq!(client_ca.parent(), serve.webhook.tls_cert_file.parent());
@@ -757,13 +755,7 @@ fn the_namespaced_install_reads_secrets_only_where_it_serves() {
         "no cluster-wide grant"
     );
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
-    let parsed = Cli::try_parse_from(
-        std::iter::once("kubeecr".to_string()).chain(args(one(&docs, "Deployment"))),
-    )
-    .unwrap();
-    let kubeecr::cli::Command::Serve(serve) = parsed.command else {
-        unreachable!()
-    };
+    let serve = parse_serve(args(one(&docs, "Deployment")));
     let served: BTreeSet<String> = serve.policy.namespaces.iter().cloned().collect();
     assert!(!served.is_empty());
     let granted: BTreeSet<String> = of_kind(&docs, "Role")
