@@ -160,7 +160,7 @@ pub async fn register(cluster: &TestCluster, base_url: &str, ca_pem: &str) -> Re
 }
 
 /// The YAML: annotated, typed, no data at all.
-fn data_less(name: &str, annotation: &str) -> Secret {
+pub fn data_less(name: &str, annotation: &str) -> Secret {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "annotations": {ANNOTATION: annotation}},

@@ -19,14 +19,9 @@ use crate::webhook_flow::{loopback_reachable, register, webhook_yaml};
 
 const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
 
-/// The YAML: annotated, typed, no data at all.
+/// A data-less Secret opted in to the registry of `HOST`.
 fn data_less(name: &str) -> Secret {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "annotations": {ANNOTATION: "123456789012/us-west-2"}},
-        "type": DOCKER_CONFIG_JSON,
-    }))
-    .unwrap()
+    crate::webhook_flow::data_less(name, "123456789012/us-west-2")
 }
 
 /// `kubeecr serve` with `extra` flags, leading, and `webhook-config/` registered to it.
