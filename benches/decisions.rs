@@ -58,7 +58,8 @@ fn bench_merge(c: &mut Criterion) {
 fn bench_parse(c: &mut Criterion) {
     let value = "111111111111/us-west-2, 222222222222/eu-central-1,333333333333/cn-north-1, 444444444444/us-gov-west-1,555555555555/ap-south-1";
     c.bench_function("parse 5-entry annotation", |b| {
-        b.iter(|| parse_registries(black_box(value)).unwrap())
+        let regions = Default::default();
+        b.iter(|| parse_registries(black_box(value), &regions).unwrap())
     });
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::CertsRequest;
+use crate::contract::partition::Regions;
 use crate::contract::policy::{Patterns, Policy, RoleRules};
 use crate::contract::secret_update::DuePolicy;
 use crate::kube_api::KubeSettings;
@@ -259,6 +260,10 @@ pub struct PolicyArgs {
     /// Namespaces never served.
     #[arg(long, env = "KUBEECR_EXCLUDE_NAMESPACES", value_delimiter = ',')]
     pub exclude_namespaces: Vec<String>,
+    /// Regions to accept beyond those the AWS SDK in this build lists (a region AWS opened
+    /// after this release), e.g. `xx-newregion-1`. Others are refused before any ECR call.
+    #[arg(long, env = "KUBEECR_EXTRA_REGIONS", value_delimiter = ',')]
+    pub extra_regions: Vec<String>,
 }
 
 impl PolicyArgs {
@@ -276,6 +281,8 @@ impl PolicyArgs {
                 .map_err(|e| format!("--allowed-registries {e}"))?,
             namespaces: names(&self.namespaces),
             exclude_namespaces: names(&self.exclude_namespaces),
+            regions: Regions::with_extra(&self.extra_regions)
+                .map_err(|e| format!("--extra-regions {e}"))?,
         })
     }
 }

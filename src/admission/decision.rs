@@ -81,7 +81,7 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     let secret = secret_ref(req, &object);
     let empty = BTreeMap::new();
     let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
-    let binding = match annotation::binding_of(&secret, annotations) {
+    let binding = match annotation::binding_of(&secret, annotations, &policy.regions) {
         Ok(Some(binding)) => binding,
         Ok(None) => {
             let meta = &object.metadata;

@@ -1,15 +1,17 @@
 //! The annotation contract: how a Secret opts in, and what its annotations mean.
 //!
-//! Pure: no I/O. Every error names the secret, quotes the bad value, says what is wrong and
-//! shows a valid example.
+//! Pure: no I/O. Every error names the secret, quotes (a short prefix of) the bad value, says
+//! what is wrong and shows a valid example. Values are bounded before they are parsed: an
+//! annotation costs at most `MAX_REGIONS` token fetches, whatever it holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::contract::partition::Partition;
+use crate::contract::partition::{Partition, Regions};
+use crate::contract::quote::quoted;
 
 /// Opts a Secret in: `<account>/<region>[, <account>/<region> ...]`.
 pub const REGISTRIES_ANNOTATION: &str = "deft.com/kubeecr";
@@ -128,7 +130,14 @@ pub struct ContractError {
     pub problem: Box<Problem>,
 }
 
-/// What is wrong, with the bad value quoted and a valid example.
+/// Longest `deft.com/kubeecr` value read; longer ones are refused unparsed.
+pub const MAX_REGISTRIES_BYTES: usize = 2048;
+/// Registries one Secret may list.
+pub const MAX_REGISTRIES: usize = 20;
+/// Distinct regions one Secret may list: each costs one GetAuthorizationToken call.
+pub const MAX_REGIONS: usize = 10;
+
+/// What is wrong, with the bad value quoted (a short prefix of it) and a valid example.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
     #[error(
@@ -136,41 +145,58 @@ pub enum Problem {
     )]
     EmptyValue,
     #[error(
-        "{REGISTRIES_ANNOTATION} {value:?} has an empty entry: separate entries with single commas, e.g. 123456789012/us-west-2,210987654321/eu-central-1"
+        "{REGISTRIES_ANNOTATION} is {len} bytes long: at most {MAX_REGISTRIES_BYTES} are read; list at most {MAX_REGISTRIES} <account>/<region> entries, e.g. {REGISTRIES_EXAMPLE}"
+    )]
+    TooLong { len: usize },
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: lists {count} entries; list at most {MAX_REGISTRIES} registries per Secret, and split the rest over more Secrets"
+    )]
+    TooManyRegistries { value: String, count: usize },
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: names {count} regions; name at most {MAX_REGIONS} regions per Secret, and split the rest over more Secrets"
+    )]
+    TooManyRegions { value: String, count: usize },
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value} has an empty entry: separate entries with single commas, e.g. 123456789012/us-west-2,210987654321/eu-central-1"
     )]
     EmptyEntry { value: String },
-    #[error("{REGISTRIES_ANNOTATION} {}: must be <account>/<region>, e.g. {REGISTRIES_EXAMPLE}", quote_entry(.value, .entry))]
-    NotAccountRegion { value: String, entry: String },
-    #[error("{REGISTRIES_ANNOTATION} {}: account id must be 12 digits, e.g. 123456789012/{region}", quote_entry(.value, .entry))]
-    BadAccount {
-        value: String,
-        entry: String,
-        region: String,
-    },
-    #[error("{REGISTRIES_ANNOTATION} {}: region {region:?} must be lowercase, e.g. {account}/{}", quote_entry(.value, .entry), .region.to_lowercase())]
+    #[error("{REGISTRIES_ANNOTATION} {value}: must be <account>/<region>, e.g. {REGISTRIES_EXAMPLE}")]
+    NotAccountRegion { value: String },
+    #[error("{REGISTRIES_ANNOTATION} {value}: account id must be 12 digits, e.g. 123456789012/{region}")]
+    BadAccount { value: String, region: String },
+    #[error("{REGISTRIES_ANNOTATION} {value}: region {region} must be lowercase, e.g. {account}/{lower}")]
     UppercaseRegion {
         value: String,
-        entry: String,
         account: String,
         region: String,
+        lower: String,
     },
-    #[error("{REGISTRIES_ANNOTATION} {}: {region:?} is not an AWS region, e.g. {account}/us-west-2", quote_entry(.value, .entry))]
-    UnknownRegion {
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: {region} is not an AWS region, e.g. {account}/us-west-2"
+    )]
+    NotARegion {
         value: String,
-        entry: String,
         account: String,
         region: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION} {value:?}: lists {entry} more than once; list each registry once"
+        "{REGISTRIES_ANNOTATION} {value}: {region} is not an AWS region this kubeecr knows, e.g. {account}/us-west-2; if AWS opened it after this release, its operator can add it with --extra-regions"
+    )]
+    UnknownRegion {
+        value: String,
+        account: String,
+        region: String,
+    },
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: lists {entry} more than once; list each registry once"
     )]
     Duplicate { value: String, entry: String },
     #[error(
-        "{ROLE_ANNOTATION} {value:?}: not an IAM role ARN; use arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {ROLE_EXAMPLE}"
+        "{ROLE_ANNOTATION} {value}: not an IAM role ARN; use arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {ROLE_EXAMPLE}"
     )]
     BadRoleArn { value: String },
     #[error(
-        "{ROLE_ANNOTATION} {value:?}: role is in partition {role_partition} but registry {registry} is in {registry_partition}; use a role of partition {registry_partition}"
+        "{ROLE_ANNOTATION} {value}: role is in partition {role_partition} but registry {registry} is in {registry_partition}; use a role of partition {registry_partition}"
     )]
     RolePartitionMismatch {
         value: String,
@@ -179,7 +205,7 @@ pub enum Problem {
         registry_partition: Partition,
     },
     #[error(
-        "{ROLE_ANNOTATION} {value:?}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to allow it for this namespace, e.g. --allowed-role-arns 'team-a=arn:aws:iam::123456789012:role/ecr-*'"
+        "{ROLE_ANNOTATION} {value}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to allow it for this namespace, e.g. --allowed-role-arns 'team-a=arn:aws:iam::123456789012:role/ecr-*'"
     )]
     RoleNotAllowed { value: String, allowed: String },
     #[error(
@@ -191,23 +217,27 @@ pub enum Problem {
     )]
     NamespaceNotServed { namespace: String, why: String },
     #[error(
-        "type is {found:?}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE}; create the secret with that type (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation"
+        "type is {found}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE}; create the secret with that type (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation"
     )]
     WrongType { found: String },
 }
 
-/// Quotes the whole value, and the offending entry too when the value has several.
+/// Quotes (a prefix of) the whole value, and the offending entry too when the value has
+/// several.
 fn quote_entry(value: &str, entry: &str) -> String {
     if value.trim() == entry {
-        format!("{value:?}")
+        quoted(value)
     } else {
-        format!("{value:?}: entry {entry:?}")
+        format!("{}: entry {}", quoted(value), quoted(entry))
     }
 }
 
+/// IAM's own character set for role paths and names: ASCII only, unlike regex's `\w`.
 static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^arn:([a-z0-9-]+):iam::([0-9]{12}):role/((?:[\w+=,.@-]+/)*)([\w+=,.@-]{1,64})$")
-        .expect("static role pattern")
+    Regex::new(
+        r"^arn:([a-z0-9-]+):iam::([0-9]{12}):role/((?:[A-Za-z0-9_+=,.@-]+/)*)([A-Za-z0-9_+=,.@-]{1,64})$",
+    )
+    .expect("static role pattern")
 });
 
 impl ContractError {
@@ -223,11 +253,13 @@ impl ContractError {
 pub fn binding_of(
     secret: &SecretRef,
     annotations: &BTreeMap<String, String>,
+    regions: &Regions,
 ) -> Result<Option<EcrBinding>, ContractError> {
     let Some(value) = annotations.get(REGISTRIES_ANNOTATION) else {
         return Ok(None);
     };
-    let registries = parse_registries(value).map_err(|p| ContractError::new(secret, p))?;
+    let registries =
+        parse_registries(value, regions).map_err(|p| ContractError::new(secret, p))?;
     let role = match annotations.get(ROLE_ANNOTATION) {
         None => None,
         Some(arn) => Some(parse_role(arn, &registries).map_err(|p| ContractError::new(secret, p))?),
@@ -243,97 +275,117 @@ pub fn check_type(secret: &SecretRef, type_: Option<&str>) -> Result<(), Contrac
         other => Err(ContractError::new(
             secret,
             Problem::WrongType {
-                found: other.unwrap_or("Opaque").to_string(),
+                found: quoted(other.unwrap_or("Opaque")),
             },
         )),
     }
 }
 
-/// Parses `<account>/<region>[, ...]`.
-pub fn parse_registries(value: &str) -> Result<Vec<Registry>, Problem> {
+/// Parses `<account>/<region>[, ...]`: at most `MAX_REGISTRIES` entries in at most
+/// `MAX_REGIONS` regions, each region known to `regions`. Linear in the value's length.
+pub fn parse_registries(value: &str, regions: &Regions) -> Result<Vec<Registry>, Problem> {
+    if value.len() > MAX_REGISTRIES_BYTES {
+        return Err(Problem::TooLong { len: value.len() });
+    }
     if value.trim().is_empty() {
         return Err(Problem::EmptyValue);
     }
-    let mut registries: Vec<Registry> = Vec::new();
+    let count = value.split(',').count();
+    if count > MAX_REGISTRIES {
+        return Err(Problem::TooManyRegistries {
+            value: quoted(value),
+            count,
+        });
+    }
+    let mut registries: Vec<Registry> = Vec::with_capacity(count);
+    let mut seen = HashSet::with_capacity(count);
     for entry in value.split(',').map(str::trim) {
         if entry.is_empty() {
             return Err(Problem::EmptyEntry {
-                value: value.to_string(),
+                value: quoted(value),
             });
         }
-        let registry = parse_entry(value, entry)?;
-        if registries.contains(&registry) {
+        let registry = parse_entry(value, entry, regions)?;
+        if !seen.insert(registry.clone()) {
             return Err(Problem::Duplicate {
-                value: value.to_string(),
+                value: quoted(value),
                 entry: registry.to_string(),
             });
         }
         registries.push(registry);
     }
+    let distinct: HashSet<&str> = registries.iter().map(Registry::region).collect();
+    if distinct.len() > MAX_REGIONS {
+        return Err(Problem::TooManyRegions {
+            value: quoted(value),
+            count: distinct.len(),
+        });
+    }
     Ok(registries)
 }
 
-fn parse_entry(value: &str, entry: &str) -> Result<Registry, Problem> {
+fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, Problem> {
     let (account, region) = entry
         .split_once('/')
         .filter(|(a, r)| !a.trim().is_empty() && !r.trim().is_empty() && !r.contains('/'))
         .ok_or_else(|| Problem::NotAccountRegion {
-            value: value.to_string(),
-            entry: entry.to_string(),
+            value: quote_entry(value, entry),
         })?;
     let (account, region) = (account.trim(), region.trim());
-    let example_region = if Partition::of_region(region).is_some() {
-        region
-    } else {
-        "us-west-2"
-    };
+    let known = regions.partition_of(region);
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Problem::BadAccount {
-            value: value.to_string(),
-            entry: entry.to_string(),
-            region: example_region.to_string(),
+            value: quote_entry(value, entry),
+            region: if known.is_some() { region } else { "us-west-2" }.to_string(),
         });
     }
-    if Partition::of_region(region).is_none() {
-        let lower = region.to_lowercase();
-        let problem = if lower != region && Partition::of_region(&lower).is_some() {
-            Problem::UppercaseRegion {
-                value: value.to_string(),
-                entry: entry.to_string(),
-                account: account.to_string(),
-                region: region.to_string(),
-            }
-        } else {
-            Problem::UnknownRegion {
-                value: value.to_string(),
-                entry: entry.to_string(),
-                account: account.to_string(),
-                region: region.to_string(),
-            }
-        };
-        return Err(problem);
+    if known.is_some() {
+        return Ok(Registry {
+            account: account.to_string(),
+            region: region.to_string(),
+        });
     }
-    Ok(Registry {
-        account: account.to_string(),
-        region: region.to_string(),
+    let lower = region.to_lowercase();
+    Err(if lower != region && regions.partition_of(&lower).is_some() {
+        Problem::UppercaseRegion {
+            value: quote_entry(value, entry),
+            account: account.to_string(),
+            region: quoted(region),
+            lower,
+        }
+    } else if Partition::of_region(region).is_some() {
+        Problem::UnknownRegion {
+            value: quote_entry(value, entry),
+            account: account.to_string(),
+            region: quoted(region),
+        }
+    } else {
+        Problem::NotARegion {
+            value: quote_entry(value, entry),
+            account: account.to_string(),
+            region: quoted(region),
+        }
     })
 }
 
 /// Parses a role ARN and checks that it can serve every registry's partition.
 pub fn parse_role(value: &str, registries: &[Registry]) -> Result<RoleArn, Problem> {
     let bad = || Problem::BadRoleArn {
-        value: value.to_string(),
+        value: quoted(value),
     };
     let arn = value.trim();
+    if arn.len() > 2048 {
+        return Err(bad());
+    }
     let caps = ROLE_ARN.captures(arn).ok_or_else(bad)?;
     let partition_id = &caps[1];
     let role_partition = Partition::from_id(partition_id).ok_or_else(bad)?;
-    if arn.len() > 2048 || caps[3].len() > 512 {
+    if caps[3].len() > 512 {
         return Err(bad());
     }
     if let Some(registry) = registries.iter().find(|r| r.partition() != role_partition) {
         return Err(Problem::RolePartitionMismatch {
-            value: value.to_string(),
+            value: quoted(value),
             role_partition,
             registry: registry.to_string(),
             registry_partition: registry.partition(),
@@ -350,6 +402,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn regions() -> Regions {
+        Regions::default()
+    }
+
     fn secret() -> SecretRef {
         SecretRef::new("default", "pull")
     }
@@ -362,21 +418,21 @@ mod tests {
     }
 
     fn error_of(value: &str) -> String {
-        binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]))
+        binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]), &regions())
             .unwrap_err()
             .to_string()
     }
 
     #[test]
     fn no_annotation_means_not_opted_in() {
-        let got = binding_of(&secret(), &annotations(&[("other", "x")])).unwrap();
+        let got = binding_of(&secret(), &annotations(&[("other", "x")]), &regions()).unwrap();
         assert_eq!(got, None);
     }
 
     #[test]
     fn parses_entries_with_spaces_and_derives_hosts() {
         let value = " 123456789012/us-west-2 , 210987654321/cn-north-1,111111111111/us-iso-east-1";
-        let binding = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]))
+        let binding = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]), &regions())
             .unwrap()
             .unwrap();
         let hosts: Vec<String> = binding.registries.iter().map(Registry::host).collect();
@@ -412,7 +468,7 @@ mod tests {
             ),
         ];
         for (region, host) in cases {
-            let r = parse_registries(&format!("123456789012/{region}")).unwrap();
+            let r = parse_registries(&format!("123456789012/{region}"), &regions()).unwrap();
             assert_eq!(r[0].host(), host);
         }
     }
@@ -469,6 +525,66 @@ mod tests {
     }
 
     #[test]
+    fn invented_regions_are_refused_before_any_fetch() {
+        let msg = error_of("123456789012/us-moon-1");
+        assert_eq!(
+            msg,
+            r#"default/pull: deft.com/kubeecr "123456789012/us-moon-1": "us-moon-1" is not an AWS region this kubeecr knows, e.g. 123456789012/us-west-2; if AWS opened it after this release, its operator can add it with --extra-regions"#
+        );
+        let added = Regions::with_extra(["us-moon-1"]).unwrap();
+        let r = parse_registries("123456789012/us-moon-1", &added).unwrap();
+        assert_eq!(r[0].host(), "123456789012.dkr.ecr.us-moon-1.amazonaws.com");
+    }
+
+    #[test]
+    fn entries_and_regions_per_secret_are_capped() {
+        let entries = |n: usize, regions: &[&str]| {
+            (0..n)
+                .map(|i| format!("{:012}/{}", i, regions[i % regions.len()]))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert!(parse_registries(&entries(MAX_REGISTRIES, &["us-west-2"]), &regions()).is_ok());
+        let msg = error_of(&entries(MAX_REGISTRIES + 1, &["us-west-2"]));
+        assert!(msg.contains("lists 21 entries; list at most 20"), "{msg}");
+        let eleven = [
+            "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2",
+            "eu-west-3", "eu-central-1", "ap-south-1", "ap-northeast-1", "sa-east-1",
+        ];
+        assert!(parse_registries(&entries(10, &eleven[..10]), &regions()).is_ok());
+        let msg = error_of(&entries(11, &eleven));
+        assert!(msg.contains("names 11 regions; name at most 10"), "{msg}");
+    }
+
+    #[test]
+    fn thousands_of_entries_are_refused_unread_with_a_short_message() {
+        let value = (0..5000)
+            .map(|i| format!("123456789012/us-x{i}-1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let msg = error_of(&value);
+        assert!(msg.contains(&format!("is {} bytes long", value.len())), "{msg}");
+        assert!(msg.len() < 300, "{msg}");
+        let value = format!("123456789012/{}", "a".repeat(1500));
+        let msg = error_of(&value);
+        assert!(msg.contains("...(1513 bytes)"), "{msg}");
+        assert!(msg.len() < 400, "{msg}");
+    }
+
+    #[test]
+    fn role_names_are_ascii_as_iam_requires() {
+        for bad in [
+            "arn:aws:iam::123456789012:role/ecr-pull-é",
+            "arn:aws:iam::123456789012:role/ｅｃｒ",
+            "arn:aws:iam::123456789012:role/team/名前",
+        ] {
+            let got = parse_role(bad, &[]);
+            assert!(matches!(got, Err(Problem::BadRoleArn { .. })), "{bad}");
+        }
+        assert!(parse_role("arn:aws:iam::123456789012:role/a_b+c=d,e.f@g-h", &[]).is_ok());
+    }
+
+    #[test]
     fn role_is_parsed_and_checked_against_partitions() {
         let ok = annotations(&[
             (REGISTRIES_ANNOTATION, "123456789012/us-gov-west-1"),
@@ -477,7 +593,7 @@ mod tests {
                 "arn:aws-us-gov:iam::123456789012:role/team/ecr-pull",
             ),
         ]);
-        let binding = binding_of(&secret(), &ok).unwrap().unwrap();
+        let binding = binding_of(&secret(), &ok, &regions()).unwrap().unwrap();
         assert_eq!(
             binding.role.unwrap().as_str(),
             "arn:aws-us-gov:iam::123456789012:role/team/ecr-pull"
@@ -487,7 +603,7 @@ mod tests {
             (REGISTRIES_ANNOTATION, "123456789012/cn-north-1"),
             (ROLE_ANNOTATION, "arn:aws:iam::123456789012:role/ecr-pull"),
         ]);
-        let msg = binding_of(&secret(), &mismatch).unwrap_err().to_string();
+        let msg = binding_of(&secret(), &mismatch, &regions()).unwrap_err().to_string();
         assert!(
             msg.contains("partition aws but registry 123456789012/cn-north-1 is in aws-cn"),
             "{msg}"
@@ -505,7 +621,7 @@ mod tests {
                 (REGISTRIES_ANNOTATION, "123456789012/us-west-2"),
                 (ROLE_ANNOTATION, bad),
             ]);
-            let msg = binding_of(&secret(), &a).unwrap_err().to_string();
+            let msg = binding_of(&secret(), &a, &regions()).unwrap_err().to_string();
             assert!(msg.contains("not an IAM role ARN"), "{bad}: {msg}");
             assert!(msg.contains(ROLE_EXAMPLE), "{msg}");
         }
@@ -534,7 +650,7 @@ mod tests {
             sep in prop::sample::select(vec![",", ", ", " , "]),
         ) {
             let value = entries.iter().map(|(a, r)| format!("{a}/{r}")).collect::<Vec<_>>().join(sep);
-            let parsed = parse_registries(&value).unwrap();
+            let parsed = parse_registries(&value, &regions()).unwrap();
             let back: Vec<(String, String)> = parsed.iter().map(|r| (r.account().to_string(), r.region().to_string())).collect();
             let expected: Vec<(String, String)> = entries.iter().map(|(a, r)| (a.clone(), r.to_string())).collect();
             prop_assert_eq!(back, expected);
@@ -542,7 +658,7 @@ mod tests {
 
         #[test]
         fn arbitrary_input_never_panics_and_errors_quote_it(value in ".{0,80}") {
-            if let Err(e) = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, &value)])) {
+            if let Err(e) = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, &value)]), &regions()) {
                 let msg = e.to_string();
                 prop_assert!(msg.starts_with("default/pull: deft.com/kubeecr"));
                 prop_assert!(msg.contains("e.g.") || msg.contains("more than once"));
@@ -552,7 +668,7 @@ mod tests {
         #[test]
         fn accounts_of_other_lengths_are_refused(account in "[0-9]{1,11}|[0-9]{13,20}") {
             let value = format!("{account}/us-west-2");
-            let bad_account = matches!(parse_registries(&value), Err(Problem::BadAccount { .. }));
+            let bad_account = matches!(parse_registries(&value, &regions()), Err(Problem::BadAccount { .. }));
             prop_assert!(bad_account);
         }
     }

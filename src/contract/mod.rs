@@ -6,5 +6,6 @@ pub mod annotation;
 pub mod dockerconfig;
 pub mod partition;
 pub mod policy;
+pub mod quote;
 pub mod secret_update;
 pub mod token;

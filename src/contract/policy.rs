@@ -5,6 +5,8 @@
 use globset::{GlobBuilder, GlobMatcher};
 
 use crate::contract::annotation::{ContractError, EcrBinding, Problem, SecretRef};
+use crate::contract::partition::Regions;
+use crate::contract::quote::quoted;
 
 /// One glob: `*` and `?` never match `/`, so `role/ecr-*` does not allow `role/ecr-x/admin`
 /// and `123456789012/*` means every region of that account.
@@ -179,6 +181,8 @@ pub struct Policy {
     pub namespaces: Vec<String>,
     /// Namespaces never served, even when listed in `namespaces`.
     pub exclude_namespaces: Vec<String>,
+    /// Regions Secrets may name: the SDK's, and `--extra-regions`.
+    pub regions: Regions,
 }
 
 impl Policy {
@@ -211,7 +215,7 @@ impl Policy {
                 .allows(&secret.namespace, role.as_str())
         {
             return Err(refuse(Problem::RoleNotAllowed {
-                value: role.to_string(),
+                value: quoted(role.as_str()),
                 allowed: self.allowed_role_arns.describe(&secret.namespace),
             }));
         }
@@ -242,7 +246,7 @@ mod tests {
         if let Some(role) = role {
             a.insert(ROLE_ANNOTATION.to_string(), role.to_string());
         }
-        binding_of(&SecretRef::new("x", "y"), &a).unwrap().unwrap()
+        binding_of(&SecretRef::new("x", "y"), &a, &Regions::default()).unwrap().unwrap()
     }
 
     #[test]

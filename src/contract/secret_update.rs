@@ -14,6 +14,7 @@ use crate::contract::annotation::{
     Registry,
 };
 use crate::contract::dockerconfig::{self, DockerConfigError, RegistryCredential};
+use crate::contract::quote::quoted;
 use crate::contract::token::{MAX_BELIEVABLE_LIFETIME, Token, TokenKey};
 
 /// Why a secret needs a write.
@@ -35,7 +36,9 @@ impl fmt::Display for DueReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NeverFilled => write!(f, "no {EXPIRES_AT_ANNOTATION} yet"),
-            Self::UnreadableExpiry(v) => write!(f, "{EXPIRES_AT_ANNOTATION} {v:?} is not RFC 3339"),
+            Self::UnreadableExpiry(v) => {
+                write!(f, "{EXPIRES_AT_ANNOTATION} {} is not RFC 3339", quoted(v))
+            }
             Self::UnbelievableExpiry(at) => write!(
                 f,
                 "{EXPIRES_AT_ANNOTATION} {at} is further out than any ECR token lives"
@@ -312,7 +315,7 @@ mod tests {
 
     fn binding(value: &str) -> EcrBinding {
         let a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), value.to_string())]);
-        binding_of(&SecretRef::new("ns", "s"), &a).unwrap().unwrap()
+        binding_of(&SecretRef::new("ns", "s"), &a, &Default::default()).unwrap().unwrap()
     }
 
     fn token(password: &str, expires_at: Timestamp) -> Arc<Token> {

@@ -62,7 +62,7 @@ pub fn check_metadata(
     policy: &Policy,
 ) -> Result<Option<EcrBinding>, String> {
     let annotations = meta.annotations.as_ref().unwrap_or(empty());
-    let binding = match annotation::binding_of(secret, annotations) {
+    let binding = match annotation::binding_of(secret, annotations, &policy.regions) {
         Ok(Some(binding)) => binding,
         Ok(None) => return Ok(None),
         Err(e) => return Err(e.to_string()),
