@@ -122,7 +122,7 @@ pub struct CertsCommand {
     #[arg(long = "extra-name", value_delimiter = ',')]
     pub extra_names: Vec<String>,
     /// How long the certificates are valid; run again before then.
-    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "365d", value_parser = |s: &str| duration_within(s, HOUR, TEN_YEARS))]
     pub valid_for: Duration,
     /// Replace certificates already in --out.
     #[arg(long)]
@@ -221,10 +221,13 @@ pub struct AwsArgs {
     #[arg(long, env = "KUBEECR_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
     /// Bound on one AWS call, retries included.
-    #[arg(long, env = "KUBEECR_AWS_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_AWS_TIMEOUT", default_value = "20s", value_parser = |s: &str| duration_within(s, SECOND, FIVE_MINUTES))]
     pub aws_timeout: Duration,
+    /// GetAuthorizationToken calls in flight at most, across every (principal, region).
+    #[arg(long, env = "KUBEECR_MAX_CONCURRENT_FETCHES", default_value_t = CacheConfig::DEFAULT_MAX_CONCURRENT_FETCHES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=256), usize::from))]
+    pub max_concurrent_fetches: usize,
     /// At most one GetAuthorizationToken call per (principal, region) in this interval.
-    #[arg(long, env = "KUBEECR_MIN_FETCH_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_MIN_FETCH_INTERVAL", default_value = "1m", value_parser = |s: &str| duration_within(s, SECOND, HOUR))]
     pub min_fetch_interval: Duration,
 }
 
@@ -312,8 +315,34 @@ pub struct RefreshArgs {
     pub write_burst: u32,
 }
 
+const ZERO: Duration = Duration::ZERO;
+const MILLISECOND: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const HALF_MINUTE: Duration = Duration::from_secs(30);
+const FIVE_MINUTES: Duration = Duration::from_secs(5 * 60);
+const TEN_MINUTES: Duration = Duration::from_secs(10 * 60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration flag, refused at parse time outside `min..=max`: a zero interval panics a
+/// timer, and a huge one overflows a timestamp.
+fn duration_within(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e}; use e.g. 30s, 5m or 1h"))?;
+    if d < min || d > max {
+        let range = |d: Duration| humantime::format_duration(d).to_string();
+        return Err(if min.is_zero() {
+            format!("{s} is too long; use at most {}", range(max))
+        } else {
+            format!("{s} is out of range; use from {} to {}", range(min), range(max))
+        });
+    }
+    Ok(d)
+}
+
 fn parse_refresh_before(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let d = duration_within(s, ZERO, TEN_YEARS)?;
     if d > MAX_REFRESH_BEFORE {
         return Err(format!(
             "{s} is too long: ECR tokens live 12h, so use at most {}, e.g. 4h",
@@ -348,8 +377,8 @@ impl RefreshArgs {
 
     pub fn cache_config(&self, aws: &AwsArgs) -> CacheConfig {
         CacheConfig {
-            renew_before: self.refresh_before + CACHE_HEADROOM,
-            min_fetch_interval: aws.min_fetch_interval,
+            max_concurrent_fetches: aws.max_concurrent_fetches,
+            ..CacheConfig::new(self.refresh_before + CACHE_HEADROOM, aws.min_fetch_interval)
         }
     }
 }
@@ -374,13 +403,13 @@ pub struct WebhookArgs {
     )]
     pub tls_key_file: PathBuf,
     /// How often the certificate files are checked for a new pair.
-    #[arg(long, env = "KUBEECR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = |s: &str| duration_within(s, SECOND, HOUR))]
     pub tls_reload_interval: Duration,
     /// Deny an opted-in Secret write when no ECR token can be had (default: admit with a warning).
     #[arg(long, env = "KUBEECR_REQUIRE_TOKEN")]
     pub require_token: bool,
     /// Longest wait for a cold token during admission (also at most half the webhook timeout).
-    #[arg(long, env = "KUBEECR_TOKEN_WAIT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_TOKEN_WAIT", default_value = "3s", value_parser = |s: &str| duration_within(s, MILLISECOND, HALF_MINUTE))]
     pub token_wait: Duration,
     /// Largest AdmissionReview accepted; larger ones get 413.
     #[arg(long, env = "KUBEECR_MAX_REQUEST_BYTES", default_value_t = 3 * 1024 * 1024)]
@@ -420,13 +449,13 @@ pub struct ServiceArgs {
     #[arg(long, env = "KUBEECR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: SocketAddr,
     /// Every opted-in Secret is decided on again this often, whatever the watches say (a safety net).
-    #[arg(long, env = "KUBEECR_RESYNC_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_RESYNC_INTERVAL", default_value = "1h", value_parser = |s: &str| duration_within(s, SECOND, WEEK))]
     pub resync_interval: Duration,
     /// Longest wait between retries of a Secret whose refresh keeps failing (backoff doubles from 1s).
-    #[arg(long, env = "KUBEECR_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_MAX_BACKOFF", default_value = "5m", value_parser = |s: &str| duration_within(s, SECOND, DAY))]
     pub max_backoff: Duration,
     /// After SIGTERM, keep serving this long with /readyz at 503, so that the Service's endpoints drop this pod before it stops accepting.
-    #[arg(long, env = "KUBEECR_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_SHUTDOWN_DELAY", default_value = "0s", value_parser = |s: &str| duration_within(s, ZERO, TEN_MINUTES))]
     pub shutdown_delay: Duration,
     /// Kubernetes Events sent per second at most; more wait, and past 1024 waiting are dropped.
     #[arg(long, env = "KUBEECR_EVENTS_PER_SECOND", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -448,13 +477,13 @@ pub struct LeaderArgs {
     #[arg(long, env = "POD_NAME")]
     pub lease_identity: Option<String>,
     /// How long a Lease holds after its last renewal.
-    #[arg(long, env = "KUBEECR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_LEASE_DURATION", default_value = "15s", value_parser = |s: &str| duration_within(s, MILLISECOND, TEN_MINUTES))]
     pub lease_duration: Duration,
     /// A leader that could not renew for this long stops leading (shorter than --lease-duration).
-    #[arg(long, env = "KUBEECR_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = |s: &str| duration_within(s, MILLISECOND, TEN_MINUTES))]
     pub lease_renew_deadline: Duration,
     /// How often the Lease is renewed, or tried for.
-    #[arg(long, env = "KUBEECR_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KUBEECR_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = |s: &str| duration_within(s, MILLISECOND, TEN_MINUTES))]
     pub lease_retry_period: Duration,
 }
 
@@ -527,6 +556,25 @@ mod tests {
         assert!(parse_refresh_before("4h").is_ok());
         let msg = parse_refresh_before("11h").unwrap_err();
         assert!(msg.contains("at most 10h"), "{msg}");
+    }
+
+    #[test]
+    fn durations_are_checked_when_parsed() {
+        for (flag, bad, expected) in [
+            ("--tls-reload-interval", "0s", "out of range; use from 1s to 1h"),
+            ("--min-fetch-interval", "20000years", "out of range"),
+            ("--resync-interval", "10years", "out of range"),
+            ("--shutdown-delay", "1y", "too long; use at most 10m"),
+            ("--token-wait", "soon", "use e.g. 30s"),
+        ] {
+            let err = Cli::try_parse_from(["kubeecr", "serve", flag, bad]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(flag) && msg.contains(expected), "{flag} {bad}: {msg}");
+        }
+        assert!(serve(&["--tls-reload-interval", "1s", "--shutdown-delay", "0s"]).is_ok());
+        let err = Cli::try_parse_from(["kubeecr", "certs", "--out", "x", "--valid-for", "20000years"])
+            .unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 
     #[test]

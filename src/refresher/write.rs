@@ -391,10 +391,7 @@ mod tests {
         };
         let tokens = TokenCache::with_clock(
             source.clone(),
-            CacheConfig {
-                renew_before: Duration::from_secs(5 * 3600),
-                min_fetch_interval: Duration::from_secs(60),
-            },
+            CacheConfig::new(Duration::from_secs(5 * 3600), Duration::from_secs(60)),
             Arc::default(),
             clock,
         );

@@ -2,11 +2,14 @@
 //!
 //! Concurrent callers of the same key wait on one in-flight fetch. A fetch runs on its own
 //! task, so a caller that gives up (an admission deadline) still leaves a warm cache behind.
-//! A floor between fetches per key stops tight loops, whatever ECR answers.
+//! A floor between fetches per key stops tight loops, whatever ECR answers. The cache is
+//! bounded: at most `max_keys` keys (the least recently used goes first), keys unused for
+//! `idle_evict` are dropped, and at most `max_concurrent_fetches` fetches run at once across
+//! the process. An evicted key's SDK client goes with it (`TokenSource::forget`).
 
 use std::collections::HashMap;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +22,9 @@ use crate::telemetry::metrics::{EcrCallLabels, Metrics, TokenLabels};
 /// Where tokens come from: ECR in production, a fake in unit tests.
 pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> BoxFuture<'a, Result<FetchedToken, FetchError>>;
+
+    /// The cache dropped `key`: release what was kept for it (an SDK client).
+    fn forget(&self, _key: &TokenKey) {}
 }
 
 /// Why no token could be had. Never holds a credential.
@@ -27,69 +33,95 @@ pub trait TokenSource: Send + Sync + 'static {
 pub struct FetchError {
     pub key: TokenKey,
     pub kind: FetchErrorKind,
-    /// The whole story, for logs.
+    /// The whole story, for kubeecr's own log: endpoints, principals, the SDK's error chain.
     pub message: String,
-    /// The innermost cause, short, for warnings and Events.
-    pub cause: String,
+    /// The AWS error code, when AWS answered with one (`ServerException`).
+    pub code: Option<String>,
 }
 
-/// Longest cause quoted in a brief.
-const MAX_CAUSE: usize = 100;
+/// Longest AWS error code quoted to a requester.
+const MAX_CODE: usize = 64;
 
 impl FetchError {
     pub fn new(key: &TokenKey, kind: FetchErrorKind, message: String) -> Self {
-        Self::with_cause(key, kind, message.clone(), &message)
-    }
-
-    pub fn with_cause(key: &TokenKey, kind: FetchErrorKind, message: String, cause: &str) -> Self {
-        let cause = match cause.char_indices().nth(MAX_CAUSE) {
-            Some((i, _)) => format!("{}...", &cause[..i]),
-            None => cause.to_string(),
-        };
         Self {
             key: key.clone(),
             kind,
             message,
-            cause,
+            code: None,
         }
     }
 
-    /// Cause first, in a few words: `ECR unreachable for us-west-2: connection refused`.
+    /// Keeps AWS's error code, if it looks like one, for `brief`.
+    pub fn with_code(mut self, code: Option<&str>) -> Self {
+        self.code = code
+            .filter(|c| {
+                !c.is_empty()
+                    && c.len() <= MAX_CODE
+                    && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            })
+            .map(str::to_string);
+        self
+    }
+
+    /// A short, stable reason for requesters (admission warnings and denials, Events):
+    /// `access denied for us-west-2`. Never the SDK's chain, endpoints or principals: those
+    /// go to kubeecr's own log from `message`.
     pub fn brief(&self) -> String {
-        let what = match self.kind {
-            FetchErrorKind::Service => "ECR refused the token request",
-            FetchErrorKind::Unreachable => "ECR unreachable",
-            FetchErrorKind::Malformed => "ECR answer unusable",
-            FetchErrorKind::Throttled => "no ECR token yet",
+        let what = match (self.kind, &self.code) {
+            (FetchErrorKind::Service, Some(code)) => format!("ECR error {code}"),
+            (kind, _) => kind.reason().to_string(),
         };
         let who = match &self.key.role {
             Some(role) => format!(" as {role}"),
             None => String::new(),
         };
-        format!("{what} for {}{who}: {}", self.key.region, self.cause)
+        format!("{what} for {}{who}", self.key.region)
     }
 }
 
 /// Coarse cause, usable as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FetchErrorKind {
-    /// ECR or STS answered with an error.
+    /// AWS refused kubeecr's principal (IAM, STS AssumeRole, expired or unknown keys).
+    Denied,
+    /// No AWS credentials were found.
+    NoCredentials,
+    /// AWS asked kubeecr to slow down.
+    Throttled,
+    /// ECR or STS answered with another error.
     Service,
     /// No answer: connection refused, DNS, timeout.
     Unreachable,
     /// The answer could not be used.
     Malformed,
     /// No token yet, and the last fetch was too recent to try again.
-    Throttled,
+    TooSoon,
 }
 
 impl FetchErrorKind {
     pub fn as_label(self) -> &'static str {
         match self {
+            Self::Denied => "denied",
+            Self::NoCredentials => "no_credentials",
+            Self::Throttled => "throttled",
             Self::Service => "service",
             Self::Unreachable => "unreachable",
             Self::Malformed => "malformed",
-            Self::Throttled => "throttled",
+            Self::TooSoon => "too_soon",
+        }
+    }
+
+    /// What a requester is told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Denied => "access denied",
+            Self::NoCredentials => "kubeecr has no AWS credentials",
+            Self::Throttled => "throttled by ECR",
+            Self::Service => "ECR error",
+            Self::Unreachable => "ECR unreachable",
+            Self::Malformed => "ECR answer unusable",
+            Self::TooSoon => "no ECR token yet",
         }
     }
 }
@@ -108,6 +140,29 @@ pub struct CacheConfig {
     pub renew_before: Duration,
     /// At most one fetch per key in this interval.
     pub min_fetch_interval: Duration,
+    /// Keys kept at most; the least recently used one is dropped for a new one.
+    pub max_keys: usize,
+    /// A key not asked for this long is dropped.
+    pub idle_evict: Duration,
+    /// GetAuthorizationToken calls in flight at most, across every key.
+    pub max_concurrent_fetches: usize,
+}
+
+impl CacheConfig {
+    pub const DEFAULT_MAX_KEYS: usize = 1024;
+    pub const DEFAULT_IDLE_EVICT: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 8;
+
+    /// The defaults for the bounds, with the given renewal timing.
+    pub fn new(renew_before: Duration, min_fetch_interval: Duration) -> Self {
+        Self {
+            renew_before,
+            min_fetch_interval,
+            max_keys: Self::DEFAULT_MAX_KEYS,
+            idle_evict: Self::DEFAULT_IDLE_EVICT,
+            max_concurrent_fetches: Self::DEFAULT_MAX_CONCURRENT_FETCHES,
+        }
+    }
 }
 
 type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -121,12 +176,19 @@ struct Slot {
     used: bool,
 }
 
+/// A key's slot, and when it was last asked for (readable without waiting on a fetch).
+struct Entry {
+    last_used: AtomicI64,
+    slot: tokio::sync::Mutex<Slot>,
+}
+
 pub struct TokenCache {
     source: Arc<dyn TokenSource>,
     config: CacheConfig,
     clock: Clock,
-    slots: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<TokenKey, Arc<Entry>>>,
     warned_expiry: Mutex<HashSet<TokenKey>>,
+    fetches: tokio::sync::Semaphore,
     calls: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -152,26 +214,28 @@ impl TokenCache {
             clock,
             slots: Mutex::default(),
             warned_expiry: Mutex::default(),
+            fetches: tokio::sync::Semaphore::new(config.max_concurrent_fetches.max(1)),
             calls: AtomicU64::new(0),
             metrics,
         })
     }
 
     /// Renews, ahead of time, every token that is due for renewal and was asked for since it
-    /// was fetched. Returns how many were renewed. Tokens nobody uses any more are left to
-    /// expire.
+    /// was fetched, and drops keys idle for `idle_evict`. Returns how many were renewed.
+    /// Tokens nobody uses any more are left to expire.
     pub async fn renew_due(self: &Arc<Self>) -> usize {
-        let slots: Vec<(TokenKey, Arc<tokio::sync::Mutex<Slot>>)> = {
+        let now = (self.clock)();
+        self.evict_idle(now);
+        let slots: Vec<(TokenKey, Arc<Entry>)> = {
             let slots = self.slots.lock().expect("slots lock");
             slots
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::clone(v)))
                 .collect()
         };
-        let now = (self.clock)();
         let mut due = Vec::new();
-        for (key, slot) in slots {
-            let slot = slot.lock().await;
+        for (key, entry) in slots {
+            let slot = entry.slot.lock().await;
             let stale = slot
                 .token
                 .as_ref()
@@ -189,6 +253,15 @@ impl TokenCache {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("slots lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A token for `key`: cached while fresh, else fetched once for all concurrent callers.
     /// On a failed fetch the last unexpired token is served with the error attached.
     pub async fn get(self: &Arc<Self>, key: &TokenKey) -> Result<CachedToken, FetchError> {
@@ -200,14 +273,72 @@ impl TokenCache {
             .expect("token fetch task panicked")
     }
 
-    fn slot(&self, key: &TokenKey) -> Arc<tokio::sync::Mutex<Slot>> {
+    /// The key's entry, made room for when new.
+    fn entry(&self, key: &TokenKey, now: Timestamp) -> Arc<Entry> {
         let mut slots = self.slots.lock().expect("slots lock");
-        Arc::clone(slots.entry(key.clone()).or_default())
+        let entry = match slots.get(key) {
+            Some(entry) => Arc::clone(entry),
+            None => {
+                if slots.len() >= self.config.max_keys {
+                    self.evict_least_recent(&mut slots);
+                }
+                let entry = Arc::new(Entry {
+                    last_used: AtomicI64::new(now.as_second()),
+                    slot: tokio::sync::Mutex::default(),
+                });
+                slots.insert(key.clone(), Arc::clone(&entry));
+                entry
+            }
+        };
+        entry.last_used.store(now.as_second(), Ordering::Relaxed);
+        entry
+    }
+
+    /// Drops the least recently used key that nobody is waiting on. When every key is in
+    /// use, the map grows past `max_keys` until they are done; the callers are bounded.
+    fn evict_least_recent(&self, slots: &mut HashMap<TokenKey, Arc<Entry>>) {
+        let victim = slots
+            .iter()
+            .filter(|(_, e)| Arc::strong_count(e) == 1)
+            .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone());
+        if let Some(key) = victim {
+            slots.remove(&key);
+            self.forget(&key);
+        }
+    }
+
+    fn evict_idle(&self, now: Timestamp) {
+        let cutoff = (now - self.config.idle_evict).as_second();
+        let mut slots = self.slots.lock().expect("slots lock");
+        let idle: Vec<TokenKey> = slots
+            .iter()
+            .filter(|(_, e)| {
+                Arc::strong_count(e) == 1 && e.last_used.load(Ordering::Relaxed) < cutoff
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            slots.remove(&key);
+            self.forget(&key);
+        }
+    }
+
+    /// Releases everything kept for a dropped key: its client, its warning, its gauge.
+    fn forget(&self, key: &TokenKey) {
+        tracing::debug!(%key, "token cache dropped an unused key");
+        self.source.forget(key);
+        self.warned_expiry
+            .lock()
+            .expect("warned lock")
+            .remove(key);
+        self.metrics.token_expiry.remove(&token_labels(key));
     }
 
     async fn get_inner(&self, key: TokenKey) -> Result<CachedToken, FetchError> {
-        let slot = self.slot(&key);
-        let mut slot = slot.lock().await;
+        let now = (self.clock)();
+        let entry = self.entry(&key, now);
+        let mut slot = entry.slot.lock().await;
         slot.used = true;
         let now = (self.clock)();
         let usable = |slot: &Slot, error: Option<FetchError>| {
@@ -235,7 +366,7 @@ impl TokenCache {
                 error.unwrap_or_else(|| {
                     FetchError::new(
                         &key,
-                        FetchErrorKind::Throttled,
+                        FetchErrorKind::TooSoon,
                         format!(
                             "last fetch at {last} gave a token that cannot be used yet; next try after {}",
                             humantime::format_duration(self.config.min_fetch_interval)
@@ -244,10 +375,15 @@ impl TokenCache {
                 })
             });
         }
-        slot.last_attempt = Some(now);
-        slot.used = false;
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.fetch(&key, now).await;
+        let result = {
+            // Waiting here holds the key's slot, so its other callers wait on this fetch.
+            let _permit = self.fetches.acquire().await.expect("never closed");
+            let now = (self.clock)();
+            slot.last_attempt = Some(now);
+            slot.used = false;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.fetch(&key, now).await
+        };
         self.record(&key, &result);
         match result {
             Ok(token) => {
@@ -260,10 +396,12 @@ impl TokenCache {
                 })
             }
             Err(error) => {
+                // The whole story stays here; requesters get `brief`.
+                tracing::warn!(%key, kind = error.kind.as_label(), "ECR token fetch failed: {}", error.message);
                 slot.last_error = Some(error.clone());
                 match usable(&slot, Some(error.clone())) {
                     Some(stale) => {
-                        tracing::warn!(%error, expires_at = %stale.token.expires_at, "serving the last good ECR token");
+                        tracing::warn!(%key, expires_at = %stale.token.expires_at, "serving the last good ECR token");
                         Ok(stale)
                     }
                     None => Err(error),
@@ -301,24 +439,26 @@ impl TokenCache {
             })
             .inc();
         if let Ok(token) = result {
-            let principal = key
-                .role
-                .as_ref()
-                .map_or_else(|| "default".to_string(), ToString::to_string);
             self.metrics
                 .token_expiry
-                .get_or_create(&TokenLabels {
-                    principal,
-                    region: key.region.clone(),
-                })
+                .get_or_create(&token_labels(key))
                 .set(token.expires_at.as_second() as f64);
         }
     }
 }
 
+fn token_labels(key: &TokenKey) -> TokenLabels {
+    TokenLabels {
+        principal: key
+            .role
+            .as_ref()
+            .map_or_else(|| "default".to_string(), ToString::to_string),
+        region: key.region.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicI64;
 
     use base64::Engine;
     use secrecy::SecretString;
@@ -378,10 +518,7 @@ mod tests {
             expires_in,
             clock: Arc::clone(&clock),
         });
-        let config = CacheConfig {
-            renew_before: Duration::from_secs(4 * 3600),
-            min_fetch_interval: Duration::from_secs(60),
-        };
+        let config = CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60));
         let cache = TokenCache::with_clock(source.clone(), config, Arc::default(), clock);
         Harness { cache, source, now }
     }
@@ -524,20 +661,131 @@ mod tests {
     }
 
     #[test]
-    fn briefs_put_the_cause_first_and_stay_short() {
-        let e = FetchError::with_cause(
-            &key("us-west-2"),
+    fn briefs_say_what_failed_and_nothing_more() {
+        let detail = "GetAuthorizationToken failed (endpoint https://vpce-0abc.ecr.internal): \
+            AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/node/i-0abc is \
+            not authorized to perform: ecr:GetAuthorizationToken";
+        let e = FetchError::new(&key("us-west-2"), FetchErrorKind::Denied, detail.into())
+            .with_code(Some("AccessDeniedException"));
+        assert_eq!(e.brief(), "access denied for us-west-2");
+        assert!(e.to_string().contains("assumed-role/node"), "the log keeps it");
+        let e = FetchError::new(&key("eu-west-1"), FetchErrorKind::Service, detail.into())
+            .with_code(Some("ServerException"));
+        assert_eq!(e.brief(), "ECR error ServerException for eu-west-1");
+        let odd = FetchError::new(&key("r"), FetchErrorKind::Service, String::new())
+            .with_code(Some("<script> arn:aws:iam::1:x"));
+        assert_eq!(odd.brief(), "ECR error for r");
+        for kind in [
             FetchErrorKind::Unreachable,
-            "GetAuthorizationToken failed (endpoint http://127.0.0.1:5999): dispatch failure: ..."
-                .into(),
-            &"Connection refused (os error 111) ".repeat(10),
+            FetchErrorKind::Throttled,
+            FetchErrorKind::NoCredentials,
+        ] {
+            let e = FetchError::new(&key("r"), kind, detail.into());
+            assert!(!e.brief().contains("arn:") && !e.brief().contains("vpce"));
+        }
+    }
+
+    /// Counts forgotten keys and the most fetches in flight at once.
+    struct Counting {
+        inner: FakeSource,
+        forgotten: Mutex<Vec<String>>,
+        in_flight: AtomicI64,
+        most_in_flight: AtomicI64,
+    }
+
+    impl TokenSource for Counting {
+        fn fetch<'a>(
+            &'a self,
+            key: &'a TokenKey,
+        ) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
+            Box::pin(async move {
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                let out = self.inner.fetch(key).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                out
+            })
+        }
+
+        fn forget(&self, key: &TokenKey) {
+            self.forgotten.lock().unwrap().push(key.region.clone());
+        }
+    }
+
+    fn counting(delay: Duration, config: CacheConfig) -> (Arc<TokenCache>, Arc<Counting>, Arc<AtomicI64>) {
+        let now = Arc::new(AtomicI64::new(1_800_000_000));
+        let n = Arc::clone(&now);
+        let clock: Clock =
+            Arc::new(move || Timestamp::from_second(n.load(Ordering::SeqCst)).unwrap());
+        let source = Arc::new(Counting {
+            inner: FakeSource {
+                calls: AtomicU64::new(0),
+                fail: false.into(),
+                delay,
+                expires_in: Some(12 * 3600),
+                clock: Arc::clone(&clock),
+            },
+            forgotten: Mutex::default(),
+            in_flight: AtomicI64::new(0),
+            most_in_flight: AtomicI64::new(0),
+        });
+        let cache = TokenCache::with_clock(source.clone(), config, Arc::default(), clock);
+        (cache, source, now)
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_key_makes_room_and_its_client_goes() {
+        let config = CacheConfig {
+            max_keys: 3,
+            ..CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60))
+        };
+        let (cache, source, now) = counting(Duration::ZERO, config);
+        for region in ["a", "b", "c"] {
+            cache.get(&key(region)).await.unwrap();
+            now.fetch_add(1, Ordering::SeqCst);
+        }
+        cache.get(&key("a")).await.unwrap();
+        now.fetch_add(1, Ordering::SeqCst);
+        cache.get(&key("d")).await.unwrap();
+        assert_eq!(cache.len(), 3);
+        assert_eq!(*source.forgotten.lock().unwrap(), ["b"]);
+        // Bounded whatever comes: a thousand new keys keep three.
+        for i in 0..1000 {
+            cache.get(&key(&format!("x{i}"))).await.unwrap();
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(source.forgotten.lock().unwrap().len(), 1001);
+    }
+
+    #[tokio::test]
+    async fn keys_unused_for_a_day_are_dropped() {
+        let (cache, source, now) = counting(
+            Duration::ZERO,
+            CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60)),
         );
-        let brief = e.brief();
-        assert!(
-            brief.starts_with("ECR unreachable for us-west-2: Connection refused"),
-            "{brief}"
-        );
-        assert!(brief.len() < 150, "{brief}");
+        cache.get(&key("idle")).await.unwrap();
+        now.fetch_add(23 * 3600, Ordering::SeqCst);
+        cache.get(&key("busy")).await.unwrap();
+        cache.renew_due().await;
+        assert_eq!(cache.len(), 2, "nothing idle for a day yet");
+        now.fetch_add(2 * 3600, Ordering::SeqCst);
+        cache.renew_due().await;
+        assert_eq!(cache.len(), 1);
+        assert_eq!(*source.forgotten.lock().unwrap(), ["idle"]);
+    }
+
+    #[tokio::test]
+    async fn fetches_in_flight_are_bounded_across_keys() {
+        let config = CacheConfig {
+            max_concurrent_fetches: 3,
+            ..CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60))
+        };
+        let (cache, source, _) = counting(Duration::from_millis(30), config);
+        let keys: Vec<TokenKey> = (0..20).map(|i| key(&format!("r{i}"))).collect();
+        let all = futures::future::join_all(keys.iter().map(|k| cache.get(k))).await;
+        assert!(all.iter().all(Result::is_ok));
+        assert_eq!(source.inner.calls.load(Ordering::SeqCst), 20);
+        assert_eq!(source.most_in_flight.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

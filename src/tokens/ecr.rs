@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
@@ -14,7 +15,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use secrecy::SecretString;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use crate::contract::token::{FetchedToken, TokenKey};
 use crate::tokens::cache::{FetchError, FetchErrorKind, TokenSource};
@@ -76,9 +77,10 @@ impl EcrTokenSource {
         }
     }
 
+    /// The key's client, built on first use. The cache fetches one key at a time, so two
+    /// builds for one key do not race; `forget` drops it with the cache's key.
     async fn client(&self, key: &TokenKey) -> aws_sdk_ecr::Client {
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(key) {
+        if let Some(client) = self.clients.lock().expect("clients lock").get(key) {
             return client.clone();
         }
         let region = Region::new(key.region.clone());
@@ -100,7 +102,10 @@ impl EcrTokenSource {
             config = config.credentials_provider(provider);
         }
         let client = aws_sdk_ecr::Client::from_conf(config.build());
-        clients.insert(key.clone(), client.clone());
+        self.clients
+            .lock()
+            .expect("clients lock")
+            .insert(key.clone(), client.clone());
         client
     }
 
@@ -112,21 +117,63 @@ impl EcrTokenSource {
     }
 }
 
-/// What went wrong, in the fewest words: the service's own error, or the innermost cause.
-fn root_cause<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &SdkError<E>) -> String {
+/// AWS error codes that mean the principal was refused.
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "MissingAuthenticationToken",
+    "InvalidIdentityToken",
+    "IDPRejectedClaim",
+];
+
+/// AWS error codes that ask for fewer calls.
+const THROTTLED_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+
+/// The kind of a failed call, and AWS's error code when it answered with one. Credentials
+/// that could not be had (no keys, an AssumeRole that STS refused) are found in the chain.
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: &SdkError<E>,
+) -> (FetchErrorKind, Option<String>) {
     if let SdkError::ServiceError(service) = e {
-        let err = service.err();
-        return match (err.code(), err.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_string(),
-            _ => err.to_string(),
+        let code = service.err().code().map(str::to_string);
+        let kind = match code.as_deref() {
+            Some(c) if DENIED_CODES.contains(&c) => FetchErrorKind::Denied,
+            Some(c) if THROTTLED_CODES.contains(&c) => FetchErrorKind::Throttled,
+            _ => FetchErrorKind::Service,
         };
+        return (kind, code);
     }
-    let mut cause: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cause.source() {
-        cause = next;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(creds) = err.downcast_ref::<CredentialsError>() {
+            let kind = match creds {
+                CredentialsError::CredentialsNotLoaded(_) => FetchErrorKind::NoCredentials,
+                CredentialsError::ProviderTimedOut(_) => FetchErrorKind::Unreachable,
+                _ if is_denial(&DisplayErrorContext(creds).to_string()) => FetchErrorKind::Denied,
+                _ => FetchErrorKind::Unreachable,
+            };
+            return (kind, None);
+        }
+        cause = err.source();
     }
-    cause.to_string()
+    (FetchErrorKind::Unreachable, None)
+}
+
+/// An STS refusal inside a credentials error, which carries no code of its own.
+fn is_denial(chain: &str) -> bool {
+    DENIED_CODES.iter().any(|c| chain.contains(c)) || chain.contains("not authorized")
 }
 
 impl TokenSource for EcrTokenSource {
@@ -135,16 +182,13 @@ impl TokenSource for EcrTokenSource {
             let client = self.client(key).await;
             let error = |kind, message: String| FetchError::new(key, kind, message);
             let out = client.get_authorization_token().send().await.map_err(|e| {
-                let kind = match &e {
-                    SdkError::ServiceError(_) => FetchErrorKind::Service,
-                    _ => FetchErrorKind::Unreachable,
-                };
+                let (kind, code) = classify(&e);
                 let message = format!(
                     "GetAuthorizationToken failed{}: {}",
                     self.endpoint_note(),
                     DisplayErrorContext(&e)
                 );
-                FetchError::with_cause(key, kind, message, &root_cause(&e))
+                FetchError::new(key, kind, message).with_code(code.as_deref())
             })?;
             let data = out.authorization_data().first().ok_or_else(|| {
                 error(
@@ -165,5 +209,9 @@ impl TokenSource for EcrTokenSource {
                     .and_then(|t| Timestamp::from_second(t.secs()).ok()),
             })
         })
+    }
+
+    fn forget(&self, key: &TokenKey) {
+        self.clients.lock().expect("clients lock").remove(key);
     }
 }

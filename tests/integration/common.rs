@@ -49,10 +49,7 @@ pub async fn token_source(endpoint: &str) -> EcrTokenSource {
 }
 
 pub fn cache_config() -> CacheConfig {
-    CacheConfig {
-        renew_before: Duration::from_secs(5 * 3600),
-        min_fetch_interval: Duration::from_secs(60),
-    }
+    CacheConfig::new(Duration::from_secs(5 * 3600), Duration::from_secs(60))
 }
 
 pub async fn token_cache(endpoint: &str) -> Arc<TokenCache> {
