@@ -32,6 +32,9 @@ enum Inspection {
     Deny(String),
     /// The write removes `deft.com/kubeecr`: kubeecr's own annotations and label go too.
     OptOut(Leftovers),
+    /// An opted-in Secret that was immutable already: its data cannot change, so any other
+    /// edit (labels, finalizers) goes through untouched.
+    Frozen,
     OptedIn(Box<OptedIn>),
 }
 
@@ -100,11 +103,31 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     if let Err(e) = policy.admit(&secret, &binding) {
         return Inspection::Deny(e.to_string());
     }
+    if object.immutable == Some(true) {
+        return match req.operation {
+            _ if was_immutable(req) => Inspection::Frozen,
+            Operation::Create => Inspection::Deny(format!(
+                "{secret}: `immutable: true` would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; create it without `immutable: true`, or without the {} annotation",
+                annotation::REGISTRIES_ANNOTATION
+            )),
+            _ => Inspection::Deny(format!(
+                "{secret}: making it immutable would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; leave `immutable` unset, or remove the {} annotation first",
+                annotation::REGISTRIES_ANNOTATION
+            )),
+        };
+    }
     Inspection::OptedIn(Box::new(OptedIn {
         secret,
         binding,
         object,
     }))
+}
+
+/// The object before an UPDATE was an immutable Secret.
+fn was_immutable(req: &AdmissionRequest<DynamicObject>) -> bool {
+    req.old_object
+        .as_ref()
+        .is_some_and(|old| old.data.get("immutable") == Some(&Value::Bool(true)))
 }
 
 fn deny(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResponse {
@@ -125,9 +148,10 @@ fn forbidden(response: AdmissionResponse, message: String) -> AdmissionResponse 
 pub fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
     match inspect(req, policy) {
         Inspection::Deny(message) => deny(req, message),
-        Inspection::NotOurs | Inspection::OptOut(_) | Inspection::OptedIn(_) => {
-            AdmissionResponse::from(req)
-        }
+        Inspection::NotOurs
+        | Inspection::OptOut(_)
+        | Inspection::Frozen
+        | Inspection::OptedIn(_) => AdmissionResponse::from(req),
     }
 }
 
@@ -163,7 +187,9 @@ pub struct PendingFill {
 /// message), allows what is not ours, and asks for tokens for the rest.
 pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> MutationPlan {
     match inspect(req, policy) {
-        Inspection::NotOurs => MutationPlan::Respond(Box::new(AdmissionResponse::from(req))),
+        Inspection::NotOurs | Inspection::Frozen => {
+            MutationPlan::Respond(Box::new(AdmissionResponse::from(req)))
+        }
         Inspection::Deny(message) => MutationPlan::Respond(Box::new(deny(req, message))),
         Inspection::OptOut(leftovers) => MutationPlan::Respond(Box::new(with_ops(
             AdmissionResponse::from(req),
@@ -263,13 +289,6 @@ impl PendingFill {
     /// `{"auths":{}}` when there is no `.dockerconfigjson`, and the managed label, so that
     /// the refresher, which watches labelled Secrets in full, fills it within moments.
     pub fn placeholder(self) -> AdmissionResponse {
-        if self.object.immutable == Some(true) {
-            let message = format!(
-                "{}: immutable, but with --admission-fill=false kubeecr fills Secrets after they are created, which an immutable Secret forbids; drop `immutable: true`",
-                self.secret
-            );
-            return forbidden(self.response, message);
-        }
         let data = match self.existing() {
             None => self.set_data(EMPTY_CONFIG),
             Some(_) => None,

@@ -251,7 +251,7 @@ async fn fetch_all(
         // The fetch goes on in the background and warms the cache for the refresher.
         Err(_) => Err(FetchError::new(
             &keys[0],
-            FetchErrorKind::Unreachable,
+            FetchErrorKind::Timeout,
             format!(
                 "ECR did not answer within {} (the webhook's deadline)",
                 humantime::format_duration(deadline)

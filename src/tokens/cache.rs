@@ -91,8 +91,10 @@ pub enum FetchErrorKind {
     Throttled,
     /// ECR or STS answered with another error.
     Service,
-    /// No answer: connection refused, DNS, timeout.
+    /// No answer: connection refused, DNS.
     Unreachable,
+    /// No answer in time (the SDK's timeout, or the webhook's deadline).
+    Timeout,
     /// The answer could not be used.
     Malformed,
     /// No token yet, and the last fetch was too recent to try again.
@@ -107,6 +109,7 @@ impl FetchErrorKind {
             Self::Throttled => "throttled",
             Self::Service => "service",
             Self::Unreachable => "unreachable",
+            Self::Timeout => "timeout",
             Self::Malformed => "malformed",
             Self::TooSoon => "too_soon",
         }
@@ -120,6 +123,7 @@ impl FetchErrorKind {
             Self::Throttled => "throttled by ECR",
             Self::Service => "ECR error",
             Self::Unreachable => "ECR unreachable",
+            Self::Timeout => "ECR did not answer in time",
             Self::Malformed => "ECR answer unusable",
             Self::TooSoon => "no ECR token yet",
         }

@@ -155,12 +155,15 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         };
         return (kind, code);
     }
+    if let SdkError::TimeoutError(_) = e {
+        return (FetchErrorKind::Timeout, None);
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cause {
         if let Some(creds) = err.downcast_ref::<CredentialsError>() {
             let kind = match creds {
                 CredentialsError::CredentialsNotLoaded(_) => FetchErrorKind::NoCredentials,
-                CredentialsError::ProviderTimedOut(_) => FetchErrorKind::Unreachable,
+                CredentialsError::ProviderTimedOut(_) => FetchErrorKind::Timeout,
                 _ if is_denial(&DisplayErrorContext(creds).to_string()) => FetchErrorKind::Denied,
                 _ => FetchErrorKind::Unreachable,
             };

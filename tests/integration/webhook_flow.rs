@@ -410,3 +410,104 @@ async fn kubeecr_down_blocks_only_opted_in_secrets() {
         "{msg}"
     );
 }
+
+/// Issue 9's checks on a real API server: thousands of invented regions are refused with a
+/// short message and no ECR call; an immutable opted-in Secret is refused at create, cannot
+/// be made immutable by an update, and one that is immutable already can still be labelled.
+async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    let Some((_webhook, _registration)) =
+        webhook_for(&cluster, state, "invented_regions_and_immutable_secrets").await
+    else {
+        return;
+    };
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let ns = cluster.ns();
+
+    let invented = (0..5000)
+        .map(|i| format!("123456789012/us-x{i}-1"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let msg = api_message(
+        api.create(&PostParams::default(), &data_less("invented", &invented))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        msg.contains(&format!("{ns}/invented: deft.com/kubeecr is {} bytes long", invented.len())),
+        "{msg}"
+    );
+    assert!(msg.len() < 500, "{} bytes: {msg}", msg.len());
+    let msg = api_message(
+        api.create(
+            &PostParams::default(),
+            &data_less("moon", "123456789012/us-moon-1"),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(msg.contains("\"us-moon-1\" is not an AWS region this kubeecr knows"), "{msg}");
+
+    let foreign = br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#;
+    let frozen = |name: &str, annotated: bool| -> Secret {
+        let annotations = if annotated {
+            json!({ANNOTATION: "123456789012/us-west-2"})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "type": DOCKER_CONFIG_JSON,
+            "immutable": true,
+            "data": {".dockerconfigjson": STANDARD.encode(foreign)},
+        }))
+        .unwrap()
+    };
+    let msg = api_message(
+        api.create(&PostParams::default(), &frozen("frozen", true))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        msg.contains(&format!("{ns}/frozen: `immutable: true` would keep kubeecr from refreshing")),
+        "{msg}"
+    );
+
+    // Made immutable by an update: refused.
+    api.create(
+        &PostParams::default(),
+        &data_less("thawed", "123456789012/us-west-2"),
+    )
+    .await
+    .unwrap();
+    let msg = api_message(
+        api.patch(
+            "thawed",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"immutable": true})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(msg.contains("making it immutable"), "{msg}");
+
+    // Immutable before it opted in: opting in and labelling go through, data untouched.
+    api.create(&PostParams::default(), &frozen("old", false))
+        .await
+        .unwrap();
+    let calls = ecr.token_calls().len();
+    for patch in [
+        json!({"metadata": {"annotations": {ANNOTATION: "123456789012/us-west-2"}}}),
+        json!({"metadata": {"labels": {"team": "b"}}}),
+    ] {
+        api.patch("old", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("{patch}: {e}"));
+    }
+    let old = api.get("old").await.unwrap();
+    assert_eq!(old.metadata.labels.unwrap()["team"], "b");
+    assert_eq!(old.data.unwrap()[".dockerconfigjson"].0, foreign);
+    assert_eq!(ecr.token_calls().len(), calls, "no token fetched for it");
+}
+on_both_backends!(invented_regions_and_immutable_secrets);
