@@ -29,13 +29,32 @@ pub async fn connect(settings: &KubeSettings) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// What to read: each namespace given, or the whole cluster (`None`) when none is.
-pub fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+/// What to read: each namespace given that is not excluded, or the whole cluster (`None`)
+/// when none is given.
+pub fn scopes(namespaces: &[String], exclude: &[String]) -> Vec<Option<String>> {
     if namespaces.is_empty() {
         vec![None]
     } else {
-        namespaces.iter().cloned().map(Some).collect()
+        namespaces
+            .iter()
+            .filter(|ns| !exclude.contains(ns))
+            .cloned()
+            .map(Some)
+            .collect()
     }
+}
+
+/// The field selector that keeps excluded namespaces out of a cluster-wide list or watch, so
+/// that their Secrets are never read, not even as metadata.
+pub fn field_selector(namespace: Option<&str>, exclude: &[String]) -> Option<String> {
+    if namespace.is_some() || exclude.is_empty() {
+        return None;
+    }
+    let terms: Vec<String> = exclude
+        .iter()
+        .map(|ns| format!("metadata.namespace!={ns}"))
+        .collect();
+    Some(terms.join(","))
 }
 
 /// A scope of `scopes`, for messages.
@@ -90,6 +109,7 @@ const MAX_LIST_RESTARTS: u32 = 3;
 pub struct Pages<K> {
     api: kube::Api<K>,
     selector: String,
+    fields: Option<String>,
     page_size: u32,
     continue_token: Option<String>,
     restarts: u32,
@@ -100,10 +120,16 @@ impl<K> Pages<K>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    pub fn new(api: kube::Api<K>, selector: String, page_size: u32) -> Self {
+    pub fn new(
+        api: kube::Api<K>,
+        selector: String,
+        fields: Option<String>,
+        page_size: u32,
+    ) -> Self {
         Self {
             api,
             selector,
+            fields,
             page_size,
             continue_token: None,
             restarts: 0,
@@ -117,6 +143,9 @@ where
             let mut params = kube::api::ListParams::default()
                 .labels(&self.selector)
                 .limit(self.page_size);
+            if let Some(fields) = &self.fields {
+                params = params.fields(fields);
+            }
             if let Some(token) = &self.continue_token {
                 params = params.continue_token(token);
             }

@@ -42,6 +42,7 @@ pub struct OptedInSecrets {
     /// The verbs the caller needs, named in a 403's message.
     needs: &'static str,
     pending: VecDeque<(bool, Option<String>)>,
+    exclude: Vec<String>,
     current: Option<Listing>,
 }
 
@@ -49,10 +50,11 @@ impl OptedInSecrets {
     pub fn new(
         client: kube::Client,
         namespaces: &[String],
+        exclude: &[String],
         page_size: u32,
         needs: &'static str,
     ) -> Self {
-        let scopes = kube_api::scopes(namespaces);
+        let scopes = kube_api::scopes(namespaces, exclude);
         let pending = [true, false]
             .into_iter()
             .flat_map(|managed| scopes.iter().map(move |ns| (managed, ns.clone())))
@@ -62,6 +64,7 @@ impl OptedInSecrets {
             page_size,
             needs,
             pending,
+            exclude: exclude.to_vec(),
             current: None,
         }
     }
@@ -77,13 +80,13 @@ impl OptedInSecrets {
                     };
                     let (scope, ns) = (kube_api::scope_name(ns.as_deref()), ns.as_deref());
                     let (client, size) = (&self.client, self.page_size);
+                    let fields = kube_api::field_selector(ns, &self.exclude);
                     self.current = Some(if managed {
-                        let pages =
-                            Pages::new(kube_api::scoped(client, ns), managed_selector(), size);
-                        Listing::Managed(scope, pages)
+                        let api = kube_api::scoped(client, ns);
+                        Listing::Managed(scope, Pages::new(api, managed_selector(), fields, size))
                     } else {
-                        let pages =
-                            Pages::new(kube_api::scoped(client, ns), unmanaged_selector(), size);
+                        let api = kube_api::scoped(client, ns);
+                        let pages = Pages::new(api, unmanaged_selector(), fields, size);
                         Listing::Unmanaged(scope, pages)
                     });
                 }

@@ -86,6 +86,7 @@ impl Refresher {
         let mut found = OptedInSecrets::new(
             self.client.clone(),
             &self.writer.policy().namespaces,
+            &self.writer.policy().exclude_namespaces,
             self.settings.page_size,
             NEEDS,
         );

@@ -20,8 +20,8 @@ use crate::refresher::listing::{managed_selector, unmanaged_selector};
 use crate::telemetry::metrics::{Metrics, WatchLabels};
 
 /// Every stream to watch: managed and unmanaged, per namespace or for all.
-pub fn stream_ids(namespaces: &[String]) -> Vec<StreamId> {
-    let scopes = kube_api::scopes(namespaces);
+pub fn stream_ids(namespaces: &[String], exclude: &[String]) -> Vec<StreamId> {
+    let scopes = kube_api::scopes(namespaces, exclude);
     [Source::Managed, Source::Unmanaged]
         .into_iter()
         .flat_map(|source| {
@@ -59,13 +59,17 @@ const MANAGED_PAGE: u32 = 100;
 pub fn changes(
     client: &kube::Client,
     streams: &[StreamId],
+    exclude: &[String],
     page_size: u32,
     metrics: &Arc<Metrics>,
 ) -> impl Stream<Item = Change> + Send + 'static {
-    let config = |selector: String, page_size: u32| {
+    let config = |selector: String, ns: Option<&str>, page_size: u32| {
         let mut config = watcher::Config::default()
             .labels(&selector)
             .page_size(page_size);
+        if let Some(fields) = kube_api::field_selector(ns, exclude) {
+            config = config.fields(&fields);
+        }
         config.initial_list_strategy = InitialListStrategy::ListWatch;
         config
     };
@@ -74,14 +78,14 @@ pub fn changes(
         match id.source {
             Source::Managed => follow(
                 kube_api::scoped::<Secret>(client, ns),
-                config(managed_selector(), page_size.min(MANAGED_PAGE)),
+                config(managed_selector(), ns, page_size.min(MANAGED_PAGE)),
                 id,
                 metrics,
                 Change::Managed,
             ),
             Source::Unmanaged => follow(
                 kube_api::scoped::<PartialObjectMeta<Secret>>(client, ns),
-                config(unmanaged_selector(), page_size),
+                config(unmanaged_selector(), ns, page_size),
                 id,
                 metrics,
                 Change::Unmanaged,

@@ -41,6 +41,7 @@ pub async fn collect(
     let mut found = OptedInSecrets::new(
         client.clone(),
         &settings.policy.namespaces,
+        &settings.policy.exclude_namespaces,
         settings.page_size,
         NEEDS,
     );

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
 use kubeecr::contract::policy::{Policy, RoleRules};
+use kubeecr::kube_api;
 use kubeecr::refresher::write::Outcome;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
@@ -446,3 +449,54 @@ async fn a_new_registry_in_the_annotation_is_filled_at_once() {
         "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
     );
 }
+
+/// `--exclude-namespaces`: an excluded namespace is filtered out by the API server, so its
+/// Secrets are never read, not even as metadata, and nothing is said about them. The real
+/// server is asked the same field selector kubeecr sends.
+async fn excluded_namespaces_are_never_read(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let marked = secret(
+        "excluded",
+        DOCKER_CONFIG_JSON,
+        &[(ANNOTATION, "123456789012/us-west-2")],
+        &[(".dockerconfigjson", b"{}")],
+    );
+    let mut marked = marked;
+    marked.metadata.labels = Some([("kubeecr-test".to_string(), ns.to_string())].into());
+    create(&client, ns, &marked).await;
+    let all: Api<Secret> = Api::all(client.clone());
+    let mine = ListParams::default().labels(&format!("kubeecr-test={ns}"));
+    assert_eq!(all.list(&mine).await.unwrap().items.len(), 1);
+    let fields = kube_api::field_selector(None, &[ns.to_string()]).unwrap();
+    let excluded = all.list(&mine.clone().fields(&fields)).await.unwrap();
+    assert!(excluded.items.is_empty(), "the server applies {fields}");
+
+    // A cluster-wide pass is the double's alone: on a shared cluster it would touch others'.
+    let Some(double) = cluster.double_server() else {
+        return;
+    };
+    double.clear_requests();
+    let policy = Policy {
+        exclude_namespaces: vec![ns.to_string()],
+        ..Policy::default()
+    };
+    let summary = refresher(client.clone(), token_cache(&ecr.url()).await, policy)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.refreshed, summary.skipped, summary.failed),
+        (0, 0, 0),
+        "{summary:?}"
+    );
+    for r in double.requests() {
+        assert!(!r.path.contains(&format!("/namespaces/{ns}/")), "{r:?}");
+        if r.path.ends_with("/secrets") {
+            assert_eq!(r.field_selector().as_deref(), Some(fields.as_str()), "{r:?}");
+        }
+    }
+    assert!(ecr.token_calls().is_empty());
+}
+on_both_backends!(excluded_namespaces_are_never_read);

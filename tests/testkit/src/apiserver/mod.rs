@@ -46,7 +46,7 @@ use tower::ServiceExt;
 
 use admission::{Operation, Webhooks, Write};
 use kinds::ResourceKind;
-use selector::LabelSelector;
+use selector::{FieldSelector, LabelSelector};
 use status::ApiError;
 use store::{Event, Key, Store, generate_name, name_of, normalize, rv_of};
 
@@ -75,6 +75,10 @@ impl Recorded {
 
     pub fn label_selector(&self) -> Option<String> {
         self.param("labelSelector")
+    }
+
+    pub fn field_selector(&self) -> Option<String> {
+        self.param("fieldSelector")
     }
 
     pub fn is_watch(&self) -> bool {
@@ -189,6 +193,8 @@ struct ListQuery {
     resource_version: Option<String>,
     #[serde(rename = "labelSelector")]
     label_selector: Option<String>,
+    #[serde(rename = "fieldSelector")]
+    field_selector: Option<String>,
     #[serde(rename = "allowWatchBookmarks")]
     allow_watch_bookmarks: Option<String>,
     #[serde(rename = "timeoutSeconds")]
@@ -568,6 +574,7 @@ struct Selection {
     kind: ResourceKind,
     ns: Option<String>,
     labels: LabelSelector,
+    fields: FieldSelector,
 }
 
 impl Selection {
@@ -575,7 +582,12 @@ impl Selection {
         self.ns
             .as_deref()
             .is_none_or(|n| obj["metadata"]["namespace"] == n)
-            && self.labels.matches(obj)
+            && self.selects(obj)
+    }
+
+    /// The label and field selectors, whatever the namespace.
+    fn selects(&self, obj: &Value) -> bool {
+        self.labels.matches(obj) && self.fields.matches(obj)
     }
 }
 
@@ -594,10 +606,15 @@ async fn list(
         Ok(labels) => labels,
         Err(e) => return e.into_response(),
     };
+    let fields = match FieldSelector::parse(q.field_selector.as_deref().unwrap_or("")) {
+        Ok(fields) => fields,
+        Err(e) => return e.into_response(),
+    };
     let selection = Selection {
         kind,
         ns: target.ns.clone(),
         labels,
+        fields,
     };
     let metadata = wants_metadata(&headers);
     if is_true(&q.watch) {
@@ -622,7 +639,7 @@ async fn list(
     let (current_rv, items, remaining) = s.store.list_matching(
         kind,
         selection.ns.as_deref(),
-        &|o| selection.labels.matches(o),
+        &|o| selection.selects(o),
         continued.as_ref().map(|(_, key)| key),
         q.limit.filter(|l| *l > 0),
     );
@@ -645,7 +662,7 @@ async fn list(
         );
         list_meta["continue"] = json!(encode_continue(rv, &key));
         // The real server leaves the count out when a selector filters the list.
-        if selection.labels.is_empty() {
+        if selection.labels.is_empty() && selection.fields.is_empty() {
             list_meta["remainingItemCount"] = json!(remaining);
         }
     }
@@ -788,7 +805,7 @@ fn start_watch(
             let (rv, items, _) = s.store.list_matching(
                 spec.selection.kind,
                 spec.selection.ns.as_deref(),
-                &|o| spec.selection.labels.matches(o),
+                &|o| spec.selection.selects(o),
                 None,
                 None,
             );

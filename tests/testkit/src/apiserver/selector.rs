@@ -430,3 +430,49 @@ mod tests {
         );
     }
 }
+
+/// A `fieldSelector` as every resource supports it: `metadata.name` and `metadata.namespace`
+/// with `=`, `==` or `!=`, comma-separated (all must hold).
+#[derive(Debug, Default, Clone)]
+pub struct FieldSelector {
+    requirements: Vec<(String, bool, String)>,
+}
+
+impl FieldSelector {
+    /// Parses `fieldSelector`; another field is a 400, as the real server's for Secrets.
+    pub fn parse(input: &str) -> Result<Self, ApiError> {
+        let mut requirements = Vec::new();
+        for term in input.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = term.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{input}'; can't understand '{term}'"
+                )));
+            };
+            if !matches!(field, "metadata.name" | "metadata.namespace") {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {field}"
+                )));
+            }
+            requirements.push((field.to_string(), equal, value.to_string()));
+        }
+        Ok(Self { requirements })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.requirements.iter().all(|(field, equal, value)| {
+            let pointer = format!("/{}", field.replace('.', "/"));
+            let got = obj.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+            (got == value) == *equal
+        })
+    }
+}
