@@ -175,10 +175,11 @@ pub struct LogArgs {
         global = true
     )]
     pub log_format: LogFormatArg,
-    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,kubeecr=debug`). The AWS SDK,
-    /// hyper, h2, rustls, tower and kube's client never log below debug.
-    #[arg(long, env = "KUBEECR_LOG_LEVEL", default_value = "info", global = true)]
-    pub log_level: String,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info,kubeecr=debug`). Unset:
+    /// $RUST_LOG, then `info`. Whatever it says, the AWS SDK, hyper, h2, rustls, tower and
+    /// kube's client never log below debug: at trace they would log the token.
+    #[arg(long, env = "KUBEECR_LOG_LEVEL", global = true)]
+    pub log_level: Option<String>,
 }
 
 impl LogArgs {
@@ -188,7 +189,11 @@ impl LogArgs {
                 LogFormatArg::Plain => LogFormat::Plain,
                 LogFormatArg::Json => LogFormat::Json,
             },
-            filter: self.log_level.clone(),
+            filter: self
+                .log_level
+                .clone()
+                .or_else(|| std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()))
+                .unwrap_or_else(|| "info".to_string()),
         }
     }
 }

@@ -140,6 +140,18 @@ impl ServeProcess {
         identity: &str,
         extra: &[&str],
     ) -> Self {
+        let cmd = Self::command(&ports, cluster, ecr, identity, extra);
+        Self::launch(cmd, ports)
+    }
+
+    /// The command `start_on` runs, for a test to add to.
+    pub fn command(
+        ports: &Ports,
+        cluster: &TestCluster,
+        ecr: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> tokio::process::Command {
         let mut cmd = kubeecr_command("serve");
         cmd.env("POD_NAME", identity)
             .env("POD_NAMESPACE", cluster.ns())
@@ -153,7 +165,7 @@ impl ServeProcess {
             .arg(cluster.kubeconfig())
             .args(["--ecr-endpoint", ecr, "--namespaces", cluster.ns()])
             .args(extra);
-        Self::launch(cmd, ports)
+        cmd
     }
 
     /// Runs `cmd`, a `kubeecr serve` that listens on `ports` and reads its certificate from
