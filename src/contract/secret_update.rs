@@ -186,13 +186,27 @@ pub fn token_keys(binding: &EcrBinding) -> Vec<TokenKey> {
     keys
 }
 
-/// The new `.dockerconfigjson`, and the annotations that describe it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The new `.dockerconfigjson`, and the annotations that describe it. Its `Debug` leaves the
+/// content out: it holds passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Filled {
     pub dockerconfigjson: Vec<u8>,
     pub expires_at: Timestamp,
     /// The value of `deft.com/kubeecr-fingerprints`.
     pub fingerprints: String,
+}
+
+impl fmt::Debug for Filled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Filled")
+            .field(
+                "dockerconfigjson",
+                &format_args!("[{} bytes redacted]", self.dockerconfigjson.len()),
+            )
+            .field("expires_at", &self.expires_at)
+            .field("fingerprints", &self.fingerprints)
+            .finish()
+    }
 }
 
 impl Filled {
@@ -335,6 +349,18 @@ mod tests {
         refresh_before: Duration::from_secs(4 * 3600),
         force: false,
     };
+
+    #[test]
+    fn debug_output_holds_no_password() {
+        let b = binding("123456789012/us-west-2");
+        let key = token_keys(&b).remove(0);
+        let tokens = BTreeMap::from([(key, token("hunter2-pw", at("2030-01-01T00:00:00Z")))]);
+        let filled = fill(&b, None, &tokens).unwrap();
+        let debug = format!("{filled:?}");
+        let auth = base64::engine::general_purpose::STANDARD.encode("AWS:hunter2-pw");
+        assert!(!debug.contains("hunter2") && !debug.contains(&auth), "{debug}");
+        assert!(debug.contains("bytes redacted"), "{debug}");
+    }
 
     #[test]
     fn one_key_per_region_for_many_accounts() {

@@ -11,6 +11,7 @@
 //! list did not give are gone. The index is synced once every stream finished a list.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
@@ -59,8 +60,8 @@ impl StreamId {
 
 /// A managed Secret as kept: only what kubeecr reads and writes, compactly. A `Secret` with
 /// its `ObjectMeta` and three maps costs several times as much, and there may be tens of
-/// thousands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// thousands. Its `Debug` leaves `.dockerconfigjson` out: it holds passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Managed {
     resource_version: Option<Box<str>>,
     type_: Option<Box<str>>,
@@ -72,6 +73,26 @@ pub struct Managed {
     /// Whether `.dockerconfigjson` is kept. Larger than `MAX_KEPT_CONFIG`, it is not, and the
     /// Secret is read (GET) before it is written.
     pub complete: bool,
+}
+
+impl fmt::Debug for Managed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Managed")
+            .field("resource_version", &self.resource_version)
+            .field("type_", &self.type_)
+            .field("immutable", &self.immutable)
+            .field("managed_label", &self.managed_label)
+            .field("annotations", &self.annotations)
+            .field(
+                "config",
+                &self
+                    .config
+                    .as_ref()
+                    .map(|c| format!("[{} bytes redacted]", c.len())),
+            )
+            .field("complete", &self.complete)
+            .finish()
+    }
 }
 
 impl Managed {
@@ -377,6 +398,18 @@ mod tests {
 
     fn r(name: &str) -> SecretRef {
         SecretRef::new("ns", name)
+    }
+
+    #[test]
+    fn debug_output_holds_no_credentials() {
+        let mut secret = managed("a", "1");
+        secret.data.as_mut().unwrap().insert(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(br#"{"auths":{"h":{"auth":"c2VjcmV0LXB3"}}}"#.to_vec()),
+        );
+        let debug = format!("{:?}", trim_secret(secret));
+        assert!(!debug.contains("c2VjcmV0LXB3"), "{debug}");
+        assert!(debug.contains("bytes redacted"), "{debug}");
     }
 
     #[test]
