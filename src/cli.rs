@@ -366,6 +366,7 @@ impl RefreshArgs {
                 force,
             },
             conflict_retries: 5,
+            deadline: crate::refresher::write::REFRESH_DEADLINE,
             rate: NonZeroU32::new(self.write_qps).map(|per_second| WriteRate {
                 per_second,
                 burst: NonZeroU32::new(self.write_burst).unwrap_or(NonZeroU32::MIN),

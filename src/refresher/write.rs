@@ -26,8 +26,8 @@ use crate::tokens::cache::{CachedToken, FetchError, TokenCache};
 pub const FIELD_MANAGER: &str = "kubeecr";
 
 /// Bound on refreshing one Secret, reads, token fetches and retries included: a request that
-/// hangs must not hold a refresh slot for good.
-const REFRESH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// hangs must not hold a refresh slot for good, nor keep other tenants' Secrets waiting.
+pub const REFRESH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A client-side limit on writes to the API server.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +46,8 @@ pub struct WriteSettings {
     /// Send every write with `dryRun=All`: the API server checks it (RBAC, validation,
     /// webhooks) and stores nothing.
     pub dry_run: bool,
+    /// Bound on one Secret's refresh (`REFRESH_DEADLINE`).
+    pub deadline: std::time::Duration,
 }
 
 /// Why a refresh failed; the kind is a metric label and picks the Event's wording.
@@ -172,7 +174,7 @@ impl Writer {
     /// Refreshes one Secret, starting from `cached` when the caller holds a recent copy
     /// (no read then), else from a GET. Logs and counts the outcome.
     pub async fn refresh(&self, secret: &SecretRef, cached: Option<Arc<Secret>>) -> Outcome {
-        let deadline = REFRESH_DEADLINE;
+        let deadline = self.settings.deadline;
         let outcome = tokio::time::timeout(deadline, self.refresh_inner(secret, cached))
             .await
             .unwrap_or_else(|_| {
@@ -374,6 +376,60 @@ mod tests {
         }
     }
 
+    /// A Secret whose reads hang is given up after the deadline, whatever else is slow.
+    #[tokio::test]
+    async fn a_hanging_refresh_is_given_up_at_its_deadline() {
+        crate::servers::tls::install_crypto_provider();
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(
+            format!("http://{addr}").parse().unwrap(),
+        ))
+        .unwrap();
+        let source = Arc::new(Source {
+            issued: Timestamp::now(),
+            fail: AtomicBool::new(false),
+        });
+        let tokens = TokenCache::new(
+            source,
+            CacheConfig::new(Duration::from_secs(5 * 3600), Duration::from_secs(60)),
+            Arc::default(),
+        );
+        let writer = Writer::new(
+            client,
+            tokens,
+            Arc::new(Policy::default()),
+            WriteSettings {
+                dry_run: false,
+                due: DuePolicy {
+                    refresh_before: Duration::from_secs(4 * 3600),
+                    force: false,
+                },
+                conflict_retries: 1,
+                rate: None,
+                deadline: Duration::from_millis(300),
+            },
+            Arc::default(),
+        );
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            writer.refresh(&SecretRef::new("ns", "s"), None),
+        )
+        .await
+        .expect("bounded by the deadline, not by the client's own timeouts");
+        match outcome {
+            Outcome::Failed(f) => assert!(f.note.contains("no answer within 300ms"), "{}", f.note),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// ECR has been failing for hours: the Secret is due, but the cache only has the token it
     /// already holds. That is a failure (backoff, Event), not "up to date" and due again at once.
     #[tokio::test]
@@ -410,6 +466,7 @@ mod tests {
                 },
                 conflict_retries: 1,
                 rate: None,
+                deadline: REFRESH_DEADLINE,
             },
             Arc::default(),
         );

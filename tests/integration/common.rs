@@ -62,6 +62,7 @@ pub async fn token_cache(endpoint: &str) -> Arc<TokenCache> {
 
 pub fn write_settings(force: bool) -> WriteSettings {
     WriteSettings {
+        deadline: kubeecr::refresher::write::REFRESH_DEADLINE,
         dry_run: false,
         due: DuePolicy {
             refresh_before: Duration::from_secs(4 * 3600),
