@@ -340,7 +340,11 @@ fn duration_within(s: &str, min: Duration, max: Duration) -> Result<Duration, St
         return Err(if min.is_zero() {
             format!("{s} is too long; use at most {}", range(max))
         } else {
-            format!("{s} is out of range; use from {} to {}", range(min), range(max))
+            format!(
+                "{s} is out of range; use from {} to {}",
+                range(min),
+                range(max)
+            )
         });
     }
     Ok(d)
@@ -567,7 +571,11 @@ mod tests {
     #[test]
     fn durations_are_checked_when_parsed() {
         for (flag, bad, expected) in [
-            ("--tls-reload-interval", "0s", "out of range; use from 1s to 1h"),
+            (
+                "--tls-reload-interval",
+                "0s",
+                "out of range; use from 1s to 1h",
+            ),
             ("--min-fetch-interval", "20000years", "out of range"),
             ("--resync-interval", "10years", "out of range"),
             ("--shutdown-delay", "1y", "too long; use at most 10m"),
@@ -575,11 +583,21 @@ mod tests {
         ] {
             let err = Cli::try_parse_from(["kubeecr", "serve", flag, bad]).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains(flag) && msg.contains(expected), "{flag} {bad}: {msg}");
+            assert!(
+                msg.contains(flag) && msg.contains(expected),
+                "{flag} {bad}: {msg}"
+            );
         }
         assert!(serve(&["--tls-reload-interval", "1s", "--shutdown-delay", "0s"]).is_ok());
-        let err = Cli::try_parse_from(["kubeecr", "certs", "--out", "x", "--valid-for", "20000years"])
-            .unwrap_err();
+        let err = Cli::try_parse_from([
+            "kubeecr",
+            "certs",
+            "--out",
+            "x",
+            "--valid-for",
+            "20000years",
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
     }
 

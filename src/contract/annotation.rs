@@ -160,11 +160,17 @@ pub enum Problem {
         "{REGISTRIES_ANNOTATION} {value} has an empty entry: separate entries with single commas, e.g. 123456789012/us-west-2,210987654321/eu-central-1"
     )]
     EmptyEntry { value: String },
-    #[error("{REGISTRIES_ANNOTATION} {value}: must be <account>/<region>, e.g. {REGISTRIES_EXAMPLE}")]
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: must be <account>/<region>, e.g. {REGISTRIES_EXAMPLE}"
+    )]
     NotAccountRegion { value: String },
-    #[error("{REGISTRIES_ANNOTATION} {value}: account id must be 12 digits, e.g. 123456789012/{region}")]
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: account id must be 12 digits, e.g. 123456789012/{region}"
+    )]
     BadAccount { value: String, region: String },
-    #[error("{REGISTRIES_ANNOTATION} {value}: region {region} must be lowercase, e.g. {account}/{lower}")]
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: region {region} must be lowercase, e.g. {account}/{lower}"
+    )]
     UppercaseRegion {
         value: String,
         account: String,
@@ -258,8 +264,7 @@ pub fn binding_of(
     let Some(value) = annotations.get(REGISTRIES_ANNOTATION) else {
         return Ok(None);
     };
-    let registries =
-        parse_registries(value, regions).map_err(|p| ContractError::new(secret, p))?;
+    let registries = parse_registries(value, regions).map_err(|p| ContractError::new(secret, p))?;
     let role = match annotations.get(ROLE_ANNOTATION) {
         None => None,
         Some(arn) => Some(parse_role(arn, &registries).map_err(|p| ContractError::new(secret, p))?),
@@ -346,26 +351,28 @@ fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, 
         });
     }
     let lower = region.to_lowercase();
-    Err(if lower != region && regions.partition_of(&lower).is_some() {
-        Problem::UppercaseRegion {
-            value: quote_entry(value, entry),
-            account: account.to_string(),
-            region: quoted(region),
-            lower,
-        }
-    } else if Partition::of_region(region).is_some() {
-        Problem::UnknownRegion {
-            value: quote_entry(value, entry),
-            account: account.to_string(),
-            region: quoted(region),
-        }
-    } else {
-        Problem::NotARegion {
-            value: quote_entry(value, entry),
-            account: account.to_string(),
-            region: quoted(region),
-        }
-    })
+    Err(
+        if lower != region && regions.partition_of(&lower).is_some() {
+            Problem::UppercaseRegion {
+                value: quote_entry(value, entry),
+                account: account.to_string(),
+                region: quoted(region),
+                lower,
+            }
+        } else if Partition::of_region(region).is_some() {
+            Problem::UnknownRegion {
+                value: quote_entry(value, entry),
+                account: account.to_string(),
+                region: quoted(region),
+            }
+        } else {
+            Problem::NotARegion {
+                value: quote_entry(value, entry),
+                account: account.to_string(),
+                region: quoted(region),
+            }
+        },
+    )
 }
 
 /// Parses a role ARN and checks that it can serve every registry's partition.
@@ -418,9 +425,13 @@ mod tests {
     }
 
     fn error_of(value: &str) -> String {
-        binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]), &regions())
-            .unwrap_err()
-            .to_string()
+        binding_of(
+            &secret(),
+            &annotations(&[(REGISTRIES_ANNOTATION, value)]),
+            &regions(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
@@ -432,9 +443,13 @@ mod tests {
     #[test]
     fn parses_entries_with_spaces_and_derives_hosts() {
         let value = " 123456789012/us-west-2 , 210987654321/cn-north-1,111111111111/us-iso-east-1";
-        let binding = binding_of(&secret(), &annotations(&[(REGISTRIES_ANNOTATION, value)]), &regions())
-            .unwrap()
-            .unwrap();
+        let binding = binding_of(
+            &secret(),
+            &annotations(&[(REGISTRIES_ANNOTATION, value)]),
+            &regions(),
+        )
+        .unwrap()
+        .unwrap();
         let hosts: Vec<String> = binding.registries.iter().map(Registry::host).collect();
         assert_eq!(
             hosts,
@@ -548,8 +563,17 @@ mod tests {
         let msg = error_of(&entries(MAX_REGISTRIES + 1, &["us-west-2"]));
         assert!(msg.contains("lists 21 entries; list at most 20"), "{msg}");
         let eleven = [
-            "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2",
-            "eu-west-3", "eu-central-1", "ap-south-1", "ap-northeast-1", "sa-east-1",
+            "us-east-1",
+            "us-east-2",
+            "us-west-1",
+            "us-west-2",
+            "eu-west-1",
+            "eu-west-2",
+            "eu-west-3",
+            "eu-central-1",
+            "ap-south-1",
+            "ap-northeast-1",
+            "sa-east-1",
         ];
         assert!(parse_registries(&entries(10, &eleven[..10]), &regions()).is_ok());
         let msg = error_of(&entries(11, &eleven));
@@ -563,7 +587,10 @@ mod tests {
             .collect::<Vec<_>>()
             .join(",");
         let msg = error_of(&value);
-        assert!(msg.contains(&format!("is {} bytes long", value.len())), "{msg}");
+        assert!(
+            msg.contains(&format!("is {} bytes long", value.len())),
+            "{msg}"
+        );
         assert!(msg.len() < 300, "{msg}");
         let value = format!("123456789012/{}", "a".repeat(1500));
         let msg = error_of(&value);
@@ -603,7 +630,9 @@ mod tests {
             (REGISTRIES_ANNOTATION, "123456789012/cn-north-1"),
             (ROLE_ANNOTATION, "arn:aws:iam::123456789012:role/ecr-pull"),
         ]);
-        let msg = binding_of(&secret(), &mismatch, &regions()).unwrap_err().to_string();
+        let msg = binding_of(&secret(), &mismatch, &regions())
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("partition aws but registry 123456789012/cn-north-1 is in aws-cn"),
             "{msg}"
@@ -621,7 +650,9 @@ mod tests {
                 (REGISTRIES_ANNOTATION, "123456789012/us-west-2"),
                 (ROLE_ANNOTATION, bad),
             ]);
-            let msg = binding_of(&secret(), &a, &regions()).unwrap_err().to_string();
+            let msg = binding_of(&secret(), &a, &regions())
+                .unwrap_err()
+                .to_string();
             assert!(msg.contains("not an IAM role ARN"), "{bad}: {msg}");
             assert!(msg.contains(ROLE_EXAMPLE), "{msg}");
         }

@@ -274,7 +274,10 @@ mod tests {
             eprintln!("SKIPPED: not run by cargo");
             return;
         };
-        let rustc = std::process::Command::new("rustc").arg("-vV").output().unwrap();
+        let rustc = std::process::Command::new("rustc")
+            .arg("-vV")
+            .output()
+            .unwrap();
         let host = String::from_utf8(rustc.stdout).unwrap();
         let host = host
             .lines()
@@ -286,7 +289,11 @@ mod tests {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("cargo metadata runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let ecr = meta["packages"]
             .as_array()
@@ -301,7 +308,9 @@ mod tests {
         let marker = "new_from_json(b\"";
         let start = source.find(marker).expect("embedded partitions") + marker.len();
         let end = start + source[start..].find("\").expect").unwrap();
-        let embedded = source[start..end].replace("\\\\", "\u{0}").replace("\\\"", "\"");
+        let embedded = source[start..end]
+            .replace("\\\\", "\u{0}")
+            .replace("\\\"", "\"");
         let embedded = embedded.replace('\u{0}', "\\");
         let sdk: serde_json::Value = serde_json::from_str(&embedded).unwrap();
         let mut ours: serde_json::Value = serde_json::from_str(PARTITIONS_JSON).unwrap();

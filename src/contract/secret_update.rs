@@ -329,7 +329,9 @@ mod tests {
 
     fn binding(value: &str) -> EcrBinding {
         let a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), value.to_string())]);
-        binding_of(&SecretRef::new("ns", "s"), &a, &Default::default()).unwrap().unwrap()
+        binding_of(&SecretRef::new("ns", "s"), &a, &Default::default())
+            .unwrap()
+            .unwrap()
     }
 
     fn token(password: &str, expires_at: Timestamp) -> Arc<Token> {
@@ -358,7 +360,10 @@ mod tests {
         let filled = fill(&b, None, &tokens).unwrap();
         let debug = format!("{filled:?}");
         let auth = base64::engine::general_purpose::STANDARD.encode("AWS:hunter2-pw");
-        assert!(!debug.contains("hunter2") && !debug.contains(&auth), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains(&auth),
+            "{debug}"
+        );
         assert!(debug.contains("bytes redacted"), "{debug}");
     }
 

@@ -389,10 +389,9 @@ mod tests {
                 held.push(conn);
             }
         });
-        let client = kube::Client::try_from(kube::Config::new(
-            format!("http://{addr}").parse().unwrap(),
-        ))
-        .unwrap();
+        let client =
+            kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+                .unwrap();
         let source = Arc::new(Source {
             issued: Timestamp::now(),
             fail: AtomicBool::new(false),

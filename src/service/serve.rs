@@ -161,7 +161,10 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         settings.write.clone(),
         Arc::clone(&metrics),
     ));
-    let (namespaces, exclude) = (&settings.policy.namespaces, &settings.policy.exclude_namespaces);
+    let (namespaces, exclude) = (
+        &settings.policy.namespaces,
+        &settings.policy.exclude_namespaces,
+    );
     let streams = secret_watch::stream_ids(namespaces, exclude);
     let changes = secret_watch::changes(&client, &streams, exclude, settings.page_size, &metrics);
     let controller = Controller::new(

@@ -332,10 +332,7 @@ impl TokenCache {
     fn forget(&self, key: &TokenKey) {
         tracing::debug!(%key, "token cache dropped an unused key");
         self.source.forget(key);
-        self.warned_expiry
-            .lock()
-            .expect("warned lock")
-            .remove(key);
+        self.warned_expiry.lock().expect("warned lock").remove(key);
         self.metrics.token_expiry.remove(&token_labels(key));
     }
 
@@ -672,7 +669,10 @@ mod tests {
         let e = FetchError::new(&key("us-west-2"), FetchErrorKind::Denied, detail.into())
             .with_code(Some("AccessDeniedException"));
         assert_eq!(e.brief(), "access denied for us-west-2");
-        assert!(e.to_string().contains("assumed-role/node"), "the log keeps it");
+        assert!(
+            e.to_string().contains("assumed-role/node"),
+            "the log keeps it"
+        );
         let e = FetchError::new(&key("eu-west-1"), FetchErrorKind::Service, detail.into())
             .with_code(Some("ServerException"));
         assert_eq!(e.brief(), "ECR error ServerException for eu-west-1");
@@ -716,7 +716,10 @@ mod tests {
         }
     }
 
-    fn counting(delay: Duration, config: CacheConfig) -> (Arc<TokenCache>, Arc<Counting>, Arc<AtomicI64>) {
+    fn counting(
+        delay: Duration,
+        config: CacheConfig,
+    ) -> (Arc<TokenCache>, Arc<Counting>, Arc<AtomicI64>) {
         let now = Arc::new(AtomicI64::new(1_800_000_000));
         let n = Arc::clone(&now);
         let clock: Clock =

@@ -17,7 +17,9 @@ fn key(region: &str, role: Option<&str>) -> TokenKey {
     if let Some(role) = role {
         a.insert(ROLE_ANNOTATION.to_string(), role.to_string());
     }
-    let binding = binding_of(&SecretRef::new("t", "t"), &a, &Default::default()).unwrap().unwrap();
+    let binding = binding_of(&SecretRef::new("t", "t"), &a, &Default::default())
+        .unwrap()
+        .unwrap();
     TokenKey {
         role: binding.role,
         region: region.to_string(),

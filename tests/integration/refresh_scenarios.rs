@@ -494,7 +494,11 @@ async fn excluded_namespaces_are_never_read(cluster: TestCluster) {
     for r in double.requests() {
         assert!(!r.path.contains(&format!("/namespaces/{ns}/")), "{r:?}");
         if r.path.ends_with("/secrets") {
-            assert_eq!(r.field_selector().as_deref(), Some(fields.as_str()), "{r:?}");
+            assert_eq!(
+                r.field_selector().as_deref(),
+                Some(fields.as_str()),
+                "{r:?}"
+            );
         }
     }
     assert!(ecr.token_calls().is_empty());

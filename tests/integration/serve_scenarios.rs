@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
@@ -709,6 +709,9 @@ async fn leaks_nothing_with(cluster: TestCluster, env: &[(&str, &str)], flags: &
         }
     }
     assert!(!logs.contains(CLI_SECRET_KEY), "the AWS secret key logged");
-    assert!(!logs.contains("authorizationToken"), "a raw ECR response logged");
+    assert!(
+        !logs.contains("authorizationToken"),
+        "a raw ECR response logged"
+    );
     logs
 }

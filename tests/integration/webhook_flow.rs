@@ -435,7 +435,10 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
             .unwrap_err(),
     );
     assert!(
-        msg.contains(&format!("{ns}/invented: deft.com/kubeecr is {} bytes long", invented.len())),
+        msg.contains(&format!(
+            "{ns}/invented: deft.com/kubeecr is {} bytes long",
+            invented.len()
+        )),
         "{msg}"
     );
     assert!(msg.len() < 500, "{} bytes: {msg}", msg.len());
@@ -447,7 +450,10 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
         .await
         .unwrap_err(),
     );
-    assert!(msg.contains("\"us-moon-1\" is not an AWS region this kubeecr knows"), "{msg}");
+    assert!(
+        msg.contains("\"us-moon-1\" is not an AWS region this kubeecr knows"),
+        "{msg}"
+    );
 
     let foreign = br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#;
     let frozen = |name: &str, annotated: bool| -> Secret {
@@ -470,7 +476,9 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
             .unwrap_err(),
     );
     assert!(
-        msg.contains(&format!("{ns}/frozen: `immutable: true` would keep kubeecr from refreshing")),
+        msg.contains(&format!(
+            "{ns}/frozen: `immutable: true` would keep kubeecr from refreshing"
+        )),
         "{msg}"
     );
 

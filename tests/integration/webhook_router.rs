@@ -854,7 +854,10 @@ async fn immutable_secrets_are_refused_at_create_and_left_alone_after() {
     ] {
         let (answer, _) = call_fixture(tokens.clone(), Policy::default(), name).await;
         assert!(answer.allowed(), "{name}: {}", answer.message());
-        assert!(answer.patch().is_none(), "{name}: no patch on an immutable Secret");
+        assert!(
+            answer.patch().is_none(),
+            "{name}: no patch on an immutable Secret"
+        );
         assert!(answer.warnings().is_empty(), "{name}");
     }
     // An UPDATE that makes an opted-in Secret immutable is refused by both webhooks.
@@ -918,7 +921,8 @@ async fn invented_regions_cost_no_ecr_call() {
                 let msg = answer.message();
                 assert!(msg.len() < 400, "{name}: {} bytes: {msg}", msg.len());
                 assert!(
-                    msg.contains("bytes long") || msg.contains("\"us-moon-1\" is not an AWS region this kubeecr knows"),
+                    msg.contains("bytes long")
+                        || msg.contains("\"us-moon-1\" is not an AWS region this kubeecr knows"),
                     "{name}: {msg}"
                 );
             }
