@@ -392,8 +392,12 @@ async fn aws_down_admits_with_a_warning_and_empty_auths() {
     assert_eq!(warnings.len(), 1);
     // The cause first, then what happened, well under the API server's 256 characters.
     // A short, stable reason: the SDK's chain and the endpoint go to kubeecr's log only.
+    // Refused at once, or (on a loaded machine) still retrying at the webhook's deadline.
+    let reasons = ["ECR unreachable", "ECR did not answer in time"];
     assert!(
-        warnings[0].starts_with("kubeecr: ECR unreachable for us-west-2; "),
+        reasons
+            .iter()
+            .any(|r| warnings[0].starts_with(&format!("kubeecr: {r} for us-west-2; "))),
         "{}",
         warnings[0]
     );
@@ -450,9 +454,9 @@ async fn aws_down_admits_with_a_warning_and_empty_auths() {
         answer.message()
     );
     assert!(
-        answer
+        reasons.iter().any(|r| answer
             .message()
-            .ends_with("(--require-token): ECR unreachable for us-west-2"),
+            .ends_with(&format!("(--require-token): {r} for us-west-2"))),
         "{}",
         answer.message()
     );
