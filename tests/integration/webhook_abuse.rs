@@ -1,7 +1,7 @@
-//! Clients that hold the webhook without finishing a request: slow bodies, dribbled headers,
-//! silent connections, too many connections, requests or body bytes. Real TLS on loopback,
-//! short bounds, no AWS: /validate decides from the review alone and /mutate only adds the
-//! placeholder (`fill: false`).
+//! Clients that hold the webhook (and the admin port) without finishing a request: slow
+//! bodies, dribbled headers, silent connections, too many connections, requests or body
+//! bytes. Real TLS on loopback, short bounds, no AWS: /validate decides from the review alone
+//! and /mutate only adds the placeholder (`fill: false`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -546,4 +546,61 @@ async fn oversized_headers_are_refused() {
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
     assert_eq!(answered(tls, SLACK).await, Ok(431));
+}
+
+/// Guards the admin port's bounds (plain TCP, where the protocol is sniffed): a silent
+/// connection is closed once idle, and past its connection limit a probe waits until one
+/// closes.
+#[tokio::test]
+async fn the_admin_port_is_bounded_too() {
+    let (_certificate, certificate_loaded) = tokio::sync::watch::channel(true);
+    let (_pending, watch_pending) = tokio::sync::watch::channel(None);
+    let (_stopping, shutting_down) = tokio::sync::watch::channel(false);
+    let health = kubeecr::servers::admin::Health {
+        certificate_loaded,
+        watch_pending,
+        shutting_down,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = ServerSettings {
+        timeouts: TIMEOUTS,
+        limits: ServerLimits {
+            max_connections: 1,
+            ..ServerLimits::ADMIN
+        },
+        ..ServerSettings::ADMIN
+    };
+    let server = tokio::spawn(kubeecr::servers::http::serve(
+        listener,
+        None,
+        kubeecr::servers::admin::router(health, Arc::clone(&metrics)),
+        settings,
+        metrics,
+        std::future::pending(),
+    ));
+    let livez = || async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        status_of(&read_to_close(tcp, SLACK).await?).ok_or("no status".to_string())
+    };
+    assert_eq!(livez().await, Ok(200));
+
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let probe = tokio::spawn(livez());
+    sleep(Duration::from_millis(500)).await;
+    assert!(
+        !probe.is_finished(),
+        "a 2nd connection was served past the limit of 1"
+    );
+    assert!(read_to_close(silent, TIMEOUTS.idle + SLACK).await.is_ok());
+    assert_eq!(
+        probe.await.unwrap(),
+        Ok(200),
+        "served once the silent one closed"
+    );
+    server.abort();
 }
