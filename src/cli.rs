@@ -16,6 +16,8 @@ use crate::kube_api::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
 use crate::refresher::pass::PassSettings;
 use crate::refresher::write::{WriteRate, WriteSettings};
+use crate::servers::http::{ServerSettings, ServerTimeouts};
+use crate::servers::limits::ServerLimits;
 use crate::servers::tls::TlsFiles;
 use crate::service::leader::Election;
 use crate::service::serve::{ServeSettings, WebhookSettings};
@@ -421,9 +423,34 @@ pub struct WebhookArgs {
     /// Longest wait for a cold token during admission (also at most half the webhook timeout).
     #[arg(long, env = "KUBEECR_TOKEN_WAIT", default_value = "3s", value_parser = |s: &str| duration_within(s, MILLISECOND, HALF_MINUTE))]
     pub token_wait: Duration,
-    /// Largest AdmissionReview accepted; larger ones get 413.
-    #[arg(long, env = "KUBEECR_MAX_REQUEST_BYTES", default_value_t = 3 * 1024 * 1024)]
-    pub max_request_bytes: usize,
+    /// Largest AdmissionReview accepted; larger ones get 413, before the body is read when
+    /// its Content-Length says so.
+    #[arg(long, env = "KUBEECR_MAX_REQUEST_BYTES", default_value_t = ServerLimits::WEBHOOK.max_request_bytes, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_request_bytes: u32,
+    /// Request body bytes held in memory at once across all webhook requests (each reserves
+    /// its Content-Length, or --max-request-bytes); a request that would pass it gets 503.
+    #[arg(long, env = "KUBEECR_MAX_BUFFERED_REQUEST_BYTES", default_value_t = ServerLimits::WEBHOOK.max_buffered_request_bytes, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_buffered_request_bytes: u32,
+    /// Webhook connections open at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "KUBEECR_MAX_CONNECTIONS", default_value_t = ServerLimits::WEBHOOK.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+    /// Webhook requests in flight at once, their body reads included; more get 503.
+    #[arg(long, env = "KUBEECR_MAX_CONCURRENT_REQUESTS", default_value_t = ServerLimits::WEBHOOK.max_concurrent_requests as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_concurrent_requests: u32,
+    /// HTTP/2 streams at once on one webhook connection.
+    #[arg(long, env = "KUBEECR_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = ServerLimits::WEBHOOK.http2_max_concurrent_streams, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request header block (HTTP/2 header list, HTTP/1 request head); larger gets 431.
+    #[arg(long, env = "KUBEECR_MAX_HEADER_BYTES", default_value_t = ServerLimits::WEBHOOK.max_header_bytes, value_parser = clap::value_parser!(u32).range(8192..=1024 * 1024))]
+    pub max_header_bytes: u32,
+    /// A webhook request's whole body must arrive within this, else 408 and the connection
+    /// is closed.
+    #[arg(long, env = "KUBEECR_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub request_body_timeout: Duration,
+    /// A webhook request not answered within this, its body included, gets 503 (the API
+    /// server waits 30s at most). At least --request-body-timeout.
+    #[arg(long, env = "KUBEECR_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub request_timeout: Duration,
     /// Put a fresh token in the mutating webhook's response. `false`: the response only adds
     /// the `{"auths":{}}` placeholder and the managed label, and the refresher fills the
     /// Secret about a second later, so no token ever leaves through the webhook port.
@@ -436,8 +463,21 @@ pub struct WebhookArgs {
 }
 
 impl WebhookArgs {
-    pub fn settings(&self) -> WebhookSettings {
-        WebhookSettings {
+    pub fn settings(&self) -> Result<WebhookSettings, String> {
+        if self.request_body_timeout > self.request_timeout {
+            return Err(format!(
+                "--request-body-timeout ({}) must not exceed --request-timeout ({})",
+                humantime::format_duration(self.request_body_timeout),
+                humantime::format_duration(self.request_timeout)
+            ));
+        }
+        if self.max_buffered_request_bytes < self.max_request_bytes {
+            return Err(format!(
+                "--max-buffered-request-bytes ({}) must be at least --max-request-bytes ({}), or no review of the largest size is ever read",
+                self.max_buffered_request_bytes, self.max_request_bytes
+            ));
+        }
+        Ok(WebhookSettings {
             listen: self.listen,
             tls: TlsFiles {
                 cert: self.tls_cert_file.clone(),
@@ -447,9 +487,32 @@ impl WebhookArgs {
             tls_reload_interval: self.tls_reload_interval,
             require_token: self.require_token,
             token_wait: self.token_wait,
-            max_request_bytes: self.max_request_bytes,
+            server: ServerSettings {
+                timeouts: ServerTimeouts {
+                    body: self.request_body_timeout,
+                    request: self.request_timeout,
+                    ..ServerTimeouts::WEBHOOK
+                },
+                limits: ServerLimits {
+                    max_connections: self.max_connections as usize,
+                    max_concurrent_requests: self.max_concurrent_requests as usize,
+                    max_request_bytes: self.max_request_bytes,
+                    max_buffered_request_bytes: self.max_buffered_request_bytes,
+                    http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+                    max_header_bytes: self.max_header_bytes,
+                },
+                ..ServerSettings::WEBHOOK
+            },
             admission_fill: self.admission_fill,
-        }
+        })
+    }
+}
+
+/// A timeout: a duration, not zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s).map_err(|e| e.to_string())? {
+        d if d.is_zero() => Err("must be longer than 0s".to_string()),
+        d => Ok(d),
     }
 }
 
@@ -541,7 +604,7 @@ impl ServeCommand {
                 min_backoff: MIN_BACKOFF,
                 max_backoff: self.service.max_backoff.max(MIN_BACKOFF),
             },
-            webhook: self.webhook.settings(),
+            webhook: self.webhook.settings()?,
             admin_listen: self.service.admin_listen,
             election: self.leader.election()?,
             events_per_second: NonZeroU32::new(self.service.events_per_second)
@@ -676,6 +739,63 @@ mod tests {
         assert!(serve(&["--allowed-role-arns", "*=arn:aws:iam::1:role/x"]).is_ok());
         let e = serve(&["--allowed-registries", "12[/x"]).err().unwrap();
         assert!(e.starts_with("--allowed-registries \"12[/x\""), "{e}");
+    }
+
+    #[test]
+    fn server_bounds_default_to_the_webhook_constants() {
+        assert_eq!(serve(&[]).unwrap().webhook.server, ServerSettings::WEBHOOK);
+        let server = serve(&[
+            "--max-connections=4",
+            "--max-concurrent-requests=3",
+            "--max-request-bytes=1000",
+            "--max-buffered-request-bytes=5000",
+            "--http2-max-concurrent-streams=2",
+            "--max-header-bytes=9000",
+            "--request-body-timeout=2s",
+            "--request-timeout=5s",
+        ])
+        .unwrap()
+        .webhook
+        .server;
+        assert_eq!(
+            server.limits,
+            ServerLimits {
+                max_connections: 4,
+                max_concurrent_requests: 3,
+                max_request_bytes: 1000,
+                max_buffered_request_bytes: 5000,
+                http2_max_concurrent_streams: 2,
+                max_header_bytes: 9000,
+            }
+        );
+        assert_eq!(
+            (server.timeouts.body, server.timeouts.request),
+            (Duration::from_secs(2), Duration::from_secs(5))
+        );
+        assert_eq!(server.timeouts.idle, ServerTimeouts::WEBHOOK.idle);
+    }
+
+    #[test]
+    fn server_bounds_are_checked_when_parsed() {
+        for zero in [
+            "--max-connections=0",
+            "--max-concurrent-requests=0",
+            "--max-request-bytes=0",
+            "--max-buffered-request-bytes=0",
+            "--http2-max-concurrent-streams=0",
+            "--max-header-bytes=100",
+            "--request-body-timeout=0s",
+            "--request-timeout=0s",
+        ] {
+            assert!(
+                Cli::try_parse_from(["kubeecr", "serve", zero]).is_err(),
+                "{zero}"
+            );
+        }
+        let e = serve(&["--request-body-timeout=40s"]).err().unwrap();
+        assert!(e.contains("must not exceed --request-timeout"), "{e}");
+        let e = serve(&["--max-buffered-request-bytes=1024"]).err().unwrap();
+        assert!(e.contains("at least --max-request-bytes"), "{e}");
     }
 
     #[test]

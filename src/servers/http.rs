@@ -1,27 +1,45 @@
 //! Serves a router over TLS (the webhook: HTTP/2 and HTTP/1.1 by ALPN, bounded handshakes) or
-//! plain TCP (the admin port), with bounded header reads and a graceful drain.
+//! plain TCP (the admin port): a bounded number of connections, each closed once idle, every
+//! request within the bounds of `limits`, and a graceful drain.
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy)]
+use crate::servers::limits::{RequestGuard, ServerLimits};
+use crate::telemetry::metrics::{Metrics, Refusal, ServerLabels};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTimeouts {
     /// Bound on the TLS handshake.
     pub handshake: Duration,
-    /// HTTP/1 wait for request headers, idle keep-alive included. Longer than the 90s idle
-    /// timeout of Go's HTTP transport, so the API server always closes an idle connection
+    /// A connection with no request in flight for this long is closed: HTTP/1 header reads
+    /// and keep-alive, HTTP/2, and a connection that never says which. Longer than the 90s
+    /// idle timeout of Go's HTTP transport, so the API server always closes an idle connection
     /// before kubeecr does and never sends on one being closed ("failed to call webhook: EOF").
-    pub header_read: Duration,
+    pub idle: Duration,
+    /// The whole request body must arrive within this, else 408.
+    pub body: Duration,
+    /// The whole request, body and answer, else 503. At least `body`.
+    pub request: Duration,
     /// Bound on draining connections at shutdown.
     pub drain: Duration,
 }
@@ -30,46 +48,124 @@ impl ServerTimeouts {
     /// The admin port: probes and scrapes are quick, and nothing must hold a connection long.
     pub const ADMIN: Self = Self {
         handshake: Duration::from_secs(10),
-        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(10),
+        body: Duration::from_secs(5),
+        request: Duration::from_secs(10),
         drain: Duration::from_secs(2),
+    };
+
+    /// The webhook. The API server waits 30s at most for an answer (`timeoutSeconds`), and
+    /// sends a review in one piece at once.
+    pub const WEBHOOK: Self = Self {
+        handshake: Duration::from_secs(10),
+        idle: Duration::from_secs(120),
+        body: Duration::from_secs(10),
+        request: Duration::from_secs(30),
+        drain: Duration::from_secs(20),
     };
 }
 
 impl Default for ServerTimeouts {
     fn default() -> Self {
-        Self {
-            handshake: Duration::from_secs(10),
-            header_read: Duration::from_secs(120),
-            drain: Duration::from_secs(20),
-        }
+        Self::WEBHOOK
     }
 }
 
-/// Accepts until `shutdown` resolves, then drains open connections. `tls: None` serves plain
-/// HTTP/1.1 and HTTP/2 (prior knowledge).
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
-    app: Router,
-    timeouts: ServerTimeouts,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+/// How one server is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `webhook` or `admin`: the `server` label of metrics and logs.
+    pub name: &'static str,
+    pub timeouts: ServerTimeouts,
+    pub limits: ServerLimits,
+}
+
+impl ServerSettings {
+    pub const WEBHOOK: Self = Self {
+        name: "webhook",
+        timeouts: ServerTimeouts::WEBHOOK,
+        limits: ServerLimits::WEBHOOK,
+    };
+
+    pub const ADMIN: Self = Self {
+        name: "admin",
+        timeouts: ServerTimeouts::ADMIN,
+        limits: ServerLimits::ADMIN,
+    };
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self::WEBHOOK
+    }
+}
+
+fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's HTTP/1 buffer holds the request head: its size bounds the headers (431).
+    let header_bytes = (settings.limits.max_header_bytes as usize).max(8192);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        .header_read_timeout(settings.timeouts.idle)
+        .max_buf_size(header_bytes)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.limits.http2_max_concurrent_streams)
+        .max_header_list_size(settings.limits.max_header_bytes)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// Accepts until `shutdown` resolves, then drains open connections. `tls: None` serves plain
+/// HTTP/1.1 and HTTP/2 (prior knowledge).
+///
+/// At `max_connections`, accepting pauses: new connections wait in the kernel's listen
+/// backlog, costing kubeecr nothing, and are served as soon as one closes; the API server
+/// would count a refused connection as a failed call at once.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    app: Router,
+    settings: ServerSettings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let ServerSettings {
+        name,
+        timeouts,
+        limits,
+    } = settings;
+    let acceptor = tls.map(TlsAcceptor::from);
+    let builder = Arc::new(builder(&settings));
+    let guard = Arc::new(RequestGuard::new(
+        name,
+        &limits,
+        timeouts.body,
+        timeouts.request,
+        Arc::clone(&metrics),
+    ));
+    let open = metrics
+        .http_connections
+        .get_or_create(&ServerLabels { server: name })
+        .clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let closing = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                guard.refusals.record(Refusal::ConnectionLimit, None);
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -82,47 +178,184 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            service: ConnectionService {
+                app: app.clone(),
+                guard: Arc::clone(&guard),
+                activity: Arc::default(),
+                peer,
+            },
+            timeouts,
+            closing: closing.clone(),
+        };
         let acceptor = acceptor.clone();
-        let builder = Arc::clone(&builder);
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
+        let (guard, open) = (Arc::clone(&guard), open.clone());
         tokio::spawn(async move {
+            let _open = Open::new(open, slot);
             let Some(acceptor) = acceptor else {
-                return serve_connection(&builder, stream, service, watcher, peer).await;
+                return connection.serve(stream).await;
             };
             match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(&builder, tls, service, watcher, peer).await,
+                Ok(Ok(tls)) => connection.serve(tls).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Err(_) => guard.refusals.record(Refusal::HandshakeTimeout, Some(peer)),
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(timeouts.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    closing.cancel();
+    // Each connection closes itself within `drain`; all slots back means all closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(timeouts.drain, slots.acquire_many(all)).await;
+    if drained.is_err() {
         tracing::warn!(
-            "connections still open after {:?}; closing them",
+            server = name,
+            "connections still open after {:?}; they are being dropped",
             timeouts.drain
         );
     }
     Ok(())
 }
 
-async fn serve_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    service: TowerToHyperService<Router>,
-    watcher: hyper_util::server::graceful::Watcher,
-    peer: std::net::SocketAddr,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, "connection ended: {e}");
+/// A connection slot and the open-connections gauge, both given back on drop.
+struct Open {
+    gauge: Gauge,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(gauge: Gauge, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        gauge.inc();
+        Self { gauge, _slot: slot }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: ConnectionService,
+    timeouts: ServerTimeouts,
+    closing: CancellationToken,
+}
+
+impl Connection {
+    /// Serves until the client closes; closes gracefully once idle or at shutdown, and drops
+    /// a connection that does not finish closing in time.
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            builder,
+            service,
+            timeouts,
+            closing,
+        } = self;
+        let (activity, peer) = (Arc::clone(&service.activity), service.peer);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut deadline = Instant::now() + timeouts.idle;
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                    return;
+                }
+                () = closing.cancelled(), if !closed => {
+                    conn.as_mut().graceful_shutdown();
+                    closed = true;
+                    deadline = Instant::now() + timeouts.drain;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if closed {
+                        tracing::debug!(%peer, "connection did not close in time; dropped");
+                        return;
+                    }
+                    match activity.idle_since() {
+                        Some(since) if since + timeouts.idle <= Instant::now() => {
+                            // Requests that raced the close still get their full time.
+                            conn.as_mut().graceful_shutdown();
+                            closed = true;
+                            deadline = Instant::now() + timeouts.request;
+                        }
+                        Some(since) => deadline = since + timeouts.idle,
+                        None => deadline = Instant::now() + timeouts.idle,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last had a request in flight.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Since when no request has been in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(*self.last.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The router behind the request bounds, counting what is in flight on its connection.
+#[derive(Clone)]
+struct ConnectionService {
+    app: Router,
+    guard: Arc<RequestGuard>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let (app, guard, peer) = (self.app.clone(), Arc::clone(&self.guard), self.peer);
+        Box::pin(async move {
+            let response = guard.handle(req, app, peer).await;
+            drop(in_flight);
+            Ok(response)
+        })
     }
 }

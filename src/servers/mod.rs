@@ -1,6 +1,7 @@
 //! Network servers: HTTPS for the webhook with certificate reload, and the plain-HTTP admin
-//! port.
+//! port, both within the bounds of `limits`.
 
 pub mod admin;
 pub mod http;
+pub mod limits;
 pub mod tls;

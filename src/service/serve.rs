@@ -24,7 +24,7 @@ use crate::refresher::controller::{Controller, ControllerSettings};
 use crate::refresher::watch as secret_watch;
 use crate::refresher::write::{WriteSettings, Writer};
 use crate::servers::admin::{self, Health};
-use crate::servers::http::{self, ServerTimeouts};
+use crate::servers::http::{self, ServerSettings};
 use crate::servers::tls::{CertReloader, TlsFiles, server_config};
 use crate::service::leader::{Election, LeaderElector};
 use crate::service::shutdown;
@@ -40,7 +40,8 @@ pub struct WebhookSettings {
     pub tls_reload_interval: Duration,
     pub require_token: bool,
     pub token_wait: Duration,
-    pub max_request_bytes: usize,
+    /// Connections, requests, bodies and their timeouts (`max_request_bytes` bounds reviews).
+    pub server: ServerSettings,
     /// Put tokens in mutation responses; `false`: the refresher fills new Secrets instead.
     pub admission_fill: bool,
 }
@@ -128,15 +129,18 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         metrics: Arc::clone(&metrics),
         events: events.clone(),
     });
-    let app = webhook::router(state, settings.webhook.max_request_bytes);
+    let server = settings.webhook.server;
+    let app = webhook::router(state, server.limits.max_request_bytes as usize);
     tracing::info!(listen = %webhook_listener.local_addr()?, "serving the admission webhook");
     let drained = stop.clone();
+    let webhook_metrics = Arc::clone(&metrics);
     tasks.spawn(async move {
         let served = http::serve(
             webhook_listener,
             Some(tls),
             app,
-            ServerTimeouts::default(),
+            server,
+            webhook_metrics,
             drained.cancelled_owned(),
         )
         .await;
@@ -237,7 +241,8 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         admin_listener,
         None,
         admin_app,
-        ServerTimeouts::ADMIN,
+        ServerSettings::ADMIN,
+        Arc::clone(&metrics),
         admin_stop.clone().cancelled_owned(),
     ));
 

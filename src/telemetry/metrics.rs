@@ -118,6 +118,68 @@ pub struct WatchLabels {
     pub watch: &'static str,
 }
 
+/// Why a server refused a request, closed a connection, or held new connections back.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// 413: the body is larger than `--max-request-bytes` (declared or read).
+    TooLarge,
+    /// 503: `--max-concurrent-requests` are in flight.
+    Busy,
+    /// 503: the bodies in flight already hold `--max-buffered-request-bytes`.
+    BodyBudget,
+    /// 408: the body did not arrive within `--request-body-timeout`.
+    BodyTimeout,
+    /// 503: no answer within `--request-timeout`.
+    RequestTimeout,
+    /// The connection was closed: no TLS handshake within its bound.
+    HandshakeTimeout,
+    /// Accepting paused: `--max-connections` are open; new ones wait in the listen backlog.
+    ConnectionLimit,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Self::TooLarge,
+        Self::Busy,
+        Self::BodyBudget,
+        Self::BodyTimeout,
+        Self::RequestTimeout,
+        Self::HandshakeTimeout,
+        Self::ConnectionLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Busy => "busy",
+            Self::BodyBudget => "body_budget",
+            Self::BodyTimeout => "body_timeout",
+            Self::RequestTimeout => "request_timeout",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `webhook` or `admin`.
+    pub server: &'static str,
+    pub reason: Refusal,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// `webhook` or `admin`.
+    pub server: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -137,6 +199,8 @@ pub struct Metrics {
     pub lease_errors: Counter,
     pub queue_depth: Gauge,
     pub events_dropped: Counter,
+    pub http_refused: Family<RefusalLabels, Counter>,
+    pub http_connections: Family<ServerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -165,6 +229,8 @@ impl Metrics {
             lease_errors: Counter::default(),
             queue_depth: Gauge::default(),
             events_dropped: Counter::default(),
+            http_refused: Family::default(),
+            http_connections: Family::default(),
         };
         registry.register(
             "build",
@@ -228,6 +294,16 @@ impl Metrics {
             "events_dropped",
             "Kubernetes Events not sent because too many were pending",
             m.events_dropped.clone(),
+        );
+        registry.register(
+            "http_refused",
+            "Requests refused, connections closed early, or times accepting paused at the connection limit, by server and reason",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Connections open, by server",
+            m.http_connections.clone(),
         );
         Metrics { registry, ..m }
     }

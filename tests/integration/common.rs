@@ -13,6 +13,7 @@ use kubeecr::contract::policy::Policy;
 use kubeecr::contract::secret_update::DuePolicy;
 use kubeecr::refresher::pass::{PassSettings, Refresher};
 use kubeecr::refresher::write::{WriteSettings, Writer};
+use kubeecr::servers::http::ServerSettings;
 use kubeecr::telemetry::metrics::Metrics;
 use kubeecr::tokens::cache::{CacheConfig, TokenCache};
 use kubeecr::tokens::ecr::{EcrSettings, EcrTokenSource, config_loader};
@@ -331,6 +332,24 @@ impl RunningWebhook {
         client_ca: Option<std::path::PathBuf>,
         state: kubeecr::admission::webhook::WebhookState,
     ) -> Self {
+        Self::start_full(addr, names, client_ca, state, ServerSettings::WEBHOOK).await
+    }
+
+    /// As `start`, within the bounds of `server` instead of `kubeecr serve`'s defaults.
+    pub async fn start_bounded(
+        state: kubeecr::admission::webhook::WebhookState,
+        server: ServerSettings,
+    ) -> Self {
+        Self::start_full("127.0.0.1:0", &[], None, state, server).await
+    }
+
+    async fn start_full(
+        addr: &str,
+        names: &[&str],
+        client_ca: Option<std::path::PathBuf>,
+        state: kubeecr::admission::webhook::WebhookState,
+        server: ServerSettings,
+    ) -> Self {
         kubeecr::servers::tls::install_crypto_provider();
         let ca = kubeecr_testkit::tls::TestCa::new("kubeecr-test-ca");
         let mount = KubeletMount::new(&ca.serving_for("kubeecr-webhook-v1", true, names));
@@ -342,13 +361,18 @@ impl RunningWebhook {
         let tls = kubeecr::servers::tls::server_config(reloader.store(), reloader.clients());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
-        let app = kubeecr::admission::webhook::router(Arc::new(state), 3 * 1024 * 1024);
+        let metrics = Arc::clone(&state.metrics);
+        let app = kubeecr::admission::webhook::router(
+            Arc::new(state),
+            server.limits.max_request_bytes as usize,
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(kubeecr::servers::http::serve(
             listener,
             Some(tls),
             app,
-            Default::default(),
+            server,
+            metrics,
             async {
                 let _ = rx.await;
             },

@@ -11,6 +11,7 @@ mod serve_faults;
 mod serve_process;
 mod serve_scenarios;
 mod status_cli;
+mod webhook_abuse;
 mod webhook_config;
 mod webhook_flow;
 mod webhook_https;

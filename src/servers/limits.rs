@@ -1,0 +1,250 @@
+//! Request bounds: a body's size and arrival time, a request's total time, how many requests
+//! run at once, and how many body bytes all of them hold in memory. Every refusal is answered
+//! at once, without reading further, and counted.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::telemetry::metrics::{Metrics, Refusal, RefusalLabels};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections open at once; further ones wait in the kernel's listen backlog.
+    pub max_connections: usize,
+    /// Requests in flight at once, body reads included; more get 503.
+    pub max_concurrent_requests: usize,
+    /// Largest body; a larger declared `Content-Length` gets 413 before a byte is read.
+    pub max_request_bytes: u32,
+    /// Body bytes held across all requests in flight; a request that would pass it gets 503.
+    pub max_buffered_request_bytes: u32,
+    /// HTTP/2 streams at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Request headers: HTTP/2 header list size, HTTP/1 read buffer (at least 8 KiB).
+    pub max_header_bytes: u32,
+}
+
+impl ServerLimits {
+    /// The webhook. The API server needs a handful of connections and requests at once; 512
+    /// connections stay under the common 1024 file descriptor limit with room for the
+    /// Kubernetes and AWS clients. 32 MiB of bodies is ten AdmissionReviews of the largest
+    /// kind, or thousands of usual ones, well inside the Deployment's 512Mi.
+    pub const WEBHOOK: Self = Self {
+        max_connections: 512,
+        max_concurrent_requests: 256,
+        max_request_bytes: 3 * 1024 * 1024,
+        max_buffered_request_bytes: 32 * 1024 * 1024,
+        http2_max_concurrent_streams: 100,
+        max_header_bytes: 16 * 1024,
+    };
+
+    /// The admin port: probes and scrapes, one request at a time each, no bodies.
+    pub const ADMIN: Self = Self {
+        max_connections: 64,
+        max_concurrent_requests: 32,
+        max_request_bytes: 16 * 1024,
+        max_buffered_request_bytes: 256 * 1024,
+        http2_max_concurrent_streams: 8,
+        max_header_bytes: 16 * 1024,
+    };
+}
+
+/// Applies the request bounds of one server; shared by all its connections.
+pub(crate) struct RequestGuard {
+    max_request_bytes: u32,
+    body_timeout: Duration,
+    request_timeout: Duration,
+    requests: Arc<Semaphore>,
+    /// One permit per body byte held.
+    bytes: Arc<Semaphore>,
+    pub(crate) refusals: Refusals,
+}
+
+impl RequestGuard {
+    pub(crate) fn new(
+        server: &'static str,
+        limits: &ServerLimits,
+        body_timeout: Duration,
+        request_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            max_request_bytes: limits.max_request_bytes,
+            body_timeout,
+            request_timeout,
+            requests: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            bytes: Arc::new(Semaphore::new(limits.max_buffered_request_bytes as usize)),
+            refusals: Refusals::new(server, metrics),
+        }
+    }
+
+    /// `app`'s answer to `req`, or the refusal.
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        app: Router,
+        peer: SocketAddr,
+    ) -> Response {
+        let answered = tokio::time::timeout(self.request_timeout, self.admit(req, app)).await;
+        let refusal = match answered {
+            Ok(Ok(response)) => return response,
+            Ok(Err(refusal)) => refusal,
+            Err(_) => Refusal::RequestTimeout,
+        };
+        self.refusals.record(refusal, Some(peer));
+        let status = match refusal {
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let message = match refusal {
+            Refusal::TooLarge => format!(
+                "the request body is larger than {} bytes",
+                self.max_request_bytes
+            ),
+            Refusal::BodyTimeout => format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(self.body_timeout)
+            ),
+            Refusal::RequestTimeout => format!(
+                "no answer within {}",
+                humantime::format_duration(self.request_timeout)
+            ),
+            Refusal::BodyBudget => "too many request bytes in flight; try again".to_string(),
+            _ => "too many requests in flight; try again".to_string(),
+        };
+        (status, message).into_response()
+    }
+
+    async fn admit(&self, req: Request<Incoming>, app: Router) -> Result<Response, Refusal> {
+        let max = u64::from(self.max_request_bytes);
+        // Exact when the client declared a Content-Length (hyper holds it to it).
+        let declared = req.body().size_hint();
+        if declared.lower() > max {
+            return Err(Refusal::TooLarge);
+        }
+        let _slot = Arc::clone(&self.requests)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Busy)?;
+        // A body of unknown length may grow to the limit: it reserves that much.
+        let reserve = declared.upper().unwrap_or(max).min(max);
+        let _held = Arc::clone(&self.bytes)
+            .try_acquire_many_owned(reserve as u32)
+            .map_err(|_| Refusal::BodyBudget)?;
+        let (parts, body) = req.into_parts();
+        let read = tokio::time::timeout(self.body_timeout, read_body(body, reserve as usize))
+            .await
+            .map_err(|_| Refusal::BodyTimeout)?;
+        let body = match read {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => return Err(Refusal::TooLarge),
+            Err(BodyError::Read(e)) => {
+                return Ok((
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {e}"),
+                )
+                    .into_response());
+            }
+        };
+        let req = Request::from_parts(parts, Body::from(body));
+        Ok(app.oneshot(req).await.unwrap_or_else(|e| match e {}))
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// The whole body, at most `max` bytes; never allocates past `max`.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let exact = body.size_hint().exact().map_or(0, |n| n as usize);
+    let mut buf = Vec::with_capacity(exact.min(max));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        let need = buf.len() + data.len();
+        if need > max {
+            return Err(BodyError::TooLarge);
+        }
+        if need > buf.capacity() {
+            let target = need.max(buf.capacity() * 2).min(max);
+            buf.reserve_exact(target - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Counts refusals, and logs them at most once per reason every 10 s, so that an attack does
+/// not flood the log.
+pub(crate) struct Refusals {
+    server: &'static str,
+    metrics: Arc<Metrics>,
+    /// Per reason: when it was last logged, and how many went unlogged since.
+    logged: Mutex<[(Option<Instant>, u64); Refusal::ALL.len()]>,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    fn new(server: &'static str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            server,
+            metrics,
+            logged: Mutex::new([(None, 0); Refusal::ALL.len()]),
+        }
+    }
+
+    pub(crate) fn record(&self, reason: Refusal, peer: Option<SocketAddr>) {
+        self.metrics
+            .http_refused
+            .get_or_create(&RefusalLabels {
+                server: self.server,
+                reason,
+            })
+            .inc();
+        let index = Refusal::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let unlogged = {
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            let (last, skipped) = &mut logged[index];
+            if last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+                *skipped += 1;
+                return;
+            }
+            *last = Some(Instant::now());
+            std::mem::take(skipped)
+        };
+        let what = match reason {
+            Refusal::TooLarge => "refused a request body over the size limit (413)",
+            Refusal::Busy => "refused a request: too many in flight (503)",
+            Refusal::BodyBudget => {
+                "refused a request: request bodies hold the whole memory budget (503)"
+            }
+            Refusal::BodyTimeout => "a request body did not arrive in time (408)",
+            Refusal::RequestTimeout => "a request was not answered in time (503)",
+            Refusal::HandshakeTimeout => "closed a connection: no TLS handshake in time",
+            Refusal::ConnectionLimit => {
+                "at the connection limit: new connections wait in the listen backlog"
+            }
+        };
+        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+        tracing::warn!(
+            server = self.server,
+            reason = reason.as_str(),
+            peer,
+            also_since_last_line = unlogged,
+            "{what}"
+        );
+    }
+}
