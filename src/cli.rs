@@ -445,11 +445,11 @@ pub struct WebhookArgs {
     pub max_header_bytes: u32,
     /// A webhook request's whole body must arrive within this, else 408 and the connection
     /// is closed.
-    #[arg(long, env = "KUBEECR_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, env = "KUBEECR_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = |s: &str| duration_within(s, MILLISECOND, TEN_MINUTES))]
     pub request_body_timeout: Duration,
     /// A webhook request not answered within this, its body included, gets 503 (the API
     /// server waits 30s at most). At least --request-body-timeout.
-    #[arg(long, env = "KUBEECR_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    #[arg(long, env = "KUBEECR_REQUEST_TIMEOUT", default_value = "30s", value_parser = |s: &str| duration_within(s, MILLISECOND, TEN_MINUTES))]
     pub request_timeout: Duration,
     /// Put a fresh token in the mutating webhook's response. `false`: the response only adds
     /// the `{"auths":{}}` placeholder and the managed label, and the refresher fills the
@@ -505,14 +505,6 @@ impl WebhookArgs {
             },
             admission_fill: self.admission_fill,
         })
-    }
-}
-
-/// A timeout: a duration, not zero.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s).map_err(|e| e.to_string())? {
-        d if d.is_zero() => Err("must be longer than 0s".to_string()),
-        d => Ok(d),
     }
 }
 
