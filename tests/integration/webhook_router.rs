@@ -166,7 +166,7 @@ async fn data_less_create_is_filled_and_the_patch_is_idempotent() {
         fingerprint,
         format!(
             "123456789012/us-west-2={}",
-            kubeecr::contract::dockerconfig::fingerprint(entry)
+            kubeecr::contract::dockerconfig::fingerprint(&serde_json::to_vec(entry).unwrap())
         )
     );
     assert_eq!(object["metadata"]["labels"][MANAGED], "true");
@@ -553,7 +553,7 @@ async fn a_fresher_token_written_by_another_refresher_is_kept() {
         json!(STANDARD.encode(serde_json::to_vec(&fresher).unwrap()));
     object["metadata"]["annotations"][FINGERPRINTS] = json!(format!(
         "123456789012/us-west-2={}",
-        kubeecr::contract::dockerconfig::fingerprint(&entry)
+        kubeecr::contract::dockerconfig::fingerprint(&serde_json::to_vec(&entry).unwrap())
     ));
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(13)).to_string();
     object["metadata"]["annotations"][EXPIRES_AT] = json!(later);
