@@ -4,6 +4,7 @@
 
 pub mod annotation;
 pub mod dockerconfig;
+pub mod json_spans;
 pub mod partition;
 pub mod policy;
 pub mod quote;
