@@ -504,3 +504,44 @@ async fn excluded_namespaces_are_never_read(cluster: TestCluster) {
     assert!(ecr.token_calls().is_empty());
 }
 on_both_backends!(excluded_namespaces_are_never_read);
+
+/// Foreign content survives a refresh byte for byte (whitespace, big numbers, number
+/// spellings, duplicate keys, escapes), and the ECR host's own entry, written as
+/// `https://<host>`, is updated in place with its other fields kept.
+async fn foreign_bytes_survive_a_refresh(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let head = "{\n  \"auths\": {\n    \"quay.io\": {\"auth\":\"cTp4\", \"n\": 12345678901234567890123, \"f\": 1.0e2},\n    \"https://123456789012.dkr.ecr.us-west-2.amazonaws.com\": ";
+    let own = r#"{"auth":"b2xkOm9sZA==","identitytoken":"tok-1","email":"a@b"}"#;
+    let tail = "\n  },\n  \"x\": {\"a\": 1, \"a\": 2},\n  \"HttpHeaders\": {\"User-Agent\": \"\\u0041gent\"}\n}\n";
+    let config = format!("{head}{own}{tail}");
+    create(
+        &client,
+        ns,
+        &secret(
+            "odd",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            &[(".dockerconfigjson", config.as_bytes())],
+        ),
+    )
+    .await;
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!((summary.refreshed, summary.failed), (1, 0), "{summary:?}");
+    let after = data_bytes(&get(&client, ns, "odd").await, ".dockerconfigjson").unwrap();
+    let after = String::from_utf8(after).unwrap();
+    assert!(after.starts_with(head), "{after}");
+    assert!(after.ends_with(tail), "{after}");
+    let entry: serde_json::Value =
+        serde_json::from_str(&after[head.len()..after.len() - tail.len()]).unwrap();
+    assert_eq!(entry["identitytoken"], "tok-1");
+    assert_eq!(entry["email"], "a@b");
+    assert_eq!(entry["username"], "AWS");
+    assert_ne!(entry["auth"], "b2xkOm9sZA==", "a fresh token");
+    assert!(
+        !after.contains("\"123456789012.dkr.ecr.us-west-2.amazonaws.com\""),
+        "no bare entry next to the https:// one"
+    );
+}
+on_both_backends!(foreign_bytes_survive_a_refresh);
