@@ -427,13 +427,17 @@ pub struct WebhookArgs {
     /// its Content-Length says so.
     #[arg(long, env = "KUBEECR_MAX_REQUEST_BYTES", default_value_t = ServerLimits::WEBHOOK.max_request_bytes, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_request_bytes: u32,
-    /// Request body bytes held in memory at once across all webhook requests (each reserves
-    /// its Content-Length, or --max-request-bytes); a request that would pass it gets 503.
+    /// Request body bytes held in memory at once across all webhook requests (taken as the
+    /// bytes arrive); a request that would pass it gets 503.
     #[arg(long, env = "KUBEECR_MAX_BUFFERED_REQUEST_BYTES", default_value_t = ServerLimits::WEBHOOK.max_buffered_request_bytes, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_buffered_request_bytes: u32,
     /// Webhook connections open at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "KUBEECR_MAX_CONNECTIONS", default_value_t = ServerLimits::WEBHOOK.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// Webhook connections open at once from one IP address; more are closed at once. 0: no
+    /// limit (the default: the API server may need many when it speaks HTTP/1.1).
+    #[arg(long, env = "KUBEECR_MAX_CONNECTIONS_PER_IP", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub max_connections_per_ip: u32,
     /// Webhook requests in flight at once, their body reads included; more get 503.
     #[arg(long, env = "KUBEECR_MAX_CONCURRENT_REQUESTS", default_value_t = ServerLimits::WEBHOOK.max_concurrent_requests as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_concurrent_requests: u32,
@@ -495,6 +499,7 @@ impl WebhookArgs {
                 },
                 limits: ServerLimits {
                     max_connections: self.max_connections as usize,
+                    max_connections_per_ip: self.max_connections_per_ip as usize,
                     max_concurrent_requests: self.max_concurrent_requests as usize,
                     max_request_bytes: self.max_request_bytes,
                     max_buffered_request_bytes: self.max_buffered_request_bytes,
@@ -753,6 +758,7 @@ mod tests {
             server.limits,
             ServerLimits {
                 max_connections: 4,
+                max_connections_per_ip: 0,
                 max_concurrent_requests: 3,
                 max_request_bytes: 1000,
                 max_buffered_request_bytes: 5000,

@@ -153,6 +153,7 @@ pub async fn serve(
         .get_or_create(&ServerLabels { server: name })
         .clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::new(PeerCounts::new(limits.max_connections_per_ip));
     let closing = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
@@ -178,6 +179,12 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Closed at once, its slot given back: one address must not hold every slot.
+        let Some(peer_share) = PeerCounts::take(&peers, peer.ip()) else {
+            guard.refusals.record(Refusal::PeerLimit, Some(peer));
+            drop((stream, slot));
+            continue;
+        };
         let connection = Connection {
             builder: Arc::clone(&builder),
             service: ConnectionService {
@@ -192,13 +199,18 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let (guard, open) = (Arc::clone(&guard), open.clone());
         tokio::spawn(async move {
-            let _open = Open::new(open, slot);
+            let _open = Open::new(open, slot, peer_share);
             let Some(acceptor) = acceptor else {
                 return connection.serve(stream).await;
             };
             match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => connection.serve(tls).await,
-                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Ok(Err(e)) => {
+                    // Counted and logged (rate-limited): a wrong --client-ca-file fails every
+                    // call here, and nothing else would show it.
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    guard.refusals.record(Refusal::HandshakeFailed, Some(peer));
+                }
                 Err(_) => guard.refusals.record(Refusal::HandshakeTimeout, Some(peer)),
             }
         });
@@ -218,16 +230,73 @@ pub async fn serve(
     Ok(())
 }
 
-/// A connection slot and the open-connections gauge, both given back on drop.
+/// Connections open per peer address, when they are limited.
+struct PeerCounts {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's share of its address, given back on drop.
+struct PeerShare {
+    counts: Arc<PeerCounts>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerCounts {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A share for one more connection from `ip`, or `None` at its limit. The map holds only
+    /// addresses with a connection open, so it is bounded by `max_connections`.
+    fn take(counts: &Arc<Self>, ip: std::net::IpAddr) -> Option<Option<PeerShare>> {
+        if counts.max == 0 {
+            return Some(None);
+        }
+        let mut open = counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= counts.max {
+            return None;
+        }
+        *n += 1;
+        Some(Some(PeerShare {
+            counts: Arc::clone(counts),
+            ip,
+        }))
+    }
+}
+
+impl Drop for PeerShare {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection slot, its address's share and the open-connections gauge, all given back on
+/// drop.
 struct Open {
     gauge: Gauge,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _peer: Option<PeerShare>,
 }
 
 impl Open {
-    fn new(gauge: Gauge, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+    fn new(gauge: Gauge, slot: tokio::sync::OwnedSemaphorePermit, peer: Option<PeerShare>) -> Self {
         gauge.inc();
-        Self { gauge, _slot: slot }
+        Self {
+            gauge,
+            _slot: slot,
+            _peer: peer,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::telemetry::metrics::{Metrics, Refusal, RefusalLabels};
@@ -21,13 +21,16 @@ use crate::telemetry::metrics::{Metrics, Refusal, RefusalLabels};
 pub struct ServerLimits {
     /// Connections open at once; further ones wait in the kernel's listen backlog.
     pub max_connections: usize,
+    /// Connections open at once from one IP address; more are closed at once. 0: no limit.
+    pub max_connections_per_ip: usize,
     /// Requests in flight at once, body reads included; more get 503.
     pub max_concurrent_requests: usize,
     /// Largest body; a larger declared `Content-Length` gets 413 before a byte is read.
     pub max_request_bytes: u32,
     /// Body bytes held across all requests in flight; a request that would pass it gets 503.
     pub max_buffered_request_bytes: u32,
-    /// HTTP/2 streams at once on one connection.
+    /// HTTP/2 streams at once on one connection: with `max_concurrent_requests`, how few
+    /// connections can take every request slot.
     pub http2_max_concurrent_streams: u32,
     /// Request headers: HTTP/2 header list size, HTTP/1 read buffer (at least 8 KiB).
     pub max_header_bytes: u32,
@@ -40,16 +43,20 @@ impl ServerLimits {
     /// kind, or thousands of usual ones, well inside the Deployment's 512Mi.
     pub const WEBHOOK: Self = Self {
         max_connections: 512,
+        max_connections_per_ip: 0,
         max_concurrent_requests: 256,
         max_request_bytes: 3 * 1024 * 1024,
         max_buffered_request_bytes: 32 * 1024 * 1024,
-        http2_max_concurrent_streams: 100,
+        http2_max_concurrent_streams: 32,
         max_header_bytes: 16 * 1024,
     };
 
-    /// The admin port: probes and scrapes, one request at a time each, no bodies.
+    /// The admin port: probes and scrapes, one request at a time each, no bodies. The kubelet
+    /// probes from the node's address and Prometheus from its own, a few connections each:
+    /// a per-address share keeps one pod from holding every slot and failing the probes.
     pub const ADMIN: Self = Self {
         max_connections: 64,
+        max_connections_per_ip: 8,
         max_concurrent_requests: 32,
         max_request_bytes: 16 * 1024,
         max_buffered_request_bytes: 256 * 1024,
@@ -135,18 +142,17 @@ impl RequestGuard {
         let _slot = Arc::clone(&self.requests)
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)?;
-        // A body of unknown length may grow to the limit: it reserves that much.
-        let reserve = declared.upper().unwrap_or(max).min(max);
-        let _held = Arc::clone(&self.bytes)
-            .try_acquire_many_owned(reserve as u32)
-            .map_err(|_| Refusal::BodyBudget)?;
+        let limit = declared.upper().unwrap_or(max).min(max) as usize;
         let (parts, body) = req.into_parts();
-        let read = tokio::time::timeout(self.body_timeout, read_body(body, reserve as usize))
+        let read = read_body(body, limit, &self.bytes);
+        let read = tokio::time::timeout(self.body_timeout, read)
             .await
             .map_err(|_| Refusal::BodyTimeout)?;
-        let body = match read {
-            Ok(bytes) => bytes,
+        // Held until the answer is sent: the app reads the body until then.
+        let (body, _held) = match read {
+            Ok(read) => read,
             Err(BodyError::TooLarge) => return Err(Refusal::TooLarge),
+            Err(BodyError::Budget) => return Err(Refusal::BodyBudget),
             Err(BodyError::Read(e)) => {
                 return Ok((
                     StatusCode::BAD_REQUEST,
@@ -162,13 +168,20 @@ impl RequestGuard {
 
 enum BodyError {
     TooLarge,
+    Budget,
     Read(hyper::Error),
 }
 
-/// The whole body, at most `max` bytes; never allocates past `max`.
-async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
-    let exact = body.size_hint().exact().map_or(0, |n| n as usize);
-    let mut buf = Vec::with_capacity(exact.min(max));
+/// The whole body, at most `max` bytes. Memory is taken from `budget` as the body arrives,
+/// one permit per byte allocated, so a client that declares a large body and sends nothing
+/// holds nothing; never allocates past `max`.
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue; // trailers
@@ -179,11 +192,19 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
         }
         if need > buf.capacity() {
             let target = need.max(buf.capacity() * 2).min(max);
+            let more = u32::try_from(target - buf.capacity()).map_err(|_| BodyError::TooLarge)?;
+            let permit = Arc::clone(budget)
+                .try_acquire_many_owned(more)
+                .map_err(|_| BodyError::Budget)?;
+            match &mut held {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
             buf.reserve_exact(target - buf.len());
         }
         buf.extend_from_slice(&data);
     }
-    Ok(Bytes::from(buf))
+    Ok((Bytes::from(buf), held))
 }
 
 /// Counts refusals, and logs them at most once per reason every 10 s, so that an attack does
@@ -237,6 +258,8 @@ impl Refusals {
             Refusal::ConnectionLimit => {
                 "at the connection limit: new connections wait in the listen backlog"
             }
+            Refusal::PeerLimit => "closed a connection: its address holds its share already",
+            Refusal::HandshakeFailed => "closed a connection: the TLS handshake failed",
         };
         let peer = peer.map(|p| p.to_string()).unwrap_or_default();
         tracing::warn!(

@@ -135,10 +135,15 @@ pub enum Refusal {
     HandshakeTimeout,
     /// Accepting paused: `--max-connections` are open; new ones wait in the listen backlog.
     ConnectionLimit,
+    /// The connection was closed at once: its address already holds its share of connections.
+    PeerLimit,
+    /// The connection was closed: the TLS handshake failed (no or a wrong client certificate,
+    /// plain HTTP on the HTTPS port).
+    HandshakeFailed,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 9] = [
         Self::TooLarge,
         Self::Busy,
         Self::BodyBudget,
@@ -146,6 +151,8 @@ impl Refusal {
         Self::RequestTimeout,
         Self::HandshakeTimeout,
         Self::ConnectionLimit,
+        Self::PeerLimit,
+        Self::HandshakeFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -157,6 +164,8 @@ impl Refusal {
             Self::RequestTimeout => "request_timeout",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::ConnectionLimit => "connection_limit",
+            Self::PeerLimit => "peer_limit",
+            Self::HandshakeFailed => "handshake_failed",
         }
     }
 }

@@ -411,6 +411,7 @@ async fn a_connection_past_the_limit_waits_until_one_closes() {
     };
     let limits = ServerLimits {
         max_connections: 4,
+        max_connections_per_ip: 0,
         ..ServerLimits::WEBHOOK
     };
     let (webhook, metrics) = start(bounded(timeouts, limits)).await;
@@ -500,13 +501,27 @@ async fn bodies_are_bounded_by_size_and_by_a_shared_budget() {
     assert_eq!(answered(oversized, SLACK).await, Ok(413));
     assert!(counted(&metrics, "too_large") >= 1);
 
-    // Two bodies of 90 kB under way hold 180 kB of the 200 kB.
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        slow.push(start_request(&webhook, "/validate", 90_000, b"{").await);
-    }
+    // Declaring a body costs nothing until it arrives: five stalled 90 kB bodies hold next to
+    // nothing, and a real 90 kB review is answered.
     let client = https_client(webhook.ca_pem().as_bytes(), Alpn::Http1);
     let big = padded(review(VALIDATE), 90_000);
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        stalled.push(start_request(&webhook, "/validate", 90_000, b"{").await);
+    }
+    assert_eq!(
+        post(&client, &webhook.url, "/validate", big.clone()).await,
+        Ok(200),
+        "stalled bodies hold no budget"
+    );
+    drop(stalled);
+
+    // Two bodies of 90 kB that have almost arrived hold 180 kB of the 200 kB.
+    let mut slow = Vec::new();
+    let almost = vec![b' '; 89_000];
+    for _ in 0..2 {
+        slow.push(start_request(&webhook, "/validate", 90_000, &almost).await);
+    }
     assert_eq!(
         until(&client, &webhook.url, big.clone(), 503).await,
         Ok(503)
@@ -568,6 +583,7 @@ async fn the_admin_port_is_bounded_too() {
         timeouts: TIMEOUTS,
         limits: ServerLimits {
             max_connections: 1,
+            max_connections_per_ip: 0,
             ..ServerLimits::ADMIN
         },
         ..ServerSettings::ADMIN
@@ -603,4 +619,52 @@ async fn the_admin_port_is_bounded_too() {
         "served once the silent one closed"
     );
     server.abort();
+}
+
+/// Guards the per-address share: past it, a connection from the same address is closed at
+/// once, while another address is still served (as the kubelet's probes are while one pod
+/// holds connections to the admin port).
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    let limits = ServerLimits {
+        max_connections_per_ip: 2,
+        ..ServerLimits::WEBHOOK
+    };
+    let (webhook, metrics) = start(bounded(TIMEOUTS, limits)).await;
+    let port: u16 = webhook.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(connect(&webhook, &[b"http/1.1"]).await);
+    }
+    // A third from 127.0.0.1: closed before any handshake.
+    let third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(read_to_close(third, SLACK).await.is_ok(), "closed at once");
+    assert!(counted(&metrics, "peer_limit") >= 1);
+    // From 127.0.0.2: served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let other = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let mut config = client_config(webhook.ca_pem().as_bytes());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), other)
+        .await
+        .expect("another address gets a handshake");
+    let body = review(VALIDATE);
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    tls.flush().await.unwrap();
+    assert_eq!(answered(tls, SLACK).await, Ok(200));
+    // Once one of the first two closes, 127.0.0.1 is served again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = start_request(&webhook, "/validate", 0, b"").await;
+    assert!(answered(again, SLACK).await.is_ok());
 }
