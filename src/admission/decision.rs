@@ -35,6 +35,10 @@ enum Inspection {
     /// An opted-in Secret that was immutable already: its data cannot change, so any other
     /// edit (labels, finalizers) goes through untouched.
     Frozen,
+    /// An UPDATE that leaves kubeecr's annotations as they were, on a Secret kubeecr refuses
+    /// (an annotation a newer kubeecr no longer accepts, a narrowed policy): admitted untouched
+    /// with a warning, so that labels and finalizers can still be edited and it can be deleted.
+    Tolerated(String),
     OptedIn(Box<OptedIn>),
 }
 
@@ -95,17 +99,21 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
                 Inspection::OptOut(leftovers)
             };
         }
-        Err(e) => return Inspection::Deny(e.to_string()),
+        Err(e) => return refuse(req, annotations, e.to_string()),
     };
     if let Err(e) = annotation::check_type(&secret, object.type_.as_deref()) {
-        return Inspection::Deny(e.to_string());
+        return refuse(req, annotations, e.to_string());
     }
     if let Err(e) = policy.admit(&secret, &binding) {
-        return Inspection::Deny(e.to_string());
+        return refuse(req, annotations, e.to_string());
     }
     if object.immutable == Some(true) {
         return match req.operation {
-            _ if was_immutable(req) => Inspection::Frozen,
+            _ if was_immutable(req) && opted_in_before(req) => Inspection::Frozen,
+            Operation::Update if was_immutable(req) => Inspection::Deny(format!(
+                "{secret}: immutable, so kubeecr could never fill it; recreate it without `immutable: true`, or leave out the {} annotation",
+                annotation::REGISTRIES_ANNOTATION
+            )),
             Operation::Create => Inspection::Deny(format!(
                 "{secret}: `immutable: true` would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; create it without `immutable: true`, or without the {} annotation",
                 annotation::REGISTRIES_ANNOTATION
@@ -123,11 +131,56 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     }))
 }
 
+/// Denies what kubeecr refuses, unless the write is an UPDATE that leaves kubeecr's
+/// annotations as they were: then it is let through with the reason as a warning.
+fn refuse(
+    req: &AdmissionRequest<DynamicObject>,
+    annotations: &BTreeMap<String, String>,
+    message: String,
+) -> Inspection {
+    let old = req
+        .old_object
+        .as_ref()
+        .and_then(|o| o.metadata.annotations.as_ref());
+    let unchanged = req.operation == Operation::Update
+        && old.is_some_and(|old| {
+            [
+                annotation::REGISTRIES_ANNOTATION,
+                annotation::ROLE_ANNOTATION,
+            ]
+            .iter()
+            .all(|k| old.get(*k) == annotations.get(*k))
+        });
+    if unchanged {
+        Inspection::Tolerated(message)
+    } else {
+        Inspection::Deny(message)
+    }
+}
+
+/// The object before an UPDATE carried `deft.com/kubeecr`.
+fn opted_in_before(req: &AdmissionRequest<DynamicObject>) -> bool {
+    req.old_object
+        .as_ref()
+        .and_then(|o| o.metadata.annotations.as_ref())
+        .is_some_and(|a| a.contains_key(annotation::REGISTRIES_ANNOTATION))
+}
+
 /// The object before an UPDATE was an immutable Secret.
 fn was_immutable(req: &AdmissionRequest<DynamicObject>) -> bool {
     req.old_object
         .as_ref()
         .is_some_and(|old| old.data.get("immutable") == Some(&Value::Bool(true)))
+}
+
+/// Admitted untouched, with why kubeecr leaves the Secret alone.
+fn tolerated(req: &AdmissionRequest<DynamicObject>, message: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(req);
+    response.warnings = Some(vec![short(
+        &format!("kubeecr leaves this Secret alone: {message}"),
+        MAX_WARNING,
+    )]);
+    response
 }
 
 fn deny(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResponse {
@@ -148,6 +201,7 @@ fn forbidden(response: AdmissionResponse, message: String) -> AdmissionResponse 
 pub fn validate(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> AdmissionResponse {
     match inspect(req, policy) {
         Inspection::Deny(message) => deny(req, message),
+        Inspection::Tolerated(message) => tolerated(req, &message),
         Inspection::NotOurs
         | Inspection::OptOut(_)
         | Inspection::Frozen
@@ -190,6 +244,7 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
         Inspection::NotOurs | Inspection::Frozen => {
             MutationPlan::Respond(Box::new(AdmissionResponse::from(req)))
         }
+        Inspection::Tolerated(message) => MutationPlan::Respond(Box::new(tolerated(req, &message))),
         Inspection::Deny(message) => MutationPlan::Respond(Box::new(deny(req, message))),
         Inspection::OptOut(leftovers) => MutationPlan::Respond(Box::new(with_ops(
             AdmissionResponse::from(req),

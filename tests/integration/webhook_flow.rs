@@ -416,14 +416,36 @@ async fn kubeecr_down_blocks_only_opted_in_secrets() {
 /// be made immutable by an update, and one that is immutable already can still be labelled.
 async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
     let ecr = EcrProxy::start().await;
+    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
+    let ns = cluster.ns();
+    let foreign = br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#;
+    let frozen = |name: &str, annotated: bool| -> Secret {
+        let annotations = if annotated {
+            json!({ANNOTATION: "123456789012/us-west-2"})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "type": DOCKER_CONFIG_JSON,
+            "immutable": true,
+            "data": {".dockerconfigjson": STANDARD.encode(foreign)},
+        }))
+        .unwrap()
+    };
+    // Made before kubeecr's webhooks: an immutable opted-in Secret, and an immutable one.
+    api.create(&PostParams::default(), &frozen("old", true))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &frozen("plain", false))
+        .await
+        .unwrap();
     let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
     let Some((_webhook, _registration)) =
         webhook_for(&cluster, state, "invented_regions_and_immutable_secrets").await
     else {
         return;
     };
-    let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
-    let ns = cluster.ns();
 
     let invented = (0..5000)
         .map(|i| format!("123456789012/us-x{i}-1"))
@@ -455,21 +477,6 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
         "{msg}"
     );
 
-    let foreign = br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#;
-    let frozen = |name: &str, annotated: bool| -> Secret {
-        let annotations = if annotated {
-            json!({ANNOTATION: "123456789012/us-west-2"})
-        } else {
-            json!({})
-        };
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": annotations},
-            "type": DOCKER_CONFIG_JSON,
-            "immutable": true,
-            "data": {".dockerconfigjson": STANDARD.encode(foreign)},
-        }))
-        .unwrap()
-    };
     let msg = api_message(
         api.create(&PostParams::default(), &frozen("frozen", true))
             .await
@@ -482,7 +489,7 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
         "{msg}"
     );
 
-    // Made immutable by an update: refused.
+    // Made immutable by an update, or opted in while immutable: refused.
     api.create(
         &PostParams::default(),
         &data_less("thawed", "123456789012/us-west-2"),
@@ -499,20 +506,23 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
         .unwrap_err(),
     );
     assert!(msg.contains("making it immutable"), "{msg}");
+    let opt_in = json!({"metadata": {"annotations": {ANNOTATION: "123456789012/us-west-2"}}});
+    let msg = api_message(
+        api.patch("plain", &PatchParams::default(), &Patch::Merge(&opt_in))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        msg.contains("immutable, so kubeecr could never fill it"),
+        "{msg}"
+    );
 
-    // Immutable before it opted in: opting in and labelling go through, data untouched.
-    api.create(&PostParams::default(), &frozen("old", false))
+    // The immutable opted-in Secret from before: labels can still be edited, data untouched.
+    let calls = ecr.token_calls().len();
+    let label = json!({"metadata": {"labels": {"team": "b"}}});
+    api.patch("old", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .unwrap();
-    let calls = ecr.token_calls().len();
-    for patch in [
-        json!({"metadata": {"annotations": {ANNOTATION: "123456789012/us-west-2"}}}),
-        json!({"metadata": {"labels": {"team": "b"}}}),
-    ] {
-        api.patch("old", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap_or_else(|e| panic!("{patch}: {e}"));
-    }
     let old = api.get("old").await.unwrap();
     assert_eq!(old.metadata.labels.unwrap()["team"], "b");
     assert_eq!(old.data.unwrap()[".dockerconfigjson"].0, foreign);

@@ -935,3 +935,60 @@ async fn invented_regions_cost_no_ecr_call() {
     assert_eq!(ecr.token_calls().len(), 0);
     assert_eq!(tokens.len(), 0, "no cache entry either");
 }
+
+/// After an upgrade (or a narrowed policy), a Secret whose unchanged annotation kubeecr now
+/// refuses can still be labelled and have its finalizers removed: admitted untouched, with
+/// the reason as a warning. Changing the annotation to something refused is still denied,
+/// and opting in a Secret that is immutable already is refused.
+#[tokio::test]
+async fn edits_that_leave_a_refused_annotation_as_it_was_go_through() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let invented = "123456789012/us-moon-1";
+    for name in [
+        "29-label-immutable-mutate-update.json",
+        "30-label-immutable-validate-update.json",
+    ] {
+        let (path, mut review) = fixture(name);
+        for which in ["object", "oldObject"] {
+            review["request"][which]["metadata"]["annotations"][ANNOTATION] = json!(invented);
+        }
+        let send = |review: &Value| {
+            call(
+                tokens.clone(),
+                Policy::default(),
+                false,
+                &path,
+                serde_json::to_vec(review).unwrap(),
+            )
+        };
+        let answer = send(&review).await;
+        assert!(answer.allowed(), "{name}: {}", answer.message());
+        assert!(answer.patch().is_none(), "{name}");
+        let warnings = answer.warnings();
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("kubeecr leaves this Secret alone: team-b/frozen:")
+                && warnings[0].contains("us-moon-1"),
+            "{name}: {warnings:?}"
+        );
+        // The annotation changed to a refused value: denied.
+        review["request"]["oldObject"]["metadata"]["annotations"][ANNOTATION] =
+            json!("123456789012/us-west-2");
+        assert!(!send(&review).await.allowed(), "{name}");
+        // Opting in a Secret that is immutable already: denied.
+        let (_, mut opt_in) = fixture(name);
+        opt_in["request"]["oldObject"]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        let answer = send(&opt_in).await;
+        assert!(!answer.allowed(), "{name}");
+        assert!(
+            answer
+                .message()
+                .contains("immutable, so kubeecr could never fill it"),
+            "{name}: {}",
+            answer.message()
+        );
+    }
+}
