@@ -10,7 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::CertsRequest;
 use crate::contract::partition::Regions;
-use crate::contract::policy::{Patterns, Policy, RoleRules};
+use crate::contract::policy::{Patterns, Policy, RoleRules, is_namespace_name};
 use crate::contract::secret_update::DuePolicy;
 use crate::kube_api::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
@@ -285,6 +285,24 @@ impl PolicyArgs {
                 .filter(|s| !s.is_empty())
                 .collect()
         };
+        // They end up in field selectors and in messages: only real namespace names.
+        for (flag, list) in [
+            ("--namespaces", &self.namespaces),
+            ("--exclude-namespaces", &self.exclude_namespaces),
+        ] {
+            if let Some(bad) = names(list).iter().find(|n| !is_namespace_name(n)) {
+                return Err(format!(
+                    "{flag} {bad:?} is not a namespace name (lowercase letters, digits and -, at most 63), e.g. team-a"
+                ));
+            }
+        }
+        let (namespaces, exclude) = (names(&self.namespaces), names(&self.exclude_namespaces));
+        if !namespaces.is_empty() && namespaces.iter().all(|n| exclude.contains(n)) {
+            return Err(format!(
+                "--exclude-namespaces excludes every namespace of --namespaces ({}), so nothing would be served",
+                namespaces.join(",")
+            ));
+        }
         Ok(Policy {
             allowed_role_arns: RoleRules::parse(&self.allowed_role_arns)?,
             allowed_registries: Patterns::registries(&self.allowed_registries)
@@ -659,6 +677,24 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn namespaces_must_be_namespace_names() {
+        let e = serve(&["--exclude-namespaces", "kube-system,a=b"])
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("--exclude-namespaces \"a=b\" is not a namespace name"),
+            "{e}"
+        );
+        let e = serve(&["--namespaces", "Team"]).err().unwrap();
+        assert!(e.starts_with("--namespaces \"Team\""), "{e}");
+        let e = serve(&["--namespaces", "a", "--exclude-namespaces", "a"])
+            .err()
+            .unwrap();
+        assert!(e.contains("so nothing would be served"), "{e}");
+        assert!(serve(&["--namespaces", "a,b", "--exclude-namespaces", "a"]).is_ok());
     }
 
     #[test]

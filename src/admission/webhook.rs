@@ -55,12 +55,27 @@ pub fn router(state: Arc<WebhookState>, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// The review's request, or why not. serde's messages can quote whole values (`unknown
+/// variant "<3 MiB>"`), so only the kind of error and its position are told.
 fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
-        .map_err(|e| format!("body is not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "cut short",
+        };
+        format!(
+            "body is not an admission.k8s.io/v1 AdmissionReview: {what} at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    })?;
     review
         .try_into()
-        .map_err(|e| format!("AdmissionReview has no usable request: {e}"))
+        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| {
+            format!("AdmissionReview has no usable request: {e}")
+        })
 }
 
 fn operation(op: &Operation) -> &'static str {

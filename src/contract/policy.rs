@@ -102,7 +102,7 @@ fn describe<'a>(patterns: impl Iterator<Item = &'a Pattern>) -> String {
 }
 
 /// A Kubernetes namespace name: a DNS-1123 label.
-fn is_namespace_name(s: &str) -> bool {
+pub fn is_namespace_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

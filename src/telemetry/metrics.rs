@@ -207,6 +207,7 @@ pub struct Metrics {
     pub watch_errors: Family<WatchLabels, Counter>,
     pub lease_errors: Counter,
     pub queue_depth: Gauge,
+    pub token_cache_keys: Gauge,
     pub events_dropped: Counter,
     pub http_refused: Family<RefusalLabels, Counter>,
     pub http_connections: Family<ServerLabels, Gauge>,
@@ -237,6 +238,7 @@ impl Metrics {
             watch_errors: Family::default(),
             lease_errors: Counter::default(),
             queue_depth: Gauge::default(),
+            token_cache_keys: Gauge::default(),
             events_dropped: Counter::default(),
             http_refused: Family::default(),
             http_connections: Family::default(),
@@ -298,6 +300,11 @@ impl Metrics {
             "refresh_queue_depth",
             "Secrets scheduled for a refresh, due or not",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "token_cache_keys",
+            "(principal, region) keys the token cache holds, at most 1024",
+            m.token_cache_keys.clone(),
         );
         registry.register(
             "events_dropped",

@@ -72,8 +72,9 @@ impl FetchError {
             (FetchErrorKind::Service, Some(code)) => format!("ECR error {code}"),
             (kind, _) => kind.reason().to_string(),
         };
+        // The role is the requester's own annotation, but may be 2 kB long.
         let who = match &self.key.role {
-            Some(role) => format!(" as {role}"),
+            Some(role) => format!(" as {}", crate::contract::quote::prefix(role.as_str())),
             None => String::new(),
         };
         format!("{what} for {}{who}", self.key.region)
@@ -178,6 +179,21 @@ struct Slot {
     last_error: Option<FetchError>,
     /// Asked for since the last fetch: worth renewing ahead of time.
     used: bool,
+    /// Fetches failed in a row: each doubles the floor before the next.
+    failures: u32,
+}
+
+/// The floor grows with failures in a row up to this many times `min_fetch_interval`, so
+/// that a region that keeps failing costs few calls, and one that is back is used again
+/// within a few minutes.
+const MAX_FLOOR_FACTOR: u32 = 5;
+
+impl Slot {
+    /// How long after the last attempt the next may be made.
+    fn floor(&self, min_fetch_interval: Duration) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(8);
+        (min_fetch_interval * (1 << doublings)).min(min_fetch_interval * MAX_FLOOR_FACTOR)
+    }
 }
 
 /// A key's slot, and when it was last asked for (readable without waiting on a fetch).
@@ -291,6 +307,7 @@ impl TokenCache {
                     slot: tokio::sync::Mutex::default(),
                 });
                 slots.insert(key.clone(), Arc::clone(&entry));
+                self.metrics.token_cache_keys.set(slots.len() as i64);
                 entry
             }
         };
@@ -310,6 +327,7 @@ impl TokenCache {
             slots.remove(&key);
             self.forget(&key);
         }
+        self.metrics.token_cache_keys.set(slots.len() as i64);
     }
 
     fn evict_idle(&self, now: Timestamp) {
@@ -326,6 +344,7 @@ impl TokenCache {
             slots.remove(&key);
             self.forget(&key);
         }
+        self.metrics.token_cache_keys.set(slots.len() as i64);
     }
 
     /// Releases everything kept for a dropped key: its client, its warning, its gauge.
@@ -360,7 +379,7 @@ impl TokenCache {
             });
         }
         if let Some(last) = slot.last_attempt
-            && now < last + self.config.min_fetch_interval
+            && now < last + slot.floor(self.config.min_fetch_interval)
         {
             let error = slot.last_error.clone();
             return usable(&slot, error.clone()).ok_or_else(|| {
@@ -391,6 +410,7 @@ impl TokenCache {
                 let token = Arc::new(token);
                 slot.token = Some(Arc::clone(&token));
                 slot.last_error = None;
+                slot.failures = 0;
                 Ok(CachedToken {
                     token,
                     renewal_error: None,
@@ -398,7 +418,8 @@ impl TokenCache {
             }
             Err(error) => {
                 // The whole story stays here; requesters get `brief`.
-                tracing::warn!(%key, kind = error.kind.as_label(), "ECR token fetch failed: {}", error.message);
+                slot.failures = slot.failures.saturating_add(1);
+                tracing::warn!(%key, kind = error.kind.as_label(), failures_in_a_row = slot.failures, next_try_in = %humantime::format_duration(slot.floor(self.config.min_fetch_interval)), "ECR token fetch failed: {}", error.message);
                 slot.last_error = Some(error.clone());
                 match usable(&slot, Some(error.clone())) {
                     Some(stale) => {
@@ -633,6 +654,33 @@ mod tests {
         h.source.fail.store(false, Ordering::SeqCst);
         h.advance(61);
         assert!(h.cache.get(&key("r")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_key_that_keeps_failing_is_tried_less_often() {
+        let h = harness(Duration::ZERO, Some(12 * 3600));
+        h.source.fail.store(true, Ordering::SeqCst);
+        // Tried every second for 20 minutes: 1m, 2m, 4m, then every 5m.
+        for _ in 0..1200 {
+            let _ = h.cache.get(&key("r")).await;
+            h.advance(1);
+        }
+        let calls = h.source.calls.load(Ordering::SeqCst);
+        assert_eq!(
+            calls, 6,
+            "at 0, 1m, 3m, 7m, 12m and 17m; every second would be 1200"
+        );
+        // Back: used again at the next try, and the floor is 1m again.
+        h.source.fail.store(false, Ordering::SeqCst);
+        h.advance(300);
+        assert!(h.cache.get(&key("r")).await.is_ok());
+        h.source.fail.store(true, Ordering::SeqCst);
+        h.advance(9 * 3600);
+        let _ = h.cache.get(&key("r")).await;
+        h.advance(61);
+        let before = h.source.calls.load(Ordering::SeqCst);
+        let _ = h.cache.get(&key("r")).await;
+        assert_eq!(h.source.calls.load(Ordering::SeqCst), before + 1);
     }
 
     #[tokio::test]

@@ -529,6 +529,30 @@ async fn malformed_requests_get_400_and_oversized_get_413() {
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(answer.text.contains("no usable request"), "{}", answer.text);
+    // serde would quote the bad value; kubeecr says where, never what.
+    let (_, mut review) = fixture("02-create-annotated-nodata-apply-validate-create.json");
+    review["request"]["operation"] = json!(format!("SECRET-{}", "x".repeat(100_000)));
+    let answer = call(
+        tokens.clone(),
+        Policy::default(),
+        false,
+        "/validate",
+        serde_json::to_vec(&review).unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer
+            .text
+            .contains("JSON of the wrong shape at line 1 column"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        !answer.text.contains("SECRET-") && answer.text.len() < 200,
+        "{}",
+        answer.text
+    );
     let huge = vec![b' '; 4 * 1024 * 1024];
     let answer = call(tokens, Policy::default(), false, "/mutate", huge).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
