@@ -186,16 +186,18 @@ pub struct LogArgs {
 
 impl LogArgs {
     pub fn settings(&self) -> LogSettings {
+        let (filter, source) = match (&self.log_level, std::env::var("RUST_LOG")) {
+            (Some(level), _) => (level.clone(), "--log-level"),
+            (None, Ok(rust_log)) if !rust_log.is_empty() => (rust_log, "RUST_LOG"),
+            (None, _) => ("info".to_string(), "the default log level"),
+        };
         LogSettings {
             format: match self.log_format {
                 LogFormatArg::Plain => LogFormat::Plain,
                 LogFormatArg::Json => LogFormat::Json,
             },
-            filter: self
-                .log_level
-                .clone()
-                .or_else(|| std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()))
-                .unwrap_or_else(|| "info".to_string()),
+            filter,
+            source,
         }
     }
 }
@@ -233,7 +235,8 @@ pub struct AwsArgs {
     /// GetAuthorizationToken calls in flight at most, across every (principal, region).
     #[arg(long, env = "KUBEECR_MAX_CONCURRENT_FETCHES", default_value_t = CacheConfig::DEFAULT_MAX_CONCURRENT_FETCHES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=256), usize::from))]
     pub max_concurrent_fetches: usize,
-    /// At most one GetAuthorizationToken call per (principal, region) in this interval.
+    /// At most one GetAuthorizationToken call per (principal, region) in this interval; after
+    /// failures in a row, up to 5 times longer (15m at most).
     #[arg(long, env = "KUBEECR_MIN_FETCH_INTERVAL", default_value = "1m", value_parser = |s: &str| duration_within(s, SECOND, HOUR))]
     pub min_fetch_interval: Duration,
 }
@@ -465,8 +468,8 @@ pub struct WebhookArgs {
     /// Largest request header block (HTTP/2 header list, HTTP/1 request head); larger gets 431.
     #[arg(long, env = "KUBEECR_MAX_HEADER_BYTES", default_value_t = ServerLimits::WEBHOOK.max_header_bytes, value_parser = clap::value_parser!(u32).range(8192..=1024 * 1024))]
     pub max_header_bytes: u32,
-    /// A webhook request's whole body must arrive within this, else 408 and the connection
-    /// is closed.
+    /// A webhook request's whole body must arrive within this, else 408 (and over HTTP/1.1
+    /// the connection is closed).
     #[arg(long, env = "KUBEECR_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = |s: &str| duration_within(s, MILLISECOND, TEN_MINUTES))]
     pub request_body_timeout: Duration,
     /// A webhook request not answered within this, its body included, gets 503 (the API

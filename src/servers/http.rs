@@ -205,6 +205,10 @@ pub async fn serve(
             };
             match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => connection.serve(tls).await,
+                // Closed before a ClientHello: a TCP check or a port scan, not a failure.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!(%peer, "closed before a TLS handshake");
+                }
                 Ok(Err(e)) => {
                     // Counted and logged (rate-limited): a wrong --client-ca-file fails every
                     // call here, and nothing else would show it.

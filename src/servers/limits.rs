@@ -53,14 +53,16 @@ impl ServerLimits {
 
     /// The admin port: probes and scrapes, one request at a time each, no bodies. The kubelet
     /// probes from the node's address and Prometheus from its own, a few connections each:
-    /// a per-address share keeps one pod from holding every slot and failing the probes.
+    /// a per-address share keeps one pod from holding every slot and failing the probes. No
+    /// body is read and each connection carries one request at a time, so a request slot is
+    /// never held waiting: there are as many as connections.
     pub const ADMIN: Self = Self {
         max_connections: 64,
         max_connections_per_ip: 8,
-        max_concurrent_requests: 32,
-        max_request_bytes: 16 * 1024,
-        max_buffered_request_bytes: 256 * 1024,
-        http2_max_concurrent_streams: 8,
+        max_concurrent_requests: 64,
+        max_request_bytes: 0,
+        max_buffered_request_bytes: 1,
+        http2_max_concurrent_streams: 1,
         max_header_bytes: 16 * 1024,
     };
 }
@@ -136,7 +138,9 @@ impl RequestGuard {
         let max = u64::from(self.max_request_bytes);
         // Exact when the client declared a Content-Length (hyper holds it to it).
         let declared = req.body().size_hint();
-        if declared.lower() > max {
+        // With no body allowed (the admin port), one that may still come is refused at once
+        // rather than waited for with a request slot held.
+        if declared.lower() > max || (max == 0 && !req.body().is_end_stream()) {
             return Err(Refusal::TooLarge);
         }
         let _slot = Arc::clone(&self.requests)
@@ -166,6 +170,9 @@ impl RequestGuard {
     }
 }
 
+/// How far ahead of the received bytes a body's buffer may grow.
+const GROWTH_AHEAD: usize = 256 * 1024;
+
 enum BodyError {
     TooLarge,
     Budget,
@@ -180,8 +187,9 @@ async fn read_body(
     max: usize,
     budget: &Arc<Semaphore>,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
-    let mut buf: Vec<u8> = Vec::new();
+    // Declared first, dropped last: the budget comes back only after the buffer is freed.
     let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue; // trailers
@@ -191,7 +199,11 @@ async fn read_body(
             return Err(BodyError::TooLarge);
         }
         if need > buf.capacity() {
-            let target = need.max(buf.capacity() * 2).min(max);
+            // Doubling, but never more than 256 KiB ahead of what arrived: a body just past a
+            // power of two holds what it sent, not twice that.
+            let target = need
+                .max((buf.capacity() * 2).min(need + GROWTH_AHEAD))
+                .min(max);
             let more = u32::try_from(target - buf.capacity()).map_err(|_| BodyError::TooLarge)?;
             let permit = Arc::clone(budget)
                 .try_acquire_many_owned(more)

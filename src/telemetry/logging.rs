@@ -24,6 +24,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// EnvFilter directives, e.g. `info,kubeecr=debug`.
     pub filter: String,
+    /// Where the filter came from (`--log-level`, `RUST_LOG`), for an error about it.
+    pub source: &'static str,
 }
 
 /// Target prefixes never logged at TRACE.
@@ -44,7 +46,8 @@ fn is_wire_trace(meta: &tracing::Metadata<'_>) -> bool {
 pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&settings.filter).map_err(|e| {
         anyhow::anyhow!(
-            "--log-level {:?}: {e}; use e.g. info or info,kubeecr=debug",
+            "{} {:?}: {e}; use e.g. info or info,kubeecr=debug",
+            settings.source,
             settings.filter
         )
     })?;

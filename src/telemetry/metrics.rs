@@ -303,7 +303,7 @@ impl Metrics {
         );
         registry.register(
             "token_cache_keys",
-            "(principal, region) keys the token cache holds, at most 1024",
+            "(principal, region) keys the token cache holds (1024 unless every one is in use)",
             m.token_cache_keys.clone(),
         );
         registry.register(

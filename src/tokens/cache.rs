@@ -183,16 +183,20 @@ struct Slot {
     failures: u32,
 }
 
-/// The floor grows with failures in a row up to this many times `min_fetch_interval`, so
-/// that a region that keeps failing costs few calls, and one that is back is used again
-/// within a few minutes.
+/// The floor grows with failures in a row up to this many times `min_fetch_interval`, and
+/// never past `MAX_FLOOR`, so that a region that keeps failing costs few calls, and one that
+/// is back is used again within minutes, long before a served stale token expires.
 const MAX_FLOOR_FACTOR: u32 = 5;
+const MAX_FLOOR: Duration = Duration::from_secs(15 * 60);
 
 impl Slot {
     /// How long after the last attempt the next may be made.
     fn floor(&self, min_fetch_interval: Duration) -> Duration {
         let doublings = self.failures.saturating_sub(1).min(8);
-        (min_fetch_interval * (1 << doublings)).min(min_fetch_interval * MAX_FLOOR_FACTOR)
+        let grown = (min_fetch_interval * (1 << doublings))
+            .min(min_fetch_interval * MAX_FLOOR_FACTOR)
+            .min(MAX_FLOOR);
+        grown.max(min_fetch_interval)
     }
 }
 

@@ -605,6 +605,18 @@ async fn the_admin_port_is_bounded_too() {
     };
     assert_eq!(livez().await, Ok(200));
 
+    // No body is waited for: a request that declares one, or may stream one, is refused at
+    // once, so it cannot hold a request slot.
+    for head in [
+        "POST /livez HTTP/1.1\r\nhost: x\r\ncontent-length: 16000\r\nconnection: close\r\n\r\n",
+        "POST /livez HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_to_close(tcp, SLACK).await;
+        assert_eq!(answer.ok().and_then(|a| status_of(&a)), Some(413), "{head}");
+    }
+
     let silent = TcpStream::connect(addr).await.unwrap();
     let probe = tokio::spawn(livez());
     sleep(Duration::from_millis(500)).await;
