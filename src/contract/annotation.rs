@@ -303,21 +303,21 @@ pub fn parse_registries(value: &str, regions: &Regions) -> Result<Vec<Registry>,
         });
     }
     let mut registries: Vec<Registry> = Vec::with_capacity(count);
-    let mut seen = HashSet::with_capacity(count);
     for entry in value.split(',').map(str::trim) {
         if entry.is_empty() {
             return Err(Problem::EmptyEntry {
                 value: quoted(value),
             });
         }
-        let registry = parse_entry(value, entry, regions)?;
-        if !seen.insert(registry.clone()) {
-            return Err(Problem::Duplicate {
-                value: quoted(value),
-                entry: registry.to_string(),
-            });
-        }
-        registries.push(registry);
+        registries.push(parse_entry(value, entry, regions)?);
+    }
+    // Linear: at most MAX_REGISTRIES entries, each hashed once.
+    let mut seen = HashSet::with_capacity(registries.len());
+    if let Some(twice) = registries.iter().find(|r| !seen.insert(*r)) {
+        return Err(Problem::Duplicate {
+            value: quoted(value),
+            entry: twice.to_string(),
+        });
     }
     let distinct: HashSet<&str> = registries.iter().map(Registry::region).collect();
     if distinct.len() > MAX_REGIONS {

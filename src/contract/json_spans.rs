@@ -155,6 +155,13 @@ pub(crate) fn scan_key(b: &[u8], i: usize) -> Result<(Range<usize>, usize), Synt
 pub(crate) fn scan_string(b: &[u8], start: usize) -> Result<usize, SyntaxError> {
     let mut i = start + 1;
     loop {
+        // Runs of plain bytes (tokens are kilobytes of them) are skipped in one pass.
+        i += b
+            .get(i..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            .unwrap_or(b.len().saturating_sub(i));
         match b.get(i) {
             None => {
                 return Err(SyntaxError {
@@ -233,11 +240,17 @@ pub(crate) fn decode_string(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     let mut i = 0;
     while let Some(&c) = body.get(i) {
-        i += 1;
         if c != b'\\' {
-            out.push(c);
+            // Up to the next escape in one copy.
+            let run = body[i..]
+                .iter()
+                .position(|&c| c == b'\\')
+                .unwrap_or(body.len() - i);
+            out.extend_from_slice(&body[i..i + run]);
+            i += run;
             continue;
         }
+        i += 1;
         let Some(&e) = body.get(i) else { break };
         i += 1;
         let ch = match e {
