@@ -1016,3 +1016,30 @@ async fn edits_that_leave_a_refused_annotation_as_it_was_go_through() {
         );
     }
 }
+
+/// A cold-cache stampede (issue 10): 500 admission requests at once for one (principal,
+/// region), with an empty cache and a slow ECR, cost exactly one GetAuthorizationToken call,
+/// and every one of them is filled with that token.
+#[tokio::test]
+async fn a_cold_cache_stampede_makes_one_ecr_call() {
+    let ecr = EcrProxy::start().await;
+    ecr.set_delay(Duration::from_millis(300));
+    let tokens = token_cache(&ecr.url()).await;
+    let state = Arc::new(webhook_state(tokens, Policy::default(), false));
+    let (path, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let body = serde_json::to_vec(&review).unwrap();
+    let url = format!("{path}?timeout=10s");
+    let answers = futures::future::join_all(
+        (0..500).map(|_| call_with(Arc::clone(&state), &url, body.clone())),
+    )
+    .await;
+    assert_eq!(ecr.token_calls().len(), 1, "one call for all 500");
+    let passwords: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|answer| {
+            assert!(answer.warnings().is_empty(), "{:?}", answer.warnings());
+            password_of(&config_of(&patched(answer, &review)), US)
+        })
+        .collect();
+    assert_eq!(passwords.len(), 1, "the same token for every request");
+}
