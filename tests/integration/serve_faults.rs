@@ -197,3 +197,46 @@ async fn unrelated_secrets_are_only_ever_seen_as_metadata() {
     }
     drop(serve);
 }
+
+/// ECR throttling, then 5xx (issue 10's faults): no retry storm while it lasts (the calls are
+/// counted, the SDK's own retries included), and the Secret is filled within a backoff step
+/// once ECR is back.
+#[tokio::test]
+async fn a_failing_ecr_is_tried_less_and_less_and_used_again_once_back() {
+    use kubeecr_testkit::moto::EcrFault;
+
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let serve = running(
+        &cluster,
+        &ecr,
+        &["--min-fetch-interval", "1s", "--aws-timeout", "5s"],
+    )
+    .await;
+    ecr.set_fault(Some(EcrFault::Throttling));
+    create_opted_in(&client, cluster.ns(), "s", "123456789012/us-west-2").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    ecr.set_fault(Some(EcrFault::ServerError));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let failing_calls = ecr.token_calls().len();
+    println!("GetAuthorizationToken calls in 16 s of throttling and 5xx: {failing_calls}");
+    // A fetch is at most 3 SDK attempts; fetches are 1s, 2s, 4s, then 5s apart at the most
+    // frequent: at most 7 fetches in 16 s. Every second would be 16 fetches, 48 calls.
+    assert!(
+        (2..=21).contains(&failing_calls),
+        "{failing_calls} calls in 16 s\n{}",
+        serve.logs()
+    );
+    assert!(
+        serve.logs().contains("failures_in_a_row"),
+        "the failures are logged with their count"
+    );
+    ecr.set_fault(None);
+    // The refresher's own backoff for the Secret is at most 16–32 s by now; the cache's 5 s.
+    assert!(
+        filled(&cluster, "s", Duration::from_secs(45)).await,
+        "filled once ECR is back\n{}",
+        serve.logs()
+    );
+}

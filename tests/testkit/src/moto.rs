@@ -99,6 +99,33 @@ struct ProxyState {
     client: Client<HttpConnector, Full<Bytes>>,
     calls: Mutex<Vec<AwsCall>>,
     delay: Mutex<Duration>,
+    fault: Mutex<Option<EcrFault>>,
+}
+
+/// An error the proxy answers with instead of moto's answer, as ECR sends it (awsJson1_1:
+/// the type in `x-amzn-ErrorType` and in the body's `__type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcrFault {
+    /// 400 `ThrottlingException`.
+    Throttling,
+    /// 500 `ServerException`.
+    ServerError,
+}
+
+impl EcrFault {
+    fn response(self) -> Response {
+        let (status, kind, message) = match self {
+            Self::Throttling => (400, "ThrottlingException", "Rate exceeded"),
+            Self::ServerError => (500, "ServerException", "Internal error"),
+        };
+        let body = format!(r#"{{"__type":"{kind}","message":"{message}"}}"#);
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-errortype", kind)
+            .body(Body::from(body))
+            .unwrap()
+    }
 }
 
 /// A counting, delaying proxy in front of moto. Each test gets its own, so counts are its own.
@@ -159,6 +186,9 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
     });
     let delay = *state.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
+    if let Some(fault) = *state.fault.lock().unwrap() {
+        return fault.response();
+    }
     let uri = format!(
         "{}{}",
         state.upstream,
@@ -200,6 +230,7 @@ impl EcrProxy {
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
+            fault: Mutex::new(None),
         });
         let app = axum::Router::new()
             .fallback(forward)
@@ -233,6 +264,11 @@ impl EcrProxy {
     /// Delays every later answer by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Answers every later call with `fault` (counted all the same), or as moto does.
+    pub fn set_fault(&self, fault: Option<EcrFault>) {
+        *self.state.fault.lock().unwrap() = fault;
     }
 }
 
