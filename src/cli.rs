@@ -288,18 +288,18 @@ impl PolicyArgs {
                 .filter(|s| !s.is_empty())
                 .collect()
         };
+        let (namespaces, exclude) = (names(&self.namespaces), names(&self.exclude_namespaces));
         // They end up in field selectors and in messages: only real namespace names.
         for (flag, list) in [
-            ("--namespaces", &self.namespaces),
-            ("--exclude-namespaces", &self.exclude_namespaces),
+            ("--namespaces", &namespaces),
+            ("--exclude-namespaces", &exclude),
         ] {
-            if let Some(bad) = names(list).iter().find(|n| !is_namespace_name(n)) {
+            if let Some(bad) = list.iter().find(|n| !is_namespace_name(n)) {
                 return Err(format!(
                     "{flag} {bad:?} is not a namespace name (lowercase letters, digits and -, at most 63), e.g. team-a"
                 ));
             }
         }
-        let (namespaces, exclude) = (names(&self.namespaces), names(&self.exclude_namespaces));
         if !namespaces.is_empty() && namespaces.iter().all(|n| exclude.contains(n)) {
             return Err(format!(
                 "--exclude-namespaces excludes every namespace of --namespaces ({}), so nothing would be served",
@@ -310,8 +310,8 @@ impl PolicyArgs {
             allowed_role_arns: RoleRules::parse(&self.allowed_role_arns)?,
             allowed_registries: Patterns::registries(&self.allowed_registries)
                 .map_err(|e| format!("--allowed-registries {e}"))?,
-            namespaces: names(&self.namespaces),
-            exclude_namespaces: names(&self.exclude_namespaces),
+            namespaces,
+            exclude_namespaces: exclude,
             regions: Regions::with_extra(&self.extra_regions)
                 .map_err(|e| format!("--extra-regions {e}"))?,
         })

@@ -376,6 +376,27 @@ mod tests {
         }
     }
 
+    /// A writer due 4h before expiry, with the default policy.
+    fn writer(client: kube::Client, tokens: Arc<TokenCache>, deadline: Duration) -> Writer {
+        let settings = WriteSettings {
+            dry_run: false,
+            due: DuePolicy {
+                refresh_before: Duration::from_secs(4 * 3600),
+                force: false,
+            },
+            conflict_retries: 1,
+            rate: None,
+            deadline,
+        };
+        Writer::new(
+            client,
+            tokens,
+            Arc::new(Policy::default()),
+            settings,
+            Arc::default(),
+        )
+    }
+
     /// A Secret whose reads hang is given up after the deadline, whatever else is slow.
     #[tokio::test]
     async fn a_hanging_refresh_is_given_up_at_its_deadline() {
@@ -401,22 +422,7 @@ mod tests {
             CacheConfig::new(Duration::from_secs(5 * 3600), Duration::from_secs(60)),
             Arc::default(),
         );
-        let writer = Writer::new(
-            client,
-            tokens,
-            Arc::new(Policy::default()),
-            WriteSettings {
-                dry_run: false,
-                due: DuePolicy {
-                    refresh_before: Duration::from_secs(4 * 3600),
-                    force: false,
-                },
-                conflict_retries: 1,
-                rate: None,
-                deadline: Duration::from_millis(300),
-            },
-            Arc::default(),
-        );
+        let writer = writer(client, tokens, Duration::from_millis(300));
         let outcome = tokio::time::timeout(
             Duration::from_secs(10),
             writer.refresh(&SecretRef::new("ns", "s"), None),
@@ -453,22 +459,7 @@ mod tests {
         let client =
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap();
-        let writer = Writer::new(
-            client,
-            tokens,
-            Arc::new(Policy::default()),
-            WriteSettings {
-                dry_run: false,
-                due: DuePolicy {
-                    refresh_before: Duration::from_secs(4 * 3600),
-                    force: false,
-                },
-                conflict_retries: 1,
-                rate: None,
-                deadline: REFRESH_DEADLINE,
-            },
-            Arc::default(),
-        );
+        let writer = writer(client, tokens, REFRESH_DEADLINE);
         let secret = SecretRef::new("ns", "s");
         let empty: Secret = serde_json::from_value(json!({
             "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "1",

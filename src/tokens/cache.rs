@@ -491,13 +491,17 @@ mod tests {
 
     use super::*;
 
-    /// Answers with a token per call, or an error while `fail` is set.
+    /// Answers with a token per call, or an error while `fail` is set; counts calls, the
+    /// most in flight at once, and the keys it was told to forget.
     struct FakeSource {
         calls: AtomicU64,
         fail: std::sync::atomic::AtomicBool,
         delay: Duration,
         expires_in: Option<i64>,
         clock: Clock,
+        forgotten: Mutex<Vec<String>>,
+        in_flight: AtomicI64,
+        most_in_flight: AtomicI64,
     }
 
     impl TokenSource for FakeSource {
@@ -506,7 +510,10 @@ mod tests {
             key: &'a TokenKey,
         ) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
             Box::pin(async move {
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(self.delay).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
                 if self.fail.load(Ordering::SeqCst) {
                     return Err(FetchError::new(
@@ -524,6 +531,10 @@ mod tests {
                 })
             })
         }
+
+        fn forget(&self, key: &TokenKey) {
+            self.forgotten.lock().unwrap().push(key.region.clone());
+        }
     }
 
     struct Harness {
@@ -533,6 +544,11 @@ mod tests {
     }
 
     fn harness(delay: Duration, expires_in: Option<i64>) -> Harness {
+        let config = CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60));
+        harness_with(delay, expires_in, config)
+    }
+
+    fn harness_with(delay: Duration, expires_in: Option<i64>, config: CacheConfig) -> Harness {
         let now = Arc::new(AtomicI64::new(1_800_000_000));
         let n = Arc::clone(&now);
         let clock: Clock =
@@ -543,8 +559,10 @@ mod tests {
             delay,
             expires_in,
             clock: Arc::clone(&clock),
+            forgotten: Mutex::default(),
+            in_flight: AtomicI64::new(0),
+            most_in_flight: AtomicI64::new(0),
         });
-        let config = CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60));
         let cache = TokenCache::with_clock(source.clone(), config, Arc::default(), clock);
         Harness { cache, source, now }
     }
@@ -741,96 +759,43 @@ mod tests {
         }
     }
 
-    /// Counts forgotten keys and the most fetches in flight at once.
-    struct Counting {
-        inner: FakeSource,
-        forgotten: Mutex<Vec<String>>,
-        in_flight: AtomicI64,
-        most_in_flight: AtomicI64,
-    }
-
-    impl TokenSource for Counting {
-        fn fetch<'a>(
-            &'a self,
-            key: &'a TokenKey,
-        ) -> BoxFuture<'a, Result<FetchedToken, FetchError>> {
-            Box::pin(async move {
-                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-                let out = self.inner.fetch(key).await;
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                out
-            })
-        }
-
-        fn forget(&self, key: &TokenKey) {
-            self.forgotten.lock().unwrap().push(key.region.clone());
-        }
-    }
-
-    fn counting(
-        delay: Duration,
-        config: CacheConfig,
-    ) -> (Arc<TokenCache>, Arc<Counting>, Arc<AtomicI64>) {
-        let now = Arc::new(AtomicI64::new(1_800_000_000));
-        let n = Arc::clone(&now);
-        let clock: Clock =
-            Arc::new(move || Timestamp::from_second(n.load(Ordering::SeqCst)).unwrap());
-        let source = Arc::new(Counting {
-            inner: FakeSource {
-                calls: AtomicU64::new(0),
-                fail: false.into(),
-                delay,
-                expires_in: Some(12 * 3600),
-                clock: Arc::clone(&clock),
-            },
-            forgotten: Mutex::default(),
-            in_flight: AtomicI64::new(0),
-            most_in_flight: AtomicI64::new(0),
-        });
-        let cache = TokenCache::with_clock(source.clone(), config, Arc::default(), clock);
-        (cache, source, now)
-    }
-
     #[tokio::test]
     async fn the_least_recently_used_key_makes_room_and_its_client_goes() {
         let config = CacheConfig {
             max_keys: 3,
             ..CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60))
         };
-        let (cache, source, now) = counting(Duration::ZERO, config);
+        let h = harness_with(Duration::ZERO, Some(12 * 3600), config);
+        let cache = &h.cache;
         for region in ["a", "b", "c"] {
             cache.get(&key(region)).await.unwrap();
-            now.fetch_add(1, Ordering::SeqCst);
+            h.advance(1);
         }
         cache.get(&key("a")).await.unwrap();
-        now.fetch_add(1, Ordering::SeqCst);
+        h.advance(1);
         cache.get(&key("d")).await.unwrap();
         assert_eq!(cache.len(), 3);
-        assert_eq!(*source.forgotten.lock().unwrap(), ["b"]);
+        assert_eq!(*h.source.forgotten.lock().unwrap(), ["b"]);
         // Bounded whatever comes: a thousand new keys keep three.
         for i in 0..1000 {
             cache.get(&key(&format!("x{i}"))).await.unwrap();
         }
         assert_eq!(cache.len(), 3);
-        assert_eq!(source.forgotten.lock().unwrap().len(), 1001);
+        assert_eq!(h.source.forgotten.lock().unwrap().len(), 1001);
     }
 
     #[tokio::test]
     async fn keys_unused_for_a_day_are_dropped() {
-        let (cache, source, now) = counting(
-            Duration::ZERO,
-            CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60)),
-        );
-        cache.get(&key("idle")).await.unwrap();
-        now.fetch_add(23 * 3600, Ordering::SeqCst);
-        cache.get(&key("busy")).await.unwrap();
-        cache.renew_due().await;
-        assert_eq!(cache.len(), 2, "nothing idle for a day yet");
-        now.fetch_add(2 * 3600, Ordering::SeqCst);
-        cache.renew_due().await;
-        assert_eq!(cache.len(), 1);
-        assert_eq!(*source.forgotten.lock().unwrap(), ["idle"]);
+        let h = harness(Duration::ZERO, Some(12 * 3600));
+        h.cache.get(&key("idle")).await.unwrap();
+        h.advance(23 * 3600);
+        h.cache.get(&key("busy")).await.unwrap();
+        h.cache.renew_due().await;
+        assert_eq!(h.cache.len(), 2, "nothing idle for a day yet");
+        h.advance(2 * 3600);
+        h.cache.renew_due().await;
+        assert_eq!(h.cache.len(), 1);
+        assert_eq!(*h.source.forgotten.lock().unwrap(), ["idle"]);
     }
 
     #[tokio::test]
@@ -839,12 +804,12 @@ mod tests {
             max_concurrent_fetches: 3,
             ..CacheConfig::new(Duration::from_secs(4 * 3600), Duration::from_secs(60))
         };
-        let (cache, source, _) = counting(Duration::from_millis(30), config);
+        let h = harness_with(Duration::from_millis(30), Some(12 * 3600), config);
         let keys: Vec<TokenKey> = (0..20).map(|i| key(&format!("r{i}"))).collect();
-        let all = futures::future::join_all(keys.iter().map(|k| cache.get(k))).await;
+        let all = futures::future::join_all(keys.iter().map(|k| h.cache.get(k))).await;
         assert!(all.iter().all(Result::is_ok));
-        assert_eq!(source.inner.calls.load(Ordering::SeqCst), 20);
-        assert_eq!(source.most_in_flight.load(Ordering::SeqCst), 3);
+        assert_eq!(h.source.calls.load(Ordering::SeqCst), 20);
+        assert_eq!(h.source.most_in_flight.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
