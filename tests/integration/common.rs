@@ -157,6 +157,27 @@ pub fn secret(
     serde_json::from_value(v).unwrap()
 }
 
+/// An immutable dockerconfigjson Secret holding `config`, opted in when `annotation` is given.
+pub fn immutable_secret(name: &str, annotation: Option<&str>, config: &[u8]) -> Secret {
+    let annotations: Vec<(&str, &str)> = annotation.map(|a| (ANNOTATION, a)).into_iter().collect();
+    let mut s = secret(
+        name,
+        DOCKER_CONFIG_JSON,
+        &annotations,
+        &[(".dockerconfigjson", config)],
+    );
+    s.immutable = Some(true);
+    s
+}
+
+/// An annotation value of `n` entries in regions no AWS partition has.
+pub fn invented_regions(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("123456789012/us-x{i}-1"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub async fn create(client: &kube::Client, ns: &str, s: &Secret) -> Secret {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     api.create(&PostParams::default(), s)

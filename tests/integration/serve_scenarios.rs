@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -376,13 +374,7 @@ on_both_backends!(events_tell_what_happened_and_repeats_become_a_series);
 async fn an_immutable_secret_is_skipped_with_one_warning(cluster: TestCluster) {
     let ecr = EcrProxy::start().await;
     let foreign = br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#;
-    let frozen: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "frozen", "annotations": {ANNOTATION: "123456789012/us-west-2"}},
-        "type": DOCKER_CONFIG_JSON,
-        "immutable": true,
-        "data": {".dockerconfigjson": STANDARD.encode(foreign)},
-    }))
-    .unwrap();
+    let frozen = immutable_secret("frozen", Some("123456789012/us-west-2"), foreign);
     secrets(&cluster)
         .create(&PostParams::default(), &frozen)
         .await

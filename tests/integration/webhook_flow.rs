@@ -419,19 +419,8 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
     let api: Api<Secret> = Api::namespaced(cluster.client(), cluster.ns());
     let ns = cluster.ns();
     let foreign = br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#;
-    let frozen = |name: &str, annotated: bool| -> Secret {
-        let annotations = if annotated {
-            json!({ANNOTATION: "123456789012/us-west-2"})
-        } else {
-            json!({})
-        };
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": annotations},
-            "type": DOCKER_CONFIG_JSON,
-            "immutable": true,
-            "data": {".dockerconfigjson": STANDARD.encode(foreign)},
-        }))
-        .unwrap()
+    let frozen = |name: &str, annotated: bool| {
+        immutable_secret(name, annotated.then_some("123456789012/us-west-2"), foreign)
     };
     // Made before kubeecr's webhooks: an immutable opted-in Secret, and an immutable one.
     api.create(&PostParams::default(), &frozen("old", true))
@@ -447,10 +436,7 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
         return;
     };
 
-    let invented = (0..5000)
-        .map(|i| format!("123456789012/us-x{i}-1"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let invented = invented_regions(5000);
     let msg = api_message(
         api.create(&PostParams::default(), &data_less("invented", &invented))
             .await

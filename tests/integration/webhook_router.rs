@@ -67,6 +67,18 @@ async fn call(
     .await
 }
 
+/// `review` through the default policy, admitting without a token when ECR fails.
+async fn call_review(tokens: Arc<TokenCache>, path: &str, review: &Value) -> Answer {
+    call(
+        tokens,
+        Policy::default(),
+        false,
+        path,
+        serde_json::to_vec(review).unwrap(),
+    )
+    .await
+}
+
 async fn call_with(
     state: Arc<kubeecr::admission::webhook::WebhookState>,
     path: &str,
@@ -532,14 +544,7 @@ async fn malformed_requests_get_400_and_oversized_get_413() {
     // serde would quote the bad value; kubeecr says where, never what.
     let (_, mut review) = fixture("02-create-annotated-nodata-apply-validate-create.json");
     review["request"]["operation"] = json!(format!("SECRET-{}", "x".repeat(100_000)));
-    let answer = call(
-        tokens.clone(),
-        Policy::default(),
-        false,
-        "/validate",
-        serde_json::to_vec(&review).unwrap(),
-    )
-    .await;
+    let answer = call_review(tokens.clone(), "/validate", &review).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(
         answer
@@ -629,14 +634,7 @@ async fn a_hand_edited_token_is_replaced_whatever_its_recorded_expiry() {
         password_of(&config_of(&review["request"]["object"]), US),
         "garbage"
     );
-    let answer = call(
-        tokens.clone(),
-        Policy::default(),
-        false,
-        &path,
-        serde_json::to_vec(&review).unwrap(),
-    )
-    .await;
+    let answer = call_review(tokens.clone(), &path, &review).await;
     assert!(answer.allowed(), "{}", answer.text);
     let object = patched(&answer, &review);
     let password = password_of(&config_of(&object), US);
@@ -898,14 +896,7 @@ async fn immutable_secrets_are_refused_at_create_and_left_alone_after() {
             .as_object_mut()
             .unwrap()
             .remove("immutable");
-        let answer = call(
-            tokens.clone(),
-            Policy::default(),
-            false,
-            &path,
-            serde_json::to_vec(&review).unwrap(),
-        )
-        .await;
+        let answer = call_review(tokens.clone(), &path, &review).await;
         assert!(!answer.allowed(), "{name}");
         assert!(
             answer
@@ -924,10 +915,7 @@ async fn immutable_secrets_are_refused_at_create_and_left_alone_after() {
 async fn invented_regions_cost_no_ecr_call() {
     let ecr = EcrProxy::start().await;
     let tokens = token_cache(&ecr.url()).await;
-    let invented = (0..5000)
-        .map(|i| format!("123456789012/us-x{i}-1"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let invented = invented_regions(5000);
     let few = "123456789012/us-moon-1,123456789012/us-west-2";
     for value in [invented.as_str(), few] {
         for name in [
@@ -937,14 +925,7 @@ async fn invented_regions_cost_no_ecr_call() {
             let (path, mut review) = fixture(name);
             review["request"]["object"]["metadata"]["annotations"][ANNOTATION] = json!(value);
             for _ in 0..3 {
-                let answer = call(
-                    tokens.clone(),
-                    Policy::default(),
-                    false,
-                    &path,
-                    serde_json::to_vec(&review).unwrap(),
-                )
-                .await;
+                let answer = call_review(tokens.clone(), &path, &review).await;
                 assert!(!answer.allowed(), "{name}");
                 let msg = answer.message();
                 assert!(msg.len() < 400, "{name}: {} bytes: {msg}", msg.len());
@@ -976,16 +957,7 @@ async fn edits_that_leave_a_refused_annotation_as_it_was_go_through() {
         for which in ["object", "oldObject"] {
             review["request"][which]["metadata"]["annotations"][ANNOTATION] = json!(invented);
         }
-        let send = |review: &Value| {
-            call(
-                tokens.clone(),
-                Policy::default(),
-                false,
-                &path,
-                serde_json::to_vec(review).unwrap(),
-            )
-        };
-        let answer = send(&review).await;
+        let answer = call_review(tokens.clone(), &path, &review).await;
         assert!(answer.allowed(), "{name}: {}", answer.message());
         assert!(answer.patch().is_none(), "{name}");
         let warnings = answer.warnings();
@@ -998,14 +970,17 @@ async fn edits_that_leave_a_refused_annotation_as_it_was_go_through() {
         // The annotation changed to a refused value: denied.
         review["request"]["oldObject"]["metadata"]["annotations"][ANNOTATION] =
             json!("123456789012/us-west-2");
-        assert!(!send(&review).await.allowed(), "{name}");
+        assert!(
+            !call_review(tokens.clone(), &path, &review).await.allowed(),
+            "{name}"
+        );
         // Opting in a Secret that is immutable already: denied.
         let (_, mut opt_in) = fixture(name);
         opt_in["request"]["oldObject"]["metadata"]
             .as_object_mut()
             .unwrap()
             .remove("annotations");
-        let answer = send(&opt_in).await;
+        let answer = call_review(tokens.clone(), &path, &opt_in).await;
         assert!(!answer.allowed(), "{name}");
         assert!(
             answer
