@@ -1,6 +1,7 @@
 //! `kubeecr serve` when the API server misbehaves in ways a real one won't on demand: a
-//! compacted watch (410), 500s, dropped connections, slow answers, a Lease that cannot be
-//! renewed. On the API double only; each ends with nothing lost and service resumed.
+//! compacted watch (410), 409s, 429s with `Retry-After`, 500s, dropped connections, lost
+//! answers, slow answers, a Lease that cannot be renewed; and when ECR throttles or fails.
+//! On the API double only; each ends with nothing lost and service resumed.
 
 use std::time::Duration;
 
@@ -238,5 +239,73 @@ async fn a_failing_ecr_is_tried_less_and_less_and_used_again_once_back() {
         filled(&cluster, "s", Duration::from_secs(45)).await,
         "filled once ECR is back\n{}",
         serve.logs()
+    );
+}
+
+/// The API server's refusals, each retried as it asks: a 409 (read again, decide again), 429
+/// with `Retry-After` (waited out, on the list and on a write), 500s and dropped connections
+/// (backed off), and a write that landed but whose answer was lost (found done, not redone).
+/// Every Secret is filled, and each one's data is written exactly once.
+#[tokio::test]
+async fn api_refusals_are_retried_and_each_secret_is_written_once() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let names = ["conflict", "throttled", "failed", "dropped", "answer-lost"];
+    for name in names {
+        create_opted_in(&client, ns, name, "123456789012/us-west-2").await;
+    }
+    let writes = DataWrites::start(&client, ns).await;
+    double.clear_requests();
+    double.throttle_next(Method::GET, "kubeecr-managed%3Dtrue&limit", 1, 2);
+    double.fail_next(Method::PATCH, "/secrets/conflict", 1, 409, "Conflict");
+    double.throttle_next(Method::PATCH, "/secrets/throttled", 2, 2);
+    double.fail_next(Method::PATCH, "/secrets/failed", 2, 500, "InternalError");
+    double.drop_next(Method::PATCH, "/secrets/dropped", 1);
+    double.lose_next_answer(Method::PATCH, "/secrets/answer-lost", 1);
+
+    let serve = running(&cluster, &ecr, &[]).await;
+    for name in names {
+        assert!(
+            filled(&cluster, name, FILL).await,
+            "{name} filled\n{}",
+            serve.logs()
+        );
+    }
+    // Settle: a second write would follow a failed one within its backoff.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let once: std::collections::BTreeMap<String, usize> =
+        names.iter().map(|n| (n.to_string(), 1)).collect();
+    assert_eq!(writes.counts(), once, "{}", serve.logs());
+
+    // Retry-After was waited out: no retry came sooner than the 2 s asked for.
+    let requests = double.requests();
+    let patches: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == Method::PATCH && r.path.ends_with("/secrets/throttled"))
+        .map(|r| r.at)
+        .collect();
+    assert!(
+        patches.len() >= 3,
+        "two refusals, then the write: {patches:?}"
+    );
+    for pair in patches[..3].windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
+    }
+    let list = |r: &kubeecr_testkit::apiserver::Recorded| {
+        r.method == Method::GET && r.path.ends_with("/secrets") && !r.is_watch()
+    };
+    let first = requests.iter().find(|r| list(r)).expect("a list");
+    let again = requests
+        .iter()
+        .filter(|r| list(r) && r.query == first.query && r.accept == first.accept)
+        .map(|r| r.at.duration_since(first.at))
+        .nth(1);
+    assert!(
+        again.is_some_and(|gap| gap >= Duration::from_millis(1900)),
+        "the throttled list was asked again after 2 s: {again:?}"
     );
 }

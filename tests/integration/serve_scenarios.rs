@@ -2,6 +2,7 @@
 //! configured, a real kube-apiserver: the watch-driven refresher, leader election, the admin
 //! port, Events, shutdown, and what its logs never hold.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -244,6 +245,71 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     assert_eq!(lease_holder(&cluster).await, None);
 }
 on_both_backends!(one_leader_writes_and_the_other_takes_over_after_kill_9);
+
+/// The leader is killed with most of its writes still to do (writes slowed to 10/s): the
+/// follower takes over, fills the rest, and no Secret's data is written twice, neither by the
+/// two replicas nor by a write in flight at the kill.
+async fn a_leader_killed_mid_refresh_leaves_nothing_undone_or_done_twice(cluster: TestCluster) {
+    const SECRETS: usize = 40;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let names: Vec<String> = (0..SECRETS).map(|i| format!("s{i:02}")).collect();
+    for name in &names {
+        create_opted_in(&client, ns, name, "123456789012/us-west-2").await;
+    }
+    let writes = DataWrites::start(&client, ns).await;
+    let slow = [FAST_LEASE, &["--write-qps", "10", "--write-burst", "1"][..]].concat();
+    let mut a = ServeProcess::start(&cluster, &ecr.url(), "replica-a", &slow).await;
+    a.wait_ready().await;
+    assert!(
+        a.leads_within(Duration::from_secs(15)).await,
+        "{}",
+        a.logs()
+    );
+    let b = ServeProcess::start(&cluster, &ecr.url(), "replica-b", &slow).await;
+    b.wait_ready().await;
+
+    let refreshed = "kubeecr_refreshes_total{outcome=\"refreshed\"}";
+    let started = eventually(Duration::from_secs(20), || async {
+        (a.metric(refreshed).await >= Some(8.0)).then_some(())
+    })
+    .await;
+    assert!(
+        started.is_some(),
+        "the leader started writing\n{}",
+        a.logs()
+    );
+    a.signal(libc::SIGKILL);
+    a.exit(Duration::from_secs(10)).await;
+    // Let the watch catch up with the writes that landed before the kill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let done_by_a = writes.counts().len();
+    assert!(done_by_a < SECRETS, "killed mid-refresh: {done_by_a} done");
+
+    assert!(
+        b.leads_within(Duration::from_secs(15)).await,
+        "{}",
+        b.logs()
+    );
+    let all = eventually(Duration::from_secs(30), || async {
+        let list = secrets(&cluster).list(&ListParams::default()).await.ok()?;
+        let filled = list.items.iter().filter(|s| has_password(s, US)).count();
+        (filled == SECRETS).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "every Secret filled\n{}", b.logs());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let once: BTreeMap<String, usize> = names.iter().map(|n| (n.clone(), 1)).collect();
+    assert_eq!(writes.counts(), once, "{}", b.logs());
+    let by_b = b.metric(refreshed).await.unwrap_or(0.0) as usize;
+    assert_eq!(
+        by_b,
+        SECRETS - done_by_a,
+        "the new leader wrote exactly the rest ({done_by_a} were done at the kill)"
+    );
+}
+on_both_backends!(a_leader_killed_mid_refresh_leaves_nothing_undone_or_done_twice);
 
 /// A Secret is refreshed when its recorded expiry comes within --refresh-before, and not
 /// before: here the expiry is moved to 70 s away with a one-minute margin.

@@ -9,13 +9,14 @@
 //! as by a server without RequestWatchProgress), dry-run, built-in Secret and Event
 //! validation, and admission webhooks called over HTTPS (see `admission`). Server-side apply
 //! is approximated as a merge of the applied object (no field ownership). Field selectors
-//! are ignored.
+//! support `metadata.name` and `metadata.namespace` with `=`, `==` and `!=`.
 //!
 //! `tests/fixtures/apiserver/` holds what a real kube-apiserver answered; the contract tests
 //! compare the double with it.
 //!
-//! For tests it also fails, drops, delays requests and cuts watches on demand
-//! (`fail_next`, `drop_next`, `delay_next`, `break_watches`, `pause_watches`), which is why
+//! For tests it also fails, throttles, drops, delays requests and cuts watches on demand
+//! (`fail_next`, `throttle_next`, `drop_next`, `lose_next_answer`, `delay_next`,
+//! `break_watches`, `pause_watches`), which is why
 //! it serves connections itself: a dropped request closes its TCP connection.
 
 pub mod admission;
@@ -58,6 +59,8 @@ pub struct Recorded {
     pub query: String,
     pub accept: String,
     pub content_type: String,
+    /// When the double received it.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -115,6 +118,8 @@ fn percent_decode(s: &str) -> String {
 enum FaultAction {
     Fail(ApiError),
     Drop,
+    /// Served, then the connection closed before the answer was sent.
+    LoseAnswer,
     Delay(Duration),
 }
 
@@ -327,11 +332,24 @@ impl FakeApiServer {
         self.add_fault(method, path_contains, times, FaultAction::Fail(error));
     }
 
+    /// The next `times` matching requests are refused with 429 `TooManyRequests` and
+    /// `Retry-After: {seconds}`, as API Priority and Fairness refuses them.
+    pub fn throttle_next(&self, method: Method, path_contains: &str, times: usize, seconds: u64) {
+        let error = ApiError::too_many_requests(seconds);
+        self.add_fault(method, path_contains, times, FaultAction::Fail(error));
+    }
+
     /// The next `times` matching requests get their TCP connection closed without any HTTP
     /// response: the client sees a connection error. Faults apply in the order added, one
     /// per request.
     pub fn drop_next(&self, method: Method, path_contains: &str, times: usize) {
         self.add_fault(method, path_contains, times, FaultAction::Drop);
+    }
+
+    /// The next `times` matching requests are carried out, then their connection is closed
+    /// before the answer is sent: a write that landed, whose client saw a connection error.
+    pub fn lose_next_answer(&self, method: Method, path_contains: &str, times: usize) {
+        self.add_fault(method, path_contains, times, FaultAction::LoseAnswer);
     }
 
     /// The next `times` matching requests are served only after `delay`.
@@ -430,6 +448,7 @@ async fn record(
             query: req.uri().query().unwrap_or("").to_string(),
             accept: header("accept"),
             content_type: header("content-type"),
+            at: std::time::Instant::now(),
         }
     };
     shared.requests.lock().unwrap().push(recorded.clone());
@@ -451,6 +470,14 @@ async fn record(
                 conn.kill();
             }
             // The connection's task drops this request with the socket.
+            futures::future::pending().await
+        }
+        Some(FaultAction::LoseAnswer) => {
+            let conn = req.extensions().get::<Arc<Conn>>().cloned();
+            let _served = next.run(req).await;
+            if let Some(conn) = conn {
+                conn.kill();
+            }
             futures::future::pending().await
         }
         Some(FaultAction::Delay(delay)) => {

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub causes: Vec<Value>,
     /// `metadata.continue` of the Status, as a 410 for an expired continue token carries.
     pub continue_token: Option<String>,
+    /// Seconds in `Retry-After` and `details.retryAfterSeconds`, as a 429 carries.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,7 +30,20 @@ impl ApiError {
             object: None,
             causes: Vec::new(),
             continue_token: None,
+            retry_after: None,
         }
+    }
+
+    /// 429 as API Priority and Fairness rejects a request: `Retry-After` in the header and
+    /// `details.retryAfterSeconds` in the Status.
+    pub fn too_many_requests(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
+        e.retry_after = Some(retry_after);
+        e
     }
 
     pub fn of(mut self, kind: &ResourceKind, name: &str) -> Self {
@@ -126,6 +141,9 @@ impl ApiError {
         if !self.causes.is_empty() {
             details.insert("causes".into(), json!(self.causes));
         }
+        if let Some(seconds) = self.retry_after {
+            details.insert("retryAfterSeconds".into(), json!(seconds));
+        }
         let mut metadata = json!({});
         if let Some(token) = &self.continue_token {
             metadata["continue"] = json!(token);
@@ -175,6 +193,12 @@ fn qualified(kind: &ResourceKind) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, axum::Json(self.to_json())).into_response()
+        let mut response = (code, axum::Json(self.to_json())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().expect("digits"));
+        }
+        response
     }
 }
