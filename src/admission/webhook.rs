@@ -263,16 +263,33 @@ async fn fetch_all(
     }));
     match tokio::time::timeout(deadline, fetches).await {
         Ok(result) => result.map(|pairs| pairs.into_iter().collect()),
-        // The fetch goes on in the background and warms the cache for the refresher.
-        Err(_) => Err(FetchError::new(
-            &keys[0],
-            FetchErrorKind::Timeout,
-            format!(
-                "ECR did not answer within {} (the webhook's deadline)",
-                humantime::format_duration(deadline)
-            ),
-        )),
+        // The fetch goes on in the background and warms the cache for the refresher. Until
+        // it ends, a token still valid is better than none.
+        Err(_) => match last_good(cache, keys) {
+            Some(tokens) => {
+                tracing::warn!(
+                    deadline = %humantime::format_duration(deadline),
+                    "ECR did not answer within the webhook's deadline; admitted with the last good token"
+                );
+                Ok(tokens)
+            }
+            None => Err(FetchError::new(
+                &keys[0],
+                FetchErrorKind::Timeout,
+                format!(
+                    "ECR did not answer within {} (the webhook's deadline)",
+                    humantime::format_duration(deadline)
+                ),
+            )),
+        },
     }
+}
+
+/// The last good token of every key, if each has one still valid.
+fn last_good(cache: &TokenCache, keys: &[TokenKey]) -> Option<BTreeMap<TokenKey, Arc<Token>>> {
+    keys.iter()
+        .map(|key| Some((key.clone(), cache.last_good(key)?)))
+        .collect()
 }
 
 #[cfg(test)]

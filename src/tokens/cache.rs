@@ -200,9 +200,11 @@ impl Slot {
     }
 }
 
-/// A key's slot, and when it was last asked for (readable without waiting on a fetch).
+/// A key's slot, and what is readable without waiting on a fetch: when it was last asked
+/// for, and the last token fetched.
 struct Entry {
     last_used: AtomicI64,
+    last_good: Mutex<Option<Arc<Token>>>,
     slot: tokio::sync::Mutex<Slot>,
 }
 
@@ -297,6 +299,15 @@ impl TokenCache {
             .expect("token fetch task panicked")
     }
 
+    /// The last token fetched for `key` while it is unexpired, without waiting on a fetch in
+    /// progress: for callers with a deadline, when a renewal takes longer than they can wait.
+    pub fn last_good(&self, key: &TokenKey) -> Option<Arc<Token>> {
+        let entry = Arc::clone(self.slots.lock().expect("slots lock").get(key)?);
+        let now = (self.clock)();
+        let token = entry.last_good.lock().expect("last good lock").clone()?;
+        (token.expires_at > now).then_some(token)
+    }
+
     /// The key's entry, made room for when new.
     fn entry(&self, key: &TokenKey, now: Timestamp) -> Arc<Entry> {
         let mut slots = self.slots.lock().expect("slots lock");
@@ -308,6 +319,7 @@ impl TokenCache {
                 }
                 let entry = Arc::new(Entry {
                     last_used: AtomicI64::new(now.as_second()),
+                    last_good: Mutex::default(),
                     slot: tokio::sync::Mutex::default(),
                 });
                 slots.insert(key.clone(), Arc::clone(&entry));
@@ -413,6 +425,7 @@ impl TokenCache {
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.token = Some(Arc::clone(&token));
+                *entry.last_good.lock().expect("last good lock") = Some(Arc::clone(&token));
                 slot.last_error = None;
                 slot.failures = 0;
                 Ok(CachedToken {

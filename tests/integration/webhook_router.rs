@@ -1018,3 +1018,67 @@ async fn a_cold_cache_stampede_makes_one_ecr_call() {
         .collect();
     assert_eq!(passwords.len(), 1, "the same token for every request");
 }
+
+/// ECR fails while a token is in hand and due for renewal: every admission still gets that
+/// last good token, with no warning and before the API server's deadline; ECR is asked once
+/// per backoff step, not once per admission; once ECR is back, the next step renews it.
+#[tokio::test]
+async fn an_ecr_outage_is_bridged_by_the_last_good_token() {
+    use kubeecr::tokens::cache::CacheConfig;
+    use kubeecr_testkit::moto::EcrFault;
+
+    let ecr = EcrProxy::start().await;
+    // Renewed 12 h before expiry: every token is due at once, so each admission wants a fetch.
+    let config = CacheConfig::new(Duration::from_secs(12 * 3600), Duration::from_secs(1));
+    let source = Arc::new(token_source(&ecr.url()).await);
+    let metrics = Arc::new(kubeecr::telemetry::metrics::Metrics::new());
+    let tokens = TokenCache::new(source, config, metrics.clone());
+    let ok = || {
+        let text = metrics.encode();
+        crate::serve_process::sample(
+            &text,
+            "kubeecr_ecr_calls_total{region=\"us-west-2\",result=\"ok\"}",
+        )
+    };
+    let (_, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let first = call_review(tokens.clone(), "/mutate?timeout=2s", &review).await;
+    let good = password_of(&config_of(&patched(&first, &review)), US);
+
+    ecr.set_fault(Some(EcrFault::Throttling));
+    let before = ecr.token_calls().len();
+    let outage = std::time::Instant::now();
+    let mut admissions = 0;
+    while outage.elapsed() < Duration::from_secs(4) {
+        let started = std::time::Instant::now();
+        let answer = call_review(tokens.clone(), "/mutate?timeout=2s", &review).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "within the deadline"
+        );
+        assert!(answer.warnings().is_empty(), "{:?}", answer.warnings());
+        assert_eq!(
+            password_of(&config_of(&patched(&answer, &review)), US),
+            good
+        );
+        admissions += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let during = ecr.token_calls().len() - before;
+    println!("{admissions} admissions in 4 s of throttling: {during} GetAuthorizationToken calls");
+    // Fetches 1 s, 2 s, then 4 s apart, each at most 3 SDK attempts: 9 calls at the most.
+    assert!((1..=9).contains(&during), "{during} calls");
+    assert!(admissions > 20, "admissions went on: {admissions}");
+
+    ecr.set_fault(None);
+    let oks = ok();
+    assert_eq!(oks, Some(1.0), "only the first fetch succeeded so far");
+    let renewed = async {
+        while ok() == oks {
+            call_review(tokens.clone(), "/mutate?timeout=2s", &review).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(6), renewed)
+        .await
+        .expect("renewed within one backoff step (5 s at most) of ECR's return");
+}
