@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::admission::decision::{self, MutationPlan};
 use crate::contract::policy::Policy;
@@ -57,27 +57,6 @@ pub fn router(state: Arc<WebhookState>, max_body_bytes: usize) -> Router {
 
 /// The review's request, or why not. serde's messages can quote whole values (`unknown
 /// variant "<3 MiB>"`), so only the kind of error and its position are told.
-fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "not JSON",
-            serde_json::error::Category::Data => "JSON of the wrong shape",
-            serde_json::error::Category::Eof => "cut short",
-        };
-        format!(
-            "body is not an admission.k8s.io/v1 AdmissionReview: {what} at line {} column {}",
-            e.line(),
-            e.column()
-        )
-    })?;
-    review
-        .try_into()
-        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| {
-            format!("AdmissionReview has no usable request: {e}")
-        })
-}
-
 fn operation(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",
@@ -122,7 +101,8 @@ impl<'a> Answer<'a> {
         body: Result<Bytes, BytesRejection>,
     ) -> Result<AdmissionRequest<DynamicObject>, Box<Response>> {
         let body = body.map_err(|r| Box::new(self.invalid(r.status(), r.body_text())))?;
-        parse(&body).map_err(|message| Box::new(self.invalid(StatusCode::BAD_REQUEST, message)))
+        decision::decode_review(&body)
+            .map_err(|message| Box::new(self.invalid(StatusCode::BAD_REQUEST, message)))
     }
 
     fn count(&self, operation: &'static str, result: &'static str) {

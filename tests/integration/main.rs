@@ -2,6 +2,7 @@
 
 mod common;
 mod ecr_source;
+mod fuzz_inputs;
 mod install;
 mod install_scenario;
 mod refresh_cli;
