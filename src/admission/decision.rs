@@ -13,7 +13,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
 use crate::contract::annotation::{
@@ -194,29 +194,6 @@ fn forbidden(response: AdmissionResponse, message: String) -> AdmissionResponse 
     response.result.code = 403;
     response.result.reason = "Forbidden".to_string();
     response
-}
-
-/// The request in an AdmissionReview body. Errors name the kind of problem and where it is,
-/// never the body's content.
-pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "not JSON",
-            serde_json::error::Category::Data => "JSON of the wrong shape",
-            serde_json::error::Category::Eof => "cut short",
-        };
-        format!(
-            "body is not an admission.k8s.io/v1 AdmissionReview: {what} at line {} column {}",
-            e.line(),
-            e.column()
-        )
-    })?;
-    review
-        .try_into()
-        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| {
-            format!("AdmissionReview has no usable request: {e}")
-        })
 }
 
 /// The validating webhook: denies malformed annotations, wrong types and what the policy

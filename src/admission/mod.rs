@@ -1,4 +1,6 @@
-//! The admission webhook: pure decisions, and the HTTP routes that serve them.
+//! The admission webhook: pure decisions, the AdmissionReview wire format, and the HTTP
+//! routes that serve them.
 
 pub mod decision;
+pub mod review;
 pub mod webhook;

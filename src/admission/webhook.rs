@@ -18,6 +18,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::admission::decision::{self, MutationPlan};
+use crate::admission::review;
 use crate::contract::policy::Policy;
 use crate::contract::token::{Token, TokenKey};
 use crate::telemetry::events::Events;
@@ -101,7 +102,7 @@ impl<'a> Answer<'a> {
         body: Result<Bytes, BytesRejection>,
     ) -> Result<AdmissionRequest<DynamicObject>, Box<Response>> {
         let body = body.map_err(|r| Box::new(self.invalid(r.status(), r.body_text())))?;
-        decision::decode_review(&body)
+        review::decode(&body)
             .map_err(|message| Box::new(self.invalid(StatusCode::BAD_REQUEST, message)))
     }
 
@@ -144,7 +145,11 @@ impl<'a> Answer<'a> {
             message = ?response.result.message,
             "admission"
         );
-        axum::Json(response.into_review()).into_response()
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            review::encode(&response),
+        )
+            .into_response()
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kubeecr::admission::decision::{self, MutationPlan};
+use kubeecr::admission::review;
 use kubeecr::contract::annotation::{
     REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef, binding_of,
 };
@@ -485,7 +486,7 @@ fn token() -> Arc<Token> {
 /// Decoding, validating and mutating: no panic; a refusal names where the body is wrong; a
 /// patch applies to the object and keeps every foreign entry of its config.
 fn check_review(body: &[u8], policy: &Policy) -> Result<(), TestCaseError> {
-    let req = match decision::decode_review(body) {
+    let req = match review::decode(body) {
         Ok(req) => req,
         Err(message) => {
             readable(&message)?;
