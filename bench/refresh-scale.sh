@@ -23,17 +23,17 @@ bench_start "$cluster" "${seed[@]}"
 refresh=(${KUBEECR_BENCH_BIN:-target/release/kubeecr} refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" --log-level warn ${KUBEECR_BENCH_FLAGS:-})
 
 for run in fill steady; do
-  before=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
+  before=$(apiserver_secret_requests)
   cpu_before=$( [ "$cluster" = real ] && server_cpu || true)
   out=$(mktemp); timing=$(mktemp)
   /usr/bin/time -f '%e %M %U %S' -o "$timing" "${refresh[@]}" >"$out" 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
   read -r secs rss user sys <"$timing"
-  after=$( [ "$cluster" = real ] && apiserver_secret_requests || true)
+  after=$(apiserver_secret_requests)
   cpu_after=$( [ "$cluster" = real ] && server_cpu || true)
   echo "$run: $(tail -n 1 "$out") | ${secs}s, peak RSS $((rss / 1024)) MiB, CPU ${user}s user + ${sys}s sys"
+  echo "  API requests for secrets before: $before"
+  echo "                            after: $after"
   if [ "$cluster" = real ]; then
-    echo "  API requests for secrets before: $before"
-    echo "                            after: $after"
     echo "  server CPU before: $cpu_before"
     echo "              after: $cpu_after"
   fi

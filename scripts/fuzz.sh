@@ -32,9 +32,15 @@ seed() {
   esac
 }
 
+failed=0
 for t in "${targets[@]}"; do
   seed "$t"
   echo "==> $t for ${secs}s"
-  (cd fuzz && cargo fuzz run --sanitizer none "$t" -- -max_total_time="$secs" -max_len=65536 2>&1) |
-    grep -E '^(Done|#[0-9]+ +DONE|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)|stat::number_of_executed_units|panicked' || true
+  log=fuzz/$t.log
+  if ! (cd fuzz && cargo fuzz run --sanitizer none "$t" -- -max_total_time="$secs" -max_len=65536 -print_final_stats=1) >"$log" 2>&1; then
+    failed=1
+    echo "$t FAILED; the input is in fuzz/artifacts/$t/, the log in $log"
+  fi
+  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|panicked|SUMMARY|Test unit written' "$log" || true
 done
+exit "$failed"

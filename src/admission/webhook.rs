@@ -56,8 +56,6 @@ pub fn router(state: Arc<WebhookState>, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// The review's request, or why not. serde's messages can quote whole values (`unknown
-/// variant "<3 MiB>"`), so only the kind of error and its position are told.
 fn operation(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",
@@ -166,11 +164,14 @@ async fn validate(
     answer.review(&req, response)
 }
 
-/// How long a cold token fetch may take: well under the API server's own timeout.
+/// How long a cold token fetch may take: well under the API server's own timeout, which a
+/// webhook configuration sets between 1 and 30 s (anything else in `?timeout=` is clamped, so a
+/// caller cannot ask for no wait at all).
 fn token_deadline(query: Option<&str>, cap: Duration) -> Duration {
     let webhook_timeout = query
         .and_then(|t| humantime::parse_duration(t).ok())
-        .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
+        .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
     cap.min(webhook_timeout / 2)
 }
 
@@ -242,7 +243,7 @@ async fn fetch_all(
 ) -> Result<BTreeMap<TokenKey, Arc<Token>>, FetchError> {
     let fetches = futures::future::try_join_all(keys.iter().map(|key| async move {
         cache
-            .get(key)
+            .get_unless_renewing(key)
             .await
             .map(|cached| (key.clone(), cached.token))
     }));
@@ -252,10 +253,10 @@ async fn fetch_all(
         // it ends, a token still valid is better than none.
         Err(_) => match last_good(cache, keys) {
             Some(tokens) => {
-                tracing::warn!(
-                    deadline = %humantime::format_duration(deadline),
-                    "ECR did not answer within the webhook's deadline; admitted with the last good token"
-                );
+                // Only the caller renewing a key waits here; others got the token at once.
+                for (key, token) in &tokens {
+                    tracing::warn!(%key, expires_at = %token.expires_at, deadline = %humantime::format_duration(deadline), "ECR did not answer within the webhook's deadline; admitted with the last good token");
+                }
                 Ok(tokens)
             }
             None => Err(FetchError::new(
@@ -289,5 +290,12 @@ mod tests {
         assert_eq!(token_deadline(Some("2s"), cap), Duration::from_secs(1));
         assert_eq!(token_deadline(None, cap), cap);
         assert_eq!(token_deadline(Some("garbage"), cap), cap);
+        // Outside the API server's 1–30 s: clamped, never zero.
+        assert_eq!(token_deadline(Some("0s"), cap), Duration::from_millis(500));
+        assert_eq!(token_deadline(Some("1ms"), cap), Duration::from_millis(500));
+        assert_eq!(
+            token_deadline(Some("1h"), Duration::from_secs(60)),
+            Duration::from_secs(15)
+        );
     }
 }

@@ -303,9 +303,33 @@ impl TokenCache {
     /// progress: for callers with a deadline, when a renewal takes longer than they can wait.
     pub fn last_good(&self, key: &TokenKey) -> Option<Arc<Token>> {
         let entry = Arc::clone(self.slots.lock().expect("slots lock").get(key)?);
+        self.valid_last_good(&entry)
+    }
+
+    fn valid_last_good(&self, entry: &Entry) -> Option<Arc<Token>> {
         let now = (self.clock)();
         let token = entry.last_good.lock().expect("last good lock").clone()?;
         (token.expires_at > now).then_some(token)
+    }
+
+    /// As `get`, except that while another caller is renewing the key, its last good token
+    /// (still valid) comes at once instead of after the renewal: admissions need not wait on
+    /// a slow or failing ECR when they have a token to give.
+    pub async fn get_unless_renewing(
+        self: &Arc<Self>,
+        key: &TokenKey,
+    ) -> Result<CachedToken, FetchError> {
+        let entry = self.slots.lock().expect("slots lock").get(key).cloned();
+        if let Some(entry) = entry
+            && entry.slot.try_lock().is_err()
+            && let Some(token) = self.valid_last_good(&entry)
+        {
+            return Ok(CachedToken {
+                token,
+                renewal_error: None,
+            });
+        }
+        self.get(key).await
     }
 
     /// The key's entry, made room for when new.
@@ -627,6 +651,35 @@ mod tests {
             h.cache.get(&key("r")).await.unwrap().token.password(),
             "pw-1"
         );
+    }
+
+    /// While one caller renews a due key, others with a deadline get its last good token at
+    /// once; an expired one is never given.
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_in_progress_holds_up_no_caller_with_a_valid_token() {
+        let h = harness(Duration::from_secs(5), Some(12 * 3600));
+        let k = key("r");
+        assert!(h.cache.last_good(&k).is_none());
+        h.cache.get(&k).await.unwrap();
+        h.advance(9 * 3600); // due (4 h before expiry), valid for 3 h more
+        let renewing = tokio::spawn({
+            let (cache, k) = (Arc::clone(&h.cache), k.clone());
+            async move { cache.get(&k).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let asked = tokio::time::Instant::now();
+        let given = h.cache.get_unless_renewing(&k).await.unwrap();
+        assert_eq!(given.token.password(), "pw-0");
+        assert_eq!(asked.elapsed(), Duration::ZERO, "no wait on the renewal");
+        assert_eq!(h.cache.last_good(&k).unwrap().password(), "pw-0");
+        assert_eq!(renewing.await.unwrap().unwrap().token.password(), "pw-1");
+        assert_eq!(h.cache.last_good(&k).unwrap().password(), "pw-1");
+        // With nothing renewing, it is `get`: a fresh token, from the cache.
+        let fresh = h.cache.get_unless_renewing(&k).await.unwrap();
+        assert_eq!(fresh.token.password(), "pw-1");
+        assert_eq!(h.source.calls.load(Ordering::SeqCst), 2);
+        h.advance(12 * 3600 + 1);
+        assert!(h.cache.last_good(&k).is_none(), "expired");
     }
 
     #[tokio::test]

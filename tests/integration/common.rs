@@ -493,8 +493,10 @@ pub fn kubeecr_command(subcommand: &str) -> tokio::process::Command {
     cmd
 }
 
-/// Counts, per Secret of one namespace, how often its `.dockerconfigjson` changed, as seen by
-/// a watch started now: a token written twice counts 2. Works on both backends.
+/// Counts, per Secret of one namespace, how often kubeecr's write showed: its
+/// `.dockerconfigjson` or its expiry annotation changed, as seen by a watch started now. Each
+/// fetch records its own expiry, so a Secret written twice, even with the same token bytes (as
+/// moto's are), counts 2. Works on both backends.
 pub struct DataWrites {
     counts: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
     task: tokio::task::JoinHandle<()>,
@@ -509,15 +511,10 @@ impl DataWrites {
             .list(&ListParams::default())
             .await
             .expect("list secrets");
-        let mut seen: BTreeMap<String, Option<Vec<u8>>> = list
+        let mut seen: BTreeMap<String, _> = list
             .items
             .iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap(),
-                    data_bytes(s, ".dockerconfigjson"),
-                )
-            })
+            .map(|s| (s.metadata.name.clone().unwrap(), written(s)))
             .collect();
         let mut version = list
             .metadata
@@ -546,9 +543,9 @@ impl DataWrites {
                     };
                     version = rv(&secret);
                     let name = secret.metadata.name.clone().unwrap();
-                    let data = data_bytes(&secret, ".dockerconfigjson");
-                    if let Some(before) = seen.insert(name.clone(), data.clone())
-                        && before != data
+                    let now = written(&secret);
+                    if let Some(before) = seen.insert(name.clone(), now.clone())
+                        && before != now
                     {
                         *counted.lock().unwrap().entry(name).or_insert(0) += 1;
                     }
@@ -558,10 +555,19 @@ impl DataWrites {
         Self { counts, task }
     }
 
-    /// Secrets whose data changed, with how many times.
+    /// Secrets written, with how many times.
     pub fn counts(&self) -> BTreeMap<String, usize> {
+        assert!(!self.task.is_finished(), "the watch counting writes failed");
         self.counts.lock().unwrap().clone()
     }
+}
+
+/// What a write by kubeecr changes: the config, and the expiry of the token it fetched.
+fn written(s: &Secret) -> (Option<Vec<u8>>, Option<String>) {
+    (
+        data_bytes(s, ".dockerconfigjson"),
+        annotation(s, EXPIRES_AT),
+    )
 }
 
 impl Drop for DataWrites {

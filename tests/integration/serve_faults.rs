@@ -279,9 +279,18 @@ async fn api_refusals_are_retried_and_each_secret_is_written_once() {
     let once: std::collections::BTreeMap<String, usize> =
         names.iter().map(|n| (n.to_string(), 1)).collect();
     assert_eq!(writes.counts(), once, "{}", serve.logs());
+    // And as the API server saw it: one write carried out per Secret, whatever was retried.
+    let requests = double.requests();
+    for name in names {
+        let carried_out = requests
+            .iter()
+            .filter(|r| r.method == Method::PATCH && r.path.ends_with(&format!("/secrets/{name}")))
+            .filter(|r| r.status().is_some_and(|s| s < 300))
+            .count();
+        assert_eq!(carried_out, 1, "{name}");
+    }
 
     // Retry-After was waited out: no retry came sooner than the 2 s asked for.
-    let requests = double.requests();
     let patches: Vec<_> = requests
         .iter()
         .filter(|r| r.method == Method::PATCH && r.path.ends_with("/secrets/throttled"))

@@ -61,9 +61,17 @@ pub struct Recorded {
     pub content_type: String,
     /// When the double received it.
     pub at: std::time::Instant,
+    /// The status it was answered with (0 until then, and for a dropped request); for a lost
+    /// answer, the status of what was carried out.
+    status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Recorded {
+    /// The status the request was served with, if it was.
+    pub fn status(&self) -> Option<u16> {
+        Some(self.status.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+
     pub fn is_metadata_only(&self) -> bool {
         self.accept.contains("as=PartialObjectMetadata")
     }
@@ -87,6 +95,44 @@ impl Recorded {
     pub fn is_watch(&self) -> bool {
         matches!(self.param("watch").as_deref(), Some("1" | "true"))
     }
+}
+
+impl Recorded {
+    /// (resource, verb) as kube-apiserver's metrics name them: LIST, WATCH, GET, PATCH, ...
+    pub fn resource_and_verb(&self) -> Option<(String, &'static str)> {
+        let parts: Vec<&str> = self.path.trim_matches('/').split('/').collect();
+        let rest = match parts.as_slice() {
+            ["api", _, rest @ ..] => rest,
+            ["apis", _, _, rest @ ..] => rest,
+            _ => return None,
+        };
+        let (resource, named) = match rest {
+            ["namespaces", _, resource] | [resource] => (*resource, false),
+            ["namespaces", _, resource, _] => (*resource, true),
+            _ => return None,
+        };
+        let verb = match self.method {
+            Method::GET if self.is_watch() => "WATCH",
+            Method::GET if named => "GET",
+            Method::GET => "LIST",
+            Method::PATCH => "PATCH",
+            Method::PUT => "PUT",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            _ => return None,
+        };
+        Some((resource.to_string(), verb))
+    }
+}
+
+async fn request_counts(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in shared.requests.lock().unwrap().iter() {
+        if let Some((resource, verb)) = r.resource_and_verb() {
+            *counts.entry(format!("{resource} {verb}")).or_default() += 1;
+        }
+    }
+    axum::Json(json!(counts))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -249,6 +295,9 @@ impl FakeApiServer {
                     axum::Json(discovery_resources(&group, &version))
                 }),
             )
+            // Not the API: requests so far, counted as kube-apiserver's apiserver_request_total
+            // counts them, for the bench scripts.
+            .route("/testkit/requests", get(request_counts))
             .fallback(|uri: Uri| async move {
                 ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({uri})"))
             })
@@ -449,6 +498,7 @@ async fn record(
             accept: header("accept"),
             content_type: header("content-type"),
             at: std::time::Instant::now(),
+            status: Arc::default(),
         }
     };
     shared.requests.lock().unwrap().push(recorded.clone());
@@ -463,8 +513,14 @@ async fn record(
             f.action.clone()
         })
     };
+    let served = |response: Response| {
+        recorded
+            .status
+            .store(response.status().as_u16(), Ordering::SeqCst);
+        response
+    };
     match injected {
-        Some(FaultAction::Fail(error)) => error.into_response(),
+        Some(FaultAction::Fail(error)) => served(error.into_response()),
         Some(FaultAction::Drop) => {
             if let Some(conn) = req.extensions().get::<Arc<Conn>>() {
                 conn.kill();
@@ -473,18 +529,20 @@ async fn record(
             futures::future::pending().await
         }
         Some(FaultAction::LoseAnswer) => {
-            let conn = req.extensions().get::<Arc<Conn>>().cloned();
-            let _served = next.run(req).await;
-            if let Some(conn) = conn {
-                conn.kill();
-            }
+            let conn = req
+                .extensions()
+                .get::<Arc<Conn>>()
+                .cloned()
+                .expect("every request carries its connection");
+            served(next.run(req).await);
+            conn.kill();
             futures::future::pending().await
         }
         Some(FaultAction::Delay(delay)) => {
             tokio::time::sleep(delay).await;
-            next.run(req).await
+            served(next.run(req).await)
         }
-        None => next.run(req).await,
+        None => served(next.run(req).await),
     }
 }
 
