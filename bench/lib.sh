@@ -4,6 +4,8 @@
 source scripts/lib/moto.sh
 
 build_release() {
+  # KUBEECR_BENCH_NO_BUILD=1: measure the binaries already in target/release.
+  [ "${KUBEECR_BENCH_NO_BUILD:-0}" = 1 ] && return
   echo "==> building release binaries" >&2
   cargo build --release --quiet --bin kubeecr
   cargo build --release --quiet -p kubeecr-testkit --bin kubeecr-seed --bin kubeecr-dev-cluster

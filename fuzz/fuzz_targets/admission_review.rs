@@ -28,7 +28,11 @@ fuzz_target!(|body: &[u8]| {
             };
             let expires = jiff::Timestamp::now() + std::time::Duration::from_secs(12 * 3600);
             let token = Arc::new(decode(&fetched, expires).unwrap());
-            let tokens = pending.keys.iter().map(|k| (k.clone(), token.clone())).collect();
+            let tokens = pending
+                .keys
+                .iter()
+                .map(|k| (k.clone(), token.clone()))
+                .collect();
             pending.complete(Ok(tokens), false).response
         }
     };
