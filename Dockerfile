@@ -38,6 +38,10 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /kubeecr /usr/local/bin/kubeecr
 # nonroot's uid and gid, numeric so that runAsNonRoot can check it.
 USER 65532:65532
+# mimalloc's arenas, under transparent huge pages set to `always`, fill whole 2 MiB pages:
+# idle RSS 55 MiB instead of 36 with 10,000 watched Secrets (BENCHMARKS.md). This turns THP
+# off for this process only.
+ENV MIMALLOC_ALLOW_THP=0
 EXPOSE 8443 8080
 ENTRYPOINT ["/usr/local/bin/kubeecr"]
 CMD ["serve"]

@@ -7,7 +7,7 @@
 #
 #   bench/admission-load.sh [seconds] [rate...]
 #   bench/admission-load.sh 30 5000                        # BENCHMARKS.md: the 5,000 req/s target
-#   bench/admission-load.sh 20 2000 5000 10000 15000 20000  # BENCHMARKS.md: the sweep
+#   bench/admission-load.sh 20 1000 2000 3000 5000 10000    # BENCHMARKS.md: the sweep
 #
 # Needs oha (`cargo install oha --locked`). KUBEECR_BENCH_CONNECTIONS (default 16) connections;
 # KUBEECR_BENCH_HTTP2=1 speaks HTTP/2 as the API server does (2 connections, 8 streams each).

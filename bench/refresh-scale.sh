@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `kubeecr refresh` at scale: fills N opted-in Secrets spread over namespaces and 50
 # (account, region) pairs in 5 regions, beside unrelated Secrets of a given size, then runs
-# again with nothing due. Prints wall time, peak RSS, ECR calls and, on the real
-# kube-apiserver, the API requests for secrets by verb.
+# again with nothing due. Prints wall time, peak RSS, ECR calls and the API requests for
+# secrets by verb (the real kube-apiserver's metrics, or the double's own count).
 #
 #   bench/refresh-scale.sh [real|double] [namespaces] [per-namespace] [unrelated] [unrelated-bytes] [--labelled]
 #   bench/refresh-scale.sh real 1000 10 0 0             # BENCHMARKS.md: 10,000 Secrets, 1,000 namespaces

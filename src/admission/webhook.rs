@@ -253,7 +253,8 @@ async fn fetch_all(
         // it ends, a token still valid is better than none.
         Err(_) => match last_good(cache, keys) {
             Some(tokens) => {
-                // Only the caller renewing a key waits here; others got the token at once.
+                // Callers that found the key being renewed got its token at once (`cache`);
+                // this one waited for a renewal that outlasted the deadline.
                 for (key, token) in &tokens {
                     tracing::warn!(%key, expires_at = %token.expires_at, deadline = %humantime::format_duration(deadline), "ECR did not answer within the webhook's deadline; admitted with the last good token");
                 }

@@ -313,17 +313,23 @@ impl TokenCache {
     }
 
     /// As `get`, except that while another caller is renewing the key, its last good token
-    /// (still valid) comes at once instead of after the renewal: admissions need not wait on
-    /// a slow or failing ECR when they have a token to give.
+    /// comes at once instead of after the renewal, if it has at least half of `renew_before`
+    /// left: admissions need not wait on a slow or failing ECR when they have a token to give.
+    /// (The slot is also held for a moment by ordinary reads; the token given then is the same.)
     pub async fn get_unless_renewing(
         self: &Arc<Self>,
         key: &TokenKey,
     ) -> Result<CachedToken, FetchError> {
         let entry = self.slots.lock().expect("slots lock").get(key).cloned();
+        let margin = self.config.renew_before / 2;
         if let Some(entry) = entry
             && entry.slot.try_lock().is_err()
             && let Some(token) = self.valid_last_good(&entry)
+            && (self.clock)() + margin < token.expires_at
         {
+            entry
+                .last_used
+                .store((self.clock)().as_second(), Ordering::Relaxed);
             return Ok(CachedToken {
                 token,
                 renewal_error: None,
@@ -680,6 +686,24 @@ mod tests {
         assert_eq!(h.source.calls.load(Ordering::SeqCst), 2);
         h.advance(12 * 3600 + 1);
         assert!(h.cache.last_good(&k).is_none(), "expired");
+    }
+
+    /// A token with less than half of `renew_before` left is not handed out at once: the
+    /// caller waits for the renewal like any other.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_near_its_end_waits_for_the_renewal() {
+        let h = harness(Duration::from_secs(5), Some(12 * 3600));
+        let k = key("r");
+        h.cache.get(&k).await.unwrap();
+        h.advance(11 * 3600); // 1 h left, under half of the 4 h margin
+        let renewing = tokio::spawn({
+            let (cache, k) = (Arc::clone(&h.cache), k.clone());
+            async move { cache.get(&k).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let given = h.cache.get_unless_renewing(&k).await.unwrap();
+        assert_eq!(given.token.password(), "pw-1", "the renewed token");
+        assert_eq!(renewing.await.unwrap().unwrap().token.password(), "pw-1");
     }
 
     #[tokio::test]

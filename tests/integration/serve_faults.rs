@@ -307,7 +307,10 @@ async fn api_refusals_are_retried_and_each_secret_is_written_once() {
     let list = |r: &kubeecr_testkit::apiserver::Recorded| {
         r.method == Method::GET && r.path.ends_with("/secrets") && !r.is_watch()
     };
-    let first = requests.iter().find(|r| list(r)).expect("a list");
+    let first = requests
+        .iter()
+        .find(|r| list(r) && r.status() == Some(429))
+        .expect("the throttled list");
     let again = requests
         .iter()
         .filter(|r| list(r) && r.query == first.query && r.accept == first.accept)
