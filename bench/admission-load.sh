@@ -20,17 +20,7 @@ rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(5000)
 command -v oha >/dev/null || { echo "needs oha: cargo install oha --locked" >&2; exit 1; }
 bench_start real --namespaces 1 --secrets-per-namespace 0
 
-certs=target/bench/load-certs
-rm -rf "$certs"
-target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
-port=$(free_port); admin=$(free_port)
-target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
-  --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
-  --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
-  2>target/bench/serve-load.log &
-serve=$!
-bench_pids+=("$serve")
-until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+start_webhook load
 sleep 10 # a fresh kube-apiserver keeps a core busy for its first seconds
 
 body=target/bench/review-07.json

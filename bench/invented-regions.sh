@@ -11,17 +11,7 @@ source bench/lib.sh
 
 requests=${1:-3}; regions=${2:-5000}
 bench_start double --namespaces 1 --secrets-per-namespace 0
-certs=target/bench/invented-certs
-rm -rf "$certs"
-target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
-port=$(free_port); admin=$(free_port)
-target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
-  --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
-  --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
-  2>target/bench/serve-invented.log &
-serve=$!
-bench_pids+=("$serve")
-until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+start_webhook invented
 
 rss() { awk '/^VmRSS/ {print int($2/1024)}' "/proc/$serve/status"; }
 calls() { curl -s "http://127.0.0.1:$admin/metrics" | awk '/^kubeecr_ecr_calls_total/ {n += $2} END {print n + 0}'; }

@@ -80,3 +80,20 @@ bench_start() {
   export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
   export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 }
+
+# Starts `kubeecr serve` (release, --leader-elect=false) with fresh certificates in
+# target/bench/$1-certs, logging to target/bench/serve-$1.log, and waits until it is ready.
+# Sets certs, port (the webhook), admin and serve (its pid).
+start_webhook() {
+  certs=target/bench/$1-certs
+  rm -rf "$certs"
+  target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
+  port=$(free_port); admin=$(free_port)
+  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+    --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
+    --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
+    2>"target/bench/serve-$1.log" &
+  serve=$!
+  bench_pids+=("$serve")
+  until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
+}
