@@ -19,7 +19,7 @@ bundle=$(base64 -w0 "$certs/ca.crt")
 
 for fill in false true; do
   port=$(free_port); admin=$(free_port)
-  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
     --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
     --admission-fill="$fill" 2>"target/bench/serve-fill-$fill.log" &

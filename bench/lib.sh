@@ -8,7 +8,7 @@ build_release() {
   [ "${KUBEECR_BENCH_NO_BUILD:-0}" = 1 ] && return
   echo "==> building release binaries" >&2
   cargo build --release --quiet --bin kubeecr
-  cargo build --release --quiet -p kubeecr-testkit --bin kubeecr-seed --bin kubeecr-dev-cluster
+  cargo build --release --quiet -p kubeecr-testkit --bin kubeecr-seed --bin kubeecr-dev-cluster --bin kubeecr-ecr
 }
 
 bench_pids=()
@@ -67,7 +67,8 @@ print(" ".join("%s=%d" % (k.split()[1], v) for k, v in sorted(json.load(sys.stdi
 
 
 # Builds, starts moto and the cluster named by $1 (real|double), seeds with the rest of the
-# arguments (kubeecr-seed flags). Sets MOTO_URL and KUBECONFIG_PATH, and the fake AWS keys.
+# arguments (kubeecr-seed flags). Sets MOTO_URL, ECR_URL (moto behind the testkit's proxy, which
+# answers with real-size tokens, fresh on every call), KUBECONFIG_PATH, and the fake AWS keys.
 bench_start() {
   local cluster=$1; shift
   build_release
@@ -75,6 +76,8 @@ bench_start() {
   mkdir -p target/bench
   start_moto target/bench/moto.log
   bench_pids+=("$MOTO_PID")
+  start_ecr target/release/kubeecr-ecr target/bench/ecr.log
+  bench_pids+=("$ECR_PID")
   start_cluster "$cluster"
   target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" "$@"
   export AWS_ACCESS_KEY_ID=AKIAKUBEECRBENCH0001 AWS_SECRET_ACCESS_KEY=bench-not-secret AWS_REGION=us-east-1
@@ -89,7 +92,7 @@ start_webhook() {
   rm -rf "$certs"
   target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
   port=$(free_port); admin=$(free_port)
-  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
     --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
     2>"target/bench/serve-$1.log" &

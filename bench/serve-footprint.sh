@@ -19,7 +19,7 @@ mkdir -p "$certs"
 
 admin=$(free_port)
 started=$(date +%s.%N)
-target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" \
+target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
   --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
   --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
   2>target/bench/serve.log &

@@ -26,12 +26,12 @@ print("%d of %d hold a token" % (ok, len(items)))'
 }
 
 c0=$(calls); t0=$(date +%s.%N)
-target/release/kubeecr refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$MOTO_URL" --log-level warn | tail -n 1
+target/release/kubeecr refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" --log-level warn | tail -n 1
 t1=$(date +%s.%N); c1=$(calls)
 kubeecr_secs=$(echo "$t1 - $t0" | bc)
 echo "kubeecr refresh: ${kubeecr_secs} s, $((c1 - c0)) ECR calls; $(filled)"
 
-bench/baseline-script.sh "$KUBECONFIG_PATH" "$MOTO_URL"
+bench/baseline-script.sh "$KUBECONFIG_PATH" "$ECR_URL"
 t2=$(date +%s.%N); c2=$(calls)
 script_secs=$(echo "$t2 - $t1" | bc)
 echo "baseline script: ${script_secs} s, $((c2 - c1)) ECR calls; $(filled)"

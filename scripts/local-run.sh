@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs kubeecr locally with no cluster and no AWS account: moto stands in for ECR, the in-repo
+# Runs kubeecr locally with no cluster and no AWS account: moto stands in for ECR (behind the
+# testkit's proxy, which answers as ECR does: a fresh password of real length on every call,
+# expiring 12 h ahead), the in-repo
 # kube-apiserver double (tests/testkit) stands in for Kubernetes, with kubeecr's admission
 # webhooks registered. It then:
 #   1. runs `kubeecr serve` (webhook, watch-driven refresher, admin port) with certs from `kubeecr certs` in target/local/certs/,
@@ -28,6 +30,8 @@ trap cleanup EXIT
 
 start_moto "$state/moto.log"
 pids+=("$MOTO_PID")
+start_ecr target/debug/kubeecr-ecr "$state/ecr.log"
+pids+=("$ECR_PID")
 
 webhook_port=$(free_port)
 admin_port=$(free_port)
@@ -42,14 +46,14 @@ wait_port "$api_port"
 # Fake credentials: moto accepts any. IMDS stays off so nothing leaves this machine.
 export AWS_ACCESS_KEY_ID=AKIAKUBEECRLOCAL0001 AWS_SECRET_ACCESS_KEY=local-run-not-secret AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export KUBEECR_KUBECONFIG="$state/kubeconfig" KUBEECR_ECR_ENDPOINT="$MOTO_URL"
+export KUBEECR_KUBECONFIG="$state/kubeconfig" KUBEECR_ECR_ENDPOINT="$ECR_URL"
 
 target/debug/kubeecr serve --listen "127.0.0.1:$webhook_port" --admin-listen "127.0.0.1:$admin_port" \
   --tls-cert-file "$state/certs/tls.crt" --tls-key-file "$state/certs/tls.key" >"$state/serve.log" 2>&1 &
 pids+=("$!")
 wait_port "$webhook_port"
 wait_port "$admin_port"
-echo "==> kubeecr serve is up: webhook https://127.0.0.1:$webhook_port, admin http://127.0.0.1:$admin_port (/readyz, /metrics), API http://127.0.0.1:$api_port, ECR (moto) $MOTO_URL"
+echo "==> kubeecr serve is up: webhook https://127.0.0.1:$webhook_port, admin http://127.0.0.1:$admin_port (/readyz, /metrics), API http://127.0.0.1:$api_port, ECR (moto behind the testkit proxy) $ECR_URL"
 
 echo
 echo "==> applying examples/usage/*.yaml (the API server calls kubeecr's webhooks)"

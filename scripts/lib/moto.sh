@@ -44,3 +44,21 @@ start_moto() {
   MOTO_URL="http://127.0.0.1:$port"
   wait_port "$port"
 }
+
+# Starts the testkit's ECR proxy (binary $1) in front of the moto at $MOTO_URL: it answers as
+# ECR does, with a fresh password of real length (2,300-2,800 characters) on every call and an
+# expiry 12 h ahead, where moto gives `<account>-auth-token` expiring in 2015. Sets ECR_URL
+# and ECR_PID. Logs to $2.
+start_ecr() {
+  local out
+  out=$(mktemp)
+  "$1" --moto "$MOTO_URL" >"$out" 2>"$2" &
+  ECR_PID=$!
+  for _ in $(seq 300); do
+    ECR_URL=$(sed -n 's/^ready //p' "$out")
+    [ -n "$ECR_URL" ] && break
+    sleep 0.1
+  done
+  rm -f "$out"
+  [ -n "$ECR_URL" ] || { echo "the ECR proxy did not start (log: $2)" >&2; return 1; }
+}

@@ -766,6 +766,12 @@ async fn leaks_nothing_with(cluster: TestCluster, env: &[(&str, &str)], flags: &
             assert!(!logs.contains(secret), "{field} of {host} logged");
         }
     }
+    // Every token ECR handed out, whichever Secret or admission it went to.
+    let issued = ecr.issued();
+    assert!(issued.len() >= 2, "{} tokens issued", issued.len());
+    for token in issued {
+        assert!(!logs.contains(&token.password), "a password logged");
+    }
     assert!(!logs.contains(CLI_SECRET_KEY), "the AWS secret key logged");
     assert!(
         !logs.contains("authorizationToken"),

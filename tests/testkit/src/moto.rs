@@ -1,9 +1,16 @@
 //! ECR for tests: the moto server on 127.0.0.1, behind a proxy that counts the calls
-//! (moto does not) and can make ECR slow.
+//! (moto does not), answers GetAuthorizationToken as ECR does, and can make ECR slow or fail.
+//!
+//! moto answers every call with `<account>-auth-token` and an expiry in 2015. Real ECR answers
+//! with a fresh password of 2,300–2,800 characters on every call and an expiry 12 hours ahead,
+//! so the proxy rewrites moto's answer that way (`TokenStyle::Ecr`, the default). Each password
+//! names what it was issued for, `tok-<region>-<access key id>-<n>-…`, and every one is
+//! recorded (`EcrProxy::issued`), so a test can say exactly which token a host must hold.
 //!
 //! `scripts/test.sh` starts one moto and exports `KUBEECR_TEST_MOTO_URL`. Without it, the
 //! first test to need moto starts `moto_server` (from `KUBEECR_TEST_MOTO_BIN`, else `PATH`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -94,12 +101,42 @@ pub struct AwsCall {
     pub access_key_id: String,
 }
 
+/// How the proxy answers GetAuthorizationToken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenStyle {
+    /// As ECR does: a fresh password of 2,300–2,800 characters on every call, expiring 12
+    /// hours after the call.
+    #[default]
+    Ecr,
+    /// As ECR does, with this expiry (seconds since the epoch) instead of 12 hours ahead.
+    EcrExpiringAt(i64),
+    /// moto's own answer, unchanged: `<account>-auth-token`, expiring in 2015.
+    Moto,
+}
+
+/// A token the proxy handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub region: String,
+    /// The caller's access key id: the default credentials' key, or an AssumeRole session's.
+    pub access_key_id: String,
+    /// The role whose session the key belongs to, when it came from AssumeRole here.
+    pub role: Option<String>,
+    pub password: String,
+    /// RFC 3339, whole seconds, as kubeecr records it.
+    pub expires_at: String,
+}
+
 struct ProxyState {
     upstream: String,
     client: Client<HttpConnector, Full<Bytes>>,
     calls: Mutex<Vec<AwsCall>>,
     delay: Mutex<Duration>,
     fault: Mutex<Option<EcrFault>>,
+    style: Mutex<TokenStyle>,
+    issued: Mutex<Vec<Issued>>,
+    /// AssumeRole sessions seen: access key id → role ARN.
+    sessions: Mutex<HashMap<String, String>>,
 }
 
 /// An error the proxy answers with instead of moto's answer, as ECR sends it (awsJson1_1:
@@ -126,6 +163,66 @@ impl EcrFault {
             .body(Body::from(body))
             .unwrap()
     }
+}
+
+/// Shortest and longest password ECR hands out, as seen in real tokens.
+pub const PASSWORD_LENGTHS: std::ops::RangeInclusive<usize> = 2300..=2800;
+
+/// A password as ECR would give: unique, of a length in `PASSWORD_LENGTHS`, in base64's
+/// alphabet, starting with what it was issued for.
+fn password(region: &str, access_key_id: &str, n: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ access_key_id.len() as u64;
+    let mut next = || {
+        // xorshift64*: deterministic, so a failing run can be replayed.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let span = (PASSWORD_LENGTHS.end() - PASSWORD_LENGTHS.start() + 1) as u64;
+    let len = PASSWORD_LENGTHS.start() + (next() % span) as usize;
+    let mut out = format!("tok-{region}-{access_key_id}-{n}-");
+    while out.len() < len {
+        out.push(ALPHABET[(next() % 64) as usize] as char);
+    }
+    out
+}
+
+/// `RoleArn=...` of an AssumeRole form body, percent-decoded.
+fn form_value(body: &str, name: &str) -> Option<String> {
+    let raw = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `<AccessKeyId>` of STS's XML answer.
+fn xml_value(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find("</")? + start;
+    Some(body[start..end].trim().to_string())
 }
 
 /// A counting, delaying proxy in front of moto. Each test gets its own, so counts are its own.
@@ -180,9 +277,9 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
             .to_string();
     }
     state.calls.lock().unwrap().push(AwsCall {
-        target,
-        region,
-        access_key_id,
+        target: target.clone(),
+        region: region.clone(),
+        access_key_id: access_key_id.clone(),
     });
     let delay = *state.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
@@ -202,28 +299,84 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
     for (k, v) in parts.headers.iter() {
         upstream = upstream.header(k, v);
     }
-    match state
+    let response = match state
         .client
-        .request(upstream.body(Full::new(body)).unwrap())
+        .request(upstream.body(Full::new(body.clone())).unwrap())
         .await
     {
-        Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            Response::from_parts(parts, Body::from(body))
+        Ok(resp) => resp,
+        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let (mut parts, answer) = response.into_parts();
+    let mut answer = answer
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if parts.status.is_success() {
+        if target.ends_with("AssumeRole") {
+            let role = form_value(&String::from_utf8_lossy(&body), "RoleArn");
+            let key = xml_value(&String::from_utf8_lossy(&answer), "AccessKeyId");
+            if let (Some(role), Some(key)) = (role, key) {
+                state.sessions.lock().unwrap().insert(key, role);
+            }
+        } else if target.ends_with("GetAuthorizationToken") {
+            let style = *state.style.lock().unwrap();
+            if let Some(rewritten) = state.as_ecr(style, &answer, &region, &access_key_id) {
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                answer = rewritten;
+            }
         }
-        Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+    Response::from_parts(parts, Body::from(answer))
+}
+
+impl ProxyState {
+    /// moto's GetAuthorizationToken answer with ECR's token and expiry, recorded; `None` for
+    /// `TokenStyle::Moto` or an answer that is not moto's.
+    fn as_ecr(&self, style: TokenStyle, answer: &[u8], region: &str, key: &str) -> Option<Bytes> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let expires_at = match style {
+            TokenStyle::Moto => return None,
+            TokenStyle::Ecr => now + 12 * 3600,
+            TokenStyle::EcrExpiringAt(at) => at,
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(answer).ok()?;
+        let data = value.get_mut("authorizationData")?.as_array_mut()?;
+        let mut issued = self.issued.lock().unwrap();
+        let role = self.sessions.lock().unwrap().get(key).cloned();
+        for entry in data.iter_mut() {
+            let password = password(region, key, issued.len() + 1);
+            let token = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("AWS:{password}"),
+            );
+            entry["authorizationToken"] = serde_json::json!(token);
+            entry["expiresAt"] = serde_json::json!(expires_at as f64);
+            issued.push(Issued {
+                region: region.to_string(),
+                access_key_id: key.to_string(),
+                role: role.clone(),
+                password,
+                expires_at: jiff::Timestamp::from_second(expires_at).ok()?.to_string(),
+            });
+        }
+        Some(Bytes::from(serde_json::to_vec(&value).ok()?))
     }
 }
 
 impl EcrProxy {
     pub async fn start() -> Self {
-        let upstream = moto_url().to_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", moto_url()).await
+    }
+
+    /// A proxy listening on `addr`, in front of the moto server at `upstream`.
+    pub async fn start_on(addr: &str, upstream: &str) -> Self {
+        let upstream = upstream.trim_end_matches('/').to_string();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
             upstream,
@@ -231,6 +384,9 @@ impl EcrProxy {
             calls: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
             fault: Mutex::new(None),
+            style: Mutex::new(TokenStyle::default()),
+            issued: Mutex::default(),
+            sessions: Mutex::default(),
         });
         let app = axum::Router::new()
             .fallback(forward)
@@ -269,6 +425,25 @@ impl EcrProxy {
     /// Answers every later call with `fault` (counted all the same), or as moto does.
     pub fn set_fault(&self, fault: Option<EcrFault>) {
         *self.state.fault.lock().unwrap() = fault;
+    }
+
+    /// How later GetAuthorizationToken calls are answered.
+    pub fn set_token_style(&self, style: TokenStyle) {
+        *self.state.style.lock().unwrap() = style;
+    }
+
+    /// Every token handed out so far, oldest first.
+    pub fn issued(&self) -> Vec<Issued> {
+        self.state.issued.lock().unwrap().clone()
+    }
+
+    /// The newest token handed out for `region` to the default credentials (`role: None`) or
+    /// to a session of `role`.
+    pub fn newest(&self, region: &str, role: Option<&str>) -> Option<Issued> {
+        self.issued()
+            .into_iter()
+            .rev()
+            .find(|i| i.region == region && i.role.as_deref() == role)
     }
 }
 
