@@ -10,7 +10,10 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::certs::CertsRequest;
 use crate::contract::partition::Regions;
-use crate::contract::policy::{Patterns, Policy, RoleRules, is_namespace_name};
+use crate::contract::policy::{
+    NamespaceRules, NamespaceSet, OWN_IDENTITY_FLAG, Policy, REGISTRY_FLAG, ROLE_FLAG,
+    is_namespace_name,
+};
 use crate::contract::secret_update::DuePolicy;
 use crate::kube_api::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
@@ -258,9 +261,16 @@ pub struct PolicyArgs {
     /// namespace. `*` and `?` never match `/`. Default: none.
     #[arg(long, env = "KUBEECR_ALLOWED_ROLE_ARNS", value_delimiter = ',')]
     pub allowed_role_arns: Vec<String>,
-    /// `account/region` patterns that secrets may name (`123456789012/*`). Default: all.
+    /// Registries that Secrets may name, per namespace, as `account/region` patterns:
+    /// `team-a=111111111111/*`, or `*=<pattern>` for every namespace. Default: every registry
+    /// in every namespace; once any is set, a namespace no rule names may name none.
     #[arg(long, env = "KUBEECR_ALLOWED_REGISTRIES", value_delimiter = ',')]
     pub allowed_registries: Vec<String>,
+    /// Namespaces whose Secrets may be served with kubeecr's own AWS identity, i.e. without
+    /// deft.com/kubeecr-role: namespace names, `*` (every namespace, the default) or `none`.
+    /// Elsewhere a Secret must name a role that --allowed-role-arns allows there.
+    #[arg(long, env = "KUBEECR_OWN_IDENTITY_NAMESPACES", value_delimiter = ',')]
+    pub own_identity_namespaces: Vec<String>,
     /// Namespaces to serve. Default: all.
     #[arg(
         long,
@@ -307,9 +317,9 @@ impl PolicyArgs {
             ));
         }
         Ok(Policy {
-            allowed_role_arns: RoleRules::parse(&self.allowed_role_arns)?,
-            allowed_registries: Patterns::registries(&self.allowed_registries)
-                .map_err(|e| format!("--allowed-registries {e}"))?,
+            allowed_role_arns: NamespaceRules::parse(ROLE_FLAG, &self.allowed_role_arns)?,
+            allowed_registries: NamespaceRules::parse(REGISTRY_FLAG, &self.allowed_registries)?,
+            own_identity: NamespaceSet::parse(OWN_IDENTITY_FLAG, &self.own_identity_namespaces)?,
             namespaces,
             exclude_namespaces: exclude,
             regions: Regions::with_extra(&self.extra_regions)
@@ -773,8 +783,45 @@ mod tests {
             "{e}"
         );
         assert!(serve(&["--allowed-role-arns", "*=arn:aws:iam::1:role/x"]).is_ok());
-        let e = serve(&["--allowed-registries", "12[/x"]).err().unwrap();
-        assert!(e.starts_with("--allowed-registries \"12[/x\""), "{e}");
+        let e = serve(&["--allowed-registries", "team-a=12[/x"])
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with("--allowed-registries \"team-a=12[/x\""),
+            "{e}"
+        );
+        let e = serve(&["--allowed-registries", "123456789012/*"])
+            .err()
+            .unwrap();
+        assert!(e.contains("write *=123456789012/*"), "{e}");
+        let policy = serve(&[
+            "--allowed-registries",
+            "team-a=111111111111/*,*=*/eu-west-1",
+            "--own-identity-namespaces",
+            "team-a",
+        ])
+        .unwrap()
+        .policy;
+        assert!(
+            policy
+                .allowed_registries
+                .allows("team-a", "111111111111/us-west-2")
+        );
+        assert!(
+            !policy
+                .allowed_registries
+                .allows("team-b", "111111111111/us-west-2")
+        );
+        assert!(
+            policy
+                .allowed_registries
+                .allows("team-b", "111111111111/eu-west-1")
+        );
+        assert_eq!(
+            policy.own_identity,
+            NamespaceSet::Only(vec!["team-a".into()])
+        );
+        assert_eq!(serve(&[]).unwrap().policy.own_identity, NamespaceSet::All);
     }
 
     #[test]

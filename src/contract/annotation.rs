@@ -211,13 +211,29 @@ pub enum Problem {
         registry_partition: Partition,
     },
     #[error(
-        "{ROLE_ANNOTATION} {value}: role is not allowed by this kubeecr installation (allowed: {allowed}); ask its operator to allow it for this namespace, e.g. --allowed-role-arns 'team-a=arn:aws:iam::123456789012:role/ecr-*'"
+        "{ROLE_ANNOTATION} {value}: not allowed in namespace {namespace} (allowed: {allowed}); kubeecr's operator can allow it with --allowed-role-arns {namespace}=<role pattern>"
     )]
-    RoleNotAllowed { value: String, allowed: String },
+    RoleNotAllowed {
+        value: String,
+        namespace: String,
+        allowed: String,
+    },
     #[error(
-        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed by this kubeecr installation (allowed: {allowed}); use an allowed registry or ask its operator to extend --allowed-registries"
+        "{REGISTRIES_ANNOTATION}: kubeecr's own AWS identity does not serve namespace {namespace} (--own-identity-namespaces {allowed}), so {registry} needs a role: name one in {ROLE_ANNOTATION} that --allowed-role-arns allows for {namespace}"
     )]
-    RegistryNotAllowed { registry: String, allowed: String },
+    OwnIdentityNotAllowed {
+        namespace: String,
+        registry: String,
+        allowed: String,
+    },
+    #[error(
+        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed in namespace {namespace} (allowed: {allowed}); use an allowed registry, or kubeecr's operator can add it with --allowed-registries {namespace}={registry}"
+    )]
+    RegistryNotAllowed {
+        registry: String,
+        namespace: String,
+        allowed: String,
+    },
     #[error(
         "namespace {namespace:?} is not served by this kubeecr installation ({why}); remove the {REGISTRIES_ANNOTATION} annotation or ask its operator to serve the namespace"
     )]

@@ -6,7 +6,7 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use crate::contract::annotation::{ContractError, EcrBinding, Problem, SecretRef};
 use crate::contract::partition::Regions;
-use crate::contract::quote::quoted;
+use crate::contract::quote::{prefix, quoted};
 
 /// One glob: `*` and `?` never match `/`, so `role/ecr-*` does not allow `role/ecr-x/admin`
 /// and `123456789012/*` means every region of that account.
@@ -42,65 +42,6 @@ impl Pattern {
     }
 }
 
-/// Glob patterns (`*`, `?`) as the operator wrote them.
-#[derive(Debug, Clone, Default)]
-pub struct Patterns {
-    patterns: Vec<Pattern>,
-}
-
-impl Patterns {
-    pub fn parse<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Result<Self, String> {
-        let patterns = patterns
-            .into_iter()
-            .map(|p| p.as_ref().trim().to_string())
-            .filter(|p| !p.is_empty())
-            .map(|p| Pattern::parse(&p))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { patterns })
-    }
-
-    /// `account/region` patterns: each must have the `/`, since `*` alone never crosses it
-    /// and would match no registry.
-    pub fn registries<S: AsRef<str>>(
-        patterns: impl IntoIterator<Item = S>,
-    ) -> Result<Self, String> {
-        let parsed = Self::parse(patterns)?;
-        if let Some(p) = parsed.patterns.iter().find(|p| !p.raw.contains('/')) {
-            return Err(format!(
-                "{:?} has no account/region form and would match nothing; write e.g. 123456789012/* or */us-west-2",
-                p.raw
-            ));
-        }
-        Ok(parsed)
-    }
-
-    /// For patterns written in code; panics on an invalid one.
-    pub fn new<S: AsRef<str>>(patterns: impl IntoIterator<Item = S>) -> Self {
-        Self::parse(patterns).expect("valid patterns")
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    pub fn matches(&self, value: &str) -> bool {
-        self.patterns.iter().any(|p| p.matches(value))
-    }
-
-    fn describe(&self) -> String {
-        describe(self.patterns.iter())
-    }
-}
-
-fn describe<'a>(patterns: impl Iterator<Item = &'a Pattern>) -> String {
-    let raw: Vec<&str> = patterns.map(|p| p.raw.as_str()).collect();
-    if raw.is_empty() {
-        "none".to_string()
-    } else {
-        raw.join(", ")
-    }
-}
-
 /// A Kubernetes namespace name: a DNS-1123 label.
 pub fn is_namespace_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
@@ -110,16 +51,47 @@ pub fn is_namespace_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Which roles a Secret may name, per namespace: `team-a=arn:aws:iam::111122223333:role/ecr-*`
-/// for one namespace, and `*=…` for every namespace, written out so that a cluster-wide role
-/// is a choice, not an accident. A team cannot name a role allowed only to another team.
+/// What one `namespace=pattern` flag allows: `team-a=<pattern>` for one namespace, and
+/// `*=<pattern>` for every namespace, written out so that a cluster-wide rule is a choice, not
+/// an accident. A team cannot use what is allowed only to another team.
 #[derive(Debug, Clone, Default)]
-pub struct RoleRules {
+pub struct NamespaceRules {
     rules: Vec<(Option<String>, Pattern)>,
 }
 
-impl RoleRules {
-    pub fn parse<S: AsRef<str>>(entries: impl IntoIterator<Item = S>) -> Result<Self, String> {
+/// Which flag a set of rules came from, and what its patterns look like, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleFlag {
+    pub name: &'static str,
+    /// A pattern to show in examples.
+    pub example: &'static str,
+    /// A pattern that must hold this (`/` for registries) or it could match nothing.
+    pub needs: Option<(char, &'static str)>,
+}
+
+/// `--allowed-role-arns`: the roles a Secret may name in `deft.com/kubeecr-role`.
+pub const ROLE_FLAG: RuleFlag = RuleFlag {
+    name: "--allowed-role-arns",
+    example: "arn:aws:iam::123456789012:role/ecr-*",
+    needs: None,
+};
+
+/// `--allowed-registries`: the `account/region` patterns a Secret may name.
+pub const REGISTRY_FLAG: RuleFlag = RuleFlag {
+    name: "--allowed-registries",
+    example: "123456789012/*",
+    needs: Some((
+        '/',
+        "an account/region form, e.g. 123456789012/* or */us-west-2",
+    )),
+};
+
+impl NamespaceRules {
+    pub fn parse<S: AsRef<str>>(
+        flag: RuleFlag,
+        entries: impl IntoIterator<Item = S>,
+    ) -> Result<Self, String> {
+        let name = flag.name;
         let mut rules = Vec::new();
         for entry in entries {
             let entry = entry.as_ref().trim();
@@ -129,7 +101,7 @@ impl RoleRules {
             // Namespace names never hold `=`; role names may, so the first one splits.
             let Some((namespace, pattern)) = entry.split_once('=') else {
                 return Err(format!(
-                    "--allowed-role-arns {entry:?}: name the namespace it is for, e.g. team-a={entry}, or write *={entry} to allow it in every namespace"
+                    "{name} {entry:?}: name the namespace it is for, e.g. team-a={entry}, or write *={entry} to allow it in every namespace"
                 ));
             };
             let namespace = match namespace.trim() {
@@ -137,20 +109,32 @@ impl RoleRules {
                 ns if is_namespace_name(ns) => Some(ns.to_string()),
                 ns => {
                     return Err(format!(
-                        "--allowed-role-arns {entry:?}: {ns:?} is not a namespace name (lowercase letters, digits and -, at most 63) nor *"
+                        "{name} {entry:?}: {ns:?} is not a namespace name (lowercase letters, digits and -, at most 63) nor *"
                     ));
                 }
             };
-            let pattern = Pattern::parse(pattern.trim())
-                .map_err(|e| format!("--allowed-role-arns {entry:?}: {e}"))?;
+            let pattern =
+                Pattern::parse(pattern.trim()).map_err(|e| format!("{name} {entry:?}: {e}"))?;
+            if let Some((needed, what)) = flag.needs
+                && !pattern.raw.contains(needed)
+            {
+                return Err(format!(
+                    "{name} {entry:?}: {:?} would match nothing; write {what}",
+                    pattern.raw
+                ));
+            }
             rules.push((namespace, pattern));
         }
         Ok(Self { rules })
     }
 
     /// For rules written in code; panics on an invalid one.
-    pub fn new<S: AsRef<str>>(entries: impl IntoIterator<Item = S>) -> Self {
-        Self::parse(entries).expect("valid role rules")
+    pub fn new<S: AsRef<str>>(flag: RuleFlag, entries: impl IntoIterator<Item = S>) -> Self {
+        Self::parse(flag, entries).expect("valid namespace rules")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 
     fn for_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pattern> {
@@ -160,23 +144,107 @@ impl RoleRules {
             .map(|(_, p)| p)
     }
 
-    pub fn allows(&self, namespace: &str, role: &str) -> bool {
-        self.for_namespace(namespace).any(|p| p.matches(role))
+    pub fn allows(&self, namespace: &str, value: &str) -> bool {
+        self.for_namespace(namespace).any(|p| p.matches(value))
     }
 
-    /// The patterns that apply in `namespace`, for messages.
+    /// The patterns that apply in `namespace`, for messages: the first few, so that a long
+    /// list cannot crowd out the rest of the message.
     fn describe(&self, namespace: &str) -> String {
-        describe(self.for_namespace(namespace))
+        const SHOWN: usize = 3;
+        let all: Vec<&str> = self
+            .for_namespace(namespace)
+            .map(|p| p.raw.as_str())
+            .collect();
+        match all.len() {
+            0 => "none".to_string(),
+            n if n <= SHOWN => all.iter().map(|p| prefix(p)).collect::<Vec<_>>().join(", "),
+            n => format!(
+                "{} and {} more",
+                all[..SHOWN]
+                    .iter()
+                    .map(|p| prefix(p))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                n - SHOWN
+            ),
+        }
     }
 }
+
+/// The namespaces where something is allowed: all (`*`, the default), some, or none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NamespaceSet {
+    #[default]
+    All,
+    /// Only these; empty: none.
+    Only(Vec<String>),
+}
+
+impl NamespaceSet {
+    /// `*`, `none`, or namespace names; nothing given is `*`.
+    pub fn parse<S: AsRef<str>>(
+        flag: &str,
+        values: impl IntoIterator<Item = S>,
+    ) -> Result<Self, String> {
+        let values: Vec<String> = values
+            .into_iter()
+            .map(|v| v.as_ref().trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let keyword = |k: &str| values.iter().any(|v| v == k);
+        if (keyword("*") || keyword("none")) && values.len() > 1 {
+            return Err(format!(
+                "{flag} {:?}: * and none stand alone; list namespace names instead, e.g. team-a,team-b",
+                values.join(",")
+            ));
+        }
+        match values.first().map(String::as_str) {
+            None | Some("*") => Ok(Self::All),
+            Some("none") => Ok(Self::Only(Vec::new())),
+            _ => {
+                if let Some(bad) = values.iter().find(|v| !is_namespace_name(v)) {
+                    return Err(format!(
+                        "{flag} {bad:?} is not a namespace name (lowercase letters, digits and -, at most 63), *, or none"
+                    ));
+                }
+                Ok(Self::Only(values))
+            }
+        }
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.iter().any(|n| n == namespace),
+        }
+    }
+
+    /// As the flag takes it, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Self::All => "*".to_string(),
+            Self::Only(names) if names.is_empty() => "none".to_string(),
+            Self::Only(names) if names.len() <= 3 => names.join(","),
+            Self::Only(names) => format!("{} and {} more", names[..3].join(","), names.len() - 3),
+        }
+    }
+}
+
+/// `--own-identity-namespaces`: where Secrets may be served with kubeecr's own AWS identity.
+pub const OWN_IDENTITY_FLAG: &str = "--own-identity-namespaces";
 
 /// What this installation serves.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Roles a secret may name in `deft.com/kubeecr-role`, per namespace. Empty: none.
-    pub allowed_role_arns: RoleRules,
-    /// `account/region` patterns. Empty: every registry.
-    pub allowed_registries: Patterns,
+    pub allowed_role_arns: NamespaceRules,
+    /// `account/region` patterns a Secret may name, per namespace. Empty: every registry in
+    /// every namespace; otherwise a namespace no rule names gets none.
+    pub allowed_registries: NamespaceRules,
+    /// Namespaces whose Secrets may be served with kubeecr's own AWS identity, without a
+    /// role. Elsewhere a Secret must name an allowed role.
+    pub own_identity: NamespaceSet,
     /// Namespaces served. Empty: all.
     pub namespaces: Vec<String>,
     /// Namespaces never served, even when listed in `namespaces`.
@@ -200,34 +268,45 @@ impl Policy {
         Ok(())
     }
 
-    /// Checks an opted-in secret against the policy.
+    /// Checks an opted-in secret against the policy: its namespace, then who fetches its
+    /// tokens (the role it names, or kubeecr's own identity), then its registries.
     pub fn admit(&self, secret: &SecretRef, binding: &EcrBinding) -> Result<(), ContractError> {
         let refuse = |problem| ContractError::new(secret, problem);
-        if let Err(why) = self.check_namespace(&secret.namespace) {
+        let namespace = &secret.namespace;
+        if let Err(why) = self.check_namespace(namespace) {
             return Err(refuse(Problem::NamespaceNotServed {
-                namespace: secret.namespace.clone(),
+                namespace: namespace.clone(),
                 why,
             }));
         }
-        if let Some(role) = &binding.role
-            && !self
-                .allowed_role_arns
-                .allows(&secret.namespace, role.as_str())
-        {
-            return Err(refuse(Problem::RoleNotAllowed {
-                value: quoted(role.as_str()),
-                allowed: self.allowed_role_arns.describe(&secret.namespace),
-            }));
+        let first = || binding.registries[0].to_string();
+        match &binding.role {
+            Some(role) if !self.allowed_role_arns.allows(namespace, role.as_str()) => {
+                return Err(refuse(Problem::RoleNotAllowed {
+                    value: quoted(role.as_str()),
+                    namespace: namespace.clone(),
+                    allowed: self.allowed_role_arns.describe(namespace),
+                }));
+            }
+            None if !self.own_identity.contains(namespace) => {
+                return Err(refuse(Problem::OwnIdentityNotAllowed {
+                    namespace: namespace.clone(),
+                    registry: first(),
+                    allowed: self.own_identity.describe(),
+                }));
+            }
+            _ => {}
         }
         if !self.allowed_registries.is_empty()
             && let Some(registry) = binding
                 .registries
                 .iter()
-                .find(|r| !self.allowed_registries.matches(&r.to_string()))
+                .find(|r| !self.allowed_registries.allows(namespace, &r.to_string()))
         {
             return Err(refuse(Problem::RegistryNotAllowed {
                 registry: registry.to_string(),
-                allowed: self.allowed_registries.describe(),
+                namespace: namespace.clone(),
+                allowed: self.allowed_registries.describe(namespace),
             }));
         }
         Ok(())
@@ -271,7 +350,10 @@ mod tests {
         assert!(msg.contains("allowed: none"), "{msg}");
 
         let policy = Policy {
-            allowed_role_arns: RoleRules::new(["team-a=arn:aws:iam::123456789012:role/ecr-*"]),
+            allowed_role_arns: NamespaceRules::new(
+                ROLE_FLAG,
+                ["team-a=arn:aws:iam::123456789012:role/ecr-*"],
+            ),
             ..Policy::default()
         };
         assert!(policy.admit(&secret, &b).is_ok());
@@ -293,7 +375,10 @@ mod tests {
         assert!(policy.admit(&secret, &nested).is_err());
         // Every namespace only when written so.
         let everywhere = Policy {
-            allowed_role_arns: RoleRules::new(["*=arn:aws:iam::123456789012:role/ecr-*"]),
+            allowed_role_arns: NamespaceRules::new(
+                ROLE_FLAG,
+                ["*=arn:aws:iam::123456789012:role/ecr-*"],
+            ),
             ..Policy::default()
         };
         assert!(
@@ -305,7 +390,8 @@ mod tests {
 
     #[test]
     fn role_rules_must_name_their_namespace() {
-        let plain = RoleRules::parse(["arn:aws:iam::123456789012:role/ecr-*"]).unwrap_err();
+        let plain =
+            NamespaceRules::parse(ROLE_FLAG, ["arn:aws:iam::123456789012:role/ecr-*"]).unwrap_err();
         assert!(
             plain.contains("team-a=arn:aws:iam::123456789012:role/ecr-*"),
             "{plain}"
@@ -314,13 +400,13 @@ mod tests {
             plain.contains("*=arn:aws:iam::123456789012:role/ecr-*"),
             "{plain}"
         );
-        assert!(RoleRules::parse(["=arn:aws:iam::1:role/x"]).is_err());
+        assert!(NamespaceRules::parse(ROLE_FLAG, ["=arn:aws:iam::1:role/x"]).is_err());
         assert!(
-            RoleRules::parse(["team-a=role/[x"]).is_err(),
+            NamespaceRules::parse(ROLE_FLAG, ["team-a=role/[x"]).is_err(),
             "an unclosed class"
         );
         // A role name may hold `=`: only the first one splits.
-        let rules = RoleRules::new(["team-a=arn:aws:iam::1:role/a=b"]);
+        let rules = NamespaceRules::new(ROLE_FLAG, ["team-a=arn:aws:iam::1:role/a=b"]);
         assert!(rules.allows("team-a", "arn:aws:iam::1:role/a=b"));
     }
 
@@ -328,7 +414,10 @@ mod tests {
     fn registries_and_namespaces_are_scoped() {
         let secret = SecretRef::new("team-a", "pull");
         let policy = Policy {
-            allowed_registries: Patterns::new(["123456789012/*", "*/eu-central-1"]),
+            allowed_registries: NamespaceRules::new(
+                REGISTRY_FLAG,
+                ["*=123456789012/*", "*=*/eu-central-1"],
+            ),
             namespaces: vec!["team-a".into(), "team-b".into()],
             exclude_namespaces: vec!["team-b".into()],
             ..Policy::default()
@@ -365,5 +454,165 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("namespace \"team-c\" is not served"), "{msg}");
+    }
+
+    /// The finding: a Secret in team-b naming team A's registry, with no role, was filled
+    /// with kubeecr's own identity. Per-namespace rules refuse it, and say where to change
+    /// what.
+    #[test]
+    fn a_team_cannot_name_another_teams_registry() {
+        let team_a = "111111111111/us-west-2";
+        let policy = Policy {
+            allowed_registries: NamespaceRules::new(
+                REGISTRY_FLAG,
+                ["team-a=111111111111/*", "team-b=222222222222/*"],
+            ),
+            ..Policy::default()
+        };
+        assert!(
+            policy
+                .admit(&SecretRef::new("team-a", "pull"), &binding(team_a, None))
+                .is_ok()
+        );
+        let msg = policy
+            .admit(&SecretRef::new("team-b", "pull"), &binding(team_a, None))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "team-b/pull: deft.com/kubeecr: registry 111111111111/us-west-2 is not allowed in namespace team-b (allowed: 222222222222/*); use an allowed registry, or kubeecr's operator can add it with --allowed-registries team-b=111111111111/us-west-2"
+        );
+        // Once a rule is set, a namespace no rule names gets nothing.
+        let msg = policy
+            .admit(&SecretRef::new("team-c", "pull"), &binding(team_a, None))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("in namespace team-c (allowed: none)"), "{msg}");
+        // A rule for every namespace is written `*=`.
+        let everywhere = Policy {
+            allowed_registries: NamespaceRules::new(REGISTRY_FLAG, ["*=111111111111/*"]),
+            ..Policy::default()
+        };
+        assert!(
+            everywhere
+                .admit(&SecretRef::new("team-c", "pull"), &binding(team_a, None))
+                .is_ok()
+        );
+        // No rule: every registry, as before.
+        assert!(
+            Policy::default()
+                .admit(&SecretRef::new("team-c", "pull"), &binding(team_a, None))
+                .is_ok()
+        );
+    }
+
+    /// Where kubeecr's own identity is not allowed, a Secret must name a role the namespace
+    /// may use; the registry rules still apply to it.
+    #[test]
+    fn own_identity_serves_only_the_namespaces_named() {
+        let role = "arn:aws:iam::222222222222:role/ecr-team-b";
+        let policy = Policy {
+            own_identity: NamespaceSet::parse(OWN_IDENTITY_FLAG, ["platform"]).unwrap(),
+            allowed_role_arns: NamespaceRules::new(ROLE_FLAG, [format!("team-b={role}")]),
+            allowed_registries: NamespaceRules::new(
+                REGISTRY_FLAG,
+                ["team-b=222222222222/*", "platform=*/*"],
+            ),
+            ..Policy::default()
+        };
+        let team_b = SecretRef::new("team-b", "pull");
+        let msg = policy
+            .admit(&team_b, &binding("222222222222/us-west-2", None))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "team-b/pull: deft.com/kubeecr: kubeecr's own AWS identity does not serve namespace team-b (--own-identity-namespaces platform), so 222222222222/us-west-2 needs a role: name one in deft.com/kubeecr-role that --allowed-role-arns allows for team-b"
+        );
+        assert!(
+            policy
+                .admit(&team_b, &binding("222222222222/us-west-2", Some(role)))
+                .is_ok()
+        );
+        let msg = policy
+            .admit(&team_b, &binding("111111111111/us-west-2", Some(role)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("registry 111111111111/us-west-2 is not allowed in namespace team-b"),
+            "{msg}"
+        );
+        assert!(
+            policy
+                .admit(
+                    &SecretRef::new("platform", "p"),
+                    &binding("111111111111/us-west-2", None)
+                )
+                .is_ok()
+        );
+        let none = Policy {
+            own_identity: NamespaceSet::parse(OWN_IDENTITY_FLAG, ["none"]).unwrap(),
+            ..Policy::default()
+        };
+        let msg = none
+            .admit(
+                &SecretRef::new("platform", "p"),
+                &binding("111111111111/us-west-2", None),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("(--own-identity-namespaces none)"), "{msg}");
+    }
+
+    #[test]
+    fn namespace_sets_are_names_star_or_none() {
+        assert_eq!(
+            NamespaceSet::parse(OWN_IDENTITY_FLAG, Vec::<String>::new()).unwrap(),
+            NamespaceSet::All
+        );
+        assert_eq!(
+            NamespaceSet::parse(OWN_IDENTITY_FLAG, ["*"]).unwrap(),
+            NamespaceSet::All
+        );
+        assert_eq!(
+            NamespaceSet::parse(OWN_IDENTITY_FLAG, ["none"]).unwrap(),
+            NamespaceSet::Only(vec![])
+        );
+        assert_eq!(
+            NamespaceSet::parse(OWN_IDENTITY_FLAG, ["a", " b "]).unwrap(),
+            NamespaceSet::Only(vec!["a".into(), "b".into()])
+        );
+        let e = NamespaceSet::parse(OWN_IDENTITY_FLAG, ["a", "*"]).unwrap_err();
+        assert!(e.contains("stand alone"), "{e}");
+        let e = NamespaceSet::parse(OWN_IDENTITY_FLAG, ["Team"]).unwrap_err();
+        assert!(
+            e.starts_with("--own-identity-namespaces \"Team\" is not a namespace name"),
+            "{e}"
+        );
+    }
+
+    /// Today's cluster-wide registry patterns are refused with the new form in the message.
+    #[test]
+    fn registry_rules_name_their_namespace_and_an_account_region() {
+        let e = NamespaceRules::parse(REGISTRY_FLAG, ["123456789012/*"]).unwrap_err();
+        assert_eq!(
+            e,
+            "--allowed-registries \"123456789012/*\": name the namespace it is for, e.g. team-a=123456789012/*, or write *=123456789012/* to allow it in every namespace"
+        );
+        let e = NamespaceRules::parse(REGISTRY_FLAG, ["team-a=123456789012"]).unwrap_err();
+        assert!(
+            e.contains("would match nothing; write an account/region form"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_rule_lists_are_cut_in_messages() {
+        let rules =
+            NamespaceRules::new(REGISTRY_FLAG, (1..=9).map(|i| format!("team-a={i:012}/*")));
+        assert_eq!(
+            rules.describe("team-a"),
+            "000000000001/*, 000000000002/*, 000000000003/* and 6 more"
+        );
     }
 }

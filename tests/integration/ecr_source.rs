@@ -44,7 +44,11 @@ async fn tokens_for_regions_and_roles_come_from_ecr() {
     ] {
         let issued = ecr.newest(region, principal).expect("issued");
         assert_eq!(got.token.username, "AWS");
-        assert_eq!(got.token.password(), issued.password, "{region} {principal:?}");
+        assert_eq!(
+            got.token.password(),
+            issued.password,
+            "{region} {principal:?}"
+        );
         assert_eq!(got.token.expires_at.to_string(), issued.expires_at);
         assert!(
             kubeecr_testkit::moto::PASSWORD_LENGTHS.contains(&issued.password.len()),
@@ -79,7 +83,10 @@ async fn an_expiry_in_the_past_is_taken_as_twelve_hours() {
     let got = cache.get(&key("us-west-2", None)).await.unwrap();
     // moto's account for any caller.
     assert_eq!(got.token.password(), "123456789012-auth-token");
-    assert!(ecr.issued().is_empty(), "moto's answer went through unchanged");
+    assert!(
+        ecr.issued().is_empty(),
+        "moto's answer went through unchanged"
+    );
     let twelve = jiff::SignedDuration::from_hours(12);
     // Whole seconds: the fetch's second, plus 12 hours.
     let earliest = jiff::Timestamp::from_second(before.as_second()).unwrap() + twelve;

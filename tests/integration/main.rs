@@ -12,6 +12,7 @@ mod serve_faults;
 mod serve_process;
 mod serve_scenarios;
 mod status_cli;
+mod tenancy;
 mod webhook_abuse;
 mod webhook_config;
 mod webhook_flow;

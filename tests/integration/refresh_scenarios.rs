@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kubeecr::contract::policy::{Policy, RoleRules};
+use kubeecr::contract::policy::{NamespaceRules, Policy, ROLE_FLAG};
 use kubeecr::kube_api;
 use kubeecr::refresher::write::Outcome;
 use kubeecr_testkit::cluster::TestCluster;
@@ -299,7 +299,10 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
     // A big unrelated secret, as Helm release secrets are.
     create_helm_release(&client, ns).await;
     let policy = Policy {
-        allowed_role_arns: RoleRules::new(["*=arn:aws:iam::123456789012:role/ecr-*"]),
+        allowed_role_arns: NamespaceRules::new(
+            ROLE_FLAG,
+            ["*=arn:aws:iam::123456789012:role/ecr-*"],
+        ),
         ..policy_for(&[ns])
     };
     if let Some(double) = cluster.double_server() {

@@ -362,7 +362,7 @@ async fn tokens_are_renewed_before_they_expire(cluster: TestCluster) {
 }
 on_both_backends!(tokens_are_renewed_before_they_expire);
 
-async fn events_for(cluster: &TestCluster, secret: &str) -> Vec<Event> {
+pub async fn events_for(cluster: &TestCluster, secret: &str) -> Vec<Event> {
     Api::<Event>::namespaced(cluster.client(), cluster.ns())
         .list(&ListParams::default())
         .await

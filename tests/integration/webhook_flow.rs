@@ -169,7 +169,7 @@ pub fn data_less(name: &str, annotation: &str) -> Secret {
     .unwrap()
 }
 
-fn api_message(e: kube::Error) -> String {
+pub fn api_message(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message,
         other => panic!("expected an API error, got {other}"),

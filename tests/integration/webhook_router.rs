@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use kubeecr::contract::policy::{Patterns, Policy, RoleRules};
+use kubeecr::contract::policy::{NamespaceRules, Policy, REGISTRY_FLAG, ROLE_FLAG};
 use kubeecr::tokens::cache::TokenCache;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 use serde_json::{Value, json};
@@ -319,7 +319,7 @@ async fn roles_follow_the_operator_policy() {
     assert!(
         answer
             .message()
-            .contains("role is not allowed by this kubeecr installation (allowed: none)"),
+            .contains("not allowed in namespace team-a (allowed: none)"),
         "{}",
         answer.message()
     );
@@ -332,7 +332,10 @@ async fn roles_follow_the_operator_policy() {
     assert!(!answer.allowed());
 
     let allowed = Policy {
-        allowed_role_arns: RoleRules::new(["*=arn:aws-us-gov:iam::123456789012:role/*"]),
+        allowed_role_arns: NamespaceRules::new(
+            ROLE_FLAG,
+            ["*=arn:aws-us-gov:iam::123456789012:role/*"],
+        ),
         ..Policy::default()
     };
     let (answer, review) = call_fixture(
@@ -355,7 +358,7 @@ async fn roles_follow_the_operator_policy() {
 async fn registries_and_namespaces_outside_the_policy_are_denied() {
     let tokens = token_cache(&dead_endpoint()).await;
     let policy = Policy {
-        allowed_registries: Patterns::new(["999999999999/*"]),
+        allowed_registries: NamespaceRules::new(REGISTRY_FLAG, ["*=999999999999/*"]),
         ..Policy::default()
     };
     let (answer, _) = call_fixture(
