@@ -230,13 +230,23 @@ fn existing_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 /// Whether an `auths` key names `HOST`, as Docker reads it: no scheme, up to the first `/`,
 /// any case.
+/// The test's own reading of the kubelet's keyring: an entry serves the whole host when its
+/// key, after a lower-case scheme, a query or fragment and any `user@`, is the host alone or
+/// with `/`, `/v1/...` or `/v2/...` that leave no path.
 fn names_host(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    let rest = lower
+    let rest = key
         .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .unwrap_or(&lower);
-    rest.split('/').next() == Some(HOST)
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let rest = rest.split(['#']).next().unwrap_or(rest);
+    let rest = rest.split(['?']).next().unwrap_or(rest);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = ["/v1/", "/v2/"]
+        .iter()
+        .find_map(|p| path.strip_prefix(&p[..3]).filter(|r| r.starts_with('/')))
+        .unwrap_or(path);
+    host == HOST && (path.is_empty() || path == "/")
 }
 
 fn names_auths_as_go_does(key: &str) -> bool {
@@ -300,14 +310,17 @@ fn check_merge(bytes: &[u8]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(new.get(k), Some(v), "foreign entry {:?} kept", k);
             }
             let own: Vec<_> = new.iter().filter(|(k, _)| names_host(k)).collect();
-            prop_assert!(!own.is_empty());
-            for (_, entry) in own {
-                prop_assert_eq!(entry["password"].as_str(), Some(password));
-            }
-            prop_assert_eq!(
-                new.len(),
-                old.len() + usize::from(!old.keys().any(|k| names_host(k)))
+            prop_assert!(new.contains_key(HOST), "the bare host is always written");
+            let auth = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("AWS:{password}"),
             );
+            for (_, entry) in own {
+                prop_assert_eq!(entry["username"].as_str(), Some("AWS"));
+                prop_assert_eq!(entry["password"].as_str(), Some(password));
+                prop_assert_eq!(entry["auth"].as_str(), Some(auth.as_str()));
+            }
+            prop_assert_eq!(new.len(), old.len() + usize::from(!old.contains_key(HOST)));
         }
         (Ok(Value::Object(before)), Err(e)) => {
             prop_assert!(

@@ -182,7 +182,7 @@ async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
     );
     assert!(message("bad-region").contains("\"moon-1\" is not an AWS region"));
     assert!(message("opaque").contains("type is \"Opaque\""));
-    assert!(message("role-not-allowed").contains("role is not allowed"));
+    assert!(message("role-not-allowed").contains("not allowed in namespace"));
     assert!(message("auths-not-object").contains("\"auths\" that is not an object"));
     for b in before {
         let now = get(&client, ns, b.metadata.name.as_deref().unwrap()).await;
@@ -536,15 +536,84 @@ async fn foreign_bytes_survive_a_refresh(cluster: TestCluster) {
     let after = String::from_utf8(after).unwrap();
     assert!(after.starts_with(head), "{after}");
     assert!(after.ends_with(tail), "{after}");
-    let entry: serde_json::Value =
-        serde_json::from_str(&after[head.len()..after.len() - tail.len()]).unwrap();
+    // The https:// form updated in place, then the bare host after the last entry: the form
+    // every client reads.
+    let middle = &after[head.len()..after.len() - tail.len()];
+    let bare = ",\"123456789012.dkr.ecr.us-west-2.amazonaws.com\":";
+    let (in_place, added) = middle
+        .split_once(bare)
+        .expect("a bare entry after the last one");
+    let entry: serde_json::Value = serde_json::from_str(in_place).unwrap();
+    let issued = ecr.newest("us-west-2", None).expect("issued");
     assert_eq!(entry["identitytoken"], "tok-1");
     assert_eq!(entry["email"], "a@b");
     assert_eq!(entry["username"], "AWS");
-    assert_ne!(entry["auth"], "b2xkOm9sZA==", "a fresh token");
-    assert!(
-        !after.contains("\"123456789012.dkr.ecr.us-west-2.amazonaws.com\""),
-        "no bare entry next to the https:// one"
+    assert_eq!(
+        entry["password"],
+        issued.password.as_str(),
+        "the fresh token"
+    );
+    let bare: serde_json::Value = serde_json::from_str(added).unwrap();
+    assert_eq!(bare["password"], issued.password.as_str());
+    assert_eq!(bare["auth"], entry["auth"]);
+    assert_eq!(
+        bare.as_object().unwrap().len(),
+        3,
+        "username, password and auth only: {bare}"
     );
 }
 on_both_backends!(foreign_bytes_survive_a_refresh);
+
+/// The finding: `HTTPS://H`, an upper-case host and `H/team-a` were taken for kubeecr's own
+/// `H`, so the path-scoped entry was overwritten, no bare `H` was added, and pulls of
+/// `H/other` failed while `status` said filled. The kubelet files none of them under `H`:
+/// they stay byte for byte, and the bare host gets the token.
+async fn forms_the_kubelet_does_not_match_are_left_and_the_bare_host_written(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+    let upper = host.to_uppercase();
+    let foreign = format!(
+        r#""HTTPS://{host}":{{"auth":"YTph"}},"{upper}":{{"auth":"Yjpi"}},"{host}/team-a":{{"auth":"Yzpj"}}"#
+    );
+    let config = format!(r#"{{"auths":{{{foreign}}}}}"#);
+    create(
+        &client,
+        ns,
+        &secret(
+            "scoped",
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            &[(".dockerconfigjson", config.as_bytes())],
+        ),
+    )
+    .await;
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!((summary.refreshed, summary.failed), (1, 0), "{summary:?}");
+    let after = String::from_utf8(
+        data_bytes(&get(&client, ns, "scoped").await, ".dockerconfigjson").unwrap(),
+    )
+    .unwrap();
+    let issued = ecr.newest("us-west-2", None).expect("issued");
+    let expected_entry = serde_json::json!({
+        "username": "AWS",
+        "password": issued.password,
+        "auth": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("AWS:{}", issued.password)
+        ),
+    });
+    assert_eq!(
+        after,
+        format!(r#"{{"auths":{{{foreign},"{host}":{expected_entry}}}}}"#)
+    );
+    // Nothing is due any more: a second pass leaves it alone.
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!(
+        (summary.refreshed, summary.unchanged),
+        (0, 1),
+        "{summary:?}"
+    );
+}
+on_both_backends!(forms_the_kubelet_does_not_match_are_left_and_the_bare_host_written);
