@@ -13,13 +13,13 @@ runs=${1:-10}
 bench_start real --namespaces 1 --secrets-per-namespace 0
 certs=target/bench/fill-certs
 rm -rf "$certs"
-target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
+"$KUBEECR" certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
 k() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 bundle=$(base64 -w0 "$certs/ca.crt")
 
 for fill in false true; do
   port=$(free_port); admin=$(free_port)
-  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
+  "$KUBEECR" serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
     --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
     --admission-fill="$fill" 2>"target/bench/serve-fill-$fill.log" &

@@ -3,6 +3,12 @@
 
 source scripts/lib/moto.sh
 
+# The kubeecr binary measured: the release build, or KUBEECR_BENCH_BIN (e.g. an older release,
+# for a before-and-after comparison in one session).
+KUBEECR=${KUBEECR_BENCH_BIN:-target/release/kubeecr}
+# As the image runs it (Dockerfile).
+export MIMALLOC_ALLOW_THP=0 MIMALLOC_PURGE_DELAY=0
+
 build_release() {
   # KUBEECR_BENCH_NO_BUILD=1: measure the binaries already in target/release.
   [ "${KUBEECR_BENCH_NO_BUILD:-0}" = 1 ] && return
@@ -90,9 +96,9 @@ bench_start() {
 start_webhook() {
   certs=target/bench/$1-certs
   rm -rf "$certs"
-  target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
+  "$KUBEECR" certs --out "$certs" --extra-name 127.0.0.1 --valid-for 1d >/dev/null
   port=$(free_port); admin=$(free_port)
-  target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
+  "$KUBEECR" serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
     --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
     2>"target/bench/serve-$1.log" &

@@ -20,7 +20,7 @@ seed=(--namespaces "$namespaces" --secrets-per-namespace "$per" --unrelated "$un
 [ "$labelled" = --labelled ] && seed+=(--labelled)
 bench_start "$cluster" "${seed[@]}"
 
-refresh=(${KUBEECR_BENCH_BIN:-target/release/kubeecr} refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" --log-level warn ${KUBEECR_BENCH_FLAGS:-})
+refresh=("$KUBEECR" refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" --log-level warn ${KUBEECR_BENCH_FLAGS:-})
 
 for run in fill steady; do
   before=$(apiserver_secret_requests)

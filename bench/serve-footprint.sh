@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # `kubeecr serve` footprint: time from start to ready with N labelled, opted-in Secrets
 # (as the webhook leaves them), time until every one is filled by the watch-driven
-# refresher, idle RSS, and RSS again after 100 MiB of unrelated Secret data appears.
+# refresher, RSS 10 s after that, and RSS again after 100 MiB of unrelated Secret data
+# appears. ECR is the testkit's: a fresh password of real length (2,300-2,800 characters) on
+# every call, so what the Secrets hold is what real ones hold.
 #
-#   bench/serve-footprint.sh [real|double] [namespaces] [per-namespace]
-#   bench/serve-footprint.sh real 1000 10     # BENCHMARKS.md: 10,000 watched Secrets
+#   bench/serve-footprint.sh [real|double] [namespaces] [per-namespace] [registries-per-secret]
+#   bench/serve-footprint.sh real 1000 10      # BENCHMARKS.md: 10,000 managed Secrets
+#   bench/serve-footprint.sh real 1000 10 5    # the same with 5 registries each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}
+cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}; registries=${4:-1}
 total=$((namespaces * per))
-bench_start "$cluster" --namespaces "$namespaces" --secrets-per-namespace "$per" --labelled
+bench_start "$cluster" --namespaces "$namespaces" --secrets-per-namespace "$per" --labelled \
+  --registries-per-secret "$registries"
 
 certs=target/bench/serve-certs
 mkdir -p "$certs"
-[ -f "$certs/tls.key" ] || target/release/kubeecr certs --out "$certs" --extra-name 127.0.0.1 --valid-for 30d >/dev/null
+[ -f "$certs/tls.key" ] || "$KUBEECR" certs --out "$certs" --extra-name 127.0.0.1 --valid-for 30d >/dev/null
 
 admin=$(free_port)
 started=$(date +%s.%N)
-target/release/kubeecr serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
+"$KUBEECR" serve --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" \
   --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$admin" --leader-elect=false \
   --tls-cert-file "$certs/tls.crt" --tls-key-file "$certs/tls.key" --log-level warn \
   2>target/bench/serve.log &
@@ -37,7 +41,7 @@ until [ "$(metric 'kubeecr_secrets{state="managed"}')" = "$total" ]; do sleep 0.
 filled=$(date +%s.%N)
 echo "all $total filled after $(echo "$filled - $started" | bc) s; ECR calls: $(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^kubeecr_ecr_calls_total/ {n += $2} END {print n}')"
 sleep 10
-echo "idle RSS $(rss) MiB (peak so far $(hwm) MiB)"
+echo "RSS 10 s after all were filled: $(rss) MiB (peak so far $(hwm) MiB); $(awk '/^(Anonymous|Rss)/ {printf "%s %d MiB ", $1, $2/1024}' "/proc/$serve/smaps_rollup")"
 # Fill by watch: a Secret annotated straight through the API (no webhook), timed to its token.
 k() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 for i in 1 2 3 4 5; do
@@ -51,5 +55,5 @@ target/release/kubeecr-seed --kubeconfig "$KUBECONFIG_PATH" --namespaces 200 --s
   --unrelated 200 --unrelated-bytes 524288 --unrelated-prefix sh.helm.release.v1.unrelated
 sleep 10
 echo "after 200 unrelated Secrets of 512 KiB (100 MiB): RSS $(rss) MiB (peak $(hwm) MiB)"
-strip -o target/bench/kubeecr.stripped target/release/kubeecr
+strip -o target/bench/kubeecr.stripped "$KUBEECR"
 echo "stripped binary: $(( $(stat -c %s target/bench/kubeecr.stripped) / 1024 / 1024 )) MiB"

@@ -26,7 +26,7 @@ print("%d of %d hold a token" % (ok, len(items)))'
 }
 
 c0=$(calls); t0=$(date +%s.%N)
-target/release/kubeecr refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" --log-level warn | tail -n 1
+"$KUBEECR" refresh --kubeconfig "$KUBECONFIG_PATH" --ecr-endpoint "$ECR_URL" --log-level warn | tail -n 1
 t1=$(date +%s.%N); c1=$(calls)
 kubeecr_secs=$(echo "$t1 - $t0" | bc)
 echo "kubeecr refresh: ${kubeecr_secs} s, $((c1 - c0)) ECR calls; $(filled)"

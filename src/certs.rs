@@ -106,9 +106,13 @@ pub const CA_BUNDLE_FILE: &str = "ca-bundle.env";
 
 /// Writes the files into `dir`, the key readable by its owner only. Returns their paths.
 pub fn write(dir: &Path, issued: &Issued, force: bool) -> Result<Vec<PathBuf>, CertsError> {
-    // Only the CA just replaced: a bundle never grows past two.
-    let previous = fs::read_to_string(dir.join(CA_FILE))
+    // Only the CA just replaced, read from a file of its own (not through a link): a bundle
+    // never grows past two.
+    let ca_path = dir.join(CA_FILE);
+    let previous = fs::symlink_metadata(&ca_path)
         .ok()
+        .filter(fs::Metadata::is_file)
+        .and_then(|_| fs::read_to_string(&ca_path).ok())
         .filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----") && *pem != issued.ca_pem);
     let bundle = format!("{}{}", issued.ca_pem, previous.unwrap_or_default());
     let ca_bundle = format!("caBundle={}\n", STANDARD.encode(bundle));
@@ -134,7 +138,8 @@ pub fn write(dir: &Path, issued: &Issued, force: bool) -> Result<Vec<PathBuf>, C
     let mut written = Vec::new();
     for (name, content, mode) in files {
         let path = dir.join(name);
-        // Written beside, then renamed, so a reader never sees half a file.
+        // Written beside, then renamed, so a reader never sees half a file. The rename
+        // replaces a link at `path` rather than writing through it.
         let partial = dir.join(format!(".{name}.partial"));
         write_file(&partial, content, mode).map_err(io(&partial))?;
         fs::rename(&partial, &path).map_err(io(&path))?;
@@ -143,9 +148,17 @@ pub fn write(dir: &Path, issued: &Issued, force: bool) -> Result<Vec<PathBuf>, C
     Ok(written)
 }
 
+/// Creates `path` anew at `mode`: whatever is there already (a file left by someone else,
+/// with its own mode; a link to elsewhere) is removed first, and the file is created
+/// exclusively, so that it is never opened through a link nor keeps another's mode.
 fn write_file(path: &Path, content: &str, mode: u32) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // O_CREAT | O_EXCL: fails on anything at `path`, a link included, rather than follow it.
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -236,6 +249,44 @@ mod tests {
             bundle(dir.path()),
             format!("{}{}", third.ca_pem, renewed.ca_pem)
         );
+    }
+
+    /// The finding: `kubeecr certs` followed links and reused a pre-created `.partial` file
+    /// with its mode, so the key could end up world-readable or in a link's target.
+    #[cfg(unix)]
+    #[test]
+    fn files_are_created_anew_never_through_a_link() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("stolen");
+        fs::write(&target, "untouched").unwrap();
+        // A link where the key's partial file goes, a world-readable file where the
+        // certificate's goes, and a link in place of the key itself.
+        symlink(&target, dir.path().join(".tls.key.partial")).unwrap();
+        fs::write(dir.path().join(".tls.crt.partial"), "x").unwrap();
+        fs::set_permissions(
+            dir.path().join(".tls.crt.partial"),
+            fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        symlink(&target, dir.path().join(KEY_FILE)).unwrap();
+        symlink(&target, dir.path().join(CA_FILE)).unwrap();
+        let issued = issue(&request()).unwrap();
+        write(dir.path(), &issued, true).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+        let key = dir.path().join(KEY_FILE);
+        let meta = fs::symlink_metadata(&key).unwrap();
+        assert!(meta.is_file(), "a file of its own, not a link");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&key).unwrap(), issued.key_pem);
+        // Not the 0666 of the file that was there: its own mode (0644 less the umask).
+        let cert = fs::symlink_metadata(dir.path().join(CERT_FILE)).unwrap();
+        assert_eq!(cert.permissions().mode() & 0o133, 0);
+        // The link at ca.crt was not read as the previous CA.
+        let bundle = fs::read_to_string(dir.path().join(CA_BUNDLE_FILE)).unwrap();
+        let b64 = bundle.trim().strip_prefix("caBundle=").unwrap();
+        assert_eq!(STANDARD.decode(b64).unwrap(), issued.ca_pem.as_bytes());
     }
 
     /// The files serve TLS for the Service's name to a client that trusts only `ca.crt`.

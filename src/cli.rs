@@ -465,9 +465,11 @@ pub struct WebhookArgs {
     /// Webhook connections open at once; more wait in the listen backlog until one closes.
     #[arg(long, env = "KUBEECR_MAX_CONNECTIONS", default_value_t = ServerLimits::WEBHOOK.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
-    /// Webhook connections open at once from one IP address; more are closed at once. 0: no
-    /// limit (the default: the API server may need many when it speaks HTTP/1.1).
-    #[arg(long, env = "KUBEECR_MAX_CONNECTIONS_PER_IP", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    /// Webhook connections open at once from one IP address that have not authenticated with
+    /// a client certificate (--client-ca-file); more are closed at once. The API server's
+    /// HTTP/2 connections stay far below it; raise it only if yours calls webhooks over
+    /// HTTP/1.1 without a client certificate. 0: no limit.
+    #[arg(long, env = "KUBEECR_MAX_CONNECTIONS_PER_IP", default_value_t = ServerLimits::WEBHOOK.max_connections_per_ip as u32, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub max_connections_per_ip: u32,
     /// Webhook requests in flight at once, their body reads included; more get 503.
     #[arg(long, env = "KUBEECR_MAX_CONCURRENT_REQUESTS", default_value_t = ServerLimits::WEBHOOK.max_concurrent_requests as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -844,7 +846,7 @@ mod tests {
             server.limits,
             ServerLimits {
                 max_connections: 4,
-                max_connections_per_ip: 0,
+                max_connections_per_ip: 32,
                 max_concurrent_requests: 3,
                 max_request_bytes: 1000,
                 max_buffered_request_bytes: 5000,

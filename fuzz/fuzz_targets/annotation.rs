@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use kubeecr::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef, binding_of};
+use kubeecr::contract::marks::Marks;
 use kubeecr::contract::partition::Regions;
 use libfuzzer_sys::fuzz_target;
 
@@ -13,7 +14,7 @@ fuzz_target!(|value: &str| {
         name: "pull".into(),
     };
     let annotations = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), value.to_string())]);
-    match binding_of(&secret, &annotations, &Regions::default()) {
+    match binding_of(&secret, &Marks::of_annotations(&annotations), &Regions::default()) {
         Ok(binding) => assert!(binding.is_some_and(|b| (1..=20).contains(&b.registries.len()))),
         Err(e) => assert!(e.to_string().len() <= 1024),
     }

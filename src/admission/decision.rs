@@ -16,10 +16,10 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
-use crate::contract::annotation::{
-    self, EXPIRES_AT_ANNOTATION, EcrBinding, MANAGED_LABEL, SecretRef,
-};
+use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+use crate::contract::kept::ConfigView;
+use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, Leftovers};
 use crate::contract::token::{Token, TokenKey};
@@ -45,6 +45,7 @@ enum Inspection {
 struct OptedIn {
     secret: SecretRef,
     binding: EcrBinding,
+    marks: Marks,
     object: Secret,
 }
 
@@ -88,11 +89,11 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     let secret = secret_ref(req, &object);
     let empty = BTreeMap::new();
     let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
-    let binding = match annotation::binding_of(&secret, annotations, &policy.regions) {
+    let marks = Marks::of(object.metadata.labels.as_ref(), Some(annotations));
+    let binding = match annotation::binding_of(&secret, &marks, &policy.regions) {
         Ok(Some(binding)) => binding,
         Ok(None) => {
-            let meta = &object.metadata;
-            let leftovers = Leftovers::of(meta.labels.as_ref(), meta.annotations.as_ref());
+            let leftovers = Leftovers::of(&marks);
             return if leftovers.is_empty() {
                 Inspection::NotOurs
             } else {
@@ -127,6 +128,7 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     Inspection::OptedIn(Box::new(OptedIn {
         secret,
         binding,
+        marks,
         object,
     }))
 }
@@ -225,6 +227,8 @@ pub struct Completion {
     pub response: AdmissionResponse,
     /// The patch writes `.dockerconfigjson` with ECR credentials in it.
     pub carries_token: bool,
+    /// The `deft.com/kubeecr-expires-at` the patch writes, when it carries a token.
+    pub expires_at: Option<String>,
 }
 
 pub struct PendingFill {
@@ -232,6 +236,7 @@ pub struct PendingFill {
     pub keys: Vec<TokenKey>,
     response: AdmissionResponse,
     binding: EcrBinding,
+    marks: Marks,
     object: Secret,
     dry_run: bool,
 }
@@ -254,6 +259,7 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
             let OptedIn {
                 secret,
                 binding,
+                marks,
                 object,
             } = *opted_in;
             MutationPlan::Fill(Box::new(PendingFill {
@@ -261,6 +267,7 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
                 secret,
                 response: AdmissionResponse::from(req),
                 binding,
+                marks,
                 object,
                 dry_run: req.dry_run,
             }))
@@ -314,12 +321,7 @@ impl PendingFill {
     /// For a write that would give the Secret its first token (no recorded expiry yet, not a
     /// dry run): a note that says so, for an Event.
     pub fn first_fill(&self) -> Option<String> {
-        let filled_before = self
-            .object
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(EXPIRES_AT_ANNOTATION));
+        let filled_before = self.marks.expires_at().is_some();
         if self.dry_run || filled_before {
             return None;
         }
@@ -387,11 +389,10 @@ impl PendingFill {
 
     /// Labels the Secret as managed, so that the refresher watches it in full.
     fn set_label(&self) -> Option<PatchOperation> {
-        let labels = self.object.metadata.labels.as_ref();
-        if secret_update::is_labelled(labels) {
+        if self.marks.is_labelled() {
             return None;
         }
-        Some(match labels {
+        Some(match &self.object.metadata.labels {
             Some(_) => add(
                 pointer(&["metadata", "labels", MANAGED_LABEL]),
                 json!("true"),
@@ -412,6 +413,7 @@ impl PendingFill {
         let no_token = |response| Completion {
             response,
             carries_token: false,
+            expires_at: None,
         };
         let tokens = match tokens {
             Ok(tokens) => tokens,
@@ -435,6 +437,7 @@ impl PendingFill {
         Completion {
             response: with_ops(self.response, ops),
             carries_token,
+            expires_at: carries_token.then(|| secret_update::format_expiry(filled.expires_at)),
         }
     }
 
@@ -443,18 +446,20 @@ impl PendingFill {
     /// elsewhere, a CronJob) was fresher, so its token stays rather than being replaced by an
     /// older one. Credentials edited by hand never match, so they are replaced.
     fn holds_newer_token(&self, filled: &secret_update::Filled) -> bool {
-        let Some(annotations) = self.object.metadata.annotations.as_ref() else {
-            return false;
-        };
-        let recorded = annotations
-            .get(EXPIRES_AT_ANNOTATION)
+        let recorded = self
+            .marks
+            .expires_at()
             .and_then(|v| v.parse::<jiff::Timestamp>().ok());
         let believable =
             recorded.is_some_and(|r| secret_update::is_believable(r, jiff::Timestamp::now()));
         if !believable || recorded.is_none_or(|r| r < filled.expires_at) {
             return false;
         }
-        secret_update::holds_own_credentials(&self.binding, annotations, self.existing())
+        secret_update::holds_own_credentials(
+            &self.binding,
+            &self.marks,
+            ConfigView::Whole(self.existing()),
+        )
     }
 
     /// AWS failed or was too slow. The write goes through (with `{"auths":{}}` when it has

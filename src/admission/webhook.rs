@@ -196,8 +196,17 @@ async fn mutate(
             let completion = pending.complete(tokens, state.require_token);
             if completion.carries_token {
                 audit_token(&state, &req, &secret, &registries);
-                if let Some(note) = first_fill {
-                    state.events.filled(&secret, &note);
+                // Whoever reaches the port can POST a review naming any Secret: unless the
+                // API server proved itself (--client-ca-file), the Event waits until the
+                // Secret is stored as reviewed.
+                match (first_fill, &completion.expires_at) {
+                    (Some(note), _) if state.clients_verified => {
+                        state.events.filled(&secret, &note)
+                    }
+                    (Some(note), Some(expires_at)) => {
+                        state.events.filled_once_stored(&secret, &note, expires_at)
+                    }
+                    _ => {}
                 }
             }
             completion.response

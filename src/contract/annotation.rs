@@ -4,12 +4,13 @@
 //! what is wrong and shows a valid example. Values are bounded before they are parsed: an
 //! annotation costs at most `MAX_REGIONS` token fetches, whatever it holds.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::contract::marks::Marks;
 use crate::contract::partition::{Partition, Regions};
 use crate::contract::quote::quoted;
 
@@ -145,9 +146,9 @@ pub enum Problem {
     )]
     EmptyValue,
     #[error(
-        "{REGISTRIES_ANNOTATION} is {len} bytes long: at most {MAX_REGISTRIES_BYTES} are read; list at most {MAX_REGISTRIES} <account>/<region> entries, e.g. {REGISTRIES_EXAMPLE}"
+        "{REGISTRIES_ANNOTATION} is longer than {MAX_REGISTRIES_BYTES} bytes, so it is not read; list at most {MAX_REGISTRIES} <account>/<region> entries, e.g. {REGISTRIES_EXAMPLE}"
     )]
-    TooLong { len: usize },
+    TooLong,
     #[error(
         "{REGISTRIES_ANNOTATION} {value}: lists {count} entries; list at most {MAX_REGISTRIES} registries per Secret, and split the rest over more Secrets"
     )]
@@ -274,14 +275,14 @@ impl ContractError {
 /// Reads a Secret's opt-in annotations. `Ok(None)`: the secret has not opted in.
 pub fn binding_of(
     secret: &SecretRef,
-    annotations: &BTreeMap<String, String>,
+    marks: &Marks,
     regions: &Regions,
 ) -> Result<Option<EcrBinding>, ContractError> {
-    let Some(value) = annotations.get(REGISTRIES_ANNOTATION) else {
+    let Some(value) = marks.registries() else {
         return Ok(None);
     };
     let registries = parse_registries(value, regions).map_err(|p| ContractError::new(secret, p))?;
-    let role = match annotations.get(ROLE_ANNOTATION) {
+    let role = match marks.role() {
         None => None,
         Some(arn) => Some(parse_role(arn, &registries).map_err(|p| ContractError::new(secret, p))?),
     };
@@ -306,7 +307,7 @@ pub fn check_type(secret: &SecretRef, type_: Option<&str>) -> Result<(), Contrac
 /// `MAX_REGIONS` regions, each region known to `regions`. Linear in the value's length.
 pub fn parse_registries(value: &str, regions: &Regions) -> Result<Vec<Registry>, Problem> {
     if value.len() > MAX_REGISTRIES_BYTES {
-        return Err(Problem::TooLong { len: value.len() });
+        return Err(Problem::TooLong);
     }
     if value.trim().is_empty() {
         return Err(Problem::EmptyValue);
@@ -433,11 +434,12 @@ mod tests {
         SecretRef::new("default", "pull")
     }
 
-    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
+    fn annotations(pairs: &[(&str, &str)]) -> Marks {
+        let map: std::collections::BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+            .collect();
+        Marks::of_annotations(&map)
     }
 
     fn error_of(value: &str) -> String {
@@ -603,10 +605,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(",");
         let msg = error_of(&value);
-        assert!(
-            msg.contains(&format!("is {} bytes long", value.len())),
-            "{msg}"
-        );
+        assert!(msg.contains("is longer than 2048 bytes"), "{msg}");
         assert!(msg.len() < 300, "{msg}");
         let value = format!("123456789012/{}", "a".repeat(1500));
         let msg = error_of(&value);

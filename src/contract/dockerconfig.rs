@@ -200,6 +200,15 @@ pub fn credentials(existing: Option<&[u8]>) -> Result<Credentials, DockerConfigE
         .collect())
 }
 
+/// What `strip` leaves of a config kubeecr wrote from nothing: `{"auths":{"<host>":{},...}}`.
+pub fn bare_entries(hosts: &[&str]) -> Vec<u8> {
+    let entries: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{}:{{}}", json_string(h)))
+        .collect();
+    format!(r#"{{"auths":{{{}}}}}"#, entries.join(",")).into_bytes()
+}
+
 /// The config without the `username`, `password` and `auth` of the `hosts`' entries: what is
 /// left for a merge to write into, which gives the same bytes as a merge into `existing`.
 /// Usually `{"auths":{"<host>":{}}}`, so that what the refresher keeps of a Secret does not

@@ -5,6 +5,8 @@
 pub mod annotation;
 pub mod dockerconfig;
 pub mod json_spans;
+pub mod kept;
+pub mod marks;
 pub mod partition;
 pub mod policy;
 pub mod quote;

@@ -325,9 +325,13 @@ mod tests {
         if let Some(role) = role {
             a.insert(ROLE_ANNOTATION.to_string(), role.to_string());
         }
-        binding_of(&SecretRef::new("x", "y"), &a, &Regions::default())
-            .unwrap()
-            .unwrap()
+        binding_of(
+            &SecretRef::new("x", "y"),
+            &crate::contract::marks::Marks::of_annotations(&a),
+            &Regions::default(),
+        )
+        .unwrap()
+        .unwrap()
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::contract::annotation::{
-    EXPIRES_AT_ANNOTATION, EcrBinding, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, OWN_ANNOTATIONS,
-    Registry,
+    EXPIRES_AT_ANNOTATION, EcrBinding, FINGERPRINTS_ANNOTATION, OWN_ANNOTATIONS, Registry,
 };
-use crate::contract::dockerconfig::{self, DockerConfigError, RegistryCredential};
+use crate::contract::dockerconfig::{self, Credentials, DockerConfigError, RegistryCredential};
+use crate::contract::kept::{ConfigView, recorded_fingerprints};
+use crate::contract::marks::Marks;
 use crate::contract::quote::quoted;
 use crate::contract::token::{MAX_BELIEVABLE_LIFETIME, Token, TokenKey};
 
@@ -67,12 +68,12 @@ pub struct DuePolicy {
 /// Whether the secret needs a write now. `None`: it is fine as it is.
 pub fn due_reason(
     binding: &EcrBinding,
-    annotations: &BTreeMap<String, String>,
-    dockerconfigjson: Option<&[u8]>,
+    marks: &Marks,
+    config: ConfigView<'_>,
     now: Timestamp,
     policy: DuePolicy,
 ) -> Result<Option<DueReason>, DockerConfigError> {
-    let present = dockerconfig::credentials(dockerconfigjson)?;
+    let present = config.credentials(binding, marks)?;
     let missing = missing_hosts(binding, &present);
     if policy.force {
         return Ok(Some(DueReason::Forced));
@@ -80,15 +81,15 @@ pub fn due_reason(
     if !missing.is_empty() {
         return Ok(Some(DueReason::MissingRegistries(missing)));
     }
-    let Some(recorded) = annotations.get(EXPIRES_AT_ANNOTATION) else {
+    let Some(recorded) = marks.expires_at() else {
         return Ok(Some(DueReason::NeverFilled));
     };
-    let foreign = foreign_registries(binding, annotations, &present);
+    let foreign = foreign_registries(binding, marks, &present);
     if !foreign.is_empty() {
         return Ok(Some(DueReason::NotWrittenByKubeecr(foreign)));
     }
     let Ok(expires_at) = recorded.parse::<Timestamp>() else {
-        return Ok(Some(DueReason::UnreadableExpiry(recorded.clone())));
+        return Ok(Some(DueReason::UnreadableExpiry(recorded.to_string())));
     };
     if !is_believable(expires_at, now) {
         return Ok(Some(DueReason::UnbelievableExpiry(expires_at)));
@@ -106,16 +107,13 @@ pub fn is_believable(expires_at: Timestamp, now: Timestamp) -> bool {
 }
 
 /// When a secret that is not due now becomes due: its recorded expiry less `refresh_before`.
-pub fn due_at(
-    annotations: &BTreeMap<String, String>,
-    refresh_before: Duration,
-) -> Option<Timestamp> {
-    let expires_at: Timestamp = annotations.get(EXPIRES_AT_ANNOTATION)?.parse().ok()?;
+pub fn due_at(marks: &Marks, refresh_before: Duration) -> Option<Timestamp> {
+    let expires_at: Timestamp = marks.expires_at()?.parse().ok()?;
     expires_at.checked_sub(refresh_before).ok()
 }
 
 /// The registry hosts of the binding that hold no credentials yet.
-fn missing_hosts(binding: &EcrBinding, present: &BTreeMap<String, String>) -> Vec<String> {
+fn missing_hosts(binding: &EcrBinding, present: &Credentials) -> Vec<String> {
     binding
         .registries
         .iter()
@@ -125,16 +123,8 @@ fn missing_hosts(binding: &EcrBinding, present: &BTreeMap<String, String>) -> Ve
 }
 
 /// The registries whose credentials do not match the fingerprint kubeecr recorded.
-fn foreign_registries(
-    binding: &EcrBinding,
-    annotations: &BTreeMap<String, String>,
-    present: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let recorded = parse_fingerprints(
-        annotations
-            .get(FINGERPRINTS_ANNOTATION)
-            .map_or("", String::as_str),
-    );
+fn foreign_registries(binding: &EcrBinding, marks: &Marks, present: &Credentials) -> Vec<String> {
+    let recorded = recorded_fingerprints(marks);
     binding
         .registries
         .iter()
@@ -147,23 +137,22 @@ fn foreign_registries(
 }
 
 /// The object holds credentials for every registry, all as kubeecr wrote them.
-pub fn holds_own_credentials(
-    binding: &EcrBinding,
-    annotations: &BTreeMap<String, String>,
-    dockerconfigjson: Option<&[u8]>,
-) -> bool {
-    dockerconfig::credentials(dockerconfigjson).is_ok_and(|present| {
+pub fn holds_own_credentials(binding: &EcrBinding, marks: &Marks, config: ConfigView<'_>) -> bool {
+    config.credentials(binding, marks).is_ok_and(|present| {
         missing_hosts(binding, &present).is_empty()
-            && foreign_registries(binding, annotations, &present).is_empty()
+            && foreign_registries(binding, marks, &present).is_empty()
     })
 }
 
-/// `<account>/<region>=<fingerprint>` pairs; malformed entries are left out, so they mismatch.
-fn parse_fingerprints(value: &str) -> BTreeMap<&str, &str> {
-    value
-        .split(',')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .collect()
+/// `<account>/<region>=<fingerprint>` for every registry, as recorded in
+/// `deft.com/kubeecr-fingerprints`; `None` when a registry holds no credentials.
+fn fingerprints_of(binding: &EcrBinding, present: &Credentials) -> Option<String> {
+    let pairs: Option<Vec<String>> = binding
+        .registries
+        .iter()
+        .map(|r| Some(format!("{r}={}", present.get(&r.host())?)))
+        .collect();
+    Some(pairs?.join(","))
 }
 
 /// The token that serves `registry`: its region, with the binding's role.
@@ -218,17 +207,19 @@ impl Filled {
         ]
     }
 
-    /// Whether an object with these data and annotations already holds exactly this.
-    pub fn is_held_by(
-        &self,
-        dockerconfigjson: Option<&[u8]>,
-        annotations: &BTreeMap<String, String>,
-    ) -> bool {
-        dockerconfigjson == Some(self.dockerconfigjson.as_slice())
+    /// Whether a Secret with this config and these marks already holds exactly this: every
+    /// form of every host the same credentials (by fingerprint, so the tokens themselves need
+    /// not be kept), and the same annotations.
+    pub fn is_held_by(&self, binding: &EcrBinding, config: ConfigView<'_>, marks: &Marks) -> bool {
+        let held = config
+            .credentials(binding, marks)
+            .ok()
+            .and_then(|present| fingerprints_of(binding, &present));
+        held.as_deref() == Some(self.fingerprints.as_str())
             && self
                 .annotations()
                 .iter()
-                .all(|(k, v)| annotations.get(*k) == Some(v))
+                .all(|(k, v)| marks.annotation(k) == Some(v.as_str()))
     }
 }
 
@@ -272,24 +263,13 @@ pub fn fill(
         .expect("a binding has at least one registry");
     let dockerconfigjson = dockerconfig::merge(existing, &credentials)?;
     let written = dockerconfig::credentials(Some(&dockerconfigjson))?;
-    let fingerprints = binding
-        .registries
-        .iter()
-        .map(|r| format!("{r}={}", written[&r.host()]))
-        .collect::<Vec<_>>()
-        .join(",");
+    let fingerprints =
+        fingerprints_of(binding, &written).expect("the merge writes every registry's host");
     Ok(Filled {
         dockerconfigjson,
         expires_at,
         fingerprints,
     })
-}
-
-/// Whether a Secret carries kubeecr's label, so that the managed watch sees it.
-pub fn is_labelled(labels: Option<&BTreeMap<String, String>>) -> bool {
-    labels
-        .and_then(|l| l.get(MANAGED_LABEL))
-        .is_some_and(|v| v == "true")
 }
 
 /// What kubeecr left on a Secret that no longer opts in: its own annotations and label.
@@ -300,16 +280,13 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
-    pub fn of(
-        labels: Option<&BTreeMap<String, String>>,
-        annotations: Option<&BTreeMap<String, String>>,
-    ) -> Self {
+    pub fn of(marks: &Marks) -> Self {
         Self {
             annotations: OWN_ANNOTATIONS
                 .into_iter()
-                .filter(|k| annotations.is_some_and(|a| a.contains_key(*k)))
+                .filter(|k| marks.annotation(k).is_some())
                 .collect(),
-            label: labels.is_some_and(|l| l.contains_key(MANAGED_LABEL)),
+            label: marks.managed_label().is_some(),
         }
     }
 
@@ -324,14 +301,20 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
-    use crate::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef, binding_of};
+    use crate::contract::annotation::{
+        MANAGED_LABEL, REGISTRIES_ANNOTATION, SecretRef, binding_of,
+    };
     use crate::contract::token::{FetchedToken, decode};
 
     fn binding(value: &str) -> EcrBinding {
         let a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), value.to_string())]);
-        binding_of(&SecretRef::new("ns", "s"), &a, &Default::default())
-            .unwrap()
-            .unwrap()
+        binding_of(
+            &SecretRef::new("ns", "s"),
+            &Marks::of_annotations(&a),
+            &Default::default(),
+        )
+        .unwrap()
+        .unwrap()
     }
 
     fn token(password: &str, expires_at: Timestamp) -> Arc<Token> {
@@ -345,6 +328,35 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    /// `due_reason` over a whole config and a map of annotations, as a Secret holds them.
+    fn due_reason_of(
+        b: &EcrBinding,
+        annotations: &BTreeMap<String, String>,
+        config: Option<&[u8]>,
+        now: Timestamp,
+        policy: DuePolicy,
+    ) -> Result<Option<DueReason>, DockerConfigError> {
+        due_reason(
+            b,
+            &Marks::of_annotations(annotations),
+            ConfigView::Whole(config),
+            now,
+            policy,
+        )
+    }
+
+    fn holds_of(
+        b: &EcrBinding,
+        annotations: &BTreeMap<String, String>,
+        config: Option<&[u8]>,
+    ) -> bool {
+        holds_own_credentials(
+            b,
+            &Marks::of_annotations(annotations),
+            ConfigView::Whole(config),
+        )
     }
 
     const POLICY: DuePolicy = DuePolicy {
@@ -435,21 +447,21 @@ mod tests {
         };
 
         assert_eq!(
-            due_reason(&b, &fresh, Some(full), now, POLICY).unwrap(),
+            due_reason_of(&b, &fresh, Some(full), now, POLICY).unwrap(),
             None
         );
         assert_eq!(
-            due_reason(&b, &BTreeMap::new(), Some(full), now, POLICY).unwrap(),
+            due_reason_of(&b, &BTreeMap::new(), Some(full), now, POLICY).unwrap(),
             Some(DueReason::NeverFilled)
         );
         assert_eq!(
-            due_reason(&b, &fresh, Some(partial), now, POLICY).unwrap(),
+            due_reason_of(&b, &fresh, Some(partial), now, POLICY).unwrap(),
             Some(DueReason::MissingRegistries(vec![
                 "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into()
             ]))
         );
         assert_eq!(
-            due_reason(
+            due_reason_of(
                 &b,
                 &with_expiry("2026-11-29T11:59:59Z"),
                 Some(full),
@@ -460,12 +472,12 @@ mod tests {
             Some(DueReason::ExpiresSoon(at("2026-11-29T11:59:59Z")))
         );
         assert!(matches!(
-            due_reason(&b, &with_expiry("tomorrow"), Some(full), now, POLICY).unwrap(),
+            due_reason_of(&b, &with_expiry("tomorrow"), Some(full), now, POLICY).unwrap(),
             Some(DueReason::UnreadableExpiry(_))
         ));
         // Set by hand far out: no ECR token lives that long, so it is not kubeecr's.
         assert_eq!(
-            due_reason(
+            due_reason_of(
                 &b,
                 &with_expiry("2999-01-01T00:00:00Z"),
                 Some(full),
@@ -480,21 +492,21 @@ mod tests {
             ..POLICY
         };
         assert_eq!(
-            due_reason(&b, &fresh, Some(full), now, forced).unwrap(),
+            due_reason_of(&b, &fresh, Some(full), now, forced).unwrap(),
             Some(DueReason::Forced)
         );
         assert_eq!(
-            due_reason(&b, &fresh, None, now, POLICY).unwrap(),
+            due_reason_of(&b, &fresh, None, now, POLICY).unwrap(),
             Some(DueReason::MissingRegistries(vec![
                 "111111111111.dkr.ecr.us-west-2.amazonaws.com".into(),
                 "222222222222.dkr.ecr.eu-west-1.amazonaws.com".into(),
             ]))
         );
         assert_eq!(
-            due_at(&fresh, POLICY.refresh_before),
+            due_at(&Marks::of_annotations(&fresh), POLICY.refresh_before),
             Some(at("2026-11-29T15:00:00Z"))
         );
-        assert_eq!(due_at(&BTreeMap::new(), POLICY.refresh_before), None);
+        assert_eq!(due_at(&Marks::default(), POLICY.refresh_before), None);
     }
 
     #[test]
@@ -502,7 +514,7 @@ mod tests {
         let b = binding("111111111111/us-west-2,222222222222/eu-west-1");
         let now = at("2026-11-29T08:00:00Z");
         let (full, annotations) = filled(&b, "2026-11-29T19:00:00Z");
-        assert!(holds_own_credentials(&b, &annotations, Some(&full)));
+        assert!(holds_of(&b, &annotations, Some(&full)));
 
         // A hand-edited password, as `kubectl patch` writes it.
         let mut edited: serde_json::Value = serde_json::from_slice(&full).unwrap();
@@ -510,24 +522,24 @@ mod tests {
             "garbage".into();
         let edited = serde_json::to_vec(&edited).unwrap();
         assert_eq!(
-            due_reason(&b, &annotations, Some(&edited), now, POLICY).unwrap(),
+            due_reason_of(&b, &annotations, Some(&edited), now, POLICY).unwrap(),
             Some(DueReason::NotWrittenByKubeecr(vec![
                 "222222222222/eu-west-1".into()
             ]))
         );
-        assert!(!holds_own_credentials(&b, &annotations, Some(&edited)));
+        assert!(!holds_of(&b, &annotations, Some(&edited)));
 
         // Written before fingerprints were recorded: due once.
         let mut old = annotations.clone();
         old.remove(FINGERPRINTS_ANNOTATION);
         assert!(matches!(
-            due_reason(&b, &old, Some(&full), now, POLICY).unwrap(),
+            due_reason_of(&b, &old, Some(&full), now, POLICY).unwrap(),
             Some(DueReason::NotWrittenByKubeecr(r)) if r.len() == 2
         ));
         // A mangled annotation is no fingerprint at all.
         old.insert(FINGERPRINTS_ANNOTATION.into(), "nonsense".into());
         assert!(matches!(
-            due_reason(&b, &old, Some(&full), now, POLICY).unwrap(),
+            due_reason_of(&b, &old, Some(&full), now, POLICY).unwrap(),
             Some(DueReason::NotWrittenByKubeecr(_))
         ));
     }
@@ -567,17 +579,17 @@ mod tests {
             ),
             ("other".to_string(), "y".to_string()),
         ]);
-        let l = Leftovers::of(Some(&labels), Some(&annotations));
+        let l = Leftovers::of(&Marks::of(Some(&labels), Some(&annotations)));
         assert_eq!(l.annotations, [EXPIRES_AT_ANNOTATION]);
         assert!(l.label);
-        assert!(Leftovers::of(None, None).is_empty());
+        assert!(Leftovers::of(&Marks::default()).is_empty());
     }
 
     #[test]
     fn corrupt_config_is_reported_not_overwritten() {
         let b = binding("111111111111/us-west-2");
         assert!(
-            due_reason(
+            due_reason_of(
                 &b,
                 &BTreeMap::new(),
                 Some(b"nope"),

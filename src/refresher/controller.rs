@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::contract::annotation::SecretRef;
+use crate::contract::kept::KeptSecret;
 use crate::refresher::index::{Change, Index, StreamId};
 use crate::refresher::plan::{self, Plan};
 use crate::refresher::schedule::{Schedule, jittered};
@@ -76,11 +77,11 @@ impl Controller {
     ) -> Self {
         Self {
             schedule: Schedule::new(settings.min_backoff, settings.max_backoff),
+            index: Index::new(streams, writer.policy().regions.clone()),
             writer,
             events,
             metrics,
             settings,
-            index: Index::new(streams),
             state: HashMap::new(),
             skipped: HashMap::new(),
             in_flight: JoinSet::new(),
@@ -201,19 +202,15 @@ impl Controller {
         let decision = match (&entry.managed, &entry.unmanaged) {
             // Kept without its data (oversized), a Secret looks due: its refresh reads it
             // in full and decides for real.
-            (Some(managed), _) => plan::plan(
-                secret,
-                &managed.to_secret(secret),
-                self.writer.policy(),
-                due,
-                now,
-            ),
-            (None, Some(meta)) => match plan::check_metadata(secret, meta, self.writer.policy()) {
-                // Read in full, filled and labelled on the first write.
-                Ok(Some(_)) => Plan::UpToDate { due_at: Some(now) },
-                Ok(None) => Plan::Skip(format!("{secret}: not opted in")),
-                Err(why) => Plan::Skip(why),
-            },
+            (Some(managed), _) => plan::plan(secret, managed, self.writer.policy(), due, now),
+            (None, Some(meta)) => {
+                match plan::check_metadata(secret, &meta.marks, self.writer.policy()) {
+                    // Read in full, filled and labelled on the first write.
+                    Ok(Some(_)) => Plan::UpToDate { due_at: Some(now) },
+                    Ok(None) => Plan::Skip(format!("{secret}: not opted in")),
+                    Err(why) => Plan::Skip(why),
+                }
+            }
             (None, None) => unreachable!("the index drops empty entries"),
         };
         let state = match decision {
@@ -269,8 +266,8 @@ impl Controller {
         let cached = entry
             .managed
             .as_ref()
-            .filter(|m| m.complete)
-            .map(|m| Arc::new(m.to_secret(&secret)));
+            .filter(|m| m.is_complete())
+            .map(|m| Arc::new(KeptSecret::clone(m)));
         let writer = Arc::clone(&self.writer);
         let task = secret.clone();
         let handle = self.in_flight.spawn(async move {

@@ -1,8 +1,9 @@
 //! What the refresher knows of the opted-in Secrets, kept up to date from two kinds of watch
 //! (the design of cert-manager's memory-management proposal):
 //!
-//! - **managed**: Secrets labelled `deft.com/kubeecr-managed=true`, in full, trimmed to what
-//!   kubeecr reads and writes, so that a refresh needs no GET;
+//! - **managed**: Secrets labelled `deft.com/kubeecr-managed=true`, kept as `KeptSecret`: what
+//!   kubeecr reads and writes, without their tokens, so that a refresh needs no GET and memory
+//!   does not grow with token sizes;
 //! - **unmanaged**: every other Secret, as metadata only; only the opted-in ones are kept,
 //!   and only their kubeecr annotations, so memory does not grow with unrelated Secrets.
 //!
@@ -10,22 +11,14 @@
 //! with `Init`, gives every object as `InitApply` and ends with `InitDone`; objects the new
 //! list did not give are gone. The index is synced once every stream finished a list.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::ObjectMeta;
-use kube::core::PartialObjectMeta;
-use kube::runtime::watcher::Event;
-
-use crate::contract::annotation::{
-    DOCKER_CONFIG_JSON_TYPE, EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL,
-    REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef,
-};
-use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-use crate::refresher::plan::{is_opted_in, secret_ref};
+use crate::contract::annotation::SecretRef;
+use crate::contract::kept::KeptSecret;
+use crate::contract::marks::Marks;
+use crate::contract::partition::Regions;
+use crate::kube_api::watch::Event;
+use crate::refresher::wire::WireSecret;
 
 /// Which watch a stream belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,92 +51,22 @@ impl StreamId {
     }
 }
 
-/// A managed Secret as kept: only what kubeecr reads and writes, compactly. A `Secret` with
-/// its `ObjectMeta` and three maps costs several times as much, and there may be tens of
-/// thousands. Its `Debug` leaves `.dockerconfigjson` out: it holds passwords.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Managed {
-    resource_version: Option<Box<str>>,
-    type_: Option<Box<str>>,
-    immutable: Option<bool>,
-    managed_label: Option<Box<str>>,
-    /// kubeecr's own annotations (`KEPT_ANNOTATIONS`), by index.
-    annotations: [Option<Box<str>>; 4],
-    config: Option<Box<[u8]>>,
-    /// Whether `.dockerconfigjson` is kept. Larger than `MAX_KEPT_CONFIG`, it is not, and the
-    /// Secret is read (GET) before it is written.
-    pub complete: bool,
+/// An opted-in Secret kubeecr does not manage yet, as kept from the metadata watch: its
+/// version and kubeecr's annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptMeta {
+    pub resource_version: Option<Box<str>>,
+    pub marks: Marks,
 }
 
-impl fmt::Debug for Managed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Managed")
-            .field("resource_version", &self.resource_version)
-            .field("type_", &self.type_)
-            .field("immutable", &self.immutable)
-            .field("managed_label", &self.managed_label)
-            .field("annotations", &self.annotations)
-            .field(
-                "config",
-                &self
-                    .config
-                    .as_ref()
-                    .map(|c| format!("[{} bytes redacted]", c.len())),
-            )
-            .field("complete", &self.complete)
-            .finish()
-    }
-}
-
-impl Managed {
-    pub fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
-    }
-
-    /// The Secret as far as kubeecr knows it, for deciding and writing.
-    pub fn to_secret(&self, secret: &SecretRef) -> Secret {
-        let map =
-            |pairs: Vec<(String, String)>| (!pairs.is_empty()).then(|| pairs.into_iter().collect());
-        let annotations = KEPT_ANNOTATIONS
-            .iter()
-            .zip(&self.annotations)
-            .filter_map(|(k, v)| Some((k.to_string(), v.as_deref()?.to_string())))
-            .collect();
-        let labels = self
-            .managed_label
-            .iter()
-            .map(|v| (MANAGED_LABEL.to_string(), v.to_string()))
-            .collect();
-        Secret {
-            metadata: ObjectMeta {
-                name: Some(secret.name.clone()),
-                namespace: Some(secret.namespace.clone()),
-                resource_version: self.resource_version.as_deref().map(str::to_string),
-                labels: map(labels),
-                annotations: map(annotations),
-                ..ObjectMeta::default()
-            },
-            type_: self.type_.as_deref().map(str::to_string),
-            immutable: self.immutable,
-            data: self.config.as_ref().map(|c| {
-                BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_string(), ByteString(c.to_vec()))])
-            }),
-            ..Secret::default()
-        }
-    }
-}
-
-/// The largest `.dockerconfigjson` kept in memory; a real one with a few registries is a
-/// few kB, so only a padded one is bigger.
-pub const MAX_KEPT_CONFIG: usize = 64 * 1024;
-
-/// What is known of one opted-in Secret.
+/// What is known of one opted-in Secret. Boxed, so that the map's slots stay small for the
+/// many Secrets that have only one of the two.
 #[derive(Debug, Default, Clone)]
 pub struct Entry {
     /// From the managed watch.
-    pub managed: Option<Managed>,
-    /// From the unmanaged watch: the trimmed metadata of an opted-in, unlabelled Secret.
-    pub unmanaged: Option<Arc<ObjectMeta>>,
+    pub managed: Option<Box<KeptSecret>>,
+    /// From the unmanaged watch: an opted-in, unlabelled Secret.
+    pub unmanaged: Option<Box<KeptMeta>>,
 }
 
 impl Entry {
@@ -154,12 +77,14 @@ impl Entry {
 
 /// A change seen by one stream.
 pub enum Change {
-    Managed(StreamId, Event<Secret>),
-    Unmanaged(StreamId, Event<PartialObjectMeta<Secret>>),
+    Managed(StreamId, Event<WireSecret>),
+    Unmanaged(StreamId, Event<WireSecret>),
 }
 
 #[derive(Default)]
 pub struct Index {
+    /// To know which hosts a Secret's annotation names, and so what of its config to keep.
+    regions: Regions,
     entries: HashMap<SecretRef, Entry>,
     /// Keys given by the list in progress of each stream.
     listing: HashMap<StreamId, HashSet<SecretRef>>,
@@ -167,69 +92,11 @@ pub struct Index {
     streams: Vec<StreamId>,
 }
 
-const KEPT_ANNOTATIONS: [&str; 4] = [
-    REGISTRIES_ANNOTATION,
-    ROLE_ANNOTATION,
-    EXPIRES_AT_ANNOTATION,
-    FINGERPRINTS_ANNOTATION,
-];
-
-/// The metadata kubeecr reads of an unmanaged Secret: name, namespace, version, and its own
-/// annotations.
-fn trim_meta(meta: &ObjectMeta) -> ObjectMeta {
-    let annotations: BTreeMap<String, String> = meta
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| KEPT_ANNOTATIONS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    ObjectMeta {
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        resource_version: meta.resource_version.clone(),
-        annotations: (!annotations.is_empty()).then_some(annotations),
-        ..ObjectMeta::default()
-    }
-}
-
-/// A managed Secret as kept: its type, its `.dockerconfigjson` (unless oversized), and the
-/// metadata kubeecr reads. Every patch kubeecr writes touches only those fields.
-pub fn trim_secret(secret: Secret) -> Managed {
-    let meta = secret.metadata;
-    let config = secret
-        .data
-        .and_then(|mut d| d.remove(DOCKER_CONFIG_JSON_KEY));
-    // Kept only where kubeecr may write it: an opted-in dockerconfigjson Secret. Anything
-    // else carrying the label is released or skipped, without its data.
-    let fillable = is_opted_in(&meta) && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE);
-    let complete = config.as_ref().is_none_or(|c| c.0.len() <= MAX_KEPT_CONFIG)
-        && (fillable || config.is_none());
-    let annotation = |k: &str| {
-        meta.annotations
-            .as_ref()
-            .and_then(|a| a.get(k))
-            .map(|v| v.as_str().into())
-    };
-    Managed {
-        resource_version: meta.resource_version.as_deref().map(Into::into),
-        type_: secret.type_.as_deref().map(Into::into),
-        immutable: secret.immutable,
-        managed_label: meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(MANAGED_LABEL))
-            .map(|v| v.as_str().into()),
-        annotations: KEPT_ANNOTATIONS.map(annotation),
-        config: config.filter(|_| complete).map(|c| c.0.into_boxed_slice()),
-        complete,
-    }
-}
-
 impl Index {
-    pub fn new(streams: Vec<StreamId>) -> Self {
+    pub fn new(streams: Vec<StreamId>, regions: Regions) -> Self {
         Self {
             streams,
+            regions,
             ..Self::default()
         }
     }
@@ -269,18 +136,22 @@ impl Index {
 
     /// Applies one change; returns the Secrets whose entry changed.
     pub fn apply(&mut self, change: Change) -> Vec<SecretRef> {
+        let regions = self.regions.clone();
         match change {
             Change::Managed(stream, event) => self.apply_with(stream, event, |entry, object| {
-                let managed = object.map(trim_secret);
-                let changed = entry.managed.as_ref().map(Managed::resource_version)
-                    != managed.as_ref().map(Managed::resource_version);
-                entry.managed = managed;
+                let kept = object.map(|o| Box::new(o.kept(&regions)));
+                let changed = entry.managed.as_ref().map(|m| m.resource_version())
+                    != kept.as_ref().map(|m| m.resource_version());
+                entry.managed = kept;
                 changed
             }),
             Change::Unmanaged(stream, event) => self.apply_with(stream, event, |entry, object| {
-                let meta = object
-                    .filter(|m| is_opted_in(&m.metadata))
-                    .map(|m| Arc::new(trim_meta(&m.metadata)));
+                let meta = object.filter(|o| o.metadata.marks.is_opted_in()).map(|o| {
+                    Box::new(KeptMeta {
+                        resource_version: o.metadata.resource_version.map(Into::into),
+                        marks: o.metadata.marks,
+                    })
+                });
                 let changed = entry.unmanaged.as_ref().map(|m| &m.resource_version)
                     != meta.as_ref().map(|m| &m.resource_version);
                 entry.unmanaged = meta;
@@ -289,31 +160,32 @@ impl Index {
         }
     }
 
-    fn apply_with<K: kube::Resource>(
+    fn apply_with(
         &mut self,
         stream: StreamId,
-        event: Event<K>,
-        set: impl Fn(&mut Entry, Option<K>) -> bool,
+        event: Event<WireSecret>,
+        set: impl Fn(&mut Entry, Option<WireSecret>) -> bool,
     ) -> Vec<SecretRef> {
         let source = stream.source;
-        let upsert =
-            |entries: &mut HashMap<SecretRef, Entry>, key: SecretRef, object: Option<K>| {
-                let entry = entries.entry(key.clone()).or_default();
-                let changed = set(entry, object);
-                if entry.is_empty() {
-                    entries.remove(&key);
-                }
-                changed.then_some(key)
-            };
+        let upsert = |entries: &mut HashMap<SecretRef, Entry>,
+                      key: SecretRef,
+                      object: Option<WireSecret>| {
+            let entry = entries.entry(key.clone()).or_default();
+            let changed = set(entry, object);
+            if entry.is_empty() {
+                entries.remove(&key);
+            }
+            changed.then_some(key)
+        };
         match event {
             Event::Apply(object) => {
-                let key = secret_ref(object.meta());
+                let key = object.key();
                 upsert(&mut self.entries, key, Some(object))
                     .into_iter()
                     .collect()
             }
             Event::Delete(object) => {
-                let key = secret_ref(object.meta());
+                let key = object.key();
                 upsert(&mut self.entries, key, None).into_iter().collect()
             }
             Event::Init => {
@@ -321,7 +193,7 @@ impl Index {
                 Vec::new()
             }
             Event::InitApply(object) => {
-                let key = secret_ref(object.meta());
+                let key = object.key();
                 if let Some(seen) = self.listing.get_mut(&stream) {
                     seen.insert(key.clone());
                 }
@@ -357,8 +229,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::contract::annotation::{MANAGED_LABEL, REGISTRIES_ANNOTATION};
+    use crate::contract::kept::{KeptConfig, MAX_KEPT_CONFIG};
 
-    fn managed(name: &str, rv: &str) -> Secret {
+    fn managed(name: &str, rv: &str) -> WireSecret {
         serde_json::from_value(json!({
             "metadata": {
                 "name": name, "namespace": "ns", "resourceVersion": rv,
@@ -372,7 +246,11 @@ mod tests {
         .unwrap()
     }
 
-    fn meta(name: &str, rv: &str, opted_in: bool) -> PartialObjectMeta<Secret> {
+    fn index() -> Index {
+        Index::new(both(), Regions::default())
+    }
+
+    fn meta(name: &str, rv: &str, opted_in: bool) -> WireSecret {
         let annotations = if opted_in {
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"})
         } else {
@@ -401,37 +279,30 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_holds_no_credentials() {
+    fn keeps_what_kubeecr_reads_and_no_token() {
+        let mut index = index();
         let mut secret = managed("a", "1");
-        secret.data.as_mut().unwrap().insert(
-            DOCKER_CONFIG_JSON_KEY.to_string(),
-            ByteString(br#"{"auths":{"h":{"auth":"c2VjcmV0LXB3"}}}"#.to_vec()),
-        );
-        let debug = format!("{:?}", trim_secret(secret));
-        assert!(!debug.contains("c2VjcmV0LXB3"), "{debug}");
-        assert!(debug.contains("bytes redacted"), "{debug}");
-    }
-
-    #[test]
-    fn keeps_only_what_kubeecr_reads() {
-        let mut index = Index::new(both());
+        secret.dockerconfigjson =
+            Some(br#"{"auths":{"123456789012.dkr.ecr.us-west-2.amazonaws.com":{"auth":"c2VjcmV0LXB3"}}}"#.to_vec());
         index.apply(Change::Managed(
             stream(Source::Managed),
-            Event::Apply(managed("a", "1")),
+            Event::Apply(secret),
         ));
         let kept = index.get(&r("a")).unwrap().managed.clone().unwrap();
-        assert!(kept.complete);
-        let kept = kept.to_secret(&r("a"));
-        assert!(kept.metadata.managed_fields.is_none());
-        assert_eq!(kept.metadata.labels.as_ref().unwrap().len(), 1);
-        assert_eq!(kept.metadata.annotations.as_ref().unwrap().len(), 1);
-        assert_eq!(kept.data.as_ref().unwrap().len(), 1);
-        assert_eq!(kept.metadata.resource_version.as_deref(), Some("1"));
+        assert!(kept.is_complete());
+        assert_eq!(kept.resource_version(), Some("1"));
+        assert!(kept.marks.is_labelled());
+        let debug = format!("{kept:?}");
+        assert!(!debug.contains("c2VjcmV0LXB3"), "{debug}");
+        let KeptConfig::Kept { rest, .. } = &kept.config else {
+            panic!("{:?}", kept.config)
+        };
+        assert!(!String::from_utf8_lossy(rest.as_deref().unwrap_or_default()).contains("c2VjcmV0"));
     }
 
     #[test]
     fn unmanaged_secrets_are_kept_only_while_opted_in() {
-        let mut index = Index::new(both());
+        let mut index = index();
         let s = stream(Source::Unmanaged);
         assert!(
             index
@@ -458,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_relist_drops_what_it_no_longer_gives_and_syncs() {
-        let mut index = Index::new(both());
+        let mut index = index();
         let m = stream(Source::Managed);
         let u = stream(Source::Unmanaged);
         for (name, rv) in [("a", "1"), ("b", "1")] {
@@ -491,13 +362,13 @@ mod tests {
 
     #[test]
     fn a_namespaced_relist_leaves_other_namespaces_alone() {
-        let mut index = Index::new(both());
+        let mut index = index();
         let in_ns = StreamId {
             source: Source::Managed,
             namespace: Some("ns".into()),
         };
         let mut other = managed("z", "1");
-        other.metadata.namespace = Some("other".into());
+        other.metadata.namespace = "other".into();
         index.apply(Change::Managed(
             stream(Source::Managed),
             Event::Apply(other),
@@ -509,16 +380,15 @@ mod tests {
 
     #[test]
     fn an_oversized_config_is_not_kept_and_unsynced_streams_are_named() {
-        let mut index = Index::new(both());
+        let mut index = index();
         let mut big = managed("big", "1");
-        big.data.as_mut().unwrap().insert(
-            DOCKER_CONFIG_JSON_KEY.into(),
-            ByteString(vec![b' '; MAX_KEPT_CONFIG + 1]),
-        );
+        let mut padded = br#"{"x":""#.to_vec();
+        padded.extend(vec![b' '; MAX_KEPT_CONFIG + 1]);
+        padded.extend_from_slice(br#""}"#);
+        big.dockerconfigjson = Some(padded);
         index.apply(Change::Managed(stream(Source::Managed), Event::Apply(big)));
         let kept = index.get(&r("big")).unwrap().managed.clone().unwrap();
-        assert!(!kept.complete);
-        assert!(kept.to_secret(&r("big")).data.is_none());
+        assert!(!kept.is_complete());
         assert_eq!(
             index.unsynced(),
             [
@@ -533,7 +403,7 @@ mod tests {
 
     #[test]
     fn the_same_version_again_is_no_change() {
-        let mut index = Index::new(both());
+        let mut index = index();
         let m = stream(Source::Managed);
         assert_eq!(
             index.apply(Change::Managed(m.clone(), Event::Apply(managed("a", "1")))),

@@ -1,15 +1,20 @@
 //! Finding opted-in Secrets by listing, page by page: the Secrets kubeecr manages (labelled)
-//! in full, every other Secret as metadata only, so that memory does not grow with the data of
-//! unrelated Secrets. `kubeecr refresh` writes what it finds; `kubeecr status` reports it.
+//! decoded into what kubeecr keeps, every other Secret as metadata only. Each item is decoded
+//! as it arrives and its other content skipped, so memory grows neither with unrelated
+//! Secrets nor with what labelled ones hold besides kubeecr's config. `kubeecr refresh` writes
+//! what it finds; `kubeecr status` reports it.
 
 use std::collections::VecDeque;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
+use kube::Resource;
 
 use crate::contract::annotation::{MANAGED_LABEL, SecretRef};
-use crate::kube_api::{self, ListError, Pages};
-use crate::refresher::plan::{is_opted_in, secret_ref};
+use crate::contract::kept::KeptSecret;
+use crate::contract::partition::Regions;
+use crate::kube_api::list::{ListSpec, Pages};
+use crate::kube_api::{self, ListError};
+use crate::refresher::wire::WireSecret;
 
 /// Label selectors that split every Secret into kubeecr's and the rest.
 pub fn managed_selector() -> String {
@@ -22,16 +27,18 @@ pub fn unmanaged_selector() -> String {
 
 /// One page of what a listing found.
 pub enum Found {
-    /// Secrets kubeecr manages, in full: every one of the page, since one that opted out
+    /// Secrets kubeecr manages, as kept: every one of the page, since one that opted out
     /// still carries kubeecr's label and annotations to release.
-    Managed(Vec<Secret>),
+    Managed(Vec<(SecretRef, KeptSecret)>),
     /// Opted-in Secrets kubeecr does not manage yet, by name only: read them before use.
     Unmanaged(Vec<SecretRef>),
 }
 
-enum Listing {
-    Managed(String, Pages<Secret>),
-    Unmanaged(String, Pages<PartialObjectMeta<Secret>>),
+/// Which list, in which scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Managed,
+    Unmanaged,
 }
 
 /// Every scope's managed Secrets first, then every scope's unmanaged opted-in ones. A list
@@ -39,11 +46,12 @@ enum Listing {
 pub struct OptedInSecrets {
     client: kube::Client,
     page_size: u32,
+    regions: Regions,
     /// The verbs the caller needs, named in a 403's message.
     needs: &'static str,
-    pending: VecDeque<(bool, Option<String>)>,
+    pending: VecDeque<(Kind, Option<String>)>,
     exclude: Vec<String>,
-    current: Option<Listing>,
+    current: Option<(Kind, String, Pages<WireSecret>)>,
 }
 
 impl OptedInSecrets {
@@ -52,16 +60,18 @@ impl OptedInSecrets {
         namespaces: &[String],
         exclude: &[String],
         page_size: u32,
+        regions: Regions,
         needs: &'static str,
     ) -> Self {
         let scopes = kube_api::scopes(namespaces, exclude);
-        let pending = [true, false]
+        let pending = [Kind::Managed, Kind::Unmanaged]
             .into_iter()
-            .flat_map(|managed| scopes.iter().map(move |ns| (managed, ns.clone())))
+            .flat_map(|kind| scopes.iter().map(move |ns| (kind, ns.clone())))
             .collect();
         Self {
             client,
             page_size,
+            regions,
             needs,
             pending,
             exclude: exclude.to_vec(),
@@ -72,52 +82,46 @@ impl OptedInSecrets {
     /// The next page, or `None` once every list is done.
     pub async fn next(&mut self) -> Result<Option<Found>, ListError> {
         loop {
-            let needs = self.needs;
-            match &mut self.current {
-                None => {
-                    let Some((managed, ns)) = self.pending.pop_front() else {
-                        return Ok(None);
-                    };
-                    let (scope, ns) = (kube_api::scope_name(ns.as_deref()), ns.as_deref());
-                    let (client, size) = (&self.client, self.page_size);
-                    let fields = kube_api::field_selector(ns, &self.exclude);
-                    self.current = Some(if managed {
-                        let api = kube_api::scoped(client, ns);
-                        Listing::Managed(scope, Pages::new(api, managed_selector(), fields, size))
-                    } else {
-                        let api = kube_api::scoped(client, ns);
-                        let pages = Pages::new(api, unmanaged_selector(), fields, size);
-                        Listing::Unmanaged(scope, pages)
-                    });
-                }
-                Some(Listing::Managed(scope, pages)) => {
-                    match pages
-                        .next()
-                        .await
-                        .map_err(|e| ListError::new(scope, &e, needs))?
-                    {
-                        Some(page) => return Ok(Some(Found::Managed(page))),
-                        None => self.current = None,
-                    }
-                }
-                Some(Listing::Unmanaged(scope, pages)) => {
-                    match pages
-                        .next()
-                        .await
-                        .map_err(|e| ListError::new(scope, &e, needs))?
-                    {
-                        Some(page) => {
-                            let opted_in = page
-                                .iter()
-                                .filter(|m| is_opted_in(&m.metadata))
-                                .map(|m| secret_ref(&m.metadata))
-                                .collect();
-                            return Ok(Some(Found::Unmanaged(opted_in)));
-                        }
-                        None => self.current = None,
-                    }
-                }
-            }
+            let Some((kind, scope, pages)) = &mut self.current else {
+                let Some((kind, ns)) = self.pending.pop_front() else {
+                    return Ok(None);
+                };
+                let ns = ns.as_deref();
+                let spec = ListSpec {
+                    path: Secret::url_path(&(), ns),
+                    labels: match kind {
+                        Kind::Managed => managed_selector(),
+                        Kind::Unmanaged => unmanaged_selector(),
+                    },
+                    fields: kube_api::field_selector(ns, &self.exclude),
+                    page_size: self.page_size,
+                    metadata_only: kind == Kind::Unmanaged,
+                };
+                let pages = Pages::new(self.client.clone(), spec);
+                self.current = Some((kind, kube_api::scope_name(ns), pages));
+                continue;
+            };
+            let page = pages
+                .next()
+                .await
+                .map_err(|e| ListError::new(scope, &e, self.needs))?;
+            let Some(page) = page else {
+                self.current = None;
+                continue;
+            };
+            return Ok(Some(match kind {
+                Kind::Managed => Found::Managed(
+                    page.into_iter()
+                        .map(|s| (s.key(), s.kept(&self.regions)))
+                        .collect(),
+                ),
+                Kind::Unmanaged => Found::Unmanaged(
+                    page.into_iter()
+                        .filter(|s| s.metadata.marks.is_opted_in())
+                        .map(|s| s.key())
+                        .collect(),
+                ),
+            }));
         }
     }
 }

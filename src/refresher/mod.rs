@@ -11,4 +11,5 @@ pub mod pass;
 pub mod plan;
 pub mod schedule;
 pub mod watch;
+pub mod wire;
 pub mod write;

@@ -9,12 +9,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 
 use crate::contract::annotation::SecretRef;
+use crate::contract::kept::KeptSecret;
 use crate::kube_api::ListError;
 use crate::refresher::listing::{Found, OptedInSecrets};
-use crate::refresher::plan::secret_ref;
 use crate::refresher::write::{Outcome, Writer};
 
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +87,7 @@ impl Refresher {
             &self.writer.policy().namespaces,
             &self.writer.policy().exclude_namespaces,
             self.settings.page_size,
+            self.writer.policy().regions.clone(),
             NEEDS,
         );
         while let Some(page) = found.next().await? {
@@ -96,7 +96,7 @@ impl Refresher {
                 Found::Managed(secrets) => {
                     let items = secrets
                         .into_iter()
-                        .map(|s| (secret_ref(&s.metadata), Some(Arc::new(s))));
+                        .map(|(secret, kept)| (secret, Some(kept).filter(KeptSecret::is_complete)));
                     self.refresh_all(items).await
                 }
                 Found::Unmanaged(names) => {
@@ -133,11 +133,11 @@ impl Refresher {
 
     async fn refresh_all(
         &self,
-        items: impl IntoIterator<Item = (SecretRef, Option<Arc<Secret>>)>,
+        items: impl IntoIterator<Item = (SecretRef, Option<KeptSecret>)>,
     ) -> Vec<(SecretRef, Outcome)> {
         futures::stream::iter(items)
             .map(|(secret, cached)| async move {
-                let outcome = self.writer.refresh(&secret, cached).await;
+                let outcome = self.writer.refresh(&secret, cached.map(Arc::new)).await;
                 (secret, outcome)
             })
             .buffer_unordered(self.settings.concurrency.max(1))

@@ -4,17 +4,14 @@
 //! Every patch carries the object's `resourceVersion`, so a concurrent writer is never
 //! overwritten: the API server answers 409 and the refresher decides again.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use serde_json::{Map, Value, json};
 
-use crate::contract::annotation::{
-    self, EcrBinding, MANAGED_LABEL, REGISTRIES_ANNOTATION, SecretRef,
-};
+use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+use crate::contract::kept::KeptSecret;
+use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason, Filled, Leftovers};
 
@@ -42,27 +39,14 @@ pub fn secret_ref(meta: &ObjectMeta) -> SecretRef {
     )
 }
 
-/// Whether the metadata carries `deft.com/kubeecr` (well-formed or not).
-pub fn is_opted_in(meta: &ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(REGISTRIES_ANNOTATION))
-}
-
-fn empty() -> &'static BTreeMap<String, String> {
-    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-    &EMPTY
-}
-
 /// Checks what metadata alone can tell: the annotation, and the operator's policy. `Ok(None)`:
 /// not opted in.
 pub fn check_metadata(
     secret: &SecretRef,
-    meta: &ObjectMeta,
+    marks: &Marks,
     policy: &Policy,
 ) -> Result<Option<EcrBinding>, String> {
-    let annotations = meta.annotations.as_ref().unwrap_or(empty());
-    let binding = match annotation::binding_of(secret, annotations, &policy.regions) {
+    let binding = match annotation::binding_of(secret, marks, &policy.regions) {
         Ok(Some(binding)) => binding,
         Ok(None) => return Ok(None),
         Err(e) => return Err(e.to_string()),
@@ -71,31 +55,23 @@ pub fn check_metadata(
     Ok(Some(binding))
 }
 
-/// The `.dockerconfigjson` bytes of a Secret.
-pub fn dockerconfigjson(object: &Secret) -> Option<&[u8]> {
-    object
-        .data
-        .as_ref()
-        .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
-        .map(|b| b.0.as_slice())
-}
-
-/// Decides what to do with a Secret read in full.
+/// Decides what to do with a Secret.
 pub fn plan(
     secret: &SecretRef,
-    object: &Secret,
+    object: &KeptSecret,
     policy: &Policy,
     due: DuePolicy,
     now: Timestamp,
 ) -> Plan {
-    let meta = &object.metadata;
-    let binding = match check_metadata(secret, meta, policy) {
+    let marks = &object.marks;
+    let binding = match check_metadata(secret, marks, policy) {
         Ok(Some(binding)) => binding,
         Ok(None) => {
-            let leftovers = Leftovers::of(meta.labels.as_ref(), meta.annotations.as_ref());
+            let leftovers = Leftovers::of(marks);
             return if leftovers.is_empty() {
                 Plan::Skip(format!(
-                    "{secret}: no longer carries {REGISTRIES_ANNOTATION}"
+                    "{secret}: no longer carries {}",
+                    annotation::REGISTRIES_ANNOTATION
                 ))
             } else {
                 Plan::Release(leftovers)
@@ -106,40 +82,33 @@ pub fn plan(
     if let Err(e) = annotation::check_type(secret, object.type_.as_deref()) {
         return Plan::Skip(e.to_string());
     }
-    if object.immutable == Some(true) {
+    if object.immutable {
         return Plan::Skip(format!(
             "{secret}: immutable, so its token cannot be refreshed in place; recreate it without `immutable: true`"
         ));
     }
-    let annotations = meta.annotations.as_ref().unwrap_or(empty());
-    match secret_update::due_reason(&binding, annotations, dockerconfigjson(object), now, due) {
+    match secret_update::due_reason(&binding, marks, object.config.view(), now, due) {
         Ok(Some(reason)) => Plan::Fill {
             binding: Box::new(binding),
             reason,
         },
         Ok(None) => Plan::UpToDate {
-            due_at: secret_update::due_at(annotations, due.refresh_before),
+            due_at: secret_update::due_at(marks, due.refresh_before),
         },
         Err(e) => Plan::Skip(format!("{secret}: {e}")),
     }
 }
 
 /// A merge patch guarded by the object's resourceVersion.
-fn guarded(object: &Secret, mut metadata: Map<String, Value>) -> Map<String, Value> {
-    metadata.insert(
-        "resourceVersion".into(),
-        json!(object.metadata.resource_version),
-    );
+fn guarded(object: &KeptSecret, mut metadata: Map<String, Value>) -> Map<String, Value> {
+    metadata.insert("resourceVersion".into(), json!(object.resource_version()));
     metadata
 }
 
 /// The write for `filled`, or `None` when the Secret already holds exactly that. Also labels
 /// the Secret as managed, so that kubeecr watches it in full from then on.
-pub fn fill_patch(object: &Secret, filled: &Filled) -> Option<Value> {
-    let meta = &object.metadata;
-    let annotations = meta.annotations.as_ref().unwrap_or(empty());
-    if secret_update::is_labelled(meta.labels.as_ref())
-        && filled.is_held_by(dockerconfigjson(object), annotations)
+pub fn fill_patch(object: &KeptSecret, binding: &EcrBinding, filled: &Filled) -> Option<Value> {
+    if object.marks.is_labelled() && filled.is_held_by(binding, object.config.view(), &object.marks)
     {
         return None;
     }
@@ -159,7 +128,7 @@ pub fn fill_patch(object: &Secret, filled: &Filled) -> Option<Value> {
 }
 
 /// Removes kubeecr's leftovers from a Secret that opted out; leaves its data alone.
-pub fn release_patch(object: &Secret, leftovers: &Leftovers) -> Value {
+pub fn release_patch(object: &KeptSecret, leftovers: &Leftovers) -> Value {
     let mut metadata = Map::new();
     if !leftovers.annotations.is_empty() {
         let nulls: Map<String, Value> = leftovers
@@ -180,8 +149,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use k8s_openapi::api::core::v1::Secret;
+
     use super::*;
-    use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION};
+    use crate::contract::annotation::{
+        EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
+    };
+    use crate::contract::partition::Regions;
     use crate::contract::token::{FetchedToken, decode};
 
     const DUE: DuePolicy = DuePolicy {
@@ -191,6 +165,10 @@ mod tests {
 
     fn secret(v: Value) -> Secret {
         serde_json::from_value(v).unwrap()
+    }
+
+    fn kept(s: &Secret) -> KeptSecret {
+        KeptSecret::of_secret(s, &Regions::default())
     }
 
     fn now() -> Timestamp {
@@ -208,10 +186,11 @@ mod tests {
         secret(v)
     }
 
-    fn fill_with(object: &Secret, password: &str) -> Filled {
+    fn fill_with(object: &Secret, password: &str) -> (Box<EcrBinding>, Filled) {
+        let object = kept(object);
         let Plan::Fill { binding, .. } = plan(
             &SecretRef::new("ns", "s"),
-            object,
+            &object,
             &Policy::default(),
             DuePolicy { force: true, ..DUE },
             now(),
@@ -234,7 +213,9 @@ mod tests {
             .into_iter()
             .map(|k| (k, Arc::new(token.clone())))
             .collect();
-        secret_update::fill(&binding, dockerconfigjson(object), &tokens).unwrap()
+        let filled =
+            secret_update::fill(&binding, object.config.view().merge_base(), &tokens).unwrap();
+        (binding, filled)
     }
 
     #[test]
@@ -243,8 +224,8 @@ mod tests {
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2", "team": "a"}),
             Some(br#"{"auths":{}}"#),
         );
-        let filled = fill_with(&object, "pw");
-        let patch = fill_patch(&object, &filled).unwrap();
+        let (binding, filled) = fill_with(&object, "pw");
+        let patch = fill_patch(&kept(&object), &binding, &filled).unwrap();
         assert_eq!(patch["metadata"]["resourceVersion"], "7");
         assert_eq!(patch["metadata"]["labels"][MANAGED_LABEL], "true");
         let annotations = patch["metadata"]["annotations"].as_object().unwrap();
@@ -261,15 +242,15 @@ mod tests {
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
             None,
         );
-        let filled = fill_with(&object, "pw");
+        let (binding, filled) = fill_with(&object, "pw");
         let mut v = serde_json::to_value(&object).unwrap();
         v["metadata"]["labels"] = json!({ MANAGED_LABEL: "true" });
         for (k, val) in filled.annotations() {
             v["metadata"]["annotations"][k] = json!(val);
         }
         v["data"] = json!({ DOCKER_CONFIG_JSON_KEY: k8s_openapi::ByteString(filled.dockerconfigjson.clone()) });
-        let held = secret(v.clone());
-        assert_eq!(fill_patch(&held, &filled), None);
+        let held = kept(&secret(v.clone()));
+        assert_eq!(fill_patch(&held, &binding, &filled), None);
         assert_eq!(
             plan(
                 &SecretRef::new("ns", "s"),
@@ -284,7 +265,7 @@ mod tests {
         );
         // Unlabelled: written once more, for the label.
         v["metadata"]["labels"] = json!({});
-        assert!(fill_patch(&secret(v), &filled).is_some());
+        assert!(fill_patch(&kept(&secret(v)), &binding, &filled).is_some());
     }
 
     #[test]
@@ -295,6 +276,7 @@ mod tests {
                          "annotations": {EXPIRES_AT_ANNOTATION: "2026-11-29T20:00:00Z", "keep": "me"}},
             "type": "kubernetes.io/dockerconfigjson",
         }));
+        let leftover = kept(&leftover);
         let Plan::Release(leftovers) = plan(&s, &leftover, &Policy::default(), DUE, now()) else {
             panic!("released")
         };
@@ -306,7 +288,7 @@ mod tests {
                 "resourceVersion": "9",
             }})
         );
-        let plain = secret(json!({"metadata": {"name": "s"}}));
+        let plain = kept(&secret(json!({"metadata": {"name": "s"}})));
         assert!(matches!(
             plan(&s, &plain, &Policy::default(), DUE, now()),
             Plan::Skip(_)
@@ -317,7 +299,7 @@ mod tests {
     fn bad_annotations_wrong_types_and_corrupt_data_are_skipped() {
         let s = SecretRef::new("ns", "s");
         let bad = opted_in(json!({REGISTRIES_ANNOTATION: "123/us-west-2"}), None);
-        let Plan::Skip(msg) = plan(&s, &bad, &Policy::default(), DUE, now()) else {
+        let Plan::Skip(msg) = plan(&s, &kept(&bad), &Policy::default(), DUE, now()) else {
             panic!()
         };
         assert!(msg.contains("account id must be 12 digits"), "{msg}");
@@ -327,14 +309,14 @@ mod tests {
         );
         opaque.type_ = Some("Opaque".into());
         assert!(
-            matches!(plan(&s, &opaque, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("type is \"Opaque\""))
+            matches!(plan(&s, &kept(&opaque), &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("type is \"Opaque\""))
         );
         let corrupt = opted_in(
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
             Some(b"{not json"),
         );
         assert!(
-            matches!(plan(&s, &corrupt, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("not valid JSON"))
+            matches!(plan(&s, &kept(&corrupt), &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("not valid JSON"))
         );
         // Patching it would fail every time: skipped, said once, never retried.
         let mut frozen = opted_in(
@@ -343,7 +325,7 @@ mod tests {
         );
         frozen.immutable = Some(true);
         assert!(
-            matches!(plan(&s, &frozen, &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("immutable"))
+            matches!(plan(&s, &kept(&frozen), &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("immutable"))
         );
     }
 }

@@ -14,7 +14,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, SecretRef};
+use crate::contract::annotation::SecretRef;
+use crate::contract::kept::KeptSecret;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason};
 use crate::kube_api::{describe, status_code};
@@ -173,7 +174,7 @@ impl Writer {
 
     /// Refreshes one Secret, starting from `cached` when the caller holds a recent copy
     /// (no read then), else from a GET. Logs and counts the outcome.
-    pub async fn refresh(&self, secret: &SecretRef, cached: Option<Arc<Secret>>) -> Outcome {
+    pub async fn refresh(&self, secret: &SecretRef, cached: Option<Arc<KeptSecret>>) -> Outcome {
         let deadline = self.settings.deadline;
         let outcome = tokio::time::timeout(deadline, self.refresh_inner(secret, cached))
             .await
@@ -204,7 +205,7 @@ impl Writer {
         outcome
     }
 
-    async fn refresh_inner(&self, secret: &SecretRef, cached: Option<Arc<Secret>>) -> Outcome {
+    async fn refresh_inner(&self, secret: &SecretRef, cached: Option<Arc<KeptSecret>>) -> Outcome {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -217,7 +218,9 @@ impl Writer {
             let object = match next.take() {
                 Some(object) => object,
                 None => match api.get_opt(&secret.name).await {
-                    Ok(Some(object)) => Arc::new(object),
+                    Ok(Some(object)) => {
+                        Arc::new(KeptSecret::of_secret(&object, &self.policy.regions))
+                    }
                     Ok(None) => return Outcome::Skipped(format!("{secret}: deleted")),
                     Err(e) => {
                         return failed(FailureKind::Api, format!("reading it: {}", describe(&e)));
@@ -231,8 +234,10 @@ impl Writer {
             if let Some(limiter) = &self.limiter {
                 limiter.until_ready().await;
             }
+            // The answer as metadata only: the Secret's data (its tokens) never comes back,
+            // and no buffer grows with it.
             match api
-                .patch(&secret.name, &params, &Patch::Merge(&patch))
+                .patch_metadata(&secret.name, &params, &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => return done,
@@ -261,7 +266,7 @@ impl Writer {
     async fn decide(
         &self,
         secret: &SecretRef,
-        object: &Secret,
+        object: &KeptSecret,
     ) -> Result<(serde_json::Value, Outcome), Outcome> {
         match plan::plan(
             secret,
@@ -298,12 +303,12 @@ impl Writer {
                 let renewal_error = fetched.iter().find_map(|(_, c)| c.renewal_error.clone());
                 let tokens: BTreeMap<_, _> =
                     fetched.into_iter().map(|(k, c)| (k, c.token)).collect();
-                let filled =
-                    match secret_update::fill(&binding, plan::dockerconfigjson(object), &tokens) {
-                        Ok(filled) => filled,
-                        Err(e) => return Err(Outcome::Skipped(format!("{secret}: {e}"))),
-                    };
-                match plan::fill_patch(object, &filled) {
+                let base = object.config.view().merge_base();
+                let filled = match secret_update::fill(&binding, base, &tokens) {
+                    Ok(filled) => filled,
+                    Err(e) => return Err(Outcome::Skipped(format!("{secret}: {e}"))),
+                };
+                match plan::fill_patch(object, &binding, &filled) {
                     // Due, but the cache has nothing newer: ECR is failing. A failure, so that
                     // it backs off and says so, rather than a success due again at once.
                     None if renewal_error.is_some() => {
@@ -320,11 +325,7 @@ impl Writer {
                         Outcome::Refreshed {
                             reason,
                             expires_at: filled.expires_at,
-                            first_fill: !object
-                                .metadata
-                                .annotations
-                                .as_ref()
-                                .is_some_and(|a| a.contains_key(EXPIRES_AT_ANNOTATION)),
+                            first_fill: object.marks.expires_at().is_none(),
                         },
                     )),
                 }
@@ -461,17 +462,20 @@ mod tests {
                 .unwrap();
         let writer = writer(client, tokens, REFRESH_DEADLINE);
         let secret = SecretRef::new("ns", "s");
-        let empty: Secret = serde_json::from_value(json!({
+        let empty_secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "1",
                          "annotations": {"deft.com/kubeecr": "123456789012/us-west-2"}},
             "type": "kubernetes.io/dockerconfigjson",
         }))
         .unwrap();
+        let regions = crate::contract::partition::Regions::default();
+        let empty = KeptSecret::of_secret(&empty_secret, &regions);
         // Filled when the token was new.
         let (patch, _) = writer.decide(&secret, &empty).await.unwrap();
-        let mut filled = serde_json::to_value(&empty).unwrap();
+        let mut filled = serde_json::to_value(&empty_secret).unwrap();
         json_patch::merge(&mut filled, &patch);
         let filled: Secret = serde_json::from_value(filled).unwrap();
+        let filled = KeptSecret::of_secret(&filled, &regions);
 
         // Nine hours on, the token is due for renewal and ECR fails.
         *clock_at.lock().unwrap() = Timestamp::now();

@@ -29,7 +29,9 @@ use crate::telemetry::metrics::{Metrics, Refusal, ServerLabels};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTimeouts {
-    /// Bound on the TLS handshake.
+    /// Bound on the TLS handshake, from the connection's accept. An API server in the same
+    /// network finishes in milliseconds; a connection that says nothing holds a slot no
+    /// longer than this.
     pub handshake: Duration,
     /// A connection with no request in flight for this long is closed: HTTP/1 header reads
     /// and keep-alive, HTTP/2, and a connection that never says which. Longer than the 90s
@@ -57,7 +59,7 @@ impl ServerTimeouts {
     /// The webhook. The API server waits 30s at most for an answer (`timeoutSeconds`), and
     /// sends a review in one piece at once.
     pub const WEBHOOK: Self = Self {
-        handshake: Duration::from_secs(10),
+        handshake: Duration::from_secs(3),
         idle: Duration::from_secs(120),
         body: Duration::from_secs(10),
         request: Duration::from_secs(30),
@@ -154,6 +156,7 @@ pub async fn serve(
         .clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let peers = Arc::new(PeerCounts::new(limits.max_connections_per_ip));
+    let handshakes = Arc::new(Handshakes::new(limits.max_connections / HANDSHAKE_SHARE));
     let closing = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
@@ -198,13 +201,36 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let (guard, open) = (Arc::clone(&guard), open.clone());
+        // A place among the handshakes in progress, evicting the oldest when all are taken:
+        // connections that say nothing cannot keep a new one from its handshake.
+        let handshake = acceptor.as_ref().map(|_| handshakes.enter());
         tokio::spawn(async move {
-            let _open = Open::new(open, slot, peer_share);
-            let Some(acceptor) = acceptor else {
+            let mut open = Open::new(open, slot, peer_share);
+            let (Some(acceptor), Some(handshake)) = (acceptor, handshake) else {
                 return connection.serve(stream).await;
             };
-            match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => connection.serve(tls).await,
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)) => accepted,
+                () = handshake.evicted() => {
+                    guard.refusals.record(Refusal::HandshakeEvicted, Some(peer));
+                    return;
+                }
+            };
+            drop(handshake);
+            match accepted {
+                Ok(Ok(tls)) => {
+                    // A client certificate that --client-ca-file verified: the API server.
+                    // Its connections are not limited per address.
+                    if tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty())
+                    {
+                        open.authenticated();
+                    }
+                    connection.serve(tls).await
+                }
                 // Closed before a ClientHello: a TCP check or a port scan, not a failure.
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     tracing::debug!(%peer, "closed before a TLS handshake");
@@ -290,7 +316,7 @@ impl Drop for PeerShare {
 struct Open {
     gauge: Gauge,
     _slot: tokio::sync::OwnedSemaphorePermit,
-    _peer: Option<PeerShare>,
+    peer: Option<PeerShare>,
 }
 
 impl Open {
@@ -299,7 +325,79 @@ impl Open {
         Self {
             gauge,
             _slot: slot,
-            _peer: peer,
+            peer,
+        }
+    }
+
+    /// Authenticated by a client certificate: no longer counted against its address.
+    fn authenticated(&mut self) {
+        self.peer = None;
+    }
+}
+
+/// At most one in this many connection slots may be in a TLS handshake: the rest stay for
+/// connections past it.
+const HANDSHAKE_SHARE: usize = 4;
+
+/// The connections in their TLS handshake, oldest first, each able to be told to give up its
+/// place. When every place is taken, the oldest gives way to the newest: a connection that
+/// says nothing has had its chance by then, while the API server's handshake takes
+/// milliseconds.
+struct Handshakes {
+    max: usize,
+    next: AtomicUsize,
+    pending: Mutex<std::collections::VecDeque<(usize, CancellationToken)>>,
+}
+
+/// One connection's place among the handshakes, given back on drop.
+struct Handshake {
+    handshakes: Arc<Handshakes>,
+    id: usize,
+    evicted: CancellationToken,
+}
+
+impl Handshakes {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            next: AtomicUsize::new(0),
+            pending: Mutex::default(),
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> Handshake {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= self.max
+            && let Some((_, oldest)) = pending.pop_front()
+        {
+            oldest.cancel();
+        }
+        pending.push_back((id, evicted.clone()));
+        Handshake {
+            handshakes: Arc::clone(self),
+            id,
+            evicted,
+        }
+    }
+}
+
+impl Handshake {
+    async fn evicted(&self) {
+        self.evicted.cancelled().await;
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut pending = self
+            .handshakes
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = pending.iter().position(|(id, _)| *id == self.id) {
+            pending.remove(at);
         }
     }
 }

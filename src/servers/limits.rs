@@ -21,7 +21,8 @@ use crate::telemetry::metrics::{Metrics, Refusal, RefusalLabels};
 pub struct ServerLimits {
     /// Connections open at once; further ones wait in the kernel's listen backlog.
     pub max_connections: usize,
-    /// Connections open at once from one IP address; more are closed at once. 0: no limit.
+    /// Connections open at once from one IP address, until they authenticate with a client
+    /// certificate (`--client-ca-file`); more are closed at once. 0: no limit.
     pub max_connections_per_ip: usize,
     /// Requests in flight at once, body reads included; more get 503.
     pub max_concurrent_requests: usize,
@@ -39,11 +40,13 @@ pub struct ServerLimits {
 impl ServerLimits {
     /// The webhook. The API server needs a handful of connections and requests at once; 512
     /// connections stay under the common 1024 file descriptor limit with room for the
-    /// Kubernetes and AWS clients. 32 MiB of bodies is ten AdmissionReviews of the largest
-    /// kind, or thousands of usual ones, well inside the Deployment's 512Mi.
+    /// Kubernetes and AWS clients. 32 per address is more than an API server's HTTP/2
+    /// connections ever need (32 streams each: 1,024 requests, four times the request
+    /// bound). 32 MiB of bodies is ten AdmissionReviews of the largest kind, or thousands of
+    /// usual ones.
     pub const WEBHOOK: Self = Self {
         max_connections: 512,
-        max_connections_per_ip: 0,
+        max_connections_per_ip: 32,
         max_concurrent_requests: 256,
         max_request_bytes: 3 * 1024 * 1024,
         max_buffered_request_bytes: 32 * 1024 * 1024,
@@ -272,6 +275,9 @@ impl Refusals {
             }
             Refusal::PeerLimit => "closed a connection: its address holds its share already",
             Refusal::HandshakeFailed => "closed a connection: the TLS handshake failed",
+            Refusal::HandshakeEvicted => {
+                "closed the oldest connection still in its TLS handshake, to make room for a new one"
+            }
         };
         let peer = peer.map(|p| p.to_string()).unwrap_or_default();
         tracing::warn!(

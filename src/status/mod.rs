@@ -12,10 +12,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
+use crate::contract::kept::KeptSecret;
 use crate::contract::policy::Policy;
 use crate::kube_api::{ListError, describe};
 use crate::refresher::listing::{Found, OptedInSecrets};
-use crate::refresher::plan::is_opted_in;
 use state::{Row, classify};
 
 #[derive(Debug, Clone)]
@@ -36,28 +36,40 @@ pub async fn collect(
     settings: &StatusSettings,
 ) -> Result<Vec<Row>, ListError> {
     let now = Timestamp::now();
-    let judge = |object: &Secret| classify(object, &settings.policy, settings.refresh_before, now);
+    let judge = |secret: &crate::contract::annotation::SecretRef, object: &KeptSecret| {
+        classify(
+            secret,
+            object,
+            &settings.policy,
+            settings.refresh_before,
+            now,
+        )
+    };
+    let regions = &settings.policy.regions;
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
     let mut found = OptedInSecrets::new(
         client.clone(),
         &settings.policy.namespaces,
         &settings.policy.exclude_namespaces,
         settings.page_size,
+        regions.clone(),
         NEEDS,
     );
     while let Some(page) = found.next().await? {
         let judged: Vec<Row> = match page {
             Found::Managed(secrets) => secrets
                 .iter()
-                .filter(|s| is_opted_in(&s.metadata))
-                .map(judge)
+                .filter(|(_, kept)| kept.marks.is_opted_in())
+                .map(|(secret, kept)| judge(secret, kept))
                 .collect(),
             Found::Unmanaged(names) => {
                 futures::stream::iter(names)
                     .map(|secret| async move {
                         let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
                         match api.get_opt(&secret.name).await {
-                            Ok(Some(object)) => Some(judge(&object)),
+                            Ok(Some(object)) => {
+                                Some(judge(&secret, &KeptSecret::of_secret(&object, regions)))
+                            }
                             Ok(None) => None,
                             Err(e) => Some(Row::unreadable(&secret, &describe(&e))),
                         }

@@ -5,13 +5,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
-use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, REGISTRIES_ANNOTATION, SecretRef};
+use crate::contract::annotation::SecretRef;
+use crate::contract::kept::KeptSecret;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{DuePolicy, DueReason};
-use crate::refresher::plan::{Plan, plan, secret_ref};
+use crate::refresher::plan::{Plan, plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,19 +80,22 @@ fn shorten(value: &str) -> String {
 }
 
 /// Where an opted-in Secret stands, judged as the refresher would judge it now.
-pub fn classify(object: &Secret, policy: &Policy, refresh_before: Duration, now: Timestamp) -> Row {
-    let secret = secret_ref(&object.metadata);
-    let annotations = object.metadata.annotations.as_ref();
-    let annotation = |key: &str| annotations.and_then(|a| a.get(key));
-    let expires_at: Option<Timestamp> =
-        annotation(EXPIRES_AT_ANNOTATION).and_then(|v| v.parse().ok());
+pub fn classify(
+    secret: &SecretRef,
+    object: &KeptSecret,
+    policy: &Policy,
+    refresh_before: Duration,
+    now: Timestamp,
+) -> Row {
+    let marks = &object.marks;
+    let expires_at: Option<Timestamp> = marks.expires_at().and_then(|v| v.parse().ok());
     let due = DuePolicy {
         refresh_before,
         force: false,
     };
-    let (state, reason) = match plan(&secret, object, policy, due, now) {
+    let (state, reason) = match plan(secret, object, policy, due, now) {
         Plan::UpToDate { .. } => (State::Filled, None),
-        Plan::Skip(why) => (State::Invalid, Some(without_prefix(&secret, &why))),
+        Plan::Skip(why) => (State::Invalid, Some(without_prefix(secret, &why))),
         // Only opted-in Secrets are classified; one that is not has nothing to hold.
         Plan::Release(_) => (State::Invalid, Some("not opted in".to_string())),
         Plan::Fill { reason, .. } => {
@@ -108,7 +111,7 @@ pub fn classify(object: &Secret, policy: &Policy, refresh_before: Duration, now:
     Row {
         namespace: secret.namespace.clone(),
         name: secret.name.clone(),
-        registries: shorten(annotation(REGISTRIES_ANNOTATION).map_or("", String::as_str)),
+        registries: shorten(marks.registries().unwrap_or("")),
         expires_at,
         seconds_left: expires_at.map(|at| at.as_second() - now.as_second()),
         state,
@@ -245,9 +248,14 @@ pub fn table(rows: &[Row]) -> String {
 mod tests {
     use serde_json::json;
 
+    use k8s_openapi::api::core::v1::Secret;
+
     use super::*;
-    use crate::contract::annotation::FINGERPRINTS_ANNOTATION;
+    use crate::contract::annotation::{
+        EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
+    };
     use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+    use crate::contract::partition::Regions;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -268,7 +276,14 @@ mod tests {
     }
 
     fn state_of(s: &Secret) -> (State, Option<String>) {
-        let row = classify(s, &Policy::default(), 4 * HOUR, now());
+        let kept = KeptSecret::of_secret(s, &Regions::default());
+        let row = classify(
+            &SecretRef::new("team-a", "pull"),
+            &kept,
+            &Policy::default(),
+            4 * HOUR,
+            now(),
+        );
         (row.state, row.reason)
     }
 

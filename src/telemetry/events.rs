@@ -10,12 +10,17 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use governor::{Quota, RateLimiter};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::contract::annotation::SecretRef;
+use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, SecretRef};
 use crate::telemetry::metrics::Metrics;
 
 /// The reporting controller of kubeecr's Events.
@@ -28,7 +33,13 @@ const MAX_NOTE: usize = 512;
 struct Pending {
     secret: SecretRef,
     event: Event,
+    /// Sent only if the Secret is stored holding this expiry, checked once at `after`.
+    confirm: Option<(String, Instant)>,
 }
+
+/// How long after a fill at admission its Secret is looked for: the API server stores an
+/// object as soon as its admission ends, well within this.
+const CONFIRM_AFTER: Duration = Duration::from_secs(3);
 
 /// Where kubeecr's Events go. Cloning is cheap; `disabled()` sends nothing.
 #[derive(Clone)]
@@ -46,6 +57,7 @@ impl Events {
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let client_for_checks = client.clone();
         let recorder = Recorder::new(
             client,
             Reporter {
@@ -53,7 +65,13 @@ impl Events {
                 instance: Some(instance),
             },
         );
-        let task = tokio::spawn(send_all(recorder, rx, per_second));
+        let task = tokio::spawn(send_all(
+            recorder,
+            client_for_checks,
+            rx,
+            per_second,
+            Arc::clone(&metrics),
+        ));
         (
             Self {
                 tx: Some(tx),
@@ -71,6 +89,18 @@ impl Events {
     }
 
     fn emit(&self, secret: &SecretRef, type_: EventType, reason: &str, action: &str, note: &str) {
+        self.emit_confirmed(secret, type_, reason, action, note, None);
+    }
+
+    fn emit_confirmed(
+        &self,
+        secret: &SecretRef,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+        confirm: Option<String>,
+    ) {
         let Some(tx) = &self.tx else { return };
         if secret.name.is_empty() || secret.name.ends_with('*') {
             return; // generateName: no object to attach the Event to yet
@@ -88,6 +118,7 @@ impl Events {
                 action: action.to_string(),
                 secondary: None,
             },
+            confirm: confirm.map(|expiry| (expiry, Instant::now() + CONFIRM_AFTER)),
         };
         if tx.try_send(pending).is_err() {
             self.metrics.events_dropped.inc();
@@ -97,6 +128,13 @@ impl Events {
     /// The Secret received its first token.
     pub fn filled(&self, secret: &SecretRef, note: &str) {
         self.emit(secret, EventType::Normal, "Filled", "Fill", note);
+    }
+
+    /// As `filled`, sent only once the Secret is stored with the token (the expiry) written
+    /// for it: for a fill at admission whose review no client certificate vouches for.
+    pub fn filled_once_stored(&self, secret: &SecretRef, note: &str, expires_at: &str) {
+        let confirm = Some(expires_at.to_string());
+        self.emit_confirmed(secret, EventType::Normal, "Filled", "Fill", note, confirm);
     }
 
     /// A refresh failed; repeats become one Event's series.
@@ -120,11 +158,41 @@ fn reference(secret: &SecretRef) -> ObjectReference {
     }
 }
 
-async fn send_all(recorder: Recorder, mut rx: mpsc::Receiver<Pending>, per_second: NonZeroU32) {
+/// Whether the Secret is stored with kubeecr's expiry `expires_at`.
+async fn is_stored(client: &kube::Client, secret: &SecretRef, expires_at: &str) -> bool {
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &secret.namespace);
+    match api.get_metadata_opt(&secret.name).await {
+        Ok(Some(meta)) => meta
+            .metadata
+            .annotations
+            .is_some_and(|a| a.get(EXPIRES_AT_ANNOTATION).map(String::as_str) == Some(expires_at)),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(%secret, "checking that a Secret was stored failed: {}", crate::kube_api::describe(&e));
+            false
+        }
+    }
+}
+
+async fn send_all(
+    recorder: Recorder,
+    client: kube::Client,
+    mut rx: mpsc::Receiver<Pending>,
+    per_second: NonZeroU32,
+    metrics: Arc<Metrics>,
+) {
     let limiter = RateLimiter::direct(Quota::per_second(per_second));
     let mut failures = 0u64;
     while let Some(p) = rx.recv().await {
         limiter.until_ready().await;
+        if let Some((expires_at, after)) = &p.confirm {
+            tokio::time::sleep_until(*after).await;
+            if !is_stored(&client, &p.secret, expires_at).await {
+                metrics.events_unconfirmed.inc();
+                tracing::debug!(secret = %p.secret, "not stored as reviewed; no Filled Event");
+                continue;
+            }
+        }
         if let Err(e) = recorder.publish(&p.event, &reference(&p.secret)).await {
             failures += 1;
             // The first failure says why (often RBAC); the rest are only counted in debug.

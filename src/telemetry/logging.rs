@@ -2,7 +2,8 @@
 //!
 //! Whatever filter is given, the targets that log wire-level detail (the AWS SDK, hyper, h2,
 //! rustls, tower, kube's client) are capped at DEBUG: at TRACE they log raw request and
-//! response bodies, and GetAuthorizationToken's response holds the token.
+//! response bodies, and GetAuthorizationToken's response holds the token. kube's client's
+//! warnings are dropped too: one of them holds the body of an answer it could not decode.
 
 use std::io::IsTerminal;
 
@@ -43,6 +44,18 @@ fn is_wire_trace(meta: &tracing::Metadata<'_>) -> bool {
     *meta.level() == Level::TRACE && WIRE_TARGETS.iter().any(|t| meta.target().starts_with(t))
 }
 
+/// kube's client logs the whole body of an answer it cannot decode, at WARN, and that body
+/// can be a Secret or a list of them. Its warnings never reach the log; kubeecr logs its own
+/// short error instead (`kube_api::describe`).
+fn is_kube_client_warning(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() == Level::WARN && meta.target() == "kube_client::client"
+}
+
+/// Whether an event is dropped, whatever the filter.
+fn is_capped(meta: &tracing::Metadata<'_>) -> bool {
+    is_wire_trace(meta) || is_kube_client_warning(meta)
+}
+
 pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&settings.filter).map_err(|e| {
         anyhow::anyhow!(
@@ -51,7 +64,7 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
             settings.filter
         )
     })?;
-    let filter = filter.and(filter_fn(|meta| !is_wire_trace(meta)));
+    let filter = filter.and(filter_fn(|meta| !is_capped(meta)));
     // Colours only for a person at a terminal, never in `kubectl logs`.
     let layer = fmt::layer()
         .with_writer(std::io::stderr)
@@ -100,5 +113,12 @@ mod tests {
         assert!(is_wire_trace(&meta("hyper_util::client", Level::TRACE)));
         assert!(!is_wire_trace(&meta("aws_smithy_runtime", Level::DEBUG)));
         assert!(!is_wire_trace(&meta("kubeecr::refresher", Level::TRACE)));
+        // The warning that carries an undecodable answer's body.
+        assert!(is_capped(&meta("kube_client::client", Level::WARN)));
+        assert!(!is_capped(&meta(
+            "kube_client::client::builder",
+            Level::ERROR
+        )));
+        assert!(!is_capped(&meta("kubeecr::kube_api", Level::WARN)));
     }
 }

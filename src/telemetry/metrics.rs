@@ -140,10 +140,13 @@ pub enum Refusal {
     /// The connection was closed: the TLS handshake failed (no or a wrong client certificate,
     /// plain HTTP on the HTTPS port).
     HandshakeFailed,
+    /// The connection was closed before its handshake ended: every handshake slot was taken,
+    /// and it was the oldest, making room for a new connection.
+    HandshakeEvicted,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Self::TooLarge,
         Self::Busy,
         Self::BodyBudget,
@@ -153,6 +156,7 @@ impl Refusal {
         Self::ConnectionLimit,
         Self::PeerLimit,
         Self::HandshakeFailed,
+        Self::HandshakeEvicted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +170,7 @@ impl Refusal {
             Self::ConnectionLimit => "connection_limit",
             Self::PeerLimit => "peer_limit",
             Self::HandshakeFailed => "handshake_failed",
+            Self::HandshakeEvicted => "handshake_evicted",
         }
     }
 }
@@ -209,6 +214,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub token_cache_keys: Gauge,
     pub events_dropped: Counter,
+    pub events_unconfirmed: Counter,
     pub http_refused: Family<RefusalLabels, Counter>,
     pub http_connections: Family<ServerLabels, Gauge>,
 }
@@ -240,6 +246,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             token_cache_keys: Gauge::default(),
             events_dropped: Counter::default(),
+            events_unconfirmed: Counter::default(),
             http_refused: Family::default(),
             http_connections: Family::default(),
         };
@@ -310,6 +317,11 @@ impl Metrics {
             "events_dropped",
             "Kubernetes Events not sent because too many were pending",
             m.events_dropped.clone(),
+        );
+        registry.register(
+            "events_unconfirmed",
+            "Events of a fill at admission not sent: the Secret was not stored as reviewed (refused after the webhook, a dry run, or a review that no API server sent)",
+            m.events_unconfirmed.clone(),
         );
         registry.register(
             "http_refused",

@@ -17,9 +17,13 @@ fn key(region: &str, role: Option<&str>) -> TokenKey {
     if let Some(role) = role {
         a.insert(ROLE_ANNOTATION.to_string(), role.to_string());
     }
-    let binding = binding_of(&SecretRef::new("t", "t"), &a, &Default::default())
-        .unwrap()
-        .unwrap();
+    let binding = binding_of(
+        &SecretRef::new("t", "t"),
+        &kubeecr::contract::marks::Marks::of_annotations(&a),
+        &Default::default(),
+    )
+    .unwrap()
+    .unwrap();
     TokenKey {
         role: binding.role,
         region: region.to_string(),

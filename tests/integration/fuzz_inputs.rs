@@ -120,7 +120,11 @@ fn the_annotation_parser_refuses_clearly_and_bounds_what_it_accepts() {
             if let Some(role) = role {
                 annotations.insert(ROLE_ANNOTATION.to_string(), role);
             }
-            match binding_of(&secret, &annotations, &regions) {
+            match binding_of(
+                &secret,
+                &kubeecr::contract::marks::Marks::of_annotations(&annotations),
+                &regions,
+            ) {
                 Ok(binding) => {
                     let binding = binding.expect("annotated");
                     prop_assert!(!binding.registries.is_empty());

@@ -531,7 +531,9 @@ fn rbac_is_least_privilege_in_both_forms() {
             "ClusterRoleBinding",
             "CronJob",
             "Namespace",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]),
         "the CronJob form has no webhook, Deployment, Service, Lease or cert-manager object"
     );
@@ -610,6 +612,29 @@ pub fn assert_consistent(docs: &[Value], namespace: &str) {
     }
     assert_eq!(one(docs, "Role")["metadata"]["namespace"], namespace);
     assert_eq!(one(docs, "Deployment")["metadata"]["namespace"], namespace);
+    assert_policy_exempts(docs, &sa_user);
+}
+
+/// The ValidatingAdmissionPolicy lets kubeecr's own ServiceAccount, and only it, write its
+/// label and annotations anywhere.
+pub fn assert_policy_exempts(docs: &[Value], sa_user: &str) {
+    let policy = one(docs, "ValidatingAdmissionPolicy");
+    let skip = policy["spec"]["matchConditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "not-kubeecr")
+        .expect("kubeecr's own writes pass the policy");
+    assert_eq!(
+        skip["expression"],
+        format!("request.userInfo.username != '{sa_user}'")
+    );
+    let binding = one(docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
 }
 
 /// `examples/installation/` copied with its namespace line changed, as an operator does.
@@ -656,6 +681,21 @@ fn a_namespace_change_moves_every_reference() {
     assert_consistent(&render(&repo().join("examples/installation")), "kubeecr");
     let dir = example_in("platform-ecr");
     assert_consistent(&render(&dir), "platform-ecr");
+    std::fs::remove_dir_all(dir).unwrap();
+    // The CronJob form's one namespace line moves the policy's exemption too.
+    let cron =
+        std::fs::read_to_string(repo().join("examples/installation/cronjob/kustomization.yaml"))
+            .unwrap()
+            .replace("\nnamespace: kubeecr\n", "\nnamespace: platform-ecr\n")
+            .replace("../../../manifests", &format!("{FROM_SCRATCH}/manifests"));
+    let dir = scratch();
+    std::fs::write(dir.join("kustomization.yaml"), cron).unwrap();
+    let docs = render(&dir);
+    assert_eq!(
+        one(&docs, "CronJob")["metadata"]["namespace"],
+        "platform-ecr"
+    );
+    assert_policy_exempts(&docs, "system:serviceaccount:platform-ecr:kubeecr");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -17,7 +17,7 @@ use crate::on_both_backends;
 use crate::serve_process::{Ports, ServeProcess, eventually, free_port, has_password, secret_when};
 
 /// `kubectl` with `kubeconfig`, `stdin` piped in; stdout, or the failure.
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
     use std::io::Write;
     let mut child = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
@@ -46,14 +46,14 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<String, Stri
     }
 }
 
-fn list_of(docs: &[&Value]) -> String {
+pub fn list_of(docs: &[&Value]) -> String {
     json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
 }
 
 /// Cluster-scoped objects a real-cluster test created, deleted when it ends, even on panic.
-struct ClusterScoped {
-    kubeconfig: PathBuf,
-    objects: Vec<String>,
+pub struct ClusterScoped {
+    pub kubeconfig: PathBuf,
+    pub objects: Vec<String>,
 }
 
 impl Drop for ClusterScoped {
@@ -164,16 +164,23 @@ fn service_account_kubeconfig(cluster: &TestCluster, sa: &str, dir: &Path) -> Pa
 
 /// The render, with cluster-scoped names made unique so that a real cluster's own kubeecr
 /// is left alone.
-fn render_for_test(ns: &str) -> Vec<Value> {
+pub fn render_for_test(ns: &str) -> Vec<Value> {
     let scratch_dir = example_in(ns);
     let mut docs = render(&scratch_dir);
     std::fs::remove_dir_all(&scratch_dir).unwrap();
     assert_consistent(&docs, ns);
     for doc in &mut docs {
         let kind = doc["kind"].as_str().unwrap().to_string();
-        if kind.starts_with("Cluster") || kind.ends_with("WebhookConfiguration") {
+        if kind.starts_with("Cluster")
+            || kind.ends_with("WebhookConfiguration")
+            || kind.starts_with("ValidatingAdmissionPolicy")
+        {
             let name = format!("{}-{ns}", doc["metadata"]["name"].as_str().unwrap());
             doc["metadata"]["name"] = json!(name);
+        }
+        if kind == "ValidatingAdmissionPolicyBinding" {
+            let policy = format!("{}-{ns}", doc["spec"]["policyName"].as_str().unwrap());
+            doc["spec"]["policyName"] = json!(policy);
         }
         if kind == "ClusterRoleBinding" {
             let role = format!("{}-{ns}", doc["roleRef"]["name"].as_str().unwrap());
@@ -188,7 +195,7 @@ fn kind_of(doc: &Value) -> &str {
 }
 
 /// `kind/name`, as kubectl names an object.
-fn object_name(doc: &Value) -> String {
+pub fn object_name(doc: &Value) -> String {
     format!(
         "{}/{}",
         kind_of(doc).to_lowercase(),

@@ -331,7 +331,13 @@ async fn slowloris_connections_are_closed() {
 /// HTTP/1.1 connections are all answered correctly, and the attackers are all cut off.
 #[tokio::test]
 async fn reviews_are_answered_while_clients_hold_connections() {
-    let (webhook, _) = start(bounded(TIMEOUTS, ServerLimits::WEBHOOK)).await;
+    // Every attacker here comes from 127.0.0.1, as the clients do: no per-address share, so
+    // that the other bounds are what cut them off.
+    let limits = ServerLimits {
+        max_connections_per_ip: 0,
+        ..ServerLimits::WEBHOOK
+    };
+    let (webhook, _) = start(bounded(TIMEOUTS, limits)).await;
     let ca = webhook.ca_pem();
     let clients = [
         https_client(ca.as_bytes(), Alpn::Http2),
@@ -679,4 +685,65 @@ async fn one_address_cannot_hold_every_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let again = start_request(&webhook, "/validate", 0, b"").await;
     assert!(answered(again, SLACK).await.is_ok());
+}
+
+/// A TCP connection to the webhook from `from` (a loopback address), saying nothing.
+async fn silent_from(webhook: &RunningWebhook, from: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket
+        .connect(webhook.url.trim_start_matches("https://").parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Guards the handshake places: silent connections from many addresses (each within its
+/// share) take every place a handshake may have, and a new connection still gets its
+/// handshake at once, the oldest silent one giving way; connections past their handshake
+/// keep their slots meanwhile.
+#[tokio::test]
+async fn silent_connections_never_keep_a_new_one_from_its_handshake() {
+    let timeouts = ServerTimeouts {
+        handshake: Duration::from_secs(30),
+        idle: Duration::from_secs(30),
+        ..TIMEOUTS
+    };
+    let limits = ServerLimits {
+        max_connections: 16,
+        max_connections_per_ip: 2,
+        ..ServerLimits::WEBHOOK
+    };
+    let (webhook, metrics) = start(bounded(timeouts, limits)).await;
+    let established = connect(&webhook, &[b"http/1.1"]).await;
+    // 8 silent connections from 4 addresses: twice the 4 handshake places of 16 slots.
+    let mut silent = Vec::new();
+    for i in 0..8 {
+        silent.push(silent_from(&webhook, &format!("127.0.0.{}", 10 + i / 2)).await);
+    }
+    let evicted = crate::serve_process::eventually(SLACK, || async {
+        (counted(&metrics, "handshake_evicted") >= 4).then_some(())
+    })
+    .await;
+    assert!(evicted.is_some(), "the oldest silent handshakes gave way");
+    // A new caller completes its handshake and is answered well inside the 30 s handshake
+    // bound the silent ones have; so is the connection that was past its handshake already.
+    let fresh = timeout(SLACK, connect(&webhook, &[b"http/1.1"]))
+        .await
+        .expect("a handshake at once");
+    assert_eq!(validate_once(fresh).await, Ok(200));
+    assert_eq!(validate_once(established).await, Ok(200));
+    assert_eq!(counted(&metrics, "handshake_timeout"), 0);
+}
+
+/// One review sent on `tls`, which the server closes after answering.
+async fn validate_once(mut tls: TlsStream<TcpStream>) -> Result<u16, String> {
+    let body = review(VALIDATE);
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    tls.flush().await.unwrap();
+    answered(tls, SLACK).await
 }

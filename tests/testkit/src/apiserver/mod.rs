@@ -163,6 +163,8 @@ fn percent_decode(s: &str) -> String {
 #[derive(Debug, Clone)]
 enum FaultAction {
     Fail(ApiError),
+    /// Answered with this status and body, whatever the request.
+    Answer(u16, String),
     Drop,
     /// Served, then the connection closed before the answer was sent.
     LoseAnswer,
@@ -401,6 +403,24 @@ impl FakeApiServer {
         self.add_fault(method, path_contains, times, FaultAction::LoseAnswer);
     }
 
+    /// The next `times` matching requests are answered with `status` and `body` as given
+    /// (JSON), e.g. an object that does not decode.
+    pub fn answer_next(
+        &self,
+        method: Method,
+        path_contains: &str,
+        times: usize,
+        status: u16,
+        body: &str,
+    ) {
+        self.add_fault(
+            method,
+            path_contains,
+            times,
+            FaultAction::Answer(status, body.to_string()),
+        );
+    }
+
     /// The next `times` matching requests are served only after `delay`.
     pub fn delay_next(&self, method: Method, path_contains: &str, times: usize, delay: Duration) {
         self.add_fault(method, path_contains, times, FaultAction::Delay(delay));
@@ -521,6 +541,13 @@ async fn record(
     };
     match injected {
         Some(FaultAction::Fail(error)) => served(error.into_response()),
+        Some(FaultAction::Answer(status, body)) => served(
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        ),
         Some(FaultAction::Drop) => {
             if let Some(conn) = req.extensions().get::<Arc<Conn>>() {
                 conn.kill();
@@ -1051,8 +1078,13 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("couldn't decode the body: {e}")))
 }
 
-/// Wraps a write result: the object with warning headers, or the Status.
-fn respond(result: Result<(Value, Vec<String>), ApiError>, created: bool) -> Response {
+/// Wraps a write result: the object (as `PartialObjectMetadata` when the client asked for
+/// that, as the real server answers any verb) with warning headers, or the Status.
+fn respond(
+    result: Result<(Value, Vec<String>), ApiError>,
+    created: bool,
+    headers: &HeaderMap,
+) -> Response {
     match result {
         Ok((obj, warnings)) => {
             let code = if created {
@@ -1060,7 +1092,9 @@ fn respond(result: Result<(Value, Vec<String>), ApiError>, created: bool) -> Res
             } else {
                 StatusCode::OK
             };
-            let mut response = (code, axum::Json(obj)).into_response();
+            let mut body = Vec::new();
+            write_object(&mut body, &obj, wants_metadata(headers));
+            let mut response = json_response(code, body);
             for w in warnings {
                 let value = format!("299 - {}", serde_json::to_string(&w).unwrap());
                 if let Ok(v) = HeaderValue::from_str(&value) {
@@ -1100,7 +1134,7 @@ async fn create(
         write(&s, write_to, None, |_| Ok(obj.clone())).await
     }
     .await;
-    respond(result, true)
+    respond(result, true, &headers)
 }
 
 async fn replace(
@@ -1131,7 +1165,7 @@ async fn replace(
         write(&s, write_to, precondition, |_| Ok(obj.clone())).await
     }
     .await;
-    respond(result, false)
+    respond(result, false, &headers)
 }
 
 async fn patch(
@@ -1181,7 +1215,7 @@ async fn patch(
         write(&s, write_to, precondition, apply_patch).await
     }
     .await;
-    respond(result, false)
+    respond(result, false, &headers)
 }
 
 async fn delete(
@@ -1214,7 +1248,7 @@ async fn delete(
         Ok((s.store.delete(&key, None)?, warnings))
     }
     .await;
-    respond(result, false)
+    respond(result, false, &headers)
 }
 
 /// Which object a write goes to, and how.

@@ -35,6 +35,9 @@ struct Args {
     /// Distinct accounts; with the 5 regions they make the (account, region) pairs.
     #[arg(long, default_value_t = 10)]
     accounts: usize,
+    /// Registries each opted-in Secret lists (distinct accounts, one region).
+    #[arg(long, default_value_t = 1)]
+    registries_per_secret: usize,
     /// Label the opted-in Secrets as kubeecr's webhook does at creation.
     #[arg(long)]
     labelled: bool,
@@ -44,6 +47,10 @@ struct Args {
     /// Bytes of data in each unrelated Secret.
     #[arg(long, default_value_t = 512 * 1024)]
     unrelated_bytes: usize,
+    /// Make the unrelated Secrets Opaque and label them `deft.com/kubeecr-managed=true`, as a
+    /// tenant can without opting in (what the ValidatingAdmissionPolicy now refuses).
+    #[arg(long)]
+    unrelated_labelled: bool,
     /// Name prefix of the unrelated Secrets, so that several batches can be added.
     #[arg(long, default_value = "sh.helm.release.v1.app")]
     unrelated_prefix: String,
@@ -98,11 +105,17 @@ async fn main() -> anyhow::Result<()> {
     for (i, ns) in names.iter().enumerate() {
         for j in 0..args.secrets_per_namespace {
             let n = i * args.secrets_per_namespace + j;
-            let account = format!("{:012}", 100_000_000_000u64 + (n % args.accounts) as u64);
             let region = REGIONS[(n / args.accounts) % REGIONS.len()];
+            let registries: Vec<String> = (0..args.registries_per_secret.max(1))
+                .map(|r| {
+                    let account = 100_000_000_000u64
+                        + ((n + r) % args.accounts.max(args.registries_per_secret)) as u64;
+                    format!("{account:012}/{region}")
+                })
+                .collect();
             let mut meta = json!({
                 "name": format!("ecr-pull-{j}"),
-                "annotations": {"deft.com/kubeecr": format!("{account}/{region}")},
+                "annotations": {"deft.com/kubeecr": registries.join(",")},
             });
             if args.labelled {
                 meta["labels"] = json!({"deft.com/kubeecr-managed": "true"});
@@ -118,11 +131,16 @@ async fn main() -> anyhow::Result<()> {
     let blob = Arc::new(STANDARD.encode(vec![b'x'; args.unrelated_bytes]));
     for k in 0..args.unrelated {
         let ns = &names[k % names.len()];
-        let s: Secret = serde_json::from_value(json!({
+        let mut s: Secret = serde_json::from_value(json!({
             "metadata": {"name": format!("{}.v{k}", args.unrelated_prefix)},
             "type": "helm.sh/release.v1",
             "data": {"release": *blob},
         }))?;
+        if args.unrelated_labelled {
+            s.type_ = Some("Opaque".into());
+            s.metadata.labels =
+                Some([("deft.com/kubeecr-managed".to_string(), "true".to_string())].into());
+        }
         secrets.push((ns.clone(), s));
     }
     let total = secrets.len();

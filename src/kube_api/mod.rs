@@ -1,5 +1,9 @@
 //! Connecting to the Kubernetes API, and describing its errors on one line.
 
+pub mod items;
+pub mod list;
+pub mod watch;
+
 use std::path::PathBuf;
 
 use kube::Client;
@@ -89,87 +93,6 @@ impl ListError {
     }
 }
 
-/// An `Api` over one scope of `scopes`.
-pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> kube::Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => kube::Api::namespaced(client.clone(), ns),
-        None => kube::Api::all(client.clone()),
-    }
-}
-
-/// How many times a list starts again after its continue token expired (410).
-const MAX_LIST_RESTARTS: u32 = 3;
-
-/// A list read `page_size` objects at a time. A list whose continue token expired (410)
-/// starts again, so an object may come twice.
-pub struct Pages<K> {
-    api: kube::Api<K>,
-    selector: String,
-    fields: Option<String>,
-    page_size: u32,
-    continue_token: Option<String>,
-    restarts: u32,
-    done: bool,
-}
-
-impl<K> Pages<K>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    pub fn new(
-        api: kube::Api<K>,
-        selector: String,
-        fields: Option<String>,
-        page_size: u32,
-    ) -> Self {
-        Self {
-            api,
-            selector,
-            fields,
-            page_size,
-            continue_token: None,
-            restarts: 0,
-            done: false,
-        }
-    }
-
-    /// The next page, or `None` after the last.
-    pub async fn next(&mut self) -> Result<Option<Vec<K>>, kube::Error> {
-        while !self.done {
-            let mut params = kube::api::ListParams::default()
-                .labels(&self.selector)
-                .limit(self.page_size);
-            if let Some(fields) = &self.fields {
-                params = params.fields(fields);
-            }
-            if let Some(token) = &self.continue_token {
-                params = params.continue_token(token);
-            }
-            match self.api.list(&params).await {
-                Ok(list) => {
-                    self.continue_token = list.metadata.continue_.filter(|t| !t.is_empty());
-                    self.done = self.continue_token.is_none();
-                    return Ok(Some(list.items));
-                }
-                Err(e) if status_code(&e) == Some(410) && self.restarts < MAX_LIST_RESTARTS => {
-                    self.restarts += 1;
-                    tracing::info!(
-                        restarts = self.restarts,
-                        "list continue token expired; listing again"
-                    );
-                    self.continue_token = None;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-}
-
 /// The HTTP status of an API error.
 pub fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
@@ -178,9 +101,24 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-/// One line: the API server's message and code, or the transport error and its causes.
+/// One line: the API server's message and code, or the transport error and its causes. An
+/// answer that did not decode is told by where, never by what: serde's message can quote the
+/// value, and that can be a Secret's.
 pub fn describe(e: &kube::Error) -> String {
     match e {
+        kube::Error::SerdeError(e) => {
+            let what = match e.classify() {
+                serde_json::error::Category::Io => "it could not be read",
+                serde_json::error::Category::Syntax => "it is not JSON",
+                serde_json::error::Category::Data => "it is not the object expected",
+                serde_json::error::Category::Eof => "it ended early",
+            };
+            format!(
+                "the API server's answer did not decode: {what} (line {} column {})",
+                e.line(),
+                e.column()
+            )
+        }
         kube::Error::Api(s) => {
             let reason = if s.reason.is_empty() {
                 String::new()
@@ -229,6 +167,26 @@ mod tests {
         assert_eq!(
             describe(&e),
             "Operation cannot be fulfilled on secrets \"x\": the object has been modified (HTTP 409 Conflict)"
+        );
+    }
+
+    #[test]
+    fn undecodable_answers_are_told_by_position_not_content() {
+        let e = serde_json::from_str::<k8s_openapi::api::core::v1::Secret>(
+            r#"{"data":{"x":7}, "type": {"hunter2": 1}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("7") || e.to_string().contains("integer"));
+        let told = describe(&kube::Error::SerdeError(e));
+        assert_eq!(
+            told,
+            "the API server's answer did not decode: it is not the object expected (line 1 column 14)"
+        );
+        let e = serde_json::from_str::<serde_json::Value>(r#"{"password":"hunter2""#).unwrap_err();
+        let told = describe(&kube::Error::SerdeError(e));
+        assert!(
+            !told.contains("hunter2") && told.contains("ended early"),
+            "{told}"
         );
     }
 

@@ -1,0 +1,407 @@
+//! A Secret as kubeecr keeps it: what it reads and writes, in a size that does not depend on
+//! the Secret's tokens or its other keys.
+//!
+//! Pure. Of `.dockerconfigjson` it keeps the fingerprint of each of its own hosts'
+//! credentials, and the rest of the config without them (usually `{"auths":{"<host>":{}}}`),
+//! into which a merge writes the same bytes as into the whole. So deciding and writing need no
+//! read, and ten thousand Secrets with real 2,700-character tokens cost what ten thousand
+//! with none cost.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::contract::annotation::{DOCKER_CONFIG_JSON_TYPE, EcrBinding, SecretRef, binding_of};
+use crate::contract::dockerconfig::{self, Credentials, DOCKER_CONFIG_JSON_KEY, DockerConfigError};
+use crate::contract::marks::Marks;
+use crate::contract::partition::Regions;
+
+/// The largest rest-of-config kept: a real one with a few foreign registries is a few kB, so
+/// only a padded one is bigger, and it is read (GET) before it is written.
+pub const MAX_KEPT_CONFIG: usize = 64 * 1024;
+
+/// What is kept of `.dockerconfigjson`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeptConfig {
+    /// The Secret has none.
+    Absent,
+    Kept {
+        /// The credentials of the Secret's ECR hosts.
+        hosts: KeptHosts,
+        /// The config without those credentials; `None` when that is only the hosts' bare
+        /// entries, into which a merge writes what it writes into no config at all.
+        rest: Option<Box<[u8]>>,
+    },
+    /// Not a config kubeecr can merge into; why.
+    Invalid(DockerConfigError),
+    /// Not kept: too large, or the Secret is not one kubeecr fills. Read before use.
+    NotKept,
+}
+
+/// The credentials of a Secret's ECR hosts, as fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptHosts {
+    /// Every host holds exactly what `deft.com/kubeecr-fingerprints` records: as kubeecr
+    /// wrote them. The usual case, which then costs nothing beyond the annotation.
+    AsRecorded,
+    /// Each host that holds credentials, with their fingerprint.
+    Listed(Box<[(Box<str>, Box<str>)]>),
+}
+
+impl fmt::Debug for KeptConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absent => f.write_str("Absent"),
+            Self::Kept { hosts, rest } => f
+                .debug_struct("Kept")
+                .field("hosts", hosts)
+                .field(
+                    "rest",
+                    &format_args!("[{} bytes]", rest.as_ref().map_or(0, |r| r.len())),
+                )
+                .finish(),
+            Self::Invalid(e) => f.debug_tuple("Invalid").field(e).finish(),
+            Self::NotKept => f.write_str("NotKept"),
+        }
+    }
+}
+
+impl KeptConfig {
+    /// What to keep of `config`, for the `registries` of the Secret's binding and their
+    /// hosts (`None`: the Secret is not one kubeecr fills, so nothing of it is needed), with
+    /// the fingerprints it records.
+    pub fn of(config: Option<&[u8]>, own: Option<&[(String, String)]>, marks: &Marks) -> Self {
+        let Some(config) = config else {
+            return Self::Absent;
+        };
+        let Some(own) = own else {
+            return Self::NotKept;
+        };
+        let present = match dockerconfig::credentials(Some(config)) {
+            Ok(present) => present,
+            Err(e) => return Self::Invalid(e),
+        };
+        let hosts: Vec<&str> = own.iter().map(|(_, host)| host.as_str()).collect();
+        let rest = match dockerconfig::strip(config, &hosts) {
+            Ok(rest) => rest,
+            Err(e) => return Self::Invalid(e),
+        };
+        if rest.len() > MAX_KEPT_CONFIG {
+            return Self::NotKept;
+        }
+        let recorded = recorded_fingerprints(marks);
+        let as_recorded = own.iter().all(|(registry, host)| {
+            present.get(host).map(String::as_str) == recorded.get(registry.as_str()).copied()
+        });
+        let hosts = if as_recorded {
+            KeptHosts::AsRecorded
+        } else {
+            KeptHosts::Listed(
+                own.iter()
+                    .filter_map(|(_, h)| Some((h.as_str().into(), present.get(h)?.as_str().into())))
+                    .collect(),
+            )
+        };
+        let bare = dockerconfig::bare_entries(&hosts_of(own));
+        let rest = (rest != bare).then(|| rest.into_boxed_slice());
+        Self::Kept { hosts, rest }
+    }
+
+    /// As the contract reads it.
+    pub fn view(&self) -> ConfigView<'_> {
+        ConfigView::Kept(self)
+    }
+}
+
+fn hosts_of(own: &[(String, String)]) -> Vec<&str> {
+    own.iter().map(|(_, host)| host.as_str()).collect()
+}
+
+/// `deft.com/kubeecr-fingerprints` as `<account>/<region>` → fingerprint; malformed pairs
+/// are left out, so they match nothing.
+pub fn recorded_fingerprints(marks: &Marks) -> BTreeMap<&str, &str> {
+    marks
+        .fingerprints()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .collect()
+}
+
+/// A Secret's `.dockerconfigjson` as the contract reads it: whole (the webhook's object, a
+/// Secret read with GET) or as kept.
+#[derive(Debug, Clone, Copy)]
+pub enum ConfigView<'a> {
+    Whole(Option<&'a [u8]>),
+    Kept(&'a KeptConfig),
+}
+
+impl<'a> ConfigView<'a> {
+    /// The credentials of each host (of the `binding`'s hosts, when kept), as
+    /// `dockerconfig::credentials` gives them; `marks` are the Secret's own.
+    pub fn credentials(
+        &self,
+        binding: &EcrBinding,
+        marks: &Marks,
+    ) -> Result<Credentials, DockerConfigError> {
+        match self {
+            Self::Whole(config) => dockerconfig::credentials(*config),
+            Self::Kept(KeptConfig::Kept {
+                hosts: KeptHosts::AsRecorded,
+                ..
+            }) => {
+                let recorded = recorded_fingerprints(marks);
+                Ok(binding
+                    .registries
+                    .iter()
+                    .filter_map(|r| {
+                        Some((r.host(), recorded.get(r.to_string().as_str())?.to_string()))
+                    })
+                    .collect())
+            }
+            Self::Kept(KeptConfig::Kept {
+                hosts: KeptHosts::Listed(hosts),
+                ..
+            }) => Ok(hosts
+                .iter()
+                .map(|(h, fp)| (h.to_string(), fp.to_string()))
+                .collect()),
+            Self::Kept(KeptConfig::Invalid(e)) => Err(e.clone()),
+            // Absent has none; one not kept looks like none, so it is read before a write.
+            Self::Kept(KeptConfig::Absent | KeptConfig::NotKept) => Ok(Credentials::new()),
+        }
+    }
+
+    /// The bytes a merge writes into: the same result as the whole config.
+    pub fn merge_base(self) -> Option<&'a [u8]> {
+        match self {
+            Self::Whole(config) => config,
+            Self::Kept(KeptConfig::Kept { rest, .. }) => rest.as_deref(),
+            Self::Kept(_) => None,
+        }
+    }
+}
+
+/// A Secret as kubeecr keeps it. Its `Debug` holds no credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSecret {
+    pub resource_version: Option<Box<str>>,
+    pub type_: Option<Box<str>>,
+    pub immutable: bool,
+    pub marks: Marks,
+    pub config: KeptConfig,
+}
+
+/// The registries a Secret asks for, with their hosts, when it is one kubeecr fills: opted in,
+/// well-formed, of the dockerconfigjson type.
+fn own_hosts(
+    marks: &Marks,
+    type_: Option<&str>,
+    regions: &Regions,
+) -> Option<Vec<(String, String)>> {
+    if type_ != Some(DOCKER_CONFIG_JSON_TYPE) {
+        return None;
+    }
+    let binding = binding_of(&SecretRef::new("", ""), marks, regions).ok()??;
+    Some(
+        binding
+            .registries
+            .iter()
+            .map(|r| (r.to_string(), r.host()))
+            .collect(),
+    )
+}
+
+impl KeptSecret {
+    /// From its parts; `config` is `.dockerconfigjson`, dropped once kept.
+    pub fn new(
+        resource_version: Option<&str>,
+        type_: Option<&str>,
+        immutable: bool,
+        marks: Marks,
+        config: Option<&[u8]>,
+        regions: &Regions,
+    ) -> Self {
+        let own = own_hosts(&marks, type_, regions);
+        Self {
+            resource_version: resource_version.map(Into::into),
+            type_: type_.map(Into::into),
+            immutable,
+            config: KeptConfig::of(config, own.as_deref(), &marks),
+            marks,
+        }
+    }
+
+    /// From a whole Secret (read with GET).
+    pub fn of_secret(secret: &Secret, regions: &Regions) -> Self {
+        let meta = &secret.metadata;
+        Self::new(
+            meta.resource_version.as_deref(),
+            secret.type_.as_deref(),
+            secret.immutable == Some(true),
+            Marks::of(meta.labels.as_ref(), meta.annotations.as_ref()),
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+                .map(|b| b.0.as_slice()),
+            regions,
+        )
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// Whether a write can start from what is kept, without reading the Secret first.
+    pub fn is_complete(&self) -> bool {
+        !matches!(self.config, KeptConfig::NotKept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::annotation::{
+        EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
+    };
+
+    const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+    const REGISTRY: &str = "123456789012/us-west-2";
+
+    fn marks(fingerprints: Option<&str>) -> Marks {
+        let mut a = BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), REGISTRY.to_string())]);
+        if let Some(fp) = fingerprints {
+            a.insert(FINGERPRINTS_ANNOTATION.to_string(), fp.to_string());
+            a.insert(
+                EXPIRES_AT_ANNOTATION.to_string(),
+                "2026-12-06T00:00:00Z".to_string(),
+            );
+        }
+        Marks::of_annotations(&a)
+    }
+
+    fn kept(config: &[u8], fingerprints: Option<&str>) -> KeptSecret {
+        KeptSecret::new(
+            Some("1"),
+            Some(DOCKER_CONFIG_JSON_TYPE),
+            false,
+            marks(fingerprints),
+            Some(config),
+            &Regions::default(),
+        )
+    }
+
+    fn binding() -> EcrBinding {
+        binding_of(&SecretRef::new("", ""), &marks(None), &Regions::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A config as kubeecr writes it, into `existing`, and its fingerprint annotation.
+    fn written(existing: Option<&[u8]>) -> (Vec<u8>, String) {
+        let password = "p".repeat(2700);
+        let config = dockerconfig::merge(
+            existing,
+            &[dockerconfig::RegistryCredential {
+                host: HOST,
+                username: "AWS",
+                password: &password,
+            }],
+        )
+        .unwrap();
+        let fp = dockerconfig::credentials(Some(&config)).unwrap()[HOST].clone();
+        (config, format!("{REGISTRY}={fp}"))
+    }
+
+    /// What the whole config says of the own host, and what is kept says.
+    fn agree(secret: &KeptSecret, config: &[u8]) {
+        let whole = ConfigView::Whole(Some(config))
+            .credentials(&binding(), &secret.marks)
+            .unwrap();
+        let kept = secret
+            .config
+            .view()
+            .credentials(&binding(), &secret.marks)
+            .unwrap();
+        assert_eq!(kept.get(HOST), whole.get(HOST));
+        assert_eq!(kept.len(), usize::from(whole.contains_key(HOST)));
+    }
+
+    #[test]
+    fn as_kubeecr_wrote_it_costs_nothing_beyond_the_annotations() {
+        let (config, fingerprints) = written(None);
+        let secret = kept(&config, Some(&fingerprints));
+        assert_eq!(
+            secret.config,
+            KeptConfig::Kept {
+                hosts: KeptHosts::AsRecorded,
+                rest: None
+            }
+        );
+        agree(&secret, &config);
+        assert_eq!(secret.config.view().merge_base(), None);
+        let debug = format!("{secret:?}");
+        assert!(!debug.contains("ppppp"), "{debug}");
+    }
+
+    #[test]
+    fn foreign_entries_are_kept_without_the_token() {
+        let (config, fingerprints) = written(Some(br#"{"auths":{"quay.io":{"auth":"cTp4"}}}"#));
+        let secret = kept(&config, Some(&fingerprints));
+        let KeptConfig::Kept { hosts, rest } = &secret.config else {
+            panic!("{:?}", secret.config)
+        };
+        assert_eq!(*hosts, KeptHosts::AsRecorded);
+        assert_eq!(
+            std::str::from_utf8(rest.as_deref().unwrap()).unwrap(),
+            format!(r#"{{"auths":{{"quay.io":{{"auth":"cTp4"}},"{HOST}":{{}}}}}}"#)
+        );
+        agree(&secret, &config);
+    }
+
+    #[test]
+    fn credentials_kubeecr_did_not_write_are_listed() {
+        let (config, fingerprints) = written(None);
+        let edited = String::from_utf8(config)
+            .unwrap()
+            .replace("\"AWS\"", "\"other\"");
+        let secret = kept(edited.as_bytes(), Some(&fingerprints));
+        let KeptConfig::Kept {
+            hosts: KeptHosts::Listed(hosts),
+            ..
+        } = &secret.config
+        else {
+            panic!("{:?}", secret.config)
+        };
+        assert_eq!(hosts.len(), 1);
+        agree(&secret, edited.as_bytes());
+        // Never filled: nothing recorded, nothing present.
+        let empty = kept(br#"{"auths":{}}"#, None);
+        agree(&empty, br#"{"auths":{}}"#);
+    }
+
+    #[test]
+    fn what_is_not_kept_and_why() {
+        assert!(
+            kept(b"{not json", None)
+                .config
+                .view()
+                .credentials(&binding(), &marks(None))
+                .is_err()
+        );
+        let not_ours = KeptSecret::new(
+            None,
+            Some("Opaque"),
+            false,
+            marks(None),
+            Some(b"{}"),
+            &Regions::default(),
+        );
+        assert_eq!(not_ours.config, KeptConfig::NotKept);
+        assert!(!not_ours.is_complete());
+        let padded = format!(r#"{{"x":"{}"}}"#, " ".repeat(MAX_KEPT_CONFIG));
+        assert_eq!(kept(padded.as_bytes(), None).config, KeptConfig::NotKept);
+    }
+}

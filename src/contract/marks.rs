@@ -1,0 +1,176 @@
+//! kubeecr's annotations and label on a Secret: all that kubeecr reads of its metadata.
+//!
+//! Pure. The webhook takes them from the object under review, the refresher from lists and
+//! watches that decode nothing else of the metadata, so that what it keeps of a Secret does
+//! not grow with the Secret's other labels and annotations.
+
+use std::collections::BTreeMap;
+
+use crate::contract::annotation::{
+    EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, REGISTRIES_ANNOTATION,
+    ROLE_ANNOTATION,
+};
+
+/// Longest value kept of one of kubeecr's annotations. `deft.com/kubeecr` and
+/// `deft.com/kubeecr-role` are refused past 2048 bytes, and kubeecr's own are far shorter, so
+/// a longer value is refused all the same when cut here.
+pub const MAX_KEPT_VALUE: usize = 4096;
+
+/// kubeecr's annotations and label, as written on the Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    registries: Option<Box<str>>,
+    role: Option<Box<str>>,
+    expires_at: Option<Box<str>>,
+    fingerprints: Option<Box<str>>,
+    managed_label: Option<Box<str>>,
+}
+
+/// `value`, or its first `MAX_KEPT_VALUE` bytes.
+fn kept(value: &str) -> Box<str> {
+    if value.len() <= MAX_KEPT_VALUE {
+        return value.into();
+    }
+    let mut end = MAX_KEPT_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].into()
+}
+
+impl Marks {
+    /// From a Secret's labels and annotations.
+    pub fn of(
+        labels: Option<&BTreeMap<String, String>>,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Self {
+        let mut marks = Self::default();
+        for (k, v) in annotations.into_iter().flatten() {
+            marks.set_annotation(k, v);
+        }
+        if let Some(v) = labels.and_then(|l| l.get(MANAGED_LABEL)) {
+            marks.set_label(MANAGED_LABEL, v);
+        }
+        marks
+    }
+
+    /// From annotations alone.
+    pub fn of_annotations(annotations: &BTreeMap<String, String>) -> Self {
+        Self::of(None, Some(annotations))
+    }
+
+    fn slot(&mut self, annotation: &str) -> Option<&mut Option<Box<str>>> {
+        Some(match annotation {
+            REGISTRIES_ANNOTATION => &mut self.registries,
+            ROLE_ANNOTATION => &mut self.role,
+            EXPIRES_AT_ANNOTATION => &mut self.expires_at,
+            FINGERPRINTS_ANNOTATION => &mut self.fingerprints,
+            _ => return None,
+        })
+    }
+
+    /// Keeps an annotation if it is one of kubeecr's; says whether it was.
+    pub fn set_annotation(&mut self, key: &str, value: &str) -> bool {
+        match self.slot(key) {
+            Some(slot) => {
+                *slot = Some(kept(value));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a label if it is kubeecr's; says whether it was.
+    pub fn set_label(&mut self, key: &str, value: &str) -> bool {
+        if key != MANAGED_LABEL {
+            return false;
+        }
+        self.managed_label = Some(kept(value));
+        true
+    }
+
+    /// Whether `key` is one of the annotations kept here.
+    pub fn is_kept_annotation(key: &str) -> bool {
+        [
+            REGISTRIES_ANNOTATION,
+            ROLE_ANNOTATION,
+            EXPIRES_AT_ANNOTATION,
+            FINGERPRINTS_ANNOTATION,
+        ]
+        .contains(&key)
+    }
+
+    /// One of kubeecr's annotations, as written.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        match key {
+            REGISTRIES_ANNOTATION => self.registries.as_deref(),
+            ROLE_ANNOTATION => self.role.as_deref(),
+            EXPIRES_AT_ANNOTATION => self.expires_at.as_deref(),
+            FINGERPRINTS_ANNOTATION => self.fingerprints.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn registries(&self) -> Option<&str> {
+        self.registries.as_deref()
+    }
+
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    pub fn expires_at(&self) -> Option<&str> {
+        self.expires_at.as_deref()
+    }
+
+    pub fn fingerprints(&self) -> Option<&str> {
+        self.fingerprints.as_deref()
+    }
+
+    /// The managed label's value, as written.
+    pub fn managed_label(&self) -> Option<&str> {
+        self.managed_label.as_deref()
+    }
+
+    /// The Secret carries `deft.com/kubeecr` (well-formed or not).
+    pub fn is_opted_in(&self) -> bool {
+        self.registries.is_some()
+    }
+
+    /// The Secret carries kubeecr's label, so that the managed watch sees it.
+    pub fn is_labelled(&self) -> bool {
+        self.managed_label.as_deref() == Some("true")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_kubeecrs_and_cuts_long_values() {
+        let annotations = BTreeMap::from([
+            (
+                REGISTRIES_ANNOTATION.to_string(),
+                "123456789012/us-west-2".to_string(),
+            ),
+            ("other".to_string(), "x".to_string()),
+            (FINGERPRINTS_ANNOTATION.to_string(), "é".repeat(3000)),
+        ]);
+        let labels = BTreeMap::from([
+            (MANAGED_LABEL.to_string(), "true".to_string()),
+            ("app".to_string(), "y".to_string()),
+        ]);
+        let marks = Marks::of(Some(&labels), Some(&annotations));
+        assert_eq!(marks.registries(), Some("123456789012/us-west-2"));
+        assert!(marks.is_opted_in() && marks.is_labelled());
+        assert_eq!(marks.annotation("other"), None);
+        let fp = marks.fingerprints().unwrap();
+        assert!(
+            fp.len() <= MAX_KEPT_VALUE && fp.len() > MAX_KEPT_VALUE - 2,
+            "{}",
+            fp.len()
+        );
+        assert!(!Marks::default().is_opted_in());
+    }
+}
