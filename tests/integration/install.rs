@@ -822,3 +822,39 @@ fn the_namespaced_install_reads_secrets_only_where_it_serves() {
         assert_eq!(binding["subjects"][0]["namespace"], "kubeecr");
     }
 }
+
+/// The multi-tenant component's rules are accepted by kubeecr and say what its comments say:
+/// each team its own role and registries, and kubeecr's own identity for no namespace.
+#[test]
+fn the_multi_tenant_component_keeps_teams_apart() {
+    if !has_kubectl() {
+        return;
+    }
+    let dir = example_with("kubeecr", &["multi-tenant"]);
+    let docs = render(&dir);
+    std::fs::remove_dir_all(dir).unwrap();
+    let settings = parse_serve(args(one(&docs, "Deployment")))
+        .settings()
+        .expect("the component's flags are valid");
+    let policy = settings.policy;
+    let role_a = "arn:aws:iam::111111111111:role/kubeecr-team-a";
+    assert!(policy.allowed_role_arns.allows("team-a", role_a));
+    assert!(!policy.allowed_role_arns.allows("team-b", role_a));
+    assert!(
+        policy
+            .allowed_registries
+            .allows("team-a", "111111111111/us-west-2")
+    );
+    assert!(
+        !policy
+            .allowed_registries
+            .allows("team-b", "111111111111/us-west-2")
+    );
+    assert!(
+        !policy
+            .allowed_registries
+            .allows("team-c", "111111111111/us-west-2")
+    );
+    assert!(!policy.own_identity.contains("team-a"));
+    assert!(!settings.webhook.admission_fill);
+}

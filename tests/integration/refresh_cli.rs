@@ -224,3 +224,52 @@ async fn dry_run_says_what_it_would_write_and_writes_nothing(cluster: TestCluste
     assert!(annotation(&get(&client, ns, "pull").await, EXPIRES_AT).is_some());
 }
 on_both_backends!(dry_run_says_what_it_would_write_and_writes_nothing);
+
+/// The finding: kube's client logs the whole body of an answer it cannot decode at WARN, and
+/// that body can be a Secret. The API double answers the read of an opted-in Secret with one
+/// whose data is not base64: kubeecr says the answer did not decode, and where, and no line
+/// holds the body. (A real API server sends no such answer on demand.)
+#[tokio::test]
+async fn an_undecodable_answer_never_reaches_the_log() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let ns = cluster.ns();
+    create_opted_in(&cluster.client(), ns, "odd", "123456789012/us-west-2").await;
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "odd", "namespace": ns, "resourceVersion": "1"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": "not base64: hunter2-in-the-body"},
+    });
+    cluster.double_server().unwrap().answer_next(
+        http::Method::GET,
+        "/secrets/odd",
+        1,
+        200,
+        &body.to_string(),
+    );
+    let out = kubeecr(
+        &cluster,
+        &[
+            "--namespace",
+            ns,
+            "--ecr-endpoint",
+            &ecr.url(),
+            "--log-level",
+            "debug",
+        ],
+        &[],
+    )
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "FAILED    {ns}/odd: reading it: the API server's answer did not decode: it is not the object expected (line 1 column "
+        )),
+        "{stdout}"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

@@ -755,7 +755,8 @@ async fn leaks_nothing_with(cluster: TestCluster, env: &[(&str, &str)], flags: &
     let logs = serve.logs();
     // Verbose logging was on: the SDK's own lines (debug, the most its targets ever log).
     assert!(
-        logs.lines().any(|l| l.contains("DEBUG") && l.contains("aws_smithy")),
+        logs.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("aws_smithy")),
         "the AWS SDK's debug lines are in the log"
     );
     let config = dockerconfig(&filled);
