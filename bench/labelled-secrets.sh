@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# What a tenant's labelled Secrets cost kubeecr: N Opaque Secrets of B bytes each, labelled
-# `deft.com/kubeecr-managed=true` without opting in, in one namespace beside 10 opted-in ones.
-# Prints the peak RSS of one `kubeecr refresh` over that namespace, and of `kubeecr serve`
-# once its watches have listed them.
+# What a tenant's big Secrets cost kubeecr: N Opaque Secrets of B bytes each, labelled
+# `deft.com/kubeecr-managed=true` without opting in, in one namespace beside 10 opted-in ones
+# (with `--opted-in`: N opted-in, labelled Secrets whose own .dockerconfigjson holds B bytes,
+# which kubeecr must read whole and fill). Prints the peak RSS of one `kubeecr refresh` over
+# that namespace (a dry run, so every run finds the same), and of `kubeecr serve` once its
+# watches have listed them.
 #
-#   bench/labelled-secrets.sh [real|double] [count] [bytes]
-#   bench/labelled-secrets.sh real 120 768000     # BENCHMARKS.md: 120 Secrets of 750 KB
+#   bench/labelled-secrets.sh [real|double] [count] [bytes] [--opted-in]
+#   bench/labelled-secrets.sh real 120 768000             # BENCHMARKS.md: 120 Secrets of 750 KB
+#   bench/labelled-secrets.sh real 120 768000 --opted-in  # ... opted in, the bytes in their config
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-cluster=${1:-real}; count=${2:-120}; bytes=${3:-768000}
-bench_start "$cluster" --namespaces 1 --secrets-per-namespace 10 \
-  --unrelated "$count" --unrelated-bytes "$bytes" --unrelated-labelled --unrelated-prefix big
+cluster=${1:-real}; count=${2:-120}; bytes=${3:-768000}; opted_in=${4:-}
+if [ "$opted_in" = --opted-in ]; then
+  bench_start "$cluster" --namespaces 1 --secrets-per-namespace "$count" --labelled --config-padding "$bytes"
+else
+  bench_start "$cluster" --namespaces 1 --secrets-per-namespace 10 \
+    --unrelated "$count" --unrelated-bytes "$bytes" --unrelated-labelled --unrelated-prefix big
+fi
 
 # Peak RSS of a child, from the kernel's own count (ru_maxrss, KiB).
 peak_of() {

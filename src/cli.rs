@@ -260,17 +260,17 @@ pub struct PolicyArgs {
     /// `team-a=arn:aws:iam::111122223333:role/ecr-team-a-*`, or `*=<pattern>` for every
     /// namespace. `*` and `?` never match `/`. Default: none.
     #[arg(long, env = "KUBEECR_ALLOWED_ROLE_ARNS", value_delimiter = ',')]
-    pub allowed_role_arns: Vec<String>,
+    pub allowed_role_arns: Option<Vec<String>>,
     /// Registries that Secrets may name, per namespace, as `account/region` patterns:
     /// `team-a=111111111111/*`, or `*=<pattern>` for every namespace. Default: every registry
     /// in every namespace; once any is set, a namespace no rule names may name none.
     #[arg(long, env = "KUBEECR_ALLOWED_REGISTRIES", value_delimiter = ',')]
-    pub allowed_registries: Vec<String>,
+    pub allowed_registries: Option<Vec<String>>,
     /// Namespaces whose Secrets may be served with kubeecr's own AWS identity, i.e. without
     /// deft.com/kubeecr-role: namespace names, `*` (every namespace, the default) or `none`.
     /// Elsewhere a Secret must name a role that --allowed-role-arns allows there.
     #[arg(long, env = "KUBEECR_OWN_IDENTITY_NAMESPACES", value_delimiter = ',')]
-    pub own_identity_namespaces: Vec<String>,
+    pub own_identity_namespaces: Option<Vec<String>>,
     /// Namespaces to serve. Default: all.
     #[arg(
         long,
@@ -317,14 +317,35 @@ impl PolicyArgs {
             ));
         }
         Ok(Policy {
-            allowed_role_arns: NamespaceRules::parse(ROLE_FLAG, &self.allowed_role_arns)?,
-            allowed_registries: NamespaceRules::parse(REGISTRY_FLAG, &self.allowed_registries)?,
-            own_identity: NamespaceSet::parse(OWN_IDENTITY_FLAG, &self.own_identity_namespaces)?,
+            allowed_role_arns: NamespaceRules::parse(
+                ROLE_FLAG,
+                given(ROLE_FLAG.name, &self.allowed_role_arns)?,
+            )?,
+            allowed_registries: NamespaceRules::parse(
+                REGISTRY_FLAG,
+                given(REGISTRY_FLAG.name, &self.allowed_registries)?,
+            )?,
+            own_identity: NamespaceSet::parse(
+                OWN_IDENTITY_FLAG,
+                given(OWN_IDENTITY_FLAG, &self.own_identity_namespaces)?,
+            )?,
             namespaces,
             exclude_namespaces: exclude,
             regions: Regions::with_extra(&self.extra_regions)
                 .map_err(|e| format!("--extra-regions {e}"))?,
         })
+    }
+}
+
+/// A rule flag's values; given but empty (`--allowed-registries=`, a template that rendered
+/// nothing) is refused, since it would otherwise mean the most permissive default.
+fn given<'a>(flag: &str, values: &'a Option<Vec<String>>) -> Result<&'a [String], String> {
+    match values {
+        None => Ok(&[]),
+        Some(v) if v.iter().all(|s| s.trim().is_empty()) => Err(format!(
+            "{flag} is given but empty; leave it out for the default, or list what it allows"
+        )),
+        Some(v) => Ok(v),
     }
 }
 
@@ -795,7 +816,10 @@ mod tests {
         let e = serve(&["--allowed-registries", "123456789012/*"])
             .err()
             .unwrap();
-        assert!(e.contains("write *=123456789012/*"), "{e}");
+        assert!(
+            e.contains("(*=123456789012/* would allow it in every namespace)"),
+            "{e}"
+        );
         let policy = serve(&[
             "--allowed-registries",
             "team-a=111111111111/*,*=*/eu-west-1",
@@ -824,6 +848,15 @@ mod tests {
             NamespaceSet::Only(vec!["team-a".into()])
         );
         assert_eq!(serve(&[]).unwrap().policy.own_identity, NamespaceSet::All);
+        // Given but empty would mean the most permissive default: refused.
+        for empty in [
+            "--allowed-registries=",
+            "--own-identity-namespaces= ,",
+            "--allowed-role-arns=",
+        ] {
+            let e = serve(&[empty]).err().unwrap();
+            assert!(e.contains("is given but empty"), "{empty}: {e}");
+        }
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(cmd) => status(*cmd).await,
         Command::Certs(cmd) => certs(&cmd),
         Command::Serve(cmd) => match cmd.settings() {
-            Ok(settings) => crate::service::serve::run(settings).await,
+            Ok(settings) => {
+                warn_of(&settings.policy);
+                crate::service::serve::run(settings).await
+            }
             Err(e) => {
                 eprintln!("kubeecr serve: {e}");
                 return ExitCode::from(2);
@@ -39,6 +42,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     })
 }
 
+/// Logs what the operator should know of the policy before relying on it.
+fn warn_of(policy: &crate::contract::policy::Policy) {
+    for warning in policy.warnings() {
+        tracing::warn!("{warning}");
+    }
+}
+
 /// One pass; prints the summary; fails when any secret failed.
 async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
     let policy = match cmd.policy.policy() {
@@ -48,6 +58,7 @@ async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    warn_of(&policy);
     let client = kube_api::connect(&cmd.kube.settings()).await?;
     let metrics = Arc::new(Metrics::new());
     let source = EcrTokenSource::from_env(cmd.aws.settings()).await;

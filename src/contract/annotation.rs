@@ -212,7 +212,7 @@ pub enum Problem {
         registry_partition: Partition,
     },
     #[error(
-        "{ROLE_ANNOTATION} {value}: not allowed in namespace {namespace} (allowed: {allowed}); kubeecr's operator can allow it with --allowed-role-arns {namespace}=<role pattern>"
+        "{ROLE_ANNOTATION} {value}: not allowed in namespace {namespace} (allowed: {allowed}); name a role allowed there, or ask kubeecr's operator (roles are allowed per namespace with --allowed-role-arns)"
     )]
     RoleNotAllowed {
         value: String,
@@ -220,15 +220,16 @@ pub enum Problem {
         allowed: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION}: kubeecr's own AWS identity does not serve namespace {namespace} (--own-identity-namespaces {allowed}), so {registry} needs a role: name one in {ROLE_ANNOTATION} that --allowed-role-arns allows for {namespace}"
+        "{REGISTRIES_ANNOTATION}: kubeecr's own AWS identity does not serve namespace {namespace} (--own-identity-namespaces {allowed}), so {registry} needs a role: name one in {ROLE_ANNOTATION} that --allowed-role-arns allows for {namespace} (allowed: {roles})"
     )]
     OwnIdentityNotAllowed {
         namespace: String,
         registry: String,
         allowed: String,
+        roles: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed in namespace {namespace} (allowed: {allowed}); use an allowed registry, or kubeecr's operator can add it with --allowed-registries {namespace}={registry}"
+        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed in namespace {namespace} (allowed: {allowed}); use a registry allowed there, or ask kubeecr's operator (registries are allowed per namespace with --allowed-registries)"
     )]
     RegistryNotAllowed {
         registry: String,

@@ -17,9 +17,10 @@ use crate::contract::dockerconfig::{self, Credentials, DOCKER_CONFIG_JSON_KEY, D
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
 
-/// The largest rest-of-config kept: a real one with a few foreign registries is a few kB, so
-/// only a padded one is bigger, and it is read (GET) before it is written.
-pub const MAX_KEPT_CONFIG: usize = 64 * 1024;
+/// The largest rest-of-config kept: a few dozen foreign registries. A bigger one is read
+/// (GET) before it is written, so what the refresher keeps of a Secret stays small whatever
+/// a tenant puts in it.
+pub const MAX_KEPT_CONFIG: usize = 8 * 1024;
 
 /// What is kept of `.dockerconfigjson`.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub enum KeptConfig {
     Invalid(DockerConfigError),
     /// Not kept: too large, or the Secret is not one kubeecr fills. Read before use.
     NotKept,
+    /// The whole config, as a read (GET) gave it, for the one decision and write at hand;
+    /// never what the refresher keeps.
+    Whole(Box<[u8]>),
 }
 
 /// The credentials of a Secret's ECR hosts, as fingerprints.
@@ -63,6 +67,7 @@ impl fmt::Debug for KeptConfig {
                 .finish(),
             Self::Invalid(e) => f.debug_tuple("Invalid").field(e).finish(),
             Self::NotKept => f.write_str("NotKept"),
+            Self::Whole(config) => write!(f, "Whole([{} bytes redacted])", config.len()),
         }
     }
 }
@@ -110,7 +115,10 @@ impl KeptConfig {
 
     /// As the contract reads it.
     pub fn view(&self) -> ConfigView<'_> {
-        ConfigView::Kept(self)
+        match self {
+            Self::Whole(config) => ConfigView::Whole(Some(config)),
+            kept => ConfigView::Kept(kept),
+        }
     }
 }
 
@@ -168,6 +176,7 @@ impl<'a> ConfigView<'a> {
                 .map(|(h, fp)| (h.to_string(), fp.to_string()))
                 .collect()),
             Self::Kept(KeptConfig::Invalid(e)) => Err(e.clone()),
+            Self::Kept(KeptConfig::Whole(config)) => dockerconfig::credentials(Some(config)),
             // Absent has none; one not kept looks like none, so it is read before a write.
             Self::Kept(KeptConfig::Absent | KeptConfig::NotKept) => Ok(Credentials::new()),
         }
@@ -178,6 +187,7 @@ impl<'a> ConfigView<'a> {
         match self {
             Self::Whole(config) => config,
             Self::Kept(KeptConfig::Kept { rest, .. }) => rest.as_deref(),
+            Self::Kept(KeptConfig::Whole(config)) => Some(config),
             Self::Kept(_) => None,
         }
     }
@@ -233,10 +243,28 @@ impl KeptSecret {
         }
     }
 
-    /// From a whole Secret (read with GET).
-    pub fn of_secret(secret: &Secret, regions: &Regions) -> Self {
+    /// A Secret just read (GET), for one decision and write: its config is taken whole,
+    /// however large, so that a write merges into all of it.
+    pub fn read(
+        resource_version: Option<&str>,
+        type_: Option<&str>,
+        immutable: bool,
+        marks: Marks,
+        config: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            resource_version: resource_version.map(Into::into),
+            type_: type_.map(Into::into),
+            immutable,
+            marks,
+            config: config.map_or(KeptConfig::Absent, |c| KeptConfig::Whole(c.into())),
+        }
+    }
+
+    /// A whole Secret, as `read`.
+    pub fn of_secret(secret: &Secret) -> Self {
         let meta = &secret.metadata;
-        Self::new(
+        Self::read(
             meta.resource_version.as_deref(),
             secret.type_.as_deref(),
             secret.immutable == Some(true),
@@ -245,8 +273,7 @@ impl KeptSecret {
                 .data
                 .as_ref()
                 .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
-                .map(|b| b.0.as_slice()),
-            regions,
+                .map(|b| b.0.clone()),
         )
     }
 

@@ -11,10 +11,10 @@ use crate::contract::annotation::{
     ROLE_ANNOTATION,
 };
 
-/// Longest value kept of one of kubeecr's annotations. `deft.com/kubeecr` and
-/// `deft.com/kubeecr-role` are refused past 2048 bytes, and kubeecr's own are far shorter, so
-/// a longer value is refused all the same when cut here.
-pub const MAX_KEPT_VALUE: usize = 4096;
+/// Longest value kept of one of kubeecr's annotations: one byte past the 2048 at which
+/// `deft.com/kubeecr` and `deft.com/kubeecr-role` are refused, so that a longer value is
+/// refused all the same when cut here. kubeecr's own are far shorter.
+pub const MAX_KEPT_VALUE: usize = 2049;
 
 /// kubeecr's annotations and label, as written on the Secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,7 +155,7 @@ mod tests {
                 "123456789012/us-west-2".to_string(),
             ),
             ("other".to_string(), "x".to_string()),
-            (FINGERPRINTS_ANNOTATION.to_string(), "é".repeat(3000)),
+            (FINGERPRINTS_ANNOTATION.to_string(), "é".repeat(1500)),
         ]);
         let labels = BTreeMap::from([
             (MANAGED_LABEL.to_string(), "true".to_string()),

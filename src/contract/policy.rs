@@ -101,7 +101,7 @@ impl NamespaceRules {
             // Namespace names never hold `=`; role names may, so the first one splits.
             let Some((namespace, pattern)) = entry.split_once('=') else {
                 return Err(format!(
-                    "{name} {entry:?}: name the namespace it is for, e.g. team-a={entry}, or write *={entry} to allow it in every namespace"
+                    "{name} {entry:?}: name the namespace it is for, e.g. team-a={entry} (*={entry} would allow it in every namespace)"
                 ));
             };
             let namespace = match namespace.trim() {
@@ -135,6 +135,11 @@ impl NamespaceRules {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Some rule is for one namespace, not `*`.
+    pub fn names_namespaces(&self) -> bool {
+        self.rules.iter().any(|(ns, _)| ns.is_some())
     }
 
     fn for_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pattern> {
@@ -268,8 +273,8 @@ impl Policy {
         Ok(())
     }
 
-    /// Checks an opted-in secret against the policy: its namespace, then who fetches its
-    /// tokens (the role it names, or kubeecr's own identity), then its registries.
+    /// Checks an opted-in secret against the policy: its namespace, then its registries, then
+    /// who fetches its tokens (the role it names, or kubeecr's own identity).
     pub fn admit(&self, secret: &SecretRef, binding: &EcrBinding) -> Result<(), ContractError> {
         let refuse = |problem| ContractError::new(secret, problem);
         let namespace = &secret.namespace;
@@ -278,24 +283,6 @@ impl Policy {
                 namespace: namespace.clone(),
                 why,
             }));
-        }
-        let first = || binding.registries[0].to_string();
-        match &binding.role {
-            Some(role) if !self.allowed_role_arns.allows(namespace, role.as_str()) => {
-                return Err(refuse(Problem::RoleNotAllowed {
-                    value: quoted(role.as_str()),
-                    namespace: namespace.clone(),
-                    allowed: self.allowed_role_arns.describe(namespace),
-                }));
-            }
-            None if !self.own_identity.contains(namespace) => {
-                return Err(refuse(Problem::OwnIdentityNotAllowed {
-                    namespace: namespace.clone(),
-                    registry: first(),
-                    allowed: self.own_identity.describe(),
-                }));
-            }
-            _ => {}
         }
         if !self.allowed_registries.is_empty()
             && let Some(registry) = binding
@@ -309,7 +296,47 @@ impl Policy {
                 allowed: self.allowed_registries.describe(namespace),
             }));
         }
-        Ok(())
+        match &binding.role {
+            Some(role) if !self.allowed_role_arns.allows(namespace, role.as_str()) => {
+                Err(refuse(Problem::RoleNotAllowed {
+                    value: quoted(role.as_str()),
+                    namespace: namespace.clone(),
+                    allowed: self.allowed_role_arns.describe(namespace),
+                }))
+            }
+            None if !self.own_identity.contains(namespace) => {
+                Err(refuse(Problem::OwnIdentityNotAllowed {
+                    namespace: namespace.clone(),
+                    registry: binding.registries[0].to_string(),
+                    allowed: self.own_identity.describe(),
+                    roles: self.allowed_role_arns.describe(namespace),
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What an operator should know of these settings before relying on them: registry rules
+    /// that differ by namespace do not keep teams apart while kubeecr's own identity serves
+    /// several of them, since its token opens whatever that identity may pull in a region.
+    pub fn warnings(&self) -> Vec<String> {
+        let per_namespace = self.allowed_registries.names_namespaces();
+        let own_serves_several = match &self.own_identity {
+            NamespaceSet::All => true,
+            NamespaceSet::Only(names) => names.len() > 1,
+        };
+        if per_namespace && own_serves_several {
+            return vec![format!(
+                "--allowed-registries differ by namespace, but kubeecr's own AWS identity serves {} namespaces (--own-identity-namespaces {}): a token it fetches opens whatever that identity may pull in the region, whichever registry a Secret names; to keep teams apart, give each a role allowed only in its namespace (--allowed-role-arns) and set --own-identity-namespaces",
+                if self.own_identity == NamespaceSet::All {
+                    "all"
+                } else {
+                    "several"
+                },
+                self.own_identity.describe()
+            )];
+        }
+        Vec::new()
     }
 }
 
@@ -484,7 +511,7 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "team-b/pull: deft.com/kubeecr: registry 111111111111/us-west-2 is not allowed in namespace team-b (allowed: 222222222222/*); use an allowed registry, or kubeecr's operator can add it with --allowed-registries team-b=111111111111/us-west-2"
+            "team-b/pull: deft.com/kubeecr: registry 111111111111/us-west-2 is not allowed in namespace team-b (allowed: 222222222222/*); use a registry allowed there, or ask kubeecr's operator (registries are allowed per namespace with --allowed-registries)"
         );
         // Once a rule is set, a namespace no rule names gets nothing.
         let msg = policy
@@ -531,7 +558,7 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "team-b/pull: deft.com/kubeecr: kubeecr's own AWS identity does not serve namespace team-b (--own-identity-namespaces platform), so 222222222222/us-west-2 needs a role: name one in deft.com/kubeecr-role that --allowed-role-arns allows for team-b"
+            "team-b/pull: deft.com/kubeecr: kubeecr's own AWS identity does not serve namespace team-b (--own-identity-namespaces platform), so 222222222222/us-west-2 needs a role: name one in deft.com/kubeecr-role that --allowed-role-arns allows for team-b (allowed: arn:aws:iam::222222222222:role/ecr-team-b)"
         );
         assert!(
             policy
@@ -601,13 +628,45 @@ mod tests {
         let e = NamespaceRules::parse(REGISTRY_FLAG, ["123456789012/*"]).unwrap_err();
         assert_eq!(
             e,
-            "--allowed-registries \"123456789012/*\": name the namespace it is for, e.g. team-a=123456789012/*, or write *=123456789012/* to allow it in every namespace"
+            "--allowed-registries \"123456789012/*\": name the namespace it is for, e.g. team-a=123456789012/* (*=123456789012/* would allow it in every namespace)"
         );
         let e = NamespaceRules::parse(REGISTRY_FLAG, ["team-a=123456789012"]).unwrap_err();
         assert!(
             e.contains("would match nothing; write an account/region form"),
             "{e}"
         );
+    }
+
+    /// Registry rules per namespace do not keep teams apart while kubeecr's own identity
+    /// serves several of them: said at start.
+    #[test]
+    fn registry_rules_without_per_team_identities_are_warned_of() {
+        let per_team = NamespaceRules::new(
+            REGISTRY_FLAG,
+            ["team-a=111111111111/*", "team-b=222222222222/*"],
+        );
+        let warned = Policy {
+            allowed_registries: per_team.clone(),
+            ..Policy::default()
+        };
+        let w = warned.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("serves all namespaces (--own-identity-namespaces *)"),
+            "{}",
+            w[0]
+        );
+        let apart = Policy {
+            allowed_registries: per_team,
+            own_identity: NamespaceSet::parse(OWN_IDENTITY_FLAG, ["none"]).unwrap(),
+            ..Policy::default()
+        };
+        assert!(apart.warnings().is_empty());
+        let everywhere = Policy {
+            allowed_registries: NamespaceRules::new(REGISTRY_FLAG, ["*=111111111111/*"]),
+            ..Policy::default()
+        };
+        assert!(everywhere.warnings().is_empty());
     }
 
     #[test]

@@ -18,6 +18,21 @@ pub const MAX_OBJECT_BYTES: usize = 16 << 20;
 /// The largest error answer read.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
+/// Bound on one list page: its answer streams, so a page that stalls mid-body would hang
+/// for good without one (kube's client has no read timeout of its own).
+pub const PAGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The error of a page that did not arrive within `PAGE_DEADLINE`.
+pub fn page_timed_out() -> kube::Error {
+    kube::Error::ReadEvents(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the list page did not arrive within {}",
+            humantime::format_duration(PAGE_DEADLINE)
+        ),
+    ))
+}
+
 /// One page of a list.
 #[derive(Debug)]
 pub struct Page<T> {
@@ -27,13 +42,16 @@ pub struct Page<T> {
     pub resource_version: Option<String>,
 }
 
-/// Sends `request` (a list, from `kube::core::Request`) and decodes its answer into a page.
-/// Errors are kube's: the API server's `Status`, or transport; an answer that does not decode
-/// is a `SerdeError` (which says where, and `describe` never quotes it).
-pub async fn page<T: DeserializeOwned>(
+/// Sends `request` (a list, from `kube::core::Request`) and decodes its answer into a page,
+/// each item decoded as `T` and turned into what the caller keeps (`keep`) as soon as it has
+/// arrived, so that a page never holds more than one item whole. Errors are kube's: the API
+/// server's `Status`, or transport; an answer that does not decode is a `SerdeError` (which
+/// says where, and `describe` never quotes it).
+pub async fn page<T: DeserializeOwned, U>(
     client: &kube::Client,
     request: http::Request<Vec<u8>>,
-) -> Result<Page<T>, kube::Error> {
+    mut keep: impl FnMut(T) -> U,
+) -> Result<Page<U>, kube::Error> {
     let response = client.send(request.map(Body::from)).await?;
     let status = response.status();
     let mut body = response.into_body();
@@ -50,7 +68,7 @@ pub async fn page<T: DeserializeOwned>(
         splitter
             .feed(&data, &mut |piece| {
                 match piece {
-                    Piece::Item(bytes) => items.push(serde_json::from_slice(bytes)?),
+                    Piece::Item(bytes) => items.push(keep(serde_json::from_slice(bytes)?)),
                     Piece::Metadata(bytes) => meta = Some(serde_json::from_slice(bytes)?),
                 }
                 Ok::<_, serde_json::Error>(())
@@ -84,6 +102,10 @@ async fn api_error(status: http::StatusCode, mut body: Body) -> kube::Error {
         }
     }
     match serde_json::from_slice::<kube::core::Status>(&text) {
+        // The answer's own code is the one to trust when the body names none.
+        Ok(parsed) if parsed.code == 0 => {
+            kube::Error::Api(Box::new(parsed.with_code(status.as_u16())))
+        }
         Ok(parsed) => kube::Error::Api(Box::new(parsed)),
         Err(_) => {
             let message = String::from_utf8_lossy(&text).trim().to_string();
@@ -132,34 +154,40 @@ impl ListSpec {
 /// How many times a list starts again after its continue token expired (410).
 const MAX_LIST_RESTARTS: u32 = 3;
 
-/// A list read one page at a time. A list whose continue token expired (410) starts again,
-/// so an object may come twice.
-pub struct Pages<T> {
+/// How one decoded item becomes what the caller keeps of it.
+pub type Keep<T, U> = Box<dyn Fn(T) -> U + Send + Sync>;
+
+/// A list read one page at a time, each item kept as `keep` says. A list whose continue
+/// token expired (410) starts again, so an object may come twice.
+pub struct Pages<T, U> {
     client: kube::Client,
     spec: ListSpec,
+    keep: Keep<T, U>,
     continue_token: Option<String>,
     restarts: u32,
     done: bool,
-    _items: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T: DeserializeOwned> Pages<T> {
-    pub fn new(client: kube::Client, spec: ListSpec) -> Self {
+impl<T: DeserializeOwned, U> Pages<T, U> {
+    pub fn new(client: kube::Client, spec: ListSpec, keep: Keep<T, U>) -> Self {
         Self {
             client,
             spec,
+            keep,
             continue_token: None,
             restarts: 0,
             done: false,
-            _items: std::marker::PhantomData,
         }
     }
 
     /// The next page, or `None` after the last.
-    pub async fn next(&mut self) -> Result<Option<Vec<T>>, kube::Error> {
+    pub async fn next(&mut self) -> Result<Option<Vec<U>>, kube::Error> {
         while !self.done {
             let request = self.spec.request(self.continue_token.as_deref());
-            match page::<T>(&self.client, request).await {
+            let page = tokio::time::timeout(PAGE_DEADLINE, page(&self.client, request, &self.keep))
+                .await
+                .unwrap_or_else(|_| Err(page_timed_out()));
+            match page {
                 Ok(page) => {
                     self.continue_token = page.continue_token;
                     self.done = self.continue_token.is_none();

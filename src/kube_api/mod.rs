@@ -93,6 +93,23 @@ impl ListError {
     }
 }
 
+/// One object by name, decoded into `T` (which may keep only part of it); `None` when it
+/// does not exist.
+pub async fn get<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    collection: &str,
+    name: &str,
+) -> Result<Option<T>, kube::Error> {
+    let request = kube::core::Request::new(collection)
+        .get(name, &kube::api::GetParams::default())
+        .map_err(kube::Error::BuildRequest)?;
+    match client.request::<T>(request).await {
+        Ok(object) => Ok(Some(object)),
+        Err(e) if status_code(&e) == Some(404) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The HTTP status of an API error.
 pub fn status_code(e: &kube::Error) -> Option<u16> {
     match e {
@@ -146,8 +163,16 @@ pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Longest message kept from the API server or a proxy in front of it (which may answer with a
+/// whole HTML page).
+const MAX_MESSAGE: usize = 512;
+
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_MESSAGE) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +213,14 @@ mod tests {
             !told.contains("hunter2") && told.contains("ended early"),
             "{told}"
         );
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let status = kube::core::Status::failure(&"<html>".repeat(1000), "x").with_code(502);
+        let told = describe(&kube::Error::Api(Box::new(status)));
+        assert!(told.len() < 600, "{}", told.len());
+        assert!(told.ends_with("... (HTTP 502 x)"), "{told}");
     }
 
     #[test]

@@ -1,14 +1,22 @@
-//! List, then watch, one kind of object in one scope, decoded into the caller's small type:
-//! lists page by page and item by item as they arrive (`list`), watch events one at a time.
-//! Never a streaming list, which some API servers refuse. After a 410 (the list's continue
-//! token or the watch's version compacted away) it lists again; after any other error it
-//! backs off and goes on from where it was.
+//! List, then watch, one kind of object in one scope, each object kept as the caller says as
+//! soon as it has arrived: lists page by page and item by item (`list`), watch events one at a
+//! time. Never a streaming list, which some API servers refuse.
 //!
 //! Written here rather than with kube-runtime's watcher, which reads each list page whole
 //! into memory: a page of Secrets that tenants filled with a megabyte each would be hundreds
-//! of megabytes, and kubeecr's memory must not depend on what other Secrets hold.
+//! of megabytes, and kubeecr's memory must not depend on what other Secrets hold. It keeps
+//! that watcher's behaviour where it matters:
+//! - after a 410 (a continue token or the watch's version compacted away) it lists again,
+//!   reporting the 410 as an error, as kube-runtime does;
+//! - after any other error it backs off (800 ms doubling to 30 s, with jitter), and the
+//!   backoff starts over once the stream is healthy again;
+//! - a watch that sends nothing, not even a bookmark, for longer than it was asked to stay
+//!   open is taken as dead and opened again: a half-open connection would otherwise stall it
+//!   for good, and kube's client has no read timeout;
+//! - an event that does not decode is reported and skipped; the stream goes on.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -16,8 +24,9 @@ use futures::{Stream, StreamExt};
 use kube::api::WatchParams;
 use kube::core::WatchEvent;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
-use crate::kube_api::list::{self, ListSpec};
+use crate::kube_api::list::{self, ListSpec, PAGE_DEADLINE, page_timed_out};
 use crate::kube_api::status_code;
 
 /// What a list-then-watch tells: as kube-runtime's watcher does. A list starts with `Init`,
@@ -40,36 +49,57 @@ pub trait Versioned {
 /// What to list and watch.
 pub type WatchSpec = ListSpec;
 
-/// A watch stays open this long at most (the API server's limit is about 30 minutes); then
-/// it is opened again from where it was.
+/// How each decoded object becomes what the caller keeps.
+pub type Keep<T, U> = Arc<dyn Fn(T) -> U + Send + Sync>;
+
+/// A watch is asked to stay open this long (the API server's limit is about 30 minutes);
+/// then it is opened again from where it was.
 const WATCH_SECONDS: u32 = 290;
+
+/// Silence past the watch's own timeout after which it is taken as dead.
+const WATCH_GRACE: Duration = Duration::from_secs(10);
+
+/// A watch that ends sooner than this, having sent nothing, is paused before it is opened
+/// again: something between kubeecr and the API server cuts it.
+const SHORT_WATCH: Duration = Duration::from_secs(5);
+
+/// A stream healthy this long starts its backoff over.
+const HEALTHY: Duration = Duration::from_secs(60);
 
 /// Retries start at this wait and double up to `MAX_BACKOFF`, as kube-runtime's do.
 const MIN_BACKOFF: Duration = Duration::from_millis(800);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+type Events<T> = BoxStream<'static, Result<WatchEvent<T>, kube::Error>>;
+
 enum Phase<T> {
     /// Listing, at `continue_token` (`None`: the first page, after an `Init`).
     Listing { continue_token: Option<String> },
-    /// Watching from `version`, with the open watch if there is one.
+    /// Watching from `version`, with the open watch (and when it opened) if there is one.
     Watching {
         version: String,
-        events: Option<BoxStream<'static, Result<WatchEvent<T>, kube::Error>>>,
+        open: Option<(Events<T>, Instant)>,
     },
 }
 
-struct State<T> {
+struct State<T, U> {
     client: kube::Client,
     spec: WatchSpec,
+    keep: Keep<T, U>,
     phase: Phase<T>,
     backoff: Duration,
     /// Set after an error: how long to wait before the next step.
     pause: Option<Duration>,
+    /// Nothing has come since the last list started: a relist now comes too soon.
+    quiet_since_list: bool,
     /// Events ready to hand out.
-    ready: VecDeque<Result<Event<T>, kube::Error>>,
+    ready: VecDeque<Result<Event<U>, kube::Error>>,
 }
 
-impl<T: DeserializeOwned + Clone + Versioned + Send + 'static> State<T> {
+impl<T, U> State<T, U>
+where
+    T: DeserializeOwned + Clone + Versioned + Send + 'static,
+{
     fn watch_request(&self, version: &str) -> http::Request<Vec<u8>> {
         let mut params = WatchParams::default()
             .labels(&self.spec.labels)
@@ -89,61 +119,102 @@ impl<T: DeserializeOwned + Clone + Versioned + Send + 'static> State<T> {
     /// Reports `error` at once, and waits before the next attempt.
     fn failed(&mut self, error: kube::Error) {
         self.ready.push_back(Err(error));
+        self.back_off();
+    }
+
+    fn back_off(&mut self) {
         self.pause = Some(self.backoff.mul_f64(0.5 + fastrand::f64() / 2.0));
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
+    fn healthy(&mut self) {
+        self.backoff = MIN_BACKOFF;
+        self.quiet_since_list = false;
+    }
+
+    /// Lists again from the start; paced when nothing came since the last list, so that a
+    /// server answering 410 at once cannot make it list in a loop.
+    fn relist(&mut self) -> Phase<T> {
+        if self.quiet_since_list {
+            self.back_off();
+        }
+        self.quiet_since_list = true;
+        Phase::Listing {
+            continue_token: None,
+        }
+    }
+
     /// Takes one step; events it gives are queued in `ready`.
     async fn step(&mut self) {
-        let relist = Phase::Listing {
+        let placeholder = Phase::Listing {
             continue_token: None,
         };
-        let phase = std::mem::replace(&mut self.phase, relist);
+        let phase = std::mem::replace(&mut self.phase, placeholder);
         self.phase = match phase {
             Phase::Listing { continue_token } => self.list(continue_token).await,
             Phase::Watching {
                 version,
-                events: None,
+                open: None,
             } => self.open(version).await,
             Phase::Watching {
                 version,
-                events: Some(events),
-            } => self.watch(version, events).await,
+                open: Some((events, since)),
+            } => self.watch(version, events, since).await,
         };
     }
 
     /// Reads one page of the list.
     async fn list(&mut self, continue_token: Option<String>) -> Phase<T> {
-        let relist = || Phase::Listing {
-            continue_token: None,
-        };
         if continue_token.is_none() {
             self.ready.push_back(Ok(Event::Init));
         }
         let request = self.spec.request(continue_token.as_deref());
-        match list::page::<T>(&self.client, request).await {
+        let keep = Arc::clone(&self.keep);
+        let page = tokio::time::timeout(
+            PAGE_DEADLINE,
+            list::page(&self.client, request, move |o: T| keep(o)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(page_timed_out()));
+        match page {
             Ok(page) => {
                 self.backoff = MIN_BACKOFF;
                 self.ready
                     .extend(page.items.into_iter().map(|o| Ok(Event::InitApply(o))));
-                match page.continue_token {
-                    Some(token) => Phase::Listing {
+                match (page.continue_token, page.resource_version) {
+                    (Some(token), _) => Phase::Listing {
                         continue_token: Some(token),
                     },
-                    None => {
+                    (None, Some(version)) if !version.is_empty() => {
                         self.ready.push_back(Ok(Event::InitDone));
                         Phase::Watching {
-                            version: page.resource_version.unwrap_or_default(),
-                            events: None,
+                            version,
+                            open: None,
+                        }
+                    }
+                    // Nowhere to watch from: list again, after a pause.
+                    (None, _) => {
+                        let status = kube::core::Status::failure(
+                            "the list answer has no resourceVersion to watch from",
+                            "NoResourceVersion",
+                        );
+                        self.failed(kube::Error::Api(Box::new(status)));
+                        Phase::Listing {
+                            continue_token: None,
                         }
                     }
                 }
             }
             // The continue token expired: list again from the start.
-            Err(e) if status_code(&e) == Some(410) && continue_token.is_some() => relist(),
+            Err(e) if status_code(&e) == Some(410) => {
+                self.ready.push_back(Err(e));
+                self.relist()
+            }
             Err(e) => {
                 self.failed(e);
-                relist()
+                Phase::Listing {
+                    continue_token: None,
+                }
             }
         }
     }
@@ -154,16 +225,17 @@ impl<T: DeserializeOwned + Clone + Versioned + Send + 'static> State<T> {
         match self.client.request_events::<T>(request).await {
             Ok(stream) => Phase::Watching {
                 version,
-                events: Some(stream.boxed()),
+                open: Some((stream.boxed(), Instant::now())),
             },
-            Err(e) if status_code(&e) == Some(410) => Phase::Listing {
-                continue_token: None,
-            },
+            Err(e) if status_code(&e) == Some(410) => {
+                self.ready.push_back(Err(e));
+                self.relist()
+            }
             Err(e) => {
                 self.failed(e);
                 Phase::Watching {
                     version,
-                    events: None,
+                    open: None,
                 }
             }
         }
@@ -173,75 +245,102 @@ impl<T: DeserializeOwned + Clone + Versioned + Send + 'static> State<T> {
     async fn watch(
         &mut self,
         mut version: String,
-        mut events: BoxStream<'static, Result<WatchEvent<T>, kube::Error>>,
+        mut events: Events<T>,
+        since: Instant,
     ) -> Phase<T> {
+        let silence = Duration::from_secs(u64::from(WATCH_SECONDS)) + WATCH_GRACE;
+        let next = tokio::time::timeout(silence, events.next()).await;
+        if since.elapsed() >= HEALTHY {
+            self.backoff = MIN_BACKOFF;
+        }
+        let reopen = |version| Phase::Watching {
+            version,
+            open: None,
+        };
         let at = |o: &T, version: &mut String| {
             if let Some(v) = o.resource_version() {
                 *version = v.to_string();
             }
         };
-        match events.next().await {
-            Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
-                self.backoff = MIN_BACKOFF;
+        match next {
+            Ok(Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)))) => {
+                self.healthy();
                 at(&o, &mut version);
-                self.ready.push_back(Ok(Event::Apply(o)));
+                self.ready.push_back(Ok(Event::Apply((self.keep)(o))));
             }
-            Some(Ok(WatchEvent::Deleted(o))) => {
+            Ok(Some(Ok(WatchEvent::Deleted(o)))) => {
+                self.healthy();
                 at(&o, &mut version);
-                self.ready.push_back(Ok(Event::Delete(o)));
+                self.ready.push_back(Ok(Event::Delete((self.keep)(o))));
             }
-            Some(Ok(WatchEvent::Bookmark(b))) => version = b.metadata.resource_version,
+            Ok(Some(Ok(WatchEvent::Bookmark(b)))) => {
+                self.healthy();
+                version = b.metadata.resource_version;
+            }
             // Compacted away: list again.
-            Some(Ok(WatchEvent::Error(status))) if status.code == 410 => {
-                return Phase::Listing {
-                    continue_token: None,
-                };
+            Ok(Some(Ok(WatchEvent::Error(status)))) if status.code == 410 => {
+                self.ready.push_back(Err(kube::Error::Api(status)));
+                return self.relist();
             }
-            Some(Ok(WatchEvent::Error(status))) => {
+            Ok(Some(Ok(WatchEvent::Error(status)))) => {
                 self.failed(kube::Error::Api(status));
-                return Phase::Watching {
-                    version,
-                    events: None,
-                };
+                return reopen(version);
             }
-            Some(Err(e)) => {
+            // One event that does not decode: said, and skipped; the stream goes on.
+            Ok(Some(Err(e @ kube::Error::SerdeError(_)))) => self.ready.push_back(Err(e)),
+            Ok(Some(Err(e))) => {
                 self.failed(e);
-                return Phase::Watching {
-                    version,
-                    events: None,
-                };
+                return reopen(version);
             }
-            // The server closed it (its timeout): open it again from here.
-            None => {
-                return Phase::Watching {
-                    version,
-                    events: None,
-                };
+            // The server closed it (its timeout): open it again from here; at once, unless it
+            // was cut right after it opened.
+            Ok(None) => {
+                if since.elapsed() < SHORT_WATCH {
+                    self.back_off();
+                }
+                return reopen(version);
+            }
+            // Silent past its own timeout: a dead connection.
+            Err(_) => {
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the watch sent nothing for {}; opening it again",
+                        humantime::format_duration(silence)
+                    ),
+                );
+                self.failed(kube::Error::ReadEvents(error));
+                return reopen(version);
             }
         }
         Phase::Watching {
             version,
-            events: Some(events),
+            open: Some((events, since)),
         }
     }
 }
 
-/// Lists, then watches, for ever: every event, and every error (after which it backs off).
-pub fn list_watch<T>(
+/// Lists, then watches, for ever, each object kept as `keep` says: every event, and every
+/// error (after which it backs off).
+pub fn list_watch<T, U>(
     client: kube::Client,
     spec: WatchSpec,
-) -> impl Stream<Item = Result<Event<T>, kube::Error>> + Send + 'static
+    keep: Keep<T, U>,
+) -> impl Stream<Item = Result<Event<U>, kube::Error>> + Send + 'static
 where
     T: DeserializeOwned + Clone + Versioned + Send + 'static,
+    U: Send + 'static,
 {
     let state = State {
         client,
         spec,
+        keep,
         phase: Phase::Listing {
             continue_token: None,
         },
         backoff: MIN_BACKOFF,
         pause: None,
+        quiet_since_list: false,
         ready: VecDeque::new(),
     };
     futures::stream::unfold(state, |mut state| async move {

@@ -77,7 +77,7 @@ impl Controller {
     ) -> Self {
         Self {
             schedule: Schedule::new(settings.min_backoff, settings.max_backoff),
-            index: Index::new(streams, writer.policy().regions.clone()),
+            index: Index::new(streams),
             writer,
             events,
             metrics,

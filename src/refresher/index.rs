@@ -75,16 +75,47 @@ impl Entry {
     }
 }
 
+/// A Secret as a watch hands it over: its key, and what is kept of it, made as soon as it
+/// arrived.
+#[derive(Debug, Clone)]
+pub struct Seen<T> {
+    pub key: SecretRef,
+    pub kept: T,
+}
+
+impl Seen<Box<KeptSecret>> {
+    /// From the managed watch: the Secret as kept.
+    pub fn managed(secret: WireSecret, regions: &Regions) -> Self {
+        Self {
+            key: secret.key(),
+            kept: Box::new(secret.kept(regions)),
+        }
+    }
+}
+
+impl Seen<Option<Box<KeptMeta>>> {
+    /// From the metadata watch: kubeecr's marks, if the Secret opts in.
+    pub fn unmanaged(secret: WireSecret) -> Self {
+        let key = secret.key();
+        let meta = secret.metadata;
+        let kept = meta.marks.is_opted_in().then(|| {
+            Box::new(KeptMeta {
+                resource_version: meta.resource_version.map(Into::into),
+                marks: meta.marks,
+            })
+        });
+        Self { key, kept }
+    }
+}
+
 /// A change seen by one stream.
 pub enum Change {
-    Managed(StreamId, Event<WireSecret>),
-    Unmanaged(StreamId, Event<WireSecret>),
+    Managed(StreamId, Event<Seen<Box<KeptSecret>>>),
+    Unmanaged(StreamId, Event<Seen<Option<Box<KeptMeta>>>>),
 }
 
 #[derive(Default)]
 pub struct Index {
-    /// To know which hosts a Secret's annotation names, and so what of its config to keep.
-    regions: Regions,
     entries: HashMap<SecretRef, Entry>,
     /// Keys given by the list in progress of each stream.
     listing: HashMap<StreamId, HashSet<SecretRef>>,
@@ -93,10 +124,9 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn new(streams: Vec<StreamId>, regions: Regions) -> Self {
+    pub fn new(streams: Vec<StreamId>) -> Self {
         Self {
             streams,
-            regions,
             ..Self::default()
         }
     }
@@ -136,22 +166,15 @@ impl Index {
 
     /// Applies one change; returns the Secrets whose entry changed.
     pub fn apply(&mut self, change: Change) -> Vec<SecretRef> {
-        let regions = self.regions.clone();
         match change {
-            Change::Managed(stream, event) => self.apply_with(stream, event, |entry, object| {
-                let kept = object.map(|o| Box::new(o.kept(&regions)));
+            Change::Managed(stream, event) => self.apply_with(stream, event, |entry, kept| {
                 let changed = entry.managed.as_ref().map(|m| m.resource_version())
                     != kept.as_ref().map(|m| m.resource_version());
                 entry.managed = kept;
                 changed
             }),
-            Change::Unmanaged(stream, event) => self.apply_with(stream, event, |entry, object| {
-                let meta = object.filter(|o| o.metadata.marks.is_opted_in()).map(|o| {
-                    Box::new(KeptMeta {
-                        resource_version: o.metadata.resource_version.map(Into::into),
-                        marks: o.metadata.marks,
-                    })
-                });
+            Change::Unmanaged(stream, event) => self.apply_with(stream, event, |entry, meta| {
+                let meta = meta.flatten();
                 let changed = entry.unmanaged.as_ref().map(|m| &m.resource_version)
                     != meta.as_ref().map(|m| &m.resource_version);
                 entry.unmanaged = meta;
@@ -160,44 +183,37 @@ impl Index {
         }
     }
 
-    fn apply_with(
+    fn apply_with<T>(
         &mut self,
         stream: StreamId,
-        event: Event<WireSecret>,
-        set: impl Fn(&mut Entry, Option<WireSecret>) -> bool,
+        event: Event<Seen<T>>,
+        set: impl Fn(&mut Entry, Option<T>) -> bool,
     ) -> Vec<SecretRef> {
         let source = stream.source;
-        let upsert = |entries: &mut HashMap<SecretRef, Entry>,
-                      key: SecretRef,
-                      object: Option<WireSecret>| {
+        let upsert = |entries: &mut HashMap<SecretRef, Entry>, key: SecretRef, kept: Option<T>| {
             let entry = entries.entry(key.clone()).or_default();
-            let changed = set(entry, object);
+            let changed = set(entry, kept);
             if entry.is_empty() {
                 entries.remove(&key);
             }
             changed.then_some(key)
         };
         match event {
-            Event::Apply(object) => {
-                let key = object.key();
-                upsert(&mut self.entries, key, Some(object))
-                    .into_iter()
-                    .collect()
-            }
-            Event::Delete(object) => {
-                let key = object.key();
-                upsert(&mut self.entries, key, None).into_iter().collect()
-            }
+            Event::Apply(seen) => upsert(&mut self.entries, seen.key, Some(seen.kept))
+                .into_iter()
+                .collect(),
+            Event::Delete(seen) => upsert(&mut self.entries, seen.key, None)
+                .into_iter()
+                .collect(),
             Event::Init => {
                 self.listing.insert(stream, HashSet::new());
                 Vec::new()
             }
-            Event::InitApply(object) => {
-                let key = object.key();
-                if let Some(seen) = self.listing.get_mut(&stream) {
-                    seen.insert(key.clone());
+            Event::InitApply(seen) => {
+                if let Some(listed) = self.listing.get_mut(&stream) {
+                    listed.insert(seen.key.clone());
                 }
-                upsert(&mut self.entries, key, Some(object))
+                upsert(&mut self.entries, seen.key, Some(seen.kept))
                     .into_iter()
                     .collect()
             }
@@ -232,7 +248,11 @@ mod tests {
     use crate::contract::annotation::{MANAGED_LABEL, REGISTRIES_ANNOTATION};
     use crate::contract::kept::{KeptConfig, MAX_KEPT_CONFIG};
 
-    fn managed(name: &str, rv: &str) -> WireSecret {
+    fn managed(name: &str, rv: &str) -> Seen<Box<KeptSecret>> {
+        Seen::managed(managed_wire(name, rv), &Regions::default())
+    }
+
+    fn managed_wire(name: &str, rv: &str) -> WireSecret {
         serde_json::from_value(json!({
             "metadata": {
                 "name": name, "namespace": "ns", "resourceVersion": rv,
@@ -247,10 +267,14 @@ mod tests {
     }
 
     fn index() -> Index {
-        Index::new(both(), Regions::default())
+        Index::new(both())
     }
 
-    fn meta(name: &str, rv: &str, opted_in: bool) -> WireSecret {
+    fn meta(name: &str, rv: &str, opted_in: bool) -> Seen<Option<Box<KeptMeta>>> {
+        Seen::unmanaged(meta_wire(name, rv, opted_in))
+    }
+
+    fn meta_wire(name: &str, rv: &str, opted_in: bool) -> WireSecret {
         let annotations = if opted_in {
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"})
         } else {
@@ -281,9 +305,10 @@ mod tests {
     #[test]
     fn keeps_what_kubeecr_reads_and_no_token() {
         let mut index = index();
-        let mut secret = managed("a", "1");
+        let mut secret = managed_wire("a", "1");
         secret.dockerconfigjson =
             Some(br#"{"auths":{"123456789012.dkr.ecr.us-west-2.amazonaws.com":{"auth":"c2VjcmV0LXB3"}}}"#.to_vec());
+        let secret = Seen::managed(secret, &Regions::default());
         index.apply(Change::Managed(
             stream(Source::Managed),
             Event::Apply(secret),
@@ -367,8 +392,9 @@ mod tests {
             source: Source::Managed,
             namespace: Some("ns".into()),
         };
-        let mut other = managed("z", "1");
+        let mut other = managed_wire("z", "1");
         other.metadata.namespace = "other".into();
+        let other = Seen::managed(other, &Regions::default());
         index.apply(Change::Managed(
             stream(Source::Managed),
             Event::Apply(other),
@@ -381,11 +407,12 @@ mod tests {
     #[test]
     fn an_oversized_config_is_not_kept_and_unsynced_streams_are_named() {
         let mut index = index();
-        let mut big = managed("big", "1");
+        let mut big = managed_wire("big", "1");
         let mut padded = br#"{"x":""#.to_vec();
         padded.extend(vec![b' '; MAX_KEPT_CONFIG + 1]);
         padded.extend_from_slice(br#""}"#);
         big.dockerconfigjson = Some(padded);
+        let big = Seen::managed(big, &Regions::default());
         index.apply(Change::Managed(stream(Source::Managed), Event::Apply(big)));
         let kept = index.get(&r("big")).unwrap().managed.clone().unwrap();
         assert!(!kept.is_complete());

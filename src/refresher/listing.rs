@@ -11,8 +11,9 @@ use kube::Resource;
 
 use crate::contract::annotation::{MANAGED_LABEL, SecretRef};
 use crate::contract::kept::KeptSecret;
+use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
-use crate::kube_api::list::{ListSpec, Pages};
+use crate::kube_api::list::{Keep, ListSpec, Pages};
 use crate::kube_api::{self, ListError};
 use crate::refresher::wire::WireSecret;
 
@@ -30,8 +31,15 @@ pub enum Found {
     /// Secrets kubeecr manages, as kept: every one of the page, since one that opted out
     /// still carries kubeecr's label and annotations to release.
     Managed(Vec<(SecretRef, KeptSecret)>),
-    /// Opted-in Secrets kubeecr does not manage yet, by name only: read them before use.
-    Unmanaged(Vec<SecretRef>),
+    /// Opted-in Secrets kubeecr does not manage yet, by name and marks: read them before
+    /// use, once the marks show them worth reading.
+    Unmanaged(Vec<(SecretRef, Marks)>),
+}
+
+/// An item of a page, kept as soon as it arrived.
+enum Listed {
+    Managed(SecretRef, KeptSecret),
+    Unmanaged(Option<(SecretRef, Marks)>),
 }
 
 /// Which list, in which scope.
@@ -51,7 +59,7 @@ pub struct OptedInSecrets {
     needs: &'static str,
     pending: VecDeque<(Kind, Option<String>)>,
     exclude: Vec<String>,
-    current: Option<(Kind, String, Pages<WireSecret>)>,
+    current: Option<(Kind, String, Pages<WireSecret, Listed>)>,
 }
 
 impl OptedInSecrets {
@@ -97,7 +105,17 @@ impl OptedInSecrets {
                     page_size: self.page_size,
                     metadata_only: kind == Kind::Unmanaged,
                 };
-                let pages = Pages::new(self.client.clone(), spec);
+                let keep: Keep<WireSecret, Listed> = match kind {
+                    Kind::Managed => {
+                        let regions = self.regions.clone();
+                        Box::new(move |s| Listed::Managed(s.key(), s.kept(&regions)))
+                    }
+                    Kind::Unmanaged => Box::new(|s| {
+                        let opted_in = s.metadata.marks.is_opted_in();
+                        Listed::Unmanaged(opted_in.then(|| (s.key(), s.metadata.marks)))
+                    }),
+                };
+                let pages = Pages::new(self.client.clone(), spec, keep);
                 self.current = Some((kind, kube_api::scope_name(ns), pages));
                 continue;
             };
@@ -109,18 +127,18 @@ impl OptedInSecrets {
                 self.current = None;
                 continue;
             };
-            return Ok(Some(match kind {
-                Kind::Managed => Found::Managed(
-                    page.into_iter()
-                        .map(|s| (s.key(), s.kept(&self.regions)))
-                        .collect(),
-                ),
-                Kind::Unmanaged => Found::Unmanaged(
-                    page.into_iter()
-                        .filter(|s| s.metadata.marks.is_opted_in())
-                        .map(|s| s.key())
-                        .collect(),
-                ),
+            let managed = *kind == Kind::Managed;
+            let (mut found_managed, mut found_unmanaged) = (Vec::new(), Vec::new());
+            for item in page {
+                match item {
+                    Listed::Managed(secret, kept) => found_managed.push((secret, kept)),
+                    Listed::Unmanaged(listed) => found_unmanaged.extend(listed),
+                }
+            }
+            return Ok(Some(if managed {
+                Found::Managed(found_managed)
+            } else {
+                Found::Unmanaged(found_unmanaged)
             }));
         }
     }

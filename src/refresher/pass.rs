@@ -99,10 +99,7 @@ impl Refresher {
                         .map(|(secret, kept)| (secret, Some(kept).filter(KeptSecret::is_complete)));
                     self.refresh_all(items).await
                 }
-                Found::Unmanaged(names) => {
-                    self.refresh_all(names.into_iter().map(|name| (name, None)))
-                        .await
-                }
+                Found::Unmanaged(listed) => self.refresh_listed(listed).await,
             };
             for (secret, outcome) in refreshed {
                 // Seen twice (a list started over, or the Secret moved between lists): a
@@ -129,6 +126,21 @@ impl Refresher {
             summary.reports.push(Report { secret, outcome });
         }
         Ok(summary)
+    }
+
+    /// Secrets known by their marks only: read (GET) only those the marks do not refuse.
+    async fn refresh_listed(
+        &self,
+        listed: Vec<(SecretRef, crate::contract::marks::Marks)>,
+    ) -> Vec<(SecretRef, Outcome)> {
+        futures::stream::iter(listed)
+            .map(|(secret, marks)| async move {
+                let outcome = self.writer.refresh_listed(&secret, &marks).await;
+                (secret, outcome)
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await
     }
 
     async fn refresh_all(

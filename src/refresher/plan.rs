@@ -155,7 +155,6 @@ mod tests {
     use crate::contract::annotation::{
         EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
     };
-    use crate::contract::partition::Regions;
     use crate::contract::token::{FetchedToken, decode};
 
     const DUE: DuePolicy = DuePolicy {
@@ -168,7 +167,7 @@ mod tests {
     }
 
     fn kept(s: &Secret) -> KeptSecret {
-        KeptSecret::of_secret(s, &Regions::default())
+        KeptSecret::of_secret(s)
     }
 
     fn now() -> Timestamp {

@@ -8,9 +8,10 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 
+use crate::contract::partition::Regions;
 use crate::kube_api;
 use crate::kube_api::watch::{Event, WatchSpec, list_watch};
-use crate::refresher::index::{Change, Source, StreamId};
+use crate::refresher::index::{Change, Seen, Source, StreamId};
 use crate::refresher::listing::{managed_selector, unmanaged_selector};
 use crate::refresher::wire::WireSecret;
 use crate::telemetry::metrics::{Metrics, WatchLabels};
@@ -30,11 +31,11 @@ pub fn stream_ids(namespaces: &[String], exclude: &[String]) -> Vec<StreamId> {
 }
 
 /// Logs and counts a watch error; the stream retries on its own, with backoff.
-fn report(
+fn report<T>(
     stream: &StreamId,
     metrics: &Metrics,
-    item: Result<Event<WireSecret>, kube::Error>,
-) -> Option<Event<WireSecret>> {
+    item: Result<Event<T>, kube::Error>,
+) -> Option<Event<T>> {
     match item {
         Ok(item) => Some(item),
         Err(e) => {
@@ -51,12 +52,14 @@ fn report(
     }
 }
 
-/// All watch streams, merged into one stream of changes.
+/// All watch streams, merged into one stream of changes. Each Secret is kept (`regions`
+/// tell which hosts its annotation names) as soon as it arrives.
 pub fn changes(
     client: &kube::Client,
     streams: &[StreamId],
     exclude: &[String],
     page_size: u32,
+    regions: &Regions,
     metrics: &Arc<Metrics>,
 ) -> impl Stream<Item = Change> + Send + 'static {
     let all = streams.iter().map(|id| {
@@ -74,17 +77,32 @@ pub fn changes(
             metadata_only: !managed,
         };
         let (id, metrics) = (id.clone(), Arc::clone(metrics));
-        let change = if managed {
-            Change::Managed
-        } else {
-            Change::Unmanaged
-        };
-        list_watch::<WireSecret>(client.clone(), spec)
-            .filter_map(move |item| {
-                let event = report(&id, &metrics, item).map(|e| change(id.clone(), e));
-                futures::future::ready(event)
-            })
-            .boxed()
+        let client = client.clone();
+        match id.source {
+            Source::Managed => {
+                let regions = regions.clone();
+                list_watch::<WireSecret, _>(
+                    client,
+                    spec,
+                    Arc::new(move |s| Seen::managed(s, &regions)),
+                )
+                .filter_map(move |item| {
+                    let change =
+                        report(&id, &metrics, item).map(|e| Change::Managed(id.clone(), e));
+                    futures::future::ready(change)
+                })
+                .boxed()
+            }
+            Source::Unmanaged => {
+                list_watch::<WireSecret, _>(client, spec, Arc::new(Seen::unmanaged))
+                    .filter_map(move |item| {
+                        let change =
+                            report(&id, &metrics, item).map(|e| Change::Unmanaged(id.clone(), e));
+                        futures::future::ready(change)
+                    })
+                    .boxed()
+            }
+        }
     });
     futures::stream::select_all(all)
 }

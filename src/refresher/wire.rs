@@ -56,6 +56,17 @@ impl WireSecret {
         SecretRef::new(&self.metadata.namespace, &self.metadata.name)
     }
 
+    /// As read (GET) for one decision and write: the config whole.
+    pub fn read(self) -> KeptSecret {
+        KeptSecret::read(
+            self.metadata.resource_version.as_deref(),
+            self.type_.as_deref(),
+            self.immutable == Some(true),
+            self.metadata.marks,
+            self.dockerconfigjson,
+        )
+    }
+
     /// What kubeecr keeps of it; `.dockerconfigjson` is dropped once kept.
     pub fn kept(self, regions: &Regions) -> KeptSecret {
         KeptSecret::new(
@@ -296,10 +307,7 @@ mod tests {
         assert_eq!(wire.dockerconfigjson.as_deref(), Some(&b"{}"[..]));
         // The same as from a whole Secret.
         let secret: Secret = serde_json::from_value(full()).unwrap();
-        assert_eq!(
-            wire.clone().kept(&Regions::default()),
-            KeptSecret::of_secret(&secret, &Regions::default())
-        );
+        assert_eq!(wire.clone().read(), KeptSecret::of_secret(&secret));
         assert!(!format!("{wire:?}").contains("e30"));
     }
 

@@ -12,14 +12,17 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::contract::annotation::SecretRef;
-use crate::contract::kept::KeptSecret;
+use crate::contract::kept::{KeptConfig, KeptSecret};
+use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason};
-use crate::kube_api::{describe, status_code};
+use crate::kube_api::{self, describe, status_code};
 use crate::refresher::plan::{self, Plan};
+use crate::refresher::wire::WireSecret;
 use crate::telemetry::metrics::{Metrics, OutcomeLabels, RefreshOutcome};
 use crate::tokens::cache::{CachedToken, FetchError, TokenCache};
 
@@ -137,7 +140,17 @@ pub struct Writer {
     settings: WriteSettings,
     limiter: Option<DefaultDirectRateLimiter>,
     metrics: Arc<Metrics>,
+    /// Bytes of whole configs being merged and written at once, one permit each.
+    budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// Memory for configs read whole and written back: a tenant's `.dockerconfigjson` may hold a
+/// megabyte, and each is held several times over (the config, the merge, the patch, its
+/// encoding) while it is written. Past this, such writes wait for each other.
+const WRITE_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Copies of a whole config held while it is written.
+const WRITE_COPIES: usize = 4;
 
 impl Writer {
     pub fn new(
@@ -157,6 +170,7 @@ impl Writer {
             settings,
             limiter,
             metrics,
+            budget: Arc::new(tokio::sync::Semaphore::new(WRITE_BUDGET)),
         }
     }
 
@@ -185,13 +199,32 @@ impl Writer {
                 );
                 Outcome::Failed(Failure::new(secret, FailureKind::Api, note))
             });
+        self.record(secret, &outcome);
+        outcome
+    }
+
+    /// As `refresh`, for a Secret known by its marks only (a metadata list): one that its
+    /// annotations or the policy refuse is skipped without being read.
+    pub async fn refresh_listed(&self, secret: &SecretRef, marks: &Marks) -> Outcome {
+        match plan::check_metadata(secret, marks, &self.policy) {
+            Err(why) => {
+                let outcome = Outcome::Skipped(why);
+                self.record(secret, &outcome);
+                outcome
+            }
+            Ok(_) => self.refresh(secret, None).await,
+        }
+    }
+
+    /// Counts and logs what happened to one Secret.
+    fn record(&self, secret: &SecretRef, outcome: &Outcome) {
         self.metrics
             .refreshes
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.label(),
             })
             .inc();
-        match &outcome {
+        match outcome {
             Outcome::Refreshed { .. } | Outcome::Released if self.settings.dry_run => {
                 tracing::info!(%secret, "dry run, not written: {outcome}")
             }
@@ -202,7 +235,6 @@ impl Writer {
             Outcome::Skipped(_) => tracing::warn!(%secret, "{outcome}"),
             Outcome::Failed(_) => tracing::error!(%secret, "{outcome}"),
         }
-        outcome
     }
 
     async fn refresh_inner(&self, secret: &SecretRef, cached: Option<Arc<KeptSecret>>) -> Outcome {
@@ -214,19 +246,31 @@ impl Writer {
         };
         let failed = |kind, note| Outcome::Failed(Failure::new(secret, kind, note));
         let mut next = cached;
+        let collection = Secret::url_path(&(), Some(&secret.namespace));
         for _ in 0..=self.settings.conflict_retries {
             let object = match next.take() {
                 Some(object) => object,
-                None => match api.get_opt(&secret.name).await {
-                    Ok(Some(object)) => {
-                        Arc::new(KeptSecret::of_secret(&object, &self.policy.regions))
-                    }
+                // Read whole, so that the write merges into all of the config; only kubeecr's
+                // fields of it are decoded.
+                None => match kube_api::get::<WireSecret>(&self.client, &collection, &secret.name)
+                    .await
+                {
+                    Ok(Some(object)) => Arc::new(object.read()),
                     Ok(None) => return Outcome::Skipped(format!("{secret}: deleted")),
                     Err(e) => {
                         return failed(FailureKind::Api, format!("reading it: {}", describe(&e)));
                     }
                 },
             };
+            // A config read whole takes its share of the budget until it is written.
+            let size = match &object.config {
+                KeptConfig::Whole(config) => (config.len() * WRITE_COPIES).min(WRITE_BUDGET),
+                _ => 0,
+            };
+            let _held = Arc::clone(&self.budget)
+                .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+                .await
+                .expect("never closed");
             let (patch, done) = match self.decide(secret, &object).await {
                 Ok(write) => write,
                 Err(outcome) => return outcome,
@@ -468,14 +512,13 @@ mod tests {
             "type": "kubernetes.io/dockerconfigjson",
         }))
         .unwrap();
-        let regions = crate::contract::partition::Regions::default();
-        let empty = KeptSecret::of_secret(&empty_secret, &regions);
+        let empty = KeptSecret::of_secret(&empty_secret);
         // Filled when the token was new.
         let (patch, _) = writer.decide(&secret, &empty).await.unwrap();
         let mut filled = serde_json::to_value(&empty_secret).unwrap();
         json_patch::merge(&mut filled, &patch);
         let filled: Secret = serde_json::from_value(filled).unwrap();
-        let filled = KeptSecret::of_secret(&filled, &regions);
+        let filled = KeptSecret::of_secret(&filled);
 
         // Nine hours on, the token is due for renewal and ECR fails.
         *clock_at.lock().unwrap() = Timestamp::now();

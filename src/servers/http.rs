@@ -38,6 +38,9 @@ pub struct ServerTimeouts {
     /// idle timeout of Go's HTTP transport, so the API server always closes an idle connection
     /// before kubeecr does and never sends on one being closed ("failed to call webhook: EOF").
     pub idle: Duration,
+    /// A connection that has sent no request this long after it opened is closed: the API
+    /// server sends one at once, so only a client holding a slot waits longer.
+    pub first_request: Duration,
     /// The whole request body must arrive within this, else 408.
     pub body: Duration,
     /// The whole request, body and answer, else 503. At least `body`.
@@ -51,6 +54,7 @@ impl ServerTimeouts {
     pub const ADMIN: Self = Self {
         handshake: Duration::from_secs(10),
         idle: Duration::from_secs(10),
+        first_request: Duration::from_secs(10),
         body: Duration::from_secs(5),
         request: Duration::from_secs(10),
         drain: Duration::from_secs(2),
@@ -61,6 +65,7 @@ impl ServerTimeouts {
     pub const WEBHOOK: Self = Self {
         handshake: Duration::from_secs(3),
         idle: Duration::from_secs(120),
+        first_request: Duration::from_secs(10),
         body: Duration::from_secs(10),
         request: Duration::from_secs(30),
         drain: Duration::from_secs(20),
@@ -431,7 +436,7 @@ impl Connection {
         let (activity, peer) = (Arc::clone(&service.activity), service.peer);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut deadline = Instant::now() + timeouts.idle;
+        let mut deadline = Instant::now() + timeouts.first_request;
         let mut closed = false;
         loop {
             tokio::select! {
@@ -451,14 +456,20 @@ impl Connection {
                         tracing::debug!(%peer, "connection did not close in time; dropped");
                         return;
                     }
+                    // Until its first request, a connection is allowed `first_request` idle.
+                    let idle = if activity.served() {
+                        timeouts.idle
+                    } else {
+                        timeouts.first_request
+                    };
                     match activity.idle_since() {
-                        Some(since) if since + timeouts.idle <= Instant::now() => {
+                        Some(since) if since + idle <= Instant::now() => {
                             // Requests that raced the close still get their full time.
                             conn.as_mut().graceful_shutdown();
                             closed = true;
                             deadline = Instant::now() + timeouts.request;
                         }
-                        Some(since) => deadline = since + timeouts.idle,
+                        Some(since) => deadline = since + idle,
                         None => deadline = Instant::now() + timeouts.idle,
                     }
                 }
@@ -470,6 +481,8 @@ impl Connection {
 /// When a connection last had a request in flight.
 struct Activity {
     in_flight: AtomicUsize,
+    /// Requests begun so far.
+    begun: AtomicUsize,
     last: Mutex<Instant>,
 }
 
@@ -477,6 +490,7 @@ impl Default for Activity {
     fn default() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            begun: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
         }
     }
@@ -484,8 +498,14 @@ impl Default for Activity {
 
 impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(Arc::clone(self))
+    }
+
+    /// Whether a request has come on this connection.
+    fn served(&self) -> bool {
+        self.begun.load(Ordering::SeqCst) > 0
     }
 
     /// Since when no request has been in flight; `None` while one is.

@@ -170,7 +170,14 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         &settings.policy.exclude_namespaces,
     );
     let streams = secret_watch::stream_ids(namespaces, exclude);
-    let changes = secret_watch::changes(&client, &streams, exclude, settings.page_size, &metrics);
+    let changes = secret_watch::changes(
+        &client,
+        &streams,
+        exclude,
+        settings.page_size,
+        &settings.policy.regions,
+        &metrics,
+    );
     let controller = Controller::new(
         writer,
         events,

@@ -10,12 +10,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::Resource;
 
 use crate::contract::kept::KeptSecret;
 use crate::contract::policy::Policy;
-use crate::kube_api::{ListError, describe};
+use crate::kube_api::{self, ListError, describe};
 use crate::refresher::listing::{Found, OptedInSecrets};
+use crate::refresher::plan;
+use crate::refresher::wire::WireSecret;
 use state::{Row, classify};
 
 #[derive(Debug, Clone)]
@@ -62,14 +64,17 @@ pub async fn collect(
                 .filter(|(_, kept)| kept.marks.is_opted_in())
                 .map(|(secret, kept)| judge(secret, kept))
                 .collect(),
-            Found::Unmanaged(names) => {
-                futures::stream::iter(names)
-                    .map(|secret| async move {
-                        let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-                        match api.get_opt(&secret.name).await {
-                            Ok(Some(object)) => {
-                                Some(judge(&secret, &KeptSecret::of_secret(&object, regions)))
-                            }
+            Found::Unmanaged(listed) => {
+                futures::stream::iter(listed)
+                    .map(|(secret, marks)| async move {
+                        // What the marks refuse needs no read: judged as the refresher would.
+                        if plan::check_metadata(&secret, &marks, &settings.policy).is_err() {
+                            let unread = KeptSecret::read(None, None, false, marks, None);
+                            return Some(judge(&secret, &unread));
+                        }
+                        let collection = Secret::url_path(&(), Some(&secret.namespace));
+                        match kube_api::get::<WireSecret>(client, &collection, &secret.name).await {
+                            Ok(Some(object)) => Some(judge(&secret, &object.read())),
                             Ok(None) => None,
                             Err(e) => Some(Row::unreadable(&secret, &describe(&e))),
                         }

@@ -255,7 +255,6 @@ mod tests {
         EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
     };
     use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-    use crate::contract::partition::Regions;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -276,7 +275,7 @@ mod tests {
     }
 
     fn state_of(s: &Secret) -> (State, Option<String>) {
-        let kept = KeptSecret::of_secret(s, &Regions::default());
+        let kept = KeptSecret::of_secret(s);
         let row = classify(
             &SecretRef::new("team-a", "pull"),
             &kept,

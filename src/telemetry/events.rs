@@ -161,7 +161,13 @@ fn reference(secret: &SecretRef) -> ObjectReference {
 /// Whether the Secret is stored with kubeecr's expiry `expires_at`.
 async fn is_stored(client: &kube::Client, secret: &SecretRef, expires_at: &str) -> bool {
     let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &secret.namespace);
-    match api.get_metadata_opt(&secret.name).await {
+    // Bounded: one read that hangs must not hold every Event behind it.
+    let read = tokio::time::timeout(CONFIRM_AFTER, api.get_metadata_opt(&secret.name)).await;
+    let Ok(read) = read else {
+        tracing::debug!(%secret, "checking that a Secret was stored took too long");
+        return false;
+    };
+    match read {
         Ok(Some(meta)) => meta
             .metadata
             .annotations

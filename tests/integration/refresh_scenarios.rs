@@ -617,3 +617,52 @@ async fn forms_the_kubelet_does_not_match_are_left_and_the_bare_host_written(clu
     );
 }
 on_both_backends!(forms_the_kubelet_does_not_match_are_left_and_the_bare_host_written);
+
+/// Found by review: a config whose part beyond kubeecr's entries was too large to keep was
+/// written as if empty, losing every other registry. It is read whole and merged into, whether
+/// the Secret was found labelled (kept without its config) or not (read first).
+async fn a_config_too_large_to_keep_keeps_every_other_registry(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let foreign: Vec<String> = (0..400)
+        .map(|i| format!(r#""r{i}.example.com":{{"auth":"{}"}}"#, "QQ".repeat(50)))
+        .collect();
+    let config = format!(r#"{{"auths":{{{}}}}}"#, foreign.join(","));
+    assert!(config.len() > 20_000);
+    for (name, labelled) in [("labelled", true), ("unlabelled", false)] {
+        let mut s = secret(
+            name,
+            DOCKER_CONFIG_JSON,
+            &[(ANNOTATION, "123456789012/us-west-2")],
+            &[(".dockerconfigjson", config.as_bytes())],
+        );
+        if labelled {
+            s.metadata
+                .labels
+                .get_or_insert_default()
+                .insert(MANAGED.into(), "true".into());
+        }
+        create(&client, ns, &s).await;
+    }
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!((summary.refreshed, summary.failed), (2, 0), "{summary:?}");
+    let issued = ecr.newest("us-west-2", None).unwrap();
+    for name in ["labelled", "unlabelled"] {
+        let after = String::from_utf8(
+            data_bytes(&get(&client, ns, name).await, ".dockerconfigjson").unwrap(),
+        )
+        .unwrap();
+        assert!(
+            after.starts_with(&config[..config.len() - 2]),
+            "{name}: every other registry kept"
+        );
+        let written: serde_json::Value = serde_json::from_str(&after).unwrap();
+        assert_eq!(written["auths"].as_object().unwrap().len(), 401, "{name}");
+        assert_eq!(
+            password_of(&written, "123456789012.dkr.ecr.us-west-2.amazonaws.com"),
+            issued.password
+        );
+    }
+}
+on_both_backends!(a_config_too_large_to_keep_keeps_every_other_registry);

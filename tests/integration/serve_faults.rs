@@ -80,6 +80,12 @@ async fn api_errors_and_dropped_connections_then_recovery() {
     let client = cluster.client();
     let ns = cluster.ns();
     let serve = running(&cluster, &ecr, &[]).await;
+    // Both watches (managed, metadata) open, so that breaking them makes them open again.
+    let open = eventually(Duration::from_secs(10), || async {
+        (double.open_watches() >= 2).then_some(())
+    })
+    .await;
+    assert!(open.is_some(), "watching\n{}", serve.logs());
 
     double.fail_next(Method::GET, "/secrets", 2, 500, "InternalError");
     double.drop_next(Method::GET, "/secrets", 2);
@@ -87,6 +93,22 @@ async fn api_errors_and_dropped_connections_then_recovery() {
     double.drop_next(Method::PATCH, "/secrets/s", 1);
     double.break_watches();
     create_opted_in(&client, ns, "s", "123456789012/us-west-2").await;
+    // The watches, opening again, meet the four GET faults before this test's own reads do.
+    let refused = eventually(Duration::from_secs(30), || async {
+        let n = double
+            .requests()
+            .iter()
+            .filter(|r| r.method == Method::GET && r.query.contains("labelSelector"))
+            .filter(|r| r.status() != Some(200))
+            .count();
+        (n >= 4).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the watches met the faults\n{}",
+        serve.logs()
+    );
     assert!(
         filled(&cluster, "s", Duration::from_secs(40)).await,
         "{}",
@@ -99,7 +121,7 @@ async fn api_errors_and_dropped_connections_then_recovery() {
         .filter(|l| l.starts_with("kubeecr_watch_errors_total"))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
-    assert!(watch_errors >= 1.0, "{m}");
+    assert!(watch_errors >= 1.0, "{m}\n{}", serve.logs());
     assert!(
         crate::serve_process::sample(&m, "kubeecr_refreshes_total{outcome=\"failed\"}")
             >= Some(2.0),

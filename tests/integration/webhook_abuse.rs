@@ -28,6 +28,7 @@ use crate::common::*;
 const TIMEOUTS: ServerTimeouts = ServerTimeouts {
     handshake: Duration::from_secs(2),
     idle: Duration::from_secs(2),
+    first_request: Duration::from_secs(2),
     body: Duration::from_secs(1),
     request: Duration::from_secs(3),
     drain: Duration::from_secs(1),
@@ -413,6 +414,7 @@ async fn reviews_are_answered_while_clients_hold_connections() {
 async fn a_connection_past_the_limit_waits_until_one_closes() {
     let timeouts = ServerTimeouts {
         idle: Duration::from_secs(20),
+        first_request: Duration::from_secs(20),
         ..TIMEOUTS
     };
     let limits = ServerLimits {
@@ -706,6 +708,7 @@ async fn silent_connections_never_keep_a_new_one_from_its_handshake() {
     let timeouts = ServerTimeouts {
         handshake: Duration::from_secs(30),
         idle: Duration::from_secs(30),
+        first_request: Duration::from_secs(30),
         ..TIMEOUTS
     };
     let limits = ServerLimits {
@@ -746,4 +749,28 @@ async fn validate_once(mut tls: TlsStream<TcpStream>) -> Result<u16, String> {
     tls.write_all(&body).await.unwrap();
     tls.flush().await.unwrap();
     answered(tls, SLACK).await
+}
+
+/// Guards the first-request bound: a connection past its handshake that sends nothing is
+/// closed after `first_request`, well before the idle bound that a connection which has
+/// sent a request gets.
+#[tokio::test]
+async fn a_connection_that_never_asks_is_closed_early() {
+    let timeouts = ServerTimeouts {
+        idle: Duration::from_secs(60),
+        first_request: Duration::from_secs(1),
+        ..TIMEOUTS
+    };
+    let (webhook, _) = start(bounded(timeouts, ServerLimits::WEBHOOK)).await;
+    let silent = connect(&webhook, &[b"http/1.1"]).await;
+    assert!(
+        read_to_close(silent, Duration::from_secs(1) + SLACK)
+            .await
+            .is_ok(),
+        "closed after its first-request bound, not its idle one"
+    );
+    // One that asks is kept past that bound.
+    let asked = start_request(&webhook, "/validate", 0, b"").await;
+    let kept = read_to_close(asked, Duration::from_secs(3)).await;
+    assert!(kept.is_err(), "still open: {kept:?}");
 }

@@ -38,6 +38,10 @@ struct Args {
     /// Registries each opted-in Secret lists (distinct accounts, one region).
     #[arg(long, default_value_t = 1)]
     registries_per_secret: usize,
+    /// Bytes of padding inside each opted-in Secret's own `.dockerconfigjson`, as a tenant
+    /// may put there.
+    #[arg(long, default_value_t = 0)]
+    config_padding: usize,
     /// Label the opted-in Secrets as kubeecr's webhook does at creation.
     #[arg(long)]
     labelled: bool,
@@ -100,7 +104,14 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .collect::<anyhow::Result<()>>()?;
 
-    let empty = STANDARD.encode(br#"{"auths":{}}"#);
+    let empty = if args.config_padding == 0 {
+        STANDARD.encode(br#"{"auths":{}}"#)
+    } else {
+        STANDARD.encode(format!(
+            r#"{{"auths":{{}},"pad":"{}"}}"#,
+            "x".repeat(args.config_padding)
+        ))
+    };
     let mut secrets = Vec::new();
     for (i, ns) in names.iter().enumerate() {
         for j in 0..args.secrets_per_namespace {
