@@ -118,6 +118,56 @@ pub fn args(workload: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The container's args, then each `KUBEECR_*` variable it sets (by value, or from a ConfigMap
+/// among `docs`) as the flag that reads it, unless the args give that flag: what `kubeecr`
+/// runs with, as argv after the program name.
+fn argv(docs: &[Value], workload: &Value) -> Vec<String> {
+    let given = args(workload);
+    let subcommand = given.first().expect("a subcommand").clone();
+    let root = Cli::command();
+    let sub = root.find_subcommand(&subcommand).expect("subcommand");
+    let flags: Vec<(String, String)> = root
+        .get_arguments()
+        .chain(sub.get_arguments())
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((env, format!("--{}", a.get_long()?)))
+        })
+        .collect();
+    let mut argv = given.clone();
+    for var in container(workload)["env"].as_array().into_iter().flatten() {
+        let name = var["name"].as_str().unwrap();
+        if !name.starts_with("KUBEECR_") {
+            continue;
+        }
+        let value = match (&var["value"], &var["valueFrom"]["configMapKeyRef"]) {
+            (Value::String(v), _) => v.clone(),
+            (_, Value::Object(r)) => {
+                let map = of_kind(docs, "ConfigMap")
+                    .into_iter()
+                    .find(|m| m["metadata"]["name"] == r["name"])
+                    .unwrap_or_else(|| panic!("{name}: ConfigMap {} is rendered", r["name"]));
+                map["data"][r["key"].as_str().unwrap()]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: the ConfigMap has key {}", r["key"]))
+                    .to_string()
+            }
+            _ => panic!("{name}: a value or a ConfigMap key"),
+        };
+        let (_, flag) = flags
+            .iter()
+            .find(|(env, _)| env == name)
+            .unwrap_or_else(|| panic!("{name} is read by kubeecr {subcommand}"));
+        if !given
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        {
+            argv.push(format!("{flag}={value}"));
+        }
+    }
+    argv
+}
+
 /// How `kubeecr` parses `argv` (after the program name) as `serve`.
 fn parse_serve<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> kubeecr::cli::ServeCommand {
     let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
@@ -824,7 +874,8 @@ fn the_namespaced_install_reads_secrets_only_where_it_serves() {
 }
 
 /// The multi-tenant component's rules are accepted by kubeecr and say what its comments say:
-/// each team its own role and registries, and kubeecr's own identity for no namespace.
+/// each team its own role and registries, and kubeecr's own identity for no namespace; the
+/// Deployment and the CronJob read the same rules.
 #[test]
 fn the_multi_tenant_component_keeps_teams_apart() {
     if !has_kubectl() {
@@ -833,28 +884,49 @@ fn the_multi_tenant_component_keeps_teams_apart() {
     let dir = example_with("kubeecr", &["multi-tenant"]);
     let docs = render(&dir);
     std::fs::remove_dir_all(dir).unwrap();
-    let settings = parse_serve(args(one(&docs, "Deployment")))
+    let settings = parse_serve(argv(&docs, one(&docs, "Deployment")))
         .settings()
         .expect("the component's flags are valid");
-    let policy = settings.policy;
-    let role_a = "arn:aws:iam::111111111111:role/kubeecr-team-a";
-    assert!(policy.allowed_role_arns.allows("team-a", role_a));
-    assert!(!policy.allowed_role_arns.allows("team-b", role_a));
-    assert!(
-        policy
-            .allowed_registries
-            .allows("team-a", "111111111111/us-west-2")
-    );
-    assert!(
-        !policy
-            .allowed_registries
-            .allows("team-b", "111111111111/us-west-2")
-    );
-    assert!(
-        !policy
-            .allowed_registries
-            .allows("team-c", "111111111111/us-west-2")
-    );
-    assert!(!policy.own_identity.contains("team-a"));
     assert!(!settings.webhook.admission_fill);
+    let serve_policy = settings.policy;
+
+    let cron =
+        std::fs::read_to_string(repo().join("examples/installation/cronjob/kustomization.yaml"))
+            .unwrap();
+    assert!(
+        cron.contains("\n  # - ../multi-tenant\n"),
+        "offered, commented out"
+    );
+    let cron = cron
+        .replace(
+            "\n  # - ../multi-tenant\n",
+            &format!("\n  - {FROM_SCRATCH}/examples/installation/multi-tenant\n"),
+        )
+        .replace("../../../manifests", &format!("{FROM_SCRATCH}/manifests"));
+    let dir = scratch();
+    std::fs::write(dir.join("kustomization.yaml"), cron).unwrap();
+    let docs = render(&dir);
+    std::fs::remove_dir_all(dir).unwrap();
+    let argv = argv(&docs, one(&docs, "CronJob"));
+    let parsed = Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(argv.clone()))
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let kubeecr::cli::Command::Refresh(refresh) = parsed.command else {
+        panic!("{argv:?} is not refresh");
+    };
+    let refresh_policy = refresh
+        .policy
+        .policy()
+        .expect("the component's flags are valid");
+
+    let role_a = "arn:aws:iam::111111111111:role/kubeecr-team-a";
+    for policy in [serve_policy, refresh_policy] {
+        assert!(policy.allowed_role_arns.allows("team-a", role_a));
+        assert!(!policy.allowed_role_arns.allows("team-b", role_a));
+        let registries = &policy.allowed_registries;
+        assert!(registries.allows("team-a", "111111111111/us-west-2"));
+        assert!(!registries.allows("team-b", "111111111111/us-west-2"));
+        assert!(!registries.allows("team-c", "111111111111/us-west-2"));
+        assert!(!policy.own_identity.contains("team-a"));
+        assert!(!policy.own_identity.contains("team-c"));
+    }
 }
