@@ -398,10 +398,12 @@ pub fn parse_role(value: &str, registries: &[Registry]) -> Result<RoleArn, Probl
     let bad = || Problem::BadRoleArn {
         value: quoted(value),
     };
-    let arn = value.trim();
-    if arn.len() > 2048 {
+    // The length as written, before trimming: what the refresher keeps of a longer value
+    // (`marks::kept`) must be refused all the same.
+    if value.len() > 2048 {
         return Err(bad());
     }
+    let arn = value.trim();
     let caps = ROLE_ARN.captures(arn).ok_or_else(bad)?;
     let partition_id = &caps[1];
     let role_partition = Partition::from_id(partition_id).ok_or_else(bad)?;

@@ -26,14 +26,15 @@ pub struct Marks {
     managed_label: Option<Box<str>>,
 }
 
-/// `value`, or its first `MAX_KEPT_VALUE` bytes.
+/// `value`, or its first `MAX_KEPT_VALUE` bytes and the rest of the character there: never
+/// fewer, so that a cut value is as long as a refused one, whatever characters it holds.
 fn kept(value: &str) -> Box<str> {
     if value.len() <= MAX_KEPT_VALUE {
         return value.into();
     }
     let mut end = MAX_KEPT_VALUE;
     while !value.is_char_boundary(end) {
-        end -= 1;
+        end += 1;
     }
     value[..end].into()
 }
@@ -167,10 +168,38 @@ mod tests {
         assert_eq!(marks.annotation("other"), None);
         let fp = marks.fingerprints().unwrap();
         assert!(
-            fp.len() <= MAX_KEPT_VALUE && fp.len() > MAX_KEPT_VALUE - 2,
+            fp.len() >= MAX_KEPT_VALUE && fp.len() < MAX_KEPT_VALUE + 2,
             "{}",
             fp.len()
         );
         assert!(!Marks::default().is_opted_in());
+    }
+
+    /// A value refused for its length is refused all the same once cut, whatever its
+    /// characters: wide ones, or whitespace that trimming would drop.
+    #[test]
+    fn a_cut_value_is_refused_as_the_whole_one_is() {
+        use crate::contract::annotation::{parse_registries, parse_role};
+        use crate::contract::partition::Regions;
+        let regions = Regions::default();
+        let registry = "123456789012/us-west-2";
+        let role = "arn:aws:iam::123456789012:role/r";
+        for tail in [
+            "\u{3000}".repeat(700),
+            " ".repeat(2100),
+            format!("{} x", " ".repeat(2100)),
+        ] {
+            let value = format!("{registry}{tail}");
+            let whole = parse_registries(&value, &regions);
+            let marks = Marks::of_annotations(&BTreeMap::from([
+                (REGISTRIES_ANNOTATION.to_string(), value.clone()),
+                (ROLE_ANNOTATION.to_string(), format!("{role}{tail}")),
+            ]));
+            let cut = parse_registries(marks.registries().unwrap(), &regions);
+            assert!(whole.is_err() && cut.is_err(), "{:?} / {:?}", whole, cut);
+            let registries = parse_registries(registry, &regions).unwrap();
+            assert!(parse_role(&format!("{role}{tail}"), &registries).is_err());
+            assert!(parse_role(marks.role().unwrap(), &registries).is_err());
+        }
     }
 }

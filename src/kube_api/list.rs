@@ -2,6 +2,8 @@
 //! (`items`), into whatever small type the caller keeps of an object. Memory then depends on
 //! the largest object and on what is kept, never on what the objects of a page hold together.
 
+use std::time::Duration;
+
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::api::ListParams;
@@ -18,17 +20,19 @@ pub const MAX_OBJECT_BYTES: usize = 16 << 20;
 /// The largest error answer read.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
-/// Bound on one list page: its answer streams, so a page that stalls mid-body would hang
-/// for good without one (kube's client has no read timeout of its own).
-pub const PAGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a list answer may send nothing, before its headers or between two of its
+/// chunks. Not a bound on the whole page: a page of large Secrets from a busy API server may
+/// take long, but one that stops sending would otherwise hang for good (kube's client has no
+/// read timeout of its own).
+pub const SILENCE: Duration = Duration::from_secs(60);
 
-/// The error of a page that did not arrive within `PAGE_DEADLINE`.
-pub fn page_timed_out() -> kube::Error {
+/// The error of an answer that sent nothing for `SILENCE`.
+pub fn silent() -> kube::Error {
     kube::Error::ReadEvents(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!(
-            "the list page did not arrive within {}",
-            humantime::format_duration(PAGE_DEADLINE)
+            "the API server sent nothing for {}",
+            humantime::format_duration(SILENCE)
         ),
     ))
 }
@@ -52,7 +56,9 @@ pub async fn page<T: DeserializeOwned, U>(
     request: http::Request<Vec<u8>>,
     mut keep: impl FnMut(T) -> U,
 ) -> Result<Page<U>, kube::Error> {
-    let response = client.send(request.map(Body::from)).await?;
+    let response = tokio::time::timeout(SILENCE, client.send(request.map(Body::from)))
+        .await
+        .map_err(|_| silent())??;
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
@@ -61,7 +67,10 @@ pub async fn page<T: DeserializeOwned, U>(
     let mut splitter = ListSplitter::new(MAX_OBJECT_BYTES);
     let mut items = Vec::new();
     let mut meta: Option<ListMeta> = None;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = tokio::time::timeout(SILENCE, body.frame())
+        .await
+        .map_err(|_| silent())?
+    {
         let Ok(data) = frame?.into_data() else {
             continue;
         };
@@ -92,7 +101,7 @@ pub async fn page<T: DeserializeOwned, U>(
 /// The API server's `Status` for a failed request, read up to `MAX_ERROR_BYTES`.
 async fn api_error(status: http::StatusCode, mut body: Body) -> kube::Error {
     let mut text = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(SILENCE, body.frame()).await {
         if let Ok(data) = frame.into_data() {
             let room = MAX_ERROR_BYTES.saturating_sub(text.len());
             text.extend_from_slice(&data[..data.len().min(room)]);
@@ -154,11 +163,18 @@ impl ListSpec {
 /// How many times a list starts again after its continue token expired (410).
 const MAX_LIST_RESTARTS: u32 = 3;
 
+/// How many times a page that failed otherwise is asked for again, waiting `RETRY_PAUSE`
+/// doubled each time: a list of thousands of Secrets should not start over, or fail a whole
+/// pass, for one dropped connection.
+const MAX_PAGE_RETRIES: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 /// How one decoded item becomes what the caller keeps of it.
 pub type Keep<T, U> = Box<dyn Fn(T) -> U + Send + Sync>;
 
 /// A list read one page at a time, each item kept as `keep` says. A list whose continue
-/// token expired (410) starts again, so an object may come twice.
+/// token expired (410) starts again, so an object may come twice; a page that failed
+/// otherwise is asked for again from where it was.
 pub struct Pages<T, U> {
     client: kube::Client,
     spec: ListSpec,
@@ -182,12 +198,10 @@ impl<T: DeserializeOwned, U> Pages<T, U> {
 
     /// The next page, or `None` after the last.
     pub async fn next(&mut self) -> Result<Option<Vec<U>>, kube::Error> {
+        let mut retries = 0;
         while !self.done {
             let request = self.spec.request(self.continue_token.as_deref());
-            let page = tokio::time::timeout(PAGE_DEADLINE, page(&self.client, request, &self.keep))
-                .await
-                .unwrap_or_else(|_| Err(page_timed_out()));
-            match page {
+            match page(&self.client, request, &self.keep).await {
                 Ok(page) => {
                     self.continue_token = page.continue_token;
                     self.done = self.continue_token.is_none();
@@ -201,9 +215,29 @@ impl<T: DeserializeOwned, U> Pages<T, U> {
                     );
                     self.continue_token = None;
                 }
+                Err(e) if retries < MAX_PAGE_RETRIES && is_transient(&e) => {
+                    let pause = RETRY_PAUSE * 2u32.pow(retries);
+                    retries += 1;
+                    tracing::warn!(
+                        path = %self.spec.path,
+                        "reading a list page failed; asking for it again in {}: {}",
+                        humantime::format_duration(pause),
+                        crate::kube_api::describe(&e)
+                    );
+                    tokio::time::sleep(pause).await;
+                }
                 Err(e) => return Err(e),
             }
         }
         Ok(None)
+    }
+}
+
+/// An error that asking again may mend: the connection, a silent answer, or the API
+/// server's own 5xx and 429. Not a refusal (403, 404) nor an answer that does not decode.
+pub fn is_transient(e: &kube::Error) -> bool {
+    match status_code(e) {
+        Some(code) => code == 429 || code >= 500,
+        None => !matches!(e, kube::Error::SerdeError(_)),
     }
 }

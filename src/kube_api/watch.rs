@@ -8,11 +8,14 @@
 //! that watcher's behaviour where it matters:
 //! - after a 410 (a continue token or the watch's version compacted away) it lists again,
 //!   reporting the 410 as an error, as kube-runtime does;
-//! - after any other error it backs off (800 ms doubling to 30 s, with jitter), and the
-//!   backoff starts over once the stream is healthy again;
+//! - after any other error it backs off (800 ms doubling to 30 s, with jitter) and goes on
+//!   from where it was (the same list page, or the watch's version); the backoff starts over
+//!   only once the stream has gone `HEALTHY` long without an error, so a page that fails
+//!   every time cannot make it list in a loop;
 //! - a watch that sends nothing, not even a bookmark, for longer than it was asked to stay
-//!   open is taken as dead and opened again: a half-open connection would otherwise stall it
-//!   for good, and kube's client has no read timeout;
+//!   open is taken as dead and opened again, and so is one whose answer does not start within
+//!   `list::SILENCE`: a half-open connection would otherwise stall it for good, and kube's
+//!   client has no read timeout;
 //! - an event that does not decode is reported and skipped; the stream goes on.
 
 use std::collections::VecDeque;
@@ -26,7 +29,7 @@ use kube::core::WatchEvent;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::kube_api::list::{self, ListSpec, PAGE_DEADLINE, page_timed_out};
+use crate::kube_api::list::{self, ListSpec, SILENCE, silent};
 use crate::kube_api::status_code;
 
 /// What a list-then-watch tells: as kube-runtime's watcher does. A list starts with `Init`,
@@ -59,11 +62,11 @@ const WATCH_SECONDS: u32 = 290;
 /// Silence past the watch's own timeout after which it is taken as dead.
 const WATCH_GRACE: Duration = Duration::from_secs(10);
 
-/// A watch that ends sooner than this, having sent nothing, is paused before it is opened
-/// again: something between kubeecr and the API server cuts it.
+/// A watch that ends sooner than this is reported, and paused before it is opened again:
+/// something between kubeecr and the API server cuts it.
 const SHORT_WATCH: Duration = Duration::from_secs(5);
 
-/// A stream healthy this long starts its backoff over.
+/// A stream this long without an error starts its backoff over.
 const HEALTHY: Duration = Duration::from_secs(60);
 
 /// Retries start at this wait and double up to `MAX_BACKOFF`, as kube-runtime's do.
@@ -88,6 +91,8 @@ struct State<T, U> {
     keep: Keep<T, U>,
     phase: Phase<T>,
     backoff: Duration,
+    /// When the last error was.
+    failed_at: Option<Instant>,
     /// Set after an error: how long to wait before the next step.
     pause: Option<Duration>,
     /// Nothing has come since the last list started: a relist now comes too soon.
@@ -123,12 +128,21 @@ where
     }
 
     fn back_off(&mut self) {
+        self.failed_at = Some(Instant::now());
         self.pause = Some(self.backoff.mul_f64(0.5 + fastrand::f64() / 2.0));
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
+    /// Something arrived: the backoff starts over if the last error is long enough ago.
     fn healthy(&mut self) {
-        self.backoff = MIN_BACKOFF;
+        if self.failed_at.is_none_or(|at| at.elapsed() >= HEALTHY) {
+            self.backoff = MIN_BACKOFF;
+        }
+    }
+
+    /// An object arrived by the watch: a relist now would not come too soon.
+    fn heard(&mut self) {
+        self.healthy();
         self.quiet_since_list = false;
     }
 
@@ -170,15 +184,9 @@ where
         }
         let request = self.spec.request(continue_token.as_deref());
         let keep = Arc::clone(&self.keep);
-        let page = tokio::time::timeout(
-            PAGE_DEADLINE,
-            list::page(&self.client, request, move |o: T| keep(o)),
-        )
-        .await
-        .unwrap_or_else(|_| Err(page_timed_out()));
-        match page {
+        match list::page(&self.client, request, move |o: T| keep(o)).await {
             Ok(page) => {
-                self.backoff = MIN_BACKOFF;
+                self.healthy();
                 self.ready
                     .extend(page.items.into_iter().map(|o| Ok(Event::InitApply(o))));
                 match (page.continue_token, page.resource_version) {
@@ -210,11 +218,10 @@ where
                 self.ready.push_back(Err(e));
                 self.relist()
             }
+            // Anything else: that page again, after a pause (its `Init` is already out).
             Err(e) => {
                 self.failed(e);
-                Phase::Listing {
-                    continue_token: None,
-                }
+                Phase::Listing { continue_token }
             }
         }
     }
@@ -222,7 +229,10 @@ where
     /// Opens the watch from `version`.
     async fn open(&mut self, version: String) -> Phase<T> {
         let request = self.watch_request(&version);
-        match self.client.request_events::<T>(request).await {
+        let opened = tokio::time::timeout(SILENCE, self.client.request_events::<T>(request))
+            .await
+            .unwrap_or_else(|_| Err(silent()));
+        match opened {
             Ok(stream) => Phase::Watching {
                 version,
                 open: Some((stream.boxed(), Instant::now())),
@@ -250,9 +260,6 @@ where
     ) -> Phase<T> {
         let silence = Duration::from_secs(u64::from(WATCH_SECONDS)) + WATCH_GRACE;
         let next = tokio::time::timeout(silence, events.next()).await;
-        if since.elapsed() >= HEALTHY {
-            self.backoff = MIN_BACKOFF;
-        }
         let reopen = |version| Phase::Watching {
             version,
             open: None,
@@ -264,12 +271,12 @@ where
         };
         match next {
             Ok(Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)))) => {
-                self.healthy();
+                self.heard();
                 at(&o, &mut version);
                 self.ready.push_back(Ok(Event::Apply((self.keep)(o))));
             }
             Ok(Some(Ok(WatchEvent::Deleted(o)))) => {
-                self.healthy();
+                self.heard();
                 at(&o, &mut version);
                 self.ready.push_back(Ok(Event::Delete((self.keep)(o))));
             }
@@ -286,17 +293,34 @@ where
                 self.failed(kube::Error::Api(status));
                 return reopen(version);
             }
-            // One event that does not decode: said, and skipped; the stream goes on.
+            // One event that does not decode: said, and skipped; the stream goes on. kube's
+            // client gives such a line as a `Status` of code 0 when it decodes as one (every
+            // field of a `Status` has a default), else as a `SerdeError`.
+            Ok(Some(Err(kube::Error::Api(status)))) if status.code == 0 => {
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a watch event did not decode; it is skipped",
+                );
+                self.ready.push_back(Err(kube::Error::ReadEvents(error)));
+            }
             Ok(Some(Err(e @ kube::Error::SerdeError(_)))) => self.ready.push_back(Err(e)),
             Ok(Some(Err(e))) => {
                 self.failed(e);
                 return reopen(version);
             }
             // The server closed it (its timeout): open it again from here; at once, unless it
-            // was cut right after it opened.
+            // was cut right after it opened, which is reported.
             Ok(None) => {
-                if since.elapsed() < SHORT_WATCH {
-                    self.back_off();
+                let lasted = since.elapsed();
+                if lasted < SHORT_WATCH {
+                    let error = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        format!(
+                            "the watch was closed {} ms after it opened (a proxy or load balancer cutting it?); opening it again",
+                            lasted.as_millis()
+                        ),
+                    );
+                    self.failed(kube::Error::ReadEvents(error));
                 }
                 return reopen(version);
             }
@@ -339,6 +363,7 @@ where
             continue_token: None,
         },
         backoff: MIN_BACKOFF,
+        failed_at: None,
         pause: None,
         quiet_since_list: false,
         ready: VecDeque::new(),

@@ -73,6 +73,14 @@ impl Entry {
     fn is_empty(&self) -> bool {
         self.managed.is_none() && self.unmanaged.is_none()
     }
+
+    /// Whether `source`'s stream holds something of this Secret.
+    fn holds(&self, source: Source) -> bool {
+        match source {
+            Source::Managed => self.managed.is_some(),
+            Source::Unmanaged => self.unmanaged.is_some(),
+        }
+    }
 }
 
 /// A Secret as a watch hands it over: its key, and what is kept of it, made as soon as it
@@ -210,12 +218,15 @@ impl Index {
                 Vec::new()
             }
             Event::InitApply(seen) => {
-                if let Some(listed) = self.listing.get_mut(&stream) {
-                    listed.insert(seen.key.clone());
+                let key = seen.key;
+                let changed = upsert(&mut self.entries, key.clone(), Some(seen.kept));
+                // Only what is held can be gone at `InitDone`: the keys of Secrets kept
+                // nothing of (most of a metadata list) are not remembered meanwhile.
+                let held = self.entries.get(&key).is_some_and(|e| e.holds(source));
+                if let Some(listed) = self.listing.get_mut(&stream).filter(|_| held) {
+                    listed.insert(key);
                 }
-                upsert(&mut self.entries, seen.key, Some(seen.kept))
-                    .into_iter()
-                    .collect()
+                changed.into_iter().collect()
             }
             Event::InitDone => {
                 let seen = self.listing.remove(&stream).unwrap_or_default();
@@ -223,11 +234,7 @@ impl Index {
                     .entries
                     .iter()
                     .filter(|(key, entry)| {
-                        let held = match source {
-                            Source::Managed => entry.managed.is_some(),
-                            Source::Unmanaged => entry.unmanaged.is_some(),
-                        };
-                        held && stream.covers(key) && !seen.contains(*key)
+                        entry.holds(source) && stream.covers(key) && !seen.contains(*key)
                     })
                     .map(|(key, _)| key.clone())
                     .collect();

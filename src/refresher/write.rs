@@ -194,7 +194,7 @@ impl Writer {
             .await
             .unwrap_or_else(|_| {
                 let note = format!(
-                    "no answer within {} (the API server or ECR hangs); retrying",
+                    "not done within {} (the API server or ECR is slow, or large writes ahead of it); retrying",
                     humantime::format_duration(deadline)
                 );
                 Outcome::Failed(Failure::new(secret, FailureKind::Api, note))
@@ -475,7 +475,7 @@ mod tests {
         .await
         .expect("bounded by the deadline, not by the client's own timeouts");
         match outcome {
-            Outcome::Failed(f) => assert!(f.note.contains("no answer within 300ms"), "{}", f.note),
+            Outcome::Failed(f) => assert!(f.note.contains("not done within 300ms"), "{}", f.note),
             other => panic!("{other:?}"),
         }
     }

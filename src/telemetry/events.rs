@@ -37,6 +37,9 @@ struct Pending {
     confirm: Option<(String, Instant)>,
 }
 
+/// How long sending one Event may take.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long after a fill at admission its Secret is looked for: the API server stores an
 /// object as soon as its admission ends, well within this.
 const CONFIRM_AFTER: Duration = Duration::from_secs(3);
@@ -199,7 +202,20 @@ async fn send_all(
                 continue;
             }
         }
-        if let Err(e) = recorder.publish(&p.event, &reference(&p.secret)).await {
+        // Bounded: one send that hangs must not hold every Event behind it.
+        let sent = tokio::time::timeout(
+            PUBLISH_DEADLINE,
+            recorder.publish(&p.event, &reference(&p.secret)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            let timed_out = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the API server did not answer within 10s",
+            );
+            Err(kube::Error::ReadEvents(timed_out))
+        });
+        if let Err(e) = sent {
             failures += 1;
             // The first failure says why (often RBAC); the rest are only counted in debug.
             if failures == 1 {

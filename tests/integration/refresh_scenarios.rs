@@ -390,6 +390,40 @@ async fn expired_continue_token_restarts_the_list() {
     assert_eq!(first_pages, 2, "the list started over once");
 }
 
+/// A list page that fails (a 500, a dropped connection) is asked for again from where the
+/// list was: the pass neither fails nor starts the list over.
+#[tokio::test]
+async fn a_failed_list_page_is_asked_for_again() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    for i in 0..7 {
+        create_opted_in(&client, ns, &format!("s{i}"), "123456789012/us-west-2").await;
+    }
+    let double = cluster.double_server().unwrap();
+    double.fail_next(http::Method::GET, "continue=", 1, 500, "InternalError");
+    double.drop_next(http::Method::GET, "continue=", 1);
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!((summary.refreshed, summary.failed), (7, 0), "{summary:?}");
+    let requests = double.requests();
+    let list = |r: &&kubeecr_testkit::apiserver::Recorded| {
+        r.method == "GET" && r.path.ends_with("/secrets") && r.is_metadata_only()
+    };
+    let first_pages = requests
+        .iter()
+        .filter(list)
+        .filter(|r| !r.query.contains("continue"))
+        .count();
+    assert_eq!(first_pages, 1, "the list did not start over");
+    let refused = requests
+        .iter()
+        .filter(list)
+        .filter(|r| r.status() != Some(200))
+        .count();
+    assert_eq!(refused, 2, "both faults were met by the list");
+}
+
 /// A failing API server is reported per secret, and the run fails.
 #[tokio::test]
 async fn patch_errors_fail_the_secret_not_the_run() {

@@ -70,6 +70,73 @@ async fn a_compacted_watch_lists_again_and_misses_nothing() {
     assert!(relists >= 2, "the metadata watch listed again: {relists}");
 }
 
+/// A list page that fails is asked for again from where the watch's list was, not from the
+/// first page: a page that fails every time cannot make it list everything in a loop.
+#[tokio::test]
+async fn a_failed_list_page_is_asked_for_again() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    for i in 0..3 {
+        create_opted_in(&client, ns, &format!("s{i}"), "123456789012/us-west-2").await;
+    }
+    double.fail_next(Method::GET, "continue=", 1, 500, "InternalError");
+    let serve = running(&cluster, &ecr, &["--page-size", "1"]).await;
+    for i in 0..3 {
+        assert!(
+            filled(&cluster, &format!("s{i}"), FILL).await,
+            "{}",
+            serve.logs()
+        );
+    }
+    let requests = double.requests();
+    let lists: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == Method::GET && r.query.contains("limit=1") && !r.is_watch())
+        .collect();
+    assert!(
+        lists.iter().any(|r| r.status() == Some(500)),
+        "a list met the fault"
+    );
+    for metadata_only in [true, false] {
+        let first_pages = lists
+            .iter()
+            .filter(|r| r.is_metadata_only() == metadata_only && !r.query.contains("continue"))
+            .count();
+        assert_eq!(
+            first_pages,
+            1,
+            "metadata only: {metadata_only}: listed once\n{}",
+            serve.logs()
+        );
+    }
+}
+
+/// A watch event that does not decode is reported and skipped; the watch goes on and later
+/// Secrets are filled.
+#[tokio::test]
+async fn an_undecodable_watch_event_is_skipped() {
+    let cluster = TestCluster::double().await;
+    let double = cluster.double_server().unwrap();
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    // Both watches get one line that is no Secret, then their answer ends.
+    let line = r#"{"type":"ADDED","object":{"metadata":7}}"#;
+    double.answer_next(Method::GET, "watch=true", 2, 200, &format!("{line}\n"));
+    let serve = running(&cluster, &ecr, &[]).await;
+    create_opted_in(&client, ns, "after", "123456789012/us-west-2").await;
+    assert!(filled(&cluster, "after", FILL).await, "{}", serve.logs());
+    let logs = serve.logs();
+    assert!(
+        logs.contains("a watch event did not decode; it is skipped"),
+        "{logs}"
+    );
+    assert!(!logs.contains("(HTTP 0)"), "{logs}");
+}
+
 /// 500s and dropped connections on lists, watches and patches: the watches retry with
 /// backoff, the failed patch is retried, and every Secret ends up filled.
 #[tokio::test]
