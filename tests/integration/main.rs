@@ -1,12 +1,16 @@
 //! Integration tests: one binary, so the suite links once.
 
+mod chart;
 mod common;
 mod ecr_source;
 mod fuzz_inputs;
+mod image;
 mod install;
 mod install_scenario;
+mod migration;
 mod refresh_cli;
 mod refresh_scenarios;
+mod release;
 mod serve_cli;
 mod serve_faults;
 mod serve_process;

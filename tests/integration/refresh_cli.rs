@@ -70,7 +70,7 @@ async fn cli_fills_reports_and_keeps_secrets_out_of_logs(cluster: TestCluster) {
     );
     assert!(
         stdout.contains(&format!(
-            "{ns}/bad: deft.com/kubeecr \"123456789/us-west-2\": account id must be 12 digits"
+            "{ns}/bad: deft.com/kubeecr \"123456789/us-west-2\": account id 123456789 has 9 digits; AWS account ids have 12, leading zeros included: if it lost them, write 000123456789/us-west-2"
         )),
         "{stdout}"
     );
@@ -272,4 +272,57 @@ async fn an_undecodable_answer_never_reaches_the_log() {
     for text in [&stdout, &stderr] {
         assert!(!text.contains("hunter2"), "{text}");
     }
+}
+
+/// As the image runs it: uid and gid 65532, no HOME and no other variable but the AWS keys,
+/// in a directory it cannot write. A pass fills the Secret and leaves nothing behind.
+#[tokio::test]
+async fn runs_as_the_images_user_with_no_home_in_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !crate::install::tool_present(root, "root, to run kubeecr as uid 65532 (the image's user)") {
+        return;
+    }
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let ns = cluster.ns();
+    create_opted_in(&cluster.client(), ns, "s", "123456789012/us-west-2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::copy(cluster.kubeconfig(), &kubeconfig).unwrap();
+    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_kubeecr"))
+        .arg("refresh")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--namespace", ns, "--ecr-endpoint", &ecr.url()])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "AKIAKUBEECRCLI000001")
+        .env("AWS_SECRET_ACCESS_KEY", CLI_SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("refreshed 1, unchanged 0, skipped 0, failed 0"),
+        "{stdout}"
+    );
+    let secret = get(&cluster.client(), ns, "s").await;
+    let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+    assert_eq!(
+        password_of(&dockerconfig(&secret), host),
+        ecr.newest("us-west-2", None).unwrap().password,
+        "filled with the token issued"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "nothing written beside the kubeconfig");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -177,7 +177,7 @@ async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
     assert_eq!(
         message("short-account"),
         format!(
-            "{ns}/short-account: deft.com/kubeecr \"12345/us-west-2\": account id must be 12 digits, e.g. 123456789012/us-west-2"
+            "{ns}/short-account: deft.com/kubeecr \"12345/us-west-2\": account id 12345 has 5 digits; AWS account ids have 12, leading zeros included: if it lost them, write 000000012345/us-west-2"
         )
     );
     assert!(message("bad-region").contains("\"moon-1\" is not an AWS region"));

@@ -72,7 +72,7 @@ async fn status_shows_each_secret_and_fails_until_all_are_filled(cluster: TestCl
         typo["reason"]
             .as_str()
             .unwrap()
-            .contains("account id must be 12 digits"),
+            .contains("account id 12345 has 5 digits; AWS account ids have 12"),
         "{typo}"
     );
 

@@ -280,7 +280,7 @@ async fn malformed_annotations_are_refused_with_their_message(cluster: TestClust
         msg.contains("admission webhook \"mutate.kubeecr.deft.com\" denied the request"),
         "{msg}"
     );
-    assert!(msg.contains(&format!("{ns}/bad: deft.com/kubeecr \"123456789/us-west-2\": account id must be 12 digits, e.g. 123456789012/us-west-2")), "{msg}");
+    assert!(msg.contains(&format!("{ns}/bad: deft.com/kubeecr \"123456789/us-west-2\": account id 123456789 has 9 digits; AWS account ids have 12, leading zeros included: if it lost them, write 000123456789/us-west-2")), "{msg}");
     assert!(
         !msg.contains("Required value"),
         "kubeecr's message, not the API server's generic one: {msg}"

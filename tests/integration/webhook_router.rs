@@ -259,7 +259,7 @@ async fn updates_and_dry_runs_are_filled_too() {
 #[tokio::test]
 async fn malformed_annotations_are_denied_by_both_webhooks_with_the_same_message() {
     let tokens = token_cache(&dead_endpoint()).await;
-    let expected = "team-a/bad: deft.com/kubeecr \"123456789/us-west-2\": account id must be 12 digits, e.g. 123456789012/us-west-2";
+    let expected = "team-a/bad: deft.com/kubeecr \"123456789/us-west-2\": account id 123456789 has 9 digits; AWS account ids have 12, leading zeros included: if it lost them, write 000123456789/us-west-2";
     for name in [
         "09-create-malformed-annotation-mutate-create.json",
         "10-create-malformed-annotation-validate-create.json",
@@ -764,7 +764,7 @@ async fn without_admission_fill_a_forged_review_gets_no_token() {
     let answer = call_with(Arc::clone(&state), &path, serde_json::to_vec(&bad).unwrap()).await;
     assert!(!answer.allowed());
     assert!(
-        answer.message().contains("account id must be 12 digits"),
+        answer.message().contains("account id 99 has 2 digits"),
         "{}",
         answer.text
     );

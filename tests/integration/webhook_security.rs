@@ -95,7 +95,9 @@ async fn admission_fill_off_fills_by_watch_and_hands_out_no_token(cluster: TestC
         .await
         .expect_err("refused");
     assert!(
-        refused.to_string().contains("account id must be 12 digits"),
+        refused
+            .to_string()
+            .contains("account id 12345 has 5 digits"),
         "{refused}"
     );
 

