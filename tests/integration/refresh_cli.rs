@@ -281,9 +281,18 @@ async fn runs_as_the_images_user_with_no_home_in_a_read_only_directory() {
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !crate::install::tool_present(root, "root, to run kubeecr as uid 65532 (the image's user)") {
+    let sudo = !root
+        && std::process::Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !crate::install::tool_present(
+        root || sudo,
+        "root or sudo, to run kubeecr as uid 65532 (the image's user)",
+    ) {
         return;
     }
+
     let cluster = TestCluster::double().await;
     let ecr = EcrProxy::start().await;
     let ns = cluster.ns();
@@ -293,19 +302,34 @@ async fn runs_as_the_images_user_with_no_home_in_a_read_only_directory() {
     std::fs::copy(cluster.kubeconfig(), &kubeconfig).unwrap();
     std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let out = tokio::process::Command::new("setpriv")
-        .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_kubeecr"))
+    // A copy that uid 65532 can reach, whatever the checkout's permissions.
+    let bin = tempfile::tempdir().unwrap();
+    let kubeecr = bin.path().join("kubeecr");
+    std::fs::copy(env!("CARGO_BIN_EXE_kubeecr"), &kubeecr).unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut setpriv = tokio::process::Command::new(if root { "setpriv" } else { "sudo" });
+    if !root {
+        setpriv.args(["-n", "setpriv"]);
+    }
+    // `env -i` and only these: sudo would drop them, and HOME must not be set.
+    let out = setpriv
+        .args([
+            "--reuid=65532",
+            "--regid=65532",
+            "--clear-groups",
+            "--",
+            "env",
+            "-i",
+        ])
+        .arg("AWS_ACCESS_KEY_ID=AKIAKUBEECRCLI000001")
+        .arg(format!("AWS_SECRET_ACCESS_KEY={CLI_SECRET_KEY}"))
+        .args(["AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"])
+        .arg(&kubeecr)
         .arg("refresh")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--namespace", ns, "--ecr-endpoint", &ecr.url()])
         .current_dir(dir.path())
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", "AKIAKUBEECRCLI000001")
-        .env("AWS_SECRET_ACCESS_KEY", CLI_SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .await
         .unwrap();

@@ -233,6 +233,12 @@ fn a_release_refuses_what_does_not_agree() {
         assert!(error.contains(fix), "{args:?}: {fix:?} not in\n{error}");
         assert!(!out.exists(), "{args:?}: nothing written");
     }
+    // A directory that holds something else is never emptied.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"mine").unwrap();
+    let error = release(&out, &[version()]).unwrap_err();
+    assert!(error.contains("give a new or empty directory"), "{error}");
+    assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -348,26 +354,62 @@ fn the_workflows_are_valid_and_run_what_is_tested_here() {
     let read = |f: &str| std::fs::read_to_string(workflows.join(f)).unwrap();
     let ci = read("ci.yml");
     assert!(ci.contains(".ci/run"), "ci.yml runs .ci/run");
-    let release: Value = serde_norway::from_str(&read("release.yml")).unwrap();
-    assert_eq!(release["on"]["push"]["tags"][0], "v*");
     let text = read("release.yml");
+    let release: Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(release["on"]["push"]["tags"][0], "v*");
     for needed in [
-        "scripts/release.sh \"$version\" --digest",
+        "scripts/release.sh \"${GITHUB_REF_NAME#v}\" --check",
+        "scripts/release.sh \"$version\" --digest \"$DIGEST\"",
         "platforms: linux/amd64,linux/arm64",
         "provenance: mode=max",
-        "cosign sign --yes",
+        "cosign sign --yes --recursive \"$IMAGE@$DIGEST\"",
         "cosign sign-blob --yes",
         "cosign attest --yes --type cyclonedx",
-        "push \"dist/kubeecr-$version.tgz\" \"oci://",
+        "cosign sign --yes \"ghcr.io/deft/charts/kubeecr@$chart_digest\"",
         "gh release create",
     ] {
         assert!(text.contains(needed), "release.yml: {needed}");
     }
-    // Keyless signing needs the workflow's OIDC token, in the jobs that sign.
-    for job in ["image", "release"] {
+    // Only the job that publishes may write or sign, and it runs only cosign, helm and gh.
+    for (job, spec) in release["jobs"].as_object().unwrap() {
+        let perms = &spec["permissions"];
+        let signs = perms["id-token"] == "write" || perms["contents"] == "write";
+        assert_eq!(signs, job == "publish", "{job}: {perms}");
+    }
+    assert_eq!(release["jobs"]["publish"]["environment"], "release");
+    let publish = serde_norway::to_string(&release["jobs"]["publish"]["steps"]).unwrap();
+    assert!(
+        !publish.contains("release.sh") && !publish.contains("cargo"),
+        "{publish}"
+    );
+    // Every action pinned by commit, every checkout without a stored token, and secrets only
+    // through env: never pasted into a script.
+    for (name, workflow) in [("ci.yml", &ci), ("release.yml", &text)] {
+        for line in workflow.lines().filter(|l| {
+            l.trim_start().starts_with("- uses:") || l.trim_start().starts_with("uses:")
+        }) {
+            let at = line.split('@').nth(1).unwrap_or_default();
+            let pin = at.split_whitespace().next().unwrap_or_default();
+            assert!(
+                pin.len() == 40 && pin.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{name}: {line}"
+            );
+        }
+        let checkouts = workflow.matches("actions/checkout@").count();
         assert_eq!(
-            release["jobs"][job]["permissions"]["id-token"], "write",
-            "{job}"
+            workflow.matches("persist-credentials: false").count(),
+            checkouts,
+            "{name}"
         );
+        let value: Value = serde_norway::from_str(workflow).unwrap();
+        for (job, spec) in value["jobs"].as_object().unwrap() {
+            for step in spec["steps"].as_array().unwrap() {
+                let run = step["run"].as_str().unwrap_or_default();
+                assert!(
+                    !run.contains("${{"),
+                    "{name} {job}: an expression inside run:\n{run}"
+                );
+            }
+        }
     }
 }

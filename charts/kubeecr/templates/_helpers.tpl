@@ -6,7 +6,34 @@ app.kubernetes.io/part-of: kubeecr
 
 {{/* The image, by tag (the chart's appVersion unless set) and digest when given. */}}
 {{- define "kubeecr.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion }}
+{{- .Values.image.repository }}:{{ $tag }}
+{{- /* A digest pins the chart's own version; a tag naming another version means that image. */}}
+{{- if and .Values.image.digest (eq $tag .Chart.AppVersion) }}@{{ .Values.image.digest }}{{ end }}
+{{- end }}
+
+{{/* Served namespaces, less the excluded ones. */}}
+{{- define "kubeecr.served" -}}
+{{- $served := list }}
+{{- range .Values.namespaces }}
+{{- if not (has . $.Values.excludeNamespaces) }}{{ $served = append $served . }}{{ end }}
+{{- end }}
+{{- toJson $served }}
+{{- end }}
+
+{{/* Which namespaces' Secret writes reach the webhooks: never kube-system, the release
+namespace (with failurePolicy Fail its Secrets could not be written while kubeecr is down) or
+an excluded one; only the served ones when some are named. */}}
+{{- define "kubeecr.webhookNamespaces" -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ concat (list "kube-system" .Release.Namespace) .Values.excludeNamespaces | uniq | toJson }}
+  {{- with .Values.namespaces }}
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values: {{ include "kubeecr.served" $ }}
+  {{- end }}
 {{- end }}
 
 {{/* kubeecr's ServiceAccount, as the API server names it in requests. */}}
@@ -17,22 +44,22 @@ system:serviceaccount:{{ .Release.Namespace }}:kubeecr
 {{/* The flags both subcommands take from the values, one per line. */}}
 {{- define "kubeecr.policyArgs" -}}
 {{- with .Values.rules.allowedRoleArns }}
-- --allowed-role-arns={{ join "," . }}
+- {{ printf "--allowed-role-arns=%s" (join "," .) | quote }}
 {{- end }}
 {{- with .Values.rules.allowedRegistries }}
-- --allowed-registries={{ join "," . }}
+- {{ printf "--allowed-registries=%s" (join "," .) | quote }}
 {{- end }}
 {{- with .Values.rules.ownIdentityNamespaces }}
-- --own-identity-namespaces={{ join "," . }}
+- {{ printf "--own-identity-namespaces=%s" (join "," .) | quote }}
 {{- end }}
 {{- with .Values.namespaces }}
-- --namespaces={{ join "," . }}
+- {{ printf "--namespaces=%s" (join "," .) | quote }}
 {{- end }}
 {{- with .Values.excludeNamespaces }}
-- --exclude-namespaces={{ join "," . }}
+- {{ printf "--exclude-namespaces=%s" (join "," .) | quote }}
 {{- end }}
 {{- range .Values.extraArgs }}
-- {{ . }}
+- {{ . | quote }}
 {{- end }}
 {{- end }}
 
@@ -64,14 +91,17 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- with .Values.priorityClassName }}
-priorityClassName: {{ . }}
+priorityClassName: {{ . | quote }}
 {{- end }}
 {{- end }}
 
 {{/* Values that do not go together, refused with what to change. */}}
 {{- define "kubeecr.checks" -}}
-{{- if and (not .Values.tls.certManager) (eq .Values.mode "serve") (not .Values.tls.caBundle) }}
-{{- fail "tls.caBundle: without cert-manager (tls.certManager=false), give the base64 PEM of the CA that signed Secret kubeecr-webhook-tls (`kubeecr certs --out DIR` writes it, in DIR/ca-bundle.env)" }}
+{{- if and (not .Values.tls.certManager) (eq .Values.mode "serve") (not (contains "BEGIN CERTIFICATE" (b64dec .Values.tls.caBundle))) }}
+{{- fail "tls.caBundle: without cert-manager (tls.certManager=false), give the base64 of the PEM CA certificate that signed Secret kubeecr-webhook-tls (`kubeecr certs --out DIR` writes it, in DIR/ca-bundle.env)" }}
+{{- end }}
+{{- if and .Values.apiServerAuth.requireClientCertificate (not .Values.apiServerAuth.issueClientCertificate) }}
+{{- fail "apiServerAuth.requireClientCertificate: keep issueClientCertificate=true, and give the API server that certificate first (README \"Authenticating the API server\"); otherwise every opted-in Secret write fails" }}
 {{- end }}
 {{- if and .Values.apiServerAuth.issueClientCertificate (not .Values.tls.certManager) }}
 {{- fail "apiServerAuth.issueClientCertificate needs cert-manager (tls.certManager=true); without it, issue the API server's client certificate from your own CA" }}
@@ -94,6 +124,9 @@ priorityClassName: {{ . }}
 {{- if and (has "none" .) (gt (len .) 1) }}
 {{- fail (printf "rules.ownIdentityNamespaces %v: none stands alone; list namespace names, or [none] for no namespace" .) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.namespaces (eq (include "kubeecr.served" . | fromJsonArray | len) 0) }}
+{{- fail "namespaces: every namespace listed is also in excludeNamespaces, so kubeecr would serve none; take them out of one list" }}
 {{- end }}
 {{- if and (ne .Values.mode "serve") (or .Values.apiServerAuth.requireClientCertificate .Values.networkPolicy.enabled) }}
 {{- fail "apiServerAuth and networkPolicy concern the webhook, which mode=cronjob does not run; turn them off" }}
