@@ -1,5 +1,7 @@
 //! Command-line interface: every clap struct, and how each becomes the plain settings the
-//! rest of kubeecr takes. Every flag can also be set through a `KUBEECR_*` variable.
+//! rest of kubeecr takes. Flags that configure a running kubeecr also read a `KUBEECR_*`
+//! variable; a command's one-off flags (`refresh --dry-run`, `status -o`, `certs`') read none.
+//! docs/reference/cli.md, generated from these definitions, says which is which.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;

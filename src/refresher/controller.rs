@@ -53,6 +53,9 @@ pub struct Controller {
     index: Index,
     schedule: Schedule,
     state: HashMap<SecretRef, SecretState>,
+    /// When the token each Secret kubeecr fills expires, as recorded on it (for the soonest
+    /// expiry and the count past renewal).
+    expiries: HashMap<SecretRef, Timestamp>,
     /// The last note sent for a Secret kubeecr will not fill, so that it is sent once.
     skipped: HashMap<SecretRef, String>,
     in_flight: JoinSet<(SecretRef, Outcome)>,
@@ -83,6 +86,7 @@ impl Controller {
             metrics,
             settings,
             state: HashMap::new(),
+            expiries: HashMap::new(),
             skipped: HashMap::new(),
             in_flight: JoinSet::new(),
             tasks: HashMap::new(),
@@ -150,6 +154,7 @@ impl Controller {
                 _ = resync.tick() => self.decide_all(),
                 _ = queue.tick() => {
                     self.metrics.queue_depth.set(self.schedule.len() as i64);
+                    self.report_expiries();
                 }
             }
         }
@@ -315,6 +320,7 @@ impl Controller {
                         .at(&secret, jittered(at, now, due.refresh_before), now);
                 }
                 self.set_state(&secret, Some(SecretState::Managed));
+                self.expiries.insert(secret.clone(), expires_at);
             }
             Outcome::Released => {
                 self.schedule.forget(&secret);
@@ -361,8 +367,41 @@ impl Controller {
         }
     }
 
+    /// The soonest recorded expiry, and how many Secrets hold less than half of
+    /// `--refresh-before`: a healthy refresher renews each at `--refresh-before`.
+    fn report_expiries(&self) {
+        let now = Timestamp::now();
+        let half = self.writer.due_policy().refresh_before / 2;
+        let soonest = self.expiries.values().min();
+        self.metrics
+            .secret_expiry_soonest
+            .set(soonest.map_or(f64::INFINITY, |t| t.as_millisecond() as f64 / 1000.0));
+        let past = self
+            .expiries
+            .values()
+            .filter(|t| now.checked_add(half).is_ok_and(|limit| **t < limit))
+            .count();
+        self.metrics
+            .secrets_past_renewal
+            .set(i64::try_from(past).unwrap_or(i64::MAX));
+    }
+
     /// Records a Secret's state and keeps the per-state gauges exact.
     fn set_state(&mut self, secret: &SecretRef, state: Option<SecretState>) {
+        // The expiry of a token kubeecr answers for: not an invalid or forgotten Secret's.
+        let recorded = self
+            .index
+            .get(secret)
+            .and_then(|e| e.managed.as_ref())
+            .and_then(|m| m.marks.expires_at()?.parse::<Timestamp>().ok());
+        match (state, recorded) {
+            (Some(s), Some(at)) if s != SecretState::Invalid => {
+                self.expiries.insert(secret.clone(), at);
+            }
+            _ => {
+                self.expiries.remove(secret);
+            }
+        }
         let old = match state {
             Some(state) => self.state.insert(secret.clone(), state),
             None => self.state.remove(secret),

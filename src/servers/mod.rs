@@ -2,6 +2,7 @@
 //! port, both within the bounds of `limits`.
 
 pub mod admin;
+pub mod cert_expiry;
 pub mod http;
 pub mod limits;
 pub mod tls;

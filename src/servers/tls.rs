@@ -150,6 +150,14 @@ impl fmt::Debug for CertStore {
     }
 }
 
+impl CertStore {
+    /// When the certificate being served expires, in Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        let key = self.current.load();
+        crate::servers::cert_expiry::not_after(key.cert.first()?.as_ref())
+    }
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())

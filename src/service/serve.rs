@@ -30,6 +30,7 @@ use crate::service::leader::{Election, LeaderElector};
 use crate::service::shutdown;
 use crate::telemetry::events::Events;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::process;
 use crate::tokens::cache::{CacheConfig, TokenCache};
 use crate::tokens::ecr::{EcrSettings, EcrTokenSource};
 
@@ -145,6 +146,19 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
         )
         .await;
         ("the webhook server", served.map_err(Into::into))
+    });
+    // Memory, and the serving certificate's expiry, for /metrics.
+    let certificates = reloader.store();
+    let (sample_stop, sample_metrics) = (stop.clone(), Arc::clone(&metrics));
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(process::SAMPLE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = every.tick() => process::sample(&sample_metrics, certificates.not_after()),
+                () = sample_stop.cancelled() => break,
+            }
+        }
+        ("the metrics sampler", Ok(()))
     });
     let reload_stop = stop.clone();
     let interval = settings.webhook.tls_reload_interval;

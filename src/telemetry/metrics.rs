@@ -61,6 +61,16 @@ pub enum RefreshOutcome {
     Failed,
 }
 
+impl RefreshOutcome {
+    pub const ALL: [RefreshOutcome; 5] = [
+        Self::Refreshed,
+        Self::Unchanged,
+        Self::Released,
+        Self::Skipped,
+        Self::Failed,
+    ];
+}
+
 impl EncodeLabelValue for RefreshOutcome {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         encoder.write_str(match self {
@@ -217,6 +227,10 @@ pub struct Metrics {
     pub events_unconfirmed: Counter,
     pub http_refused: Family<RefusalLabels, Counter>,
     pub http_connections: Family<ServerLabels, Gauge>,
+    pub secret_expiry_soonest: Gauge<f64, AtomicU64>,
+    pub secrets_past_renewal: Gauge,
+    pub tls_certificate_expiry: Gauge<f64, AtomicU64>,
+    pub resident_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -249,7 +263,40 @@ impl Metrics {
             events_unconfirmed: Counter::default(),
             http_refused: Family::default(),
             http_connections: Family::default(),
+            secret_expiry_soonest: Gauge::default(),
+            secrets_past_renewal: Gauge::default(),
+            tls_certificate_expiry: Gauge::default(),
+            resident_memory: Gauge::default(),
         };
+        // No Secret and no certificate yet: nothing expires.
+        m.secret_expiry_soonest.set(f64::INFINITY);
+        m.tls_certificate_expiry.set(f64::INFINITY);
+        // Series whose labels are known up front start at zero, so that a rate or an
+        // increase over them has a start and a dashboard shows them before anything happens.
+        for outcome in RefreshOutcome::ALL {
+            let _ = m.refreshes.get_or_create(&OutcomeLabels { outcome });
+        }
+        for watch in ["managed", "metadata"] {
+            let _ = m.watch_errors.get_or_create(&WatchLabels { watch });
+        }
+        for server in ["webhook", "admin"] {
+            let _ = m.http_connections.get_or_create(&ServerLabels { server });
+            for reason in Refusal::ALL {
+                let _ = m
+                    .http_refused
+                    .get_or_create(&RefusalLabels { server, reason });
+            }
+        }
+        for webhook in ["mutate", "validate"] {
+            let _ = m
+                .admission_duration
+                .get_or_create(&WebhookLabels { webhook });
+        }
+        for client in ["verified", "unverified"] {
+            let _ = m
+                .admission_tokens
+                .get_or_create(&TokenResponseLabels { client });
+        }
         registry.register(
             "build",
             "kubeecr's version",
@@ -332,6 +379,26 @@ impl Metrics {
             "http_connections",
             "Connections open, by server",
             m.http_connections.clone(),
+        );
+        registry.register(
+            "secret_expiry_soonest_timestamp_seconds",
+            "When the soonest-expiring token held by an opted-in Secret expires, in Unix seconds (+Inf with none)",
+            m.secret_expiry_soonest.clone(),
+        );
+        registry.register(
+            "secrets_past_renewal",
+            "Opted-in Secrets whose token has less than half of --refresh-before left: kubeecr should have renewed them",
+            m.secrets_past_renewal.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the webhook's serving certificate expires, in Unix seconds",
+            m.tls_certificate_expiry.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the kubeecr process",
+            m.resident_memory.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -197,6 +197,30 @@ fn variants() -> Vec<(&'static str, Vec<String>)> {
             ],
         ),
         (
+            "monitoring",
+            vec![
+                "--set",
+                "monitoring.serviceMonitor.enabled=true",
+                "--set",
+                "monitoring.serviceMonitor.labels.release=prometheus",
+                "--set",
+                "monitoring.podMonitor.enabled=true",
+                "--set",
+                "monitoring.prometheusRule.enabled=true",
+                "--set",
+                "monitoring.grafanaDashboard.enabled=true",
+            ],
+        ),
+        (
+            "cronjob alerts",
+            vec![
+                "--set",
+                "mode=cronjob",
+                "--set",
+                "monitoring.prometheusRule.enabled=true",
+            ],
+        ),
+        (
             "without cert-manager",
             vec!["--set", "tls.certManager=false", "--set", &bundle],
         ),
