@@ -1,5 +1,5 @@
 //! Kubernetes Events (events.k8s.io/v1) on the Secrets kubeecr fills, so that
-//! `kubectl describe secret` says what happened.
+//! `kubectl events --for secret/NAME` says what happened.
 //!
 //! kube-runtime's `Recorder` aggregates repeats of the same (Secret, reason) within six
 //! minutes into one Event with a `series`, as client-go does. Events are sent from a task of

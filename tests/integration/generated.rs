@@ -76,7 +76,7 @@ fn table(args: Vec<&clap::Arg>) -> String {
     out
 }
 
-fn visible<'a>(cmd: &'a clap::Command) -> Vec<&'a clap::Arg> {
+fn visible(cmd: &clap::Command) -> Vec<&clap::Arg> {
     cmd.get_arguments()
         .filter(|a| !a.is_hide_set() && !a.is_positional())
         .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))

@@ -404,7 +404,28 @@ fn serve_as_deployment(
     served: &str,
     identity: &str,
 ) -> ServeProcess {
-    let ports = Ports::new();
+    serve_as_deployment_on(
+        Ports::new(),
+        deployment,
+        kubeconfig,
+        ecr,
+        ns,
+        Some(served),
+        identity,
+    )
+}
+
+/// As `serve_as_deployment`, on `ports`; `served: None` leaves the namespaces as the
+/// Deployment has them (a cluster of the test's own).
+pub fn serve_as_deployment_on(
+    ports: Ports,
+    deployment: &Value,
+    kubeconfig: &Path,
+    ecr: &str,
+    ns: &str,
+    served: Option<&str>,
+    identity: &str,
+) -> ServeProcess {
     let args = args(deployment);
     for local in [
         "--listen",
@@ -420,7 +441,9 @@ fn serve_as_deployment(
         );
     }
     // The install may name the namespaces it serves; then they must be the test's.
-    if let Some(given) = args.iter().find(|a| a.starts_with("--namespaces")) {
+    if let (Some(given), Some(served)) =
+        (args.iter().find(|a| a.starts_with("--namespaces")), served)
+    {
         assert_eq!(given, &format!("--namespaces={served}"));
     }
     let mut cmd = kubeecr_command(&args[0]);
@@ -443,9 +466,11 @@ fn serve_as_deployment(
         .env("KUBEECR_ADMIN_LISTEN", format!("127.0.0.1:{}", ports.admin))
         .env("KUBEECR_TLS_CERT_FILE", ports.mount.files().cert)
         .env("KUBEECR_TLS_KEY_FILE", ports.mount.files().key)
-        .env("KUBEECR_ECR_ENDPOINT", ecr)
-        // The cluster is shared with other tests: the test's namespace only.
-        .env("KUBEECR_NAMESPACES", served);
+        .env("KUBEECR_ECR_ENDPOINT", ecr);
+    // A cluster shared with other tests: the test's namespace only.
+    if let Some(served) = served {
+        cmd.env("KUBEECR_NAMESPACES", served);
+    }
     ServeProcess::launch(cmd, ports)
 }
 

@@ -2,6 +2,7 @@
 
 mod chart;
 mod common;
+mod docs;
 mod ecr_source;
 mod fuzz_inputs;
 mod generated;
@@ -10,6 +11,7 @@ mod install;
 mod install_scenario;
 mod migration;
 mod monitoring;
+mod quick_start;
 mod refresh_cli;
 mod refresh_scenarios;
 mod release;

@@ -103,6 +103,18 @@ impl Ports {
         Self::with_webhook(free_port())
     }
 
+    /// A serving certificate valid for `names` too (a Service's DNS names).
+    pub fn for_names(names: &[&str]) -> Self {
+        let ca = TestCa::new("serve-ca");
+        let mount = KubeletMount::new(&ca.serving_for("kubeecr-webhook", true, names));
+        Self {
+            webhook: free_port(),
+            admin: free_port(),
+            ca,
+            mount,
+        }
+    }
+
     /// The webhook on `port`, e.g. one to which kube-apiserver presents a client certificate.
     pub fn with_webhook(port: u16) -> Self {
         let ca = TestCa::new("serve-ca");

@@ -1,4 +1,4 @@
-//! `webhook-config/` says what the README says (tests/integration/install.rs checks it
+//! `webhook-config/` says what docs/architecture.md says (tests/integration/install.rs checks it
 //! against kube-apiserver v1.36's schemas, with the rest of the install).
 
 use std::path::Path;

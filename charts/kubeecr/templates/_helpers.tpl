@@ -101,7 +101,7 @@ priorityClassName: {{ . | quote }}
 {{- fail "tls.caBundle: without cert-manager (tls.certManager=false), give the base64 of the PEM CA certificate that signed Secret kubeecr-webhook-tls (`kubeecr certs --out DIR` writes it, in DIR/ca-bundle.env)" }}
 {{- end }}
 {{- if and .Values.apiServerAuth.requireClientCertificate (not .Values.apiServerAuth.issueClientCertificate) }}
-{{- fail "apiServerAuth.requireClientCertificate: keep issueClientCertificate=true, and give the API server that certificate first (README \"Authenticating the API server\"); otherwise every opted-in Secret write fails" }}
+{{- fail "apiServerAuth.requireClientCertificate: keep issueClientCertificate=true, and give the API server that certificate first (docs/security.md); otherwise every opted-in Secret write fails" }}
 {{- end }}
 {{- if and .Values.apiServerAuth.issueClientCertificate (not .Values.tls.certManager) }}
 {{- fail "apiServerAuth.issueClientCertificate needs cert-manager (tls.certManager=true); without it, issue the API server's client certificate from your own CA" }}
