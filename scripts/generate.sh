@@ -16,12 +16,19 @@ check=${1:-}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-render() { # MODE -> the monitoring objects, all enabled
+render() { # MODE --set... -> the monitoring objects those values enable
+  local mode=$1; shift
   "$HELM" template kubeecr charts/kubeecr --namespace kubeecr --show-only templates/monitoring.yaml \
-    --set mode="$1" --set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true \
-    --set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true
+    --set mode="$mode" "$@"
 }
-{ render serve; echo "---"; render cronjob | sed 's/^kind: PrometheusRule$/kind: PrometheusRule # cronjob/'; } >"$out/all.yaml"
+{
+  render serve --set monitoring.serviceMonitor.enabled=true --set monitoring.prometheusRule.enabled=true \
+    --set monitoring.grafanaDashboard.enabled=true
+  echo "---"
+  render serve --set monitoring.podMonitor.enabled=true
+  echo "---"
+  render cronjob --set monitoring.prometheusRule.enabled=true | sed 's/^kind: PrometheusRule$/kind: PrometheusRule # cronjob/'
+} >"$out/all.yaml"
 "$KUBEECR_VENV/bin/python" - "$out" <<'PY'
 import sys, yaml
 out = sys.argv[1]

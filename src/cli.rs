@@ -934,4 +934,23 @@ mod tests {
         );
         assert!(defaults.webhook.tls.client_ca.is_none());
     }
+
+    #[test]
+    fn per_namespace_rules_with_tokens_at_admission_are_warned_of() {
+        let rules = "--allowed-registries=team-a=111111111111/*";
+        let warning = serve(&[rules])
+            .unwrap()
+            .admission_warning()
+            .expect("warned");
+        assert!(warning.contains("--admission-fill=false"), "{warning}");
+        assert!(warning.len() <= 256, "{}", warning.len());
+        for safe in [
+            vec![rules, "--admission-fill=false"],
+            vec![rules, "--client-ca-file", "/ca.crt"],
+            vec!["--allowed-registries=*=111111111111/*"],
+            vec![],
+        ] {
+            assert_eq!(serve(&safe).unwrap().admission_warning(), None, "{safe:?}");
+        }
+    }
 }

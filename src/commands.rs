@@ -28,6 +28,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(cmd) => match cmd.settings() {
             Ok(settings) => {
                 warn_of(&settings.policy);
+                if let Some(warning) = settings.admission_warning() {
+                    tracing::warn!("{warning}");
+                }
                 crate::service::serve::run(settings).await
             }
             Err(e) => {

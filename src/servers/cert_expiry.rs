@@ -17,19 +17,32 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     let (validity, _) = element(tbs, SEQUENCE)?;
     let rest = skip_time(validity)?; // notBefore
     let (tag, value) = (rest.first()?, element(rest, *rest.first()?)?.0);
-    let digits = std::str::from_utf8(value).ok()?.strip_suffix('Z')?;
-    let (year, rest) = match *tag {
-        UTC_TIME if digits.len() == 12 => {
-            let yy: i16 = digits[..2].parse().ok()?;
-            // RFC 5280: 50-99 are 19xx, 00-49 are 20xx.
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
-        }
-        GENERALIZED_TIME if digits.len() == 14 => (digits[..4].parse().ok()?, &digits[4..]),
+    let digits = value.strip_suffix(b"Z")?;
+    // ASCII digits only, so that every slice below falls on a character boundary.
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = |at: usize, len: usize| -> Option<i16> {
+        std::str::from_utf8(digits.get(at..at + len)?)
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let (year, at) = match (*tag, digits.len()) {
+        // RFC 5280: 50-99 are 19xx, 00-49 are 20xx.
+        (UTC_TIME, 12) => (
+            number(0, 2).map(|yy| if yy >= 50 { 1900 + yy } else { 2000 + yy })?,
+            2,
+        ),
+        (GENERALIZED_TIME, 14) => (number(0, 4)?, 4),
         _ => return None,
     };
-    let field = |i: usize| rest.get(i..i + 2)?.parse::<i8>().ok();
-    let at = jiff::civil::date(year, field(0)?, field(2)?)
-        .at(field(4)?, field(6)?, field(8)?, 0)
+    let field = |i: usize| number(at + i, 2).and_then(|n| i8::try_from(n).ok());
+    // Fallible constructors: a month 13 or a 30 February is no date, and must not panic.
+    let date = jiff::civil::Date::new(year, field(0)?, field(2)?).ok()?;
+    let time = jiff::civil::Time::new(field(4)?, field(6)?, field(8)?, 0).ok()?;
+    let at = date
+        .to_datetime(time)
         .to_zoned(jiff::tz::TimeZone::UTC)
         .ok()?;
     Some(at.timestamp().as_second())
@@ -91,6 +104,36 @@ mod tests {
             let seconds = not_after(&certificate(date)).expect("read");
             let expected: jiff::Timestamp = expected.parse().unwrap();
             assert_eq!(seconds, expected.as_second(), "{date:?}");
+        }
+    }
+
+    /// A certificate whose notAfter is `time` (tag and text), made by replacing the one rcgen
+    /// wrote (same length, so every length before it still holds).
+    fn with_not_after(tag: u8, time: &[u8]) -> Vec<u8> {
+        let mut der = certificate((2027, 3, 9));
+        let old: &[u8] = b"270309000000Z";
+        let at = der
+            .windows(old.len())
+            .rposition(|w| w == old)
+            .expect("the UTCTime");
+        assert_eq!(time.len(), old.len());
+        der[at - 2] = tag;
+        der[at..at + old.len()].copy_from_slice(time);
+        der
+    }
+
+    #[test]
+    fn impossible_dates_and_characters_are_none_not_a_panic() {
+        assert!(not_after(&with_not_after(UTC_TIME, b"270309000000Z")).is_some());
+        for bad in [
+            &b"271309000000Z"[..],     // month 13
+            b"270230000000Z",          // 30 February
+            b"270309250000Z",          // hour 25
+            b"270309000060Z",          // second 60
+            b"2\xe2\x82\xac09000000Z", // a three-byte character across the year's digits
+            b"2703090000000",          // no Z
+        ] {
+            assert_eq!(not_after(&with_not_after(UTC_TIME, bad)), None, "{bad:?}");
         }
     }
 

@@ -47,6 +47,19 @@ pub struct WebhookSettings {
     pub admission_fill: bool,
 }
 
+impl ServeSettings {
+    /// Rules that keep teams apart, undone at the webhook port: with tokens in admission
+    /// answers and no client certificate required, any pod that reaches the port can forge a
+    /// review naming another team's namespace and role.
+    pub fn admission_warning(&self) -> Option<String> {
+        let per_namespace = self.policy.allowed_role_arns.names_namespaces()
+            || self.policy.allowed_registries.names_namespaces();
+        (per_namespace && self.webhook.admission_fill && self.webhook.tls.client_ca.is_none()).then(|| {
+            "the rules differ by namespace, but any pod that reaches the webhook port can get a token for any namespace's rules in a forged AdmissionReview: set --admission-fill=false, or --client-ca-file, and fence the port (docs/security.md)".to_string()
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub kube: KubeSettings,

@@ -204,12 +204,14 @@ fn variants() -> Vec<(&'static str, Vec<String>)> {
                 "--set",
                 "monitoring.serviceMonitor.labels.release=prometheus",
                 "--set",
-                "monitoring.podMonitor.enabled=true",
-                "--set",
                 "monitoring.prometheusRule.enabled=true",
                 "--set",
                 "monitoring.grafanaDashboard.enabled=true",
             ],
+        ),
+        (
+            "podmonitor",
+            vec!["--set", "monitoring.podMonitor.enabled=true"],
         ),
         (
             "cronjob alerts",
@@ -511,6 +513,15 @@ fn bad_values_are_refused_with_a_clear_message() {
         (
             &[
                 "--set",
+                "monitoring.serviceMonitor.enabled=true",
+                "--set",
+                "monitoring.podMonitor.enabled=true",
+            ],
+            &["serviceMonitor or podMonitor, not both"],
+        ),
+        (
+            &[
+                "--set",
                 "tls.certManager=false",
                 "--set",
                 "tls.caBundle=Q0EK",
@@ -519,10 +530,7 @@ fn bad_values_are_refused_with_a_clear_message() {
         ),
         (
             &["--set", "apiServerAuth.requireClientCertificate=true"],
-            &[
-                "issueClientCertificate=true",
-                "Authenticating the API server",
-            ],
+            &["issueClientCertificate=true", "docs/security.md"],
         ),
         (
             &[

@@ -63,8 +63,12 @@ fn every_alert_passes_its_promtool_tests() {
             std::fs::read_to_string(repo().join("tests/fixtures/monitoring").join(tests)).unwrap();
         for alert in alert_names(&repo().join("charts/kubeecr/files").join(rules)) {
             assert!(
-                tests.contains(&format!("alertname: {alert}\n")),
-                "{alert} fires in some test"
+                tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n")),
+                "{alert} is expected to fire in some test"
+            );
+            assert!(
+                tests.contains(&format!("alertname: {alert}}}")),
+                "{alert} is expected to stay quiet in some test"
             );
         }
     }
@@ -219,9 +223,11 @@ impl Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+        // The labels the Prometheus Operator puts on what it scrapes, which the rules select by.
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yaml]\n\
-             scrape_configs:\n  - job_name: kubeecr\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+             scrape_configs:\n  - job_name: kubeecr\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n\
+             \x20       labels: {{namespace: kubeecr, pod: kubeecr-replica-a}}\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let child = Command::new("prometheus")
@@ -255,7 +261,9 @@ impl Prometheus {
     /// The state of `alert` in Prometheus's own `/api/v1/alerts`: `firing`, `pending`, or
     /// `None` when it is not active.
     async fn alert_state(&self, alert: &str) -> Option<String> {
-        let (status, body) = http_get(self.port, "/api/v1/alerts").await?;
+        let (status, body) = http_get(self.port, "/api/v1/alerts")
+            .await
+            .expect("Prometheus answers");
         assert_eq!(status, 200, "{body}");
         let answer: Value = serde_json::from_str(&body).unwrap();
         answer["data"]["alerts"]
@@ -380,4 +388,71 @@ async fn the_refresh_alert_fires_and_resolves_on_a_real_prometheus() {
         ecr.newest("us-west-2", None).unwrap().password
     );
     assert_eq!(prometheus.alert_state("KubeecrNoLeader").await, None);
+}
+
+/// The figures the expiry alerts read, from a running `kubeecr serve`: the soonest expiry is
+/// the one written on the Secret, and a token ECR issued for one hour (less than half of the
+/// default 4 h margin) counts as past renewal.
+#[tokio::test]
+async fn the_expiry_figures_are_the_secrets() {
+    let cluster = TestCluster::double().await;
+    let ecr = EcrProxy::start().await;
+    let serve = ServeProcess::start(&cluster, &ecr.url(), "replica-a", &[]).await;
+    serve.wait_ready().await;
+    let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+    let sample = |m: &str, s: &str| crate::serve_process::sample(m, s);
+    let soonest = "kubeecr_secret_expiry_soonest_timestamp_seconds";
+    let past = "kubeecr_secrets_past_renewal";
+    assert_eq!(
+        sample(&serve.metrics().await, soonest),
+        Some(f64::INFINITY),
+        "no Secret yet"
+    );
+
+    create_opted_in(
+        &cluster.client(),
+        cluster.ns(),
+        "fresh",
+        "123456789012/us-west-2",
+    )
+    .await;
+    let fresh =
+        crate::serve_process::secret_when(&cluster, "fresh", Duration::from_secs(30), |s| {
+            crate::serve_process::has_password(s, host)
+        })
+        .await
+        .expect("filled");
+    let written: jiff::Timestamp = annotation(&fresh, "deft.com/kubeecr-expires-at")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reported = eventually(Duration::from_secs(15), || async {
+        let m = serve.metrics().await;
+        (sample(&m, soonest) == Some(written.as_second() as f64)).then_some(m)
+    })
+    .await;
+    let m = reported.unwrap_or_else(|| panic!("{}", serve.logs()));
+    assert_eq!(sample(&m, past), Some(0.0));
+
+    // The next token lives one hour.
+    let hour = jiff::Timestamp::now().as_second() + 3600;
+    ecr.set_token_style(kubeecr_testkit::moto::TokenStyle::EcrExpiringAt(hour));
+    create_opted_in(
+        &cluster.client(),
+        cluster.ns(),
+        "short",
+        "123456789012/us-east-1",
+    )
+    .await;
+    let counted = eventually(Duration::from_secs(30), || async {
+        let m = serve.metrics().await;
+        (sample(&m, past) == Some(1.0)).then_some(m)
+    })
+    .await;
+    let m = counted.unwrap_or_else(|| panic!("{}", serve.logs()));
+    assert_eq!(
+        sample(&m, soonest),
+        Some(hour as f64),
+        "the short token is the soonest"
+    );
 }

@@ -117,7 +117,7 @@ struct OwnApiServer {
 }
 
 impl OwnApiServer {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, socket: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let _ = Command::new(repo().join(STOP))
             .arg(dir)
@@ -127,7 +127,7 @@ impl OwnApiServer {
             "apiVersion: apiserver.k8s.io/v1beta1\nkind: EgressSelectorConfiguration\n\
              egressSelections:\n- name: cluster\n  connection:\n    proxyProtocol: HTTPConnect\n    \
              transport: {{uds: {{udsName: {}}}}}\n",
-            dir.join("egress.sock").display()
+            socket.display()
         );
         std::fs::write(dir.join("egress.yaml"), egress).unwrap();
         let out = Command::new(repo().join(START))
@@ -217,8 +217,11 @@ async fn the_readme_quick_start_fills_a_secret_on_a_real_api_server() {
     let install = dist.join("install.yaml");
 
     let ports = Ports::for_names(&["kubeecr-webhook.kubeecr.svc"]);
-    let api = OwnApiServer::start(&repo().join("target/quick-start-kapi"));
-    egress_proxy(api.dir.join("egress.sock"), ports.webhook).await;
+    // The proxy's socket in a directory of this test's alone (0700): it opens the webhook.
+    let private = tempfile::tempdir().unwrap();
+    let socket = private.path().join("egress.sock");
+    let api = OwnApiServer::start(&repo().join("target/quick-start-kapi"), &socket);
+    egress_proxy(socket, ports.webhook).await;
     let admin = api.kubeconfig.clone();
     for crd in std::fs::read_dir(repo().join("tests/fixtures/crds/cert-manager")).unwrap() {
         let crd = crd.unwrap().path();

@@ -215,7 +215,11 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     })
     .await;
     assert!(counted.is_some(), "the leader counted its write");
-    assert_eq!(b.metric(refreshed).await, None, "the follower never wrote");
+    assert_eq!(
+        b.metric(refreshed).await,
+        Some(0.0),
+        "the follower never wrote"
+    );
 
     let mut a = a;
     a.signal(libc::SIGKILL);

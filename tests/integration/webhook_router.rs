@@ -753,10 +753,12 @@ async fn without_admission_fill_a_forged_review_gets_no_token() {
     assert!(object["metadata"]["annotations"][EXPIRES_AT].is_null());
     assert_eq!(ecr.token_calls().len(), 0, "no token was even fetched");
     let counted = "kubeecr_admission_token_responses_total";
+    let encoded = state.metrics.encode();
+    let samples: Vec<&str> = encoded.lines().filter(|l| l.starts_with(counted)).collect();
+    assert_eq!(samples.len(), 2, "verified and unverified\n{encoded}");
     assert!(
-        !state.metrics.encode().contains(&format!("{counted}{{")),
-        "{}",
-        state.metrics.encode()
+        samples.iter().all(|l| l.ends_with(" 0")),
+        "none carried a token\n{encoded}"
     );
     // Invalid annotations are still refused.
     let mut bad = review.clone();

@@ -128,6 +128,9 @@ priorityClassName: {{ . | quote }}
 {{- if and .Values.namespaces (eq (include "kubeecr.served" . | fromJsonArray | len) 0) }}
 {{- fail "namespaces: every namespace listed is also in excludeNamespaces, so kubeecr would serve none; take them out of one list" }}
 {{- end }}
+{{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled }}
+{{- fail "monitoring: enable serviceMonitor or podMonitor, not both: each pod would be scraped twice, and every sum doubled" }}
+{{- end }}
 {{- if and (ne .Values.mode "serve") (or .Values.apiServerAuth.requireClientCertificate .Values.networkPolicy.enabled) }}
 {{- fail "apiServerAuth and networkPolicy concern the webhook, which mode=cronjob does not run; turn them off" }}
 {{- end }}
