@@ -22,8 +22,8 @@ use crate::contract::kept::ConfigView;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, Leftovers};
+use crate::contract::token::FetchError;
 use crate::contract::token::{Token, TokenKey};
-use crate::tokens::cache::FetchError;
 
 /// What the webhook does with a request that needs no token.
 enum Inspection {

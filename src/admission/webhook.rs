@@ -20,10 +20,11 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use crate::admission::decision::{self, MutationPlan};
 use crate::admission::review;
 use crate::contract::policy::Policy;
+use crate::contract::token::{FetchError, FetchErrorKind};
 use crate::contract::token::{Token, TokenKey};
 use crate::telemetry::events::Events;
 use crate::telemetry::metrics::{AdmissionLabels, Metrics, TokenResponseLabels, WebhookLabels};
-use crate::tokens::cache::{FetchError, FetchErrorKind, TokenCache};
+use crate::tokens::cache::TokenCache;
 
 /// The API server's default webhook timeout, used when `?timeout=` is absent.
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);

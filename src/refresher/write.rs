@@ -20,11 +20,12 @@ use crate::contract::kept::{KeptConfig, KeptSecret};
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason};
+use crate::contract::token::FetchError;
 use crate::kube_api::{self, describe, status_code};
 use crate::refresher::plan::{self, Plan};
 use crate::refresher::wire::WireSecret;
 use crate::telemetry::metrics::{Metrics, OutcomeLabels, RefreshOutcome};
-use crate::tokens::cache::{CachedToken, FetchError, TokenCache};
+use crate::tokens::cache::{CachedToken, TokenCache};
 
 /// The field manager kubeecr writes as.
 pub const FIELD_MANAGER: &str = "kubeecr";
@@ -389,8 +390,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::contract::token::FetchErrorKind;
     use crate::contract::token::{FetchedToken, TokenKey};
-    use crate::tokens::cache::{CacheConfig, FetchErrorKind, TokenSource};
+    use crate::tokens::cache::{CacheConfig, TokenSource};
 
     /// One token, 12h from `issued`; then errors once `fail` is set.
     struct Source {

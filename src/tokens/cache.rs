@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
-use crate::contract::token::{self, FetchedToken, Token, TokenKey};
+use crate::contract::token::{self, FetchError, FetchErrorKind, FetchedToken, Token, TokenKey};
 use crate::telemetry::metrics::{EcrCallLabels, Metrics, TokenLabels};
 
 /// Where tokens come from: ECR in production, a fake in unit tests.
@@ -25,110 +25,6 @@ pub trait TokenSource: Send + Sync + 'static {
 
     /// The cache dropped `key`: release what was kept for it (an SDK client).
     fn forget(&self, _key: &TokenKey) {}
-}
-
-/// Why no token could be had. Never holds a credential.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ECR token for {key}: {message}")]
-pub struct FetchError {
-    pub key: TokenKey,
-    pub kind: FetchErrorKind,
-    /// The whole story, for kubeecr's own log: endpoints, principals, the SDK's error chain.
-    pub message: String,
-    /// The AWS error code, when AWS answered with one (`ServerException`).
-    pub code: Option<String>,
-}
-
-/// Longest AWS error code quoted to a requester.
-const MAX_CODE: usize = 64;
-
-impl FetchError {
-    pub fn new(key: &TokenKey, kind: FetchErrorKind, message: String) -> Self {
-        Self {
-            key: key.clone(),
-            kind,
-            message,
-            code: None,
-        }
-    }
-
-    /// Keeps AWS's error code, if it looks like one, for `brief`.
-    pub fn with_code(mut self, code: Option<&str>) -> Self {
-        self.code = code
-            .filter(|c| {
-                !c.is_empty()
-                    && c.len() <= MAX_CODE
-                    && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
-            })
-            .map(str::to_string);
-        self
-    }
-
-    /// A short, stable reason for requesters (admission warnings and denials, Events):
-    /// `access denied for us-west-2`. Never the SDK's chain, endpoints or principals: those
-    /// go to kubeecr's own log from `message`.
-    pub fn brief(&self) -> String {
-        let what = match (self.kind, &self.code) {
-            (FetchErrorKind::Service, Some(code)) => format!("ECR error {code}"),
-            (kind, _) => kind.reason().to_string(),
-        };
-        // The role is the requester's own annotation, but may be 2 kB long.
-        let who = match &self.key.role {
-            Some(role) => format!(" as {}", crate::contract::quote::prefix(role.as_str())),
-            None => String::new(),
-        };
-        format!("{what} for {}{who}", self.key.region)
-    }
-}
-
-/// Coarse cause, usable as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FetchErrorKind {
-    /// AWS refused kubeecr's principal (IAM, STS AssumeRole, expired or unknown keys).
-    Denied,
-    /// No AWS credentials were found.
-    NoCredentials,
-    /// AWS asked kubeecr to slow down.
-    Throttled,
-    /// ECR or STS answered with another error.
-    Service,
-    /// No answer: connection refused, DNS.
-    Unreachable,
-    /// No answer in time (the SDK's timeout, or the webhook's deadline).
-    Timeout,
-    /// The answer could not be used.
-    Malformed,
-    /// No token yet, and the last fetch was too recent to try again.
-    TooSoon,
-}
-
-impl FetchErrorKind {
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Self::Denied => "denied",
-            Self::NoCredentials => "no_credentials",
-            Self::Throttled => "throttled",
-            Self::Service => "service",
-            Self::Unreachable => "unreachable",
-            Self::Timeout => "timeout",
-            Self::Malformed => "malformed",
-            Self::TooSoon => "too_soon",
-        }
-    }
-
-    /// What a requester is told.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::Denied => "access denied",
-            Self::NoCredentials => "kubeecr has no AWS credentials",
-            Self::Throttled => "throttled by ECR",
-            Self::Service => "ECR error",
-            Self::Unreachable => "ECR unreachable",
-            Self::Timeout => "ECR did not answer in time",
-            Self::Malformed => "ECR answer unusable",
-            Self::TooSoon => "no ECR token yet",
-        }
-    }
 }
 
 /// A token, and the error of the last fetch when it could not be renewed.

@@ -17,8 +17,9 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use std::sync::Mutex;
 
+use crate::contract::token::{FetchError, FetchErrorKind};
 use crate::contract::token::{FetchedToken, TokenKey};
-use crate::tokens::cache::{FetchError, FetchErrorKind, TokenSource};
+use crate::tokens::cache::TokenSource;
 
 /// Where and how to reach AWS.
 #[derive(Debug, Clone, Default)]

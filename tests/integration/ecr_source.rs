@@ -3,8 +3,8 @@
 use kubeecr::contract::annotation::{
     REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef, binding_of,
 };
+use kubeecr::contract::token::FetchErrorKind;
 use kubeecr::contract::token::TokenKey;
-use kubeecr::tokens::cache::FetchErrorKind;
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 
 use crate::common::*;
