@@ -94,7 +94,7 @@ async fn refresh(cmd: RefreshCommand) -> anyhow::Result<ExitCode> {
             ),
             Outcome::Unchanged { .. } => println!("unchanged {}", report.secret),
             Outcome::Released => println!("{released} {} (opted out)", report.secret),
-            Outcome::Skipped(why) => println!("skipped   {why}"),
+            Outcome::Skipped(why) => println!("skipped   {}: {why}", report.secret),
             Outcome::Failed(failure) => println!("FAILED    {}", failure.message),
         }
     }

@@ -22,6 +22,7 @@ use crate::contract::kept::ConfigView;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, Leftovers};
+use crate::contract::standing::{Seen, Standing, standing};
 use crate::contract::token::FetchError;
 use crate::contract::token::{Token, TokenKey};
 
@@ -90,47 +91,39 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     let empty = BTreeMap::new();
     let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
     let marks = Marks::of(object.metadata.labels.as_ref(), Some(annotations));
-    let binding = match annotation::binding_of(&secret, &marks, &policy.regions) {
-        Ok(Some(binding)) => binding,
-        Ok(None) => {
-            let leftovers = Leftovers::of(&marks);
-            return if leftovers.is_empty() {
-                Inspection::NotOurs
-            } else {
-                Inspection::OptOut(leftovers)
-            };
-        }
-        Err(e) => return refuse(req, annotations, e.to_string()),
+    let binding = match standing(&secret, Seen::secret(&marks, &object), policy) {
+        Standing::OptedIn(binding) => binding,
+        Standing::NotOptedIn => return Inspection::NotOurs,
+        Standing::OptingOut(leftovers) => return Inspection::OptOut(leftovers),
+        Standing::Refused(e) => return refuse(req, annotations, e.to_string()),
+        Standing::Immutable(_) => return immutable(req, &secret),
     };
-    if let Err(e) = annotation::check_type(&secret, object.type_.as_deref()) {
-        return refuse(req, annotations, e.to_string());
-    }
-    if let Err(e) = policy.admit(&secret, &binding) {
-        return refuse(req, annotations, e.to_string());
-    }
-    if object.immutable == Some(true) {
-        return match req.operation {
-            _ if was_immutable(req) && opted_in_before(req) => Inspection::Frozen,
-            Operation::Update if was_immutable(req) => Inspection::Deny(format!(
-                "{secret}: immutable, so kubeecr could never fill it; recreate it without `immutable: true`, or leave out the {} annotation",
-                annotation::REGISTRIES_ANNOTATION
-            )),
-            Operation::Create => Inspection::Deny(format!(
-                "{secret}: `immutable: true` would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; create it without `immutable: true`, or without the {} annotation",
-                annotation::REGISTRIES_ANNOTATION
-            )),
-            _ => Inspection::Deny(format!(
-                "{secret}: making it immutable would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; leave `immutable` unset, or remove the {} annotation first",
-                annotation::REGISTRIES_ANNOTATION
-            )),
-        };
-    }
     Inspection::OptedIn(Box::new(OptedIn {
         secret,
         binding,
         marks,
         object,
     }))
+}
+
+/// An opted-in Secret that is or becomes immutable: an edit of one that already was goes
+/// through; making one immutable, or creating one so, is denied with what to do instead.
+fn immutable(req: &AdmissionRequest<DynamicObject>, secret: &SecretRef) -> Inspection {
+    match req.operation {
+        _ if was_immutable(req) && opted_in_before(req) => Inspection::Frozen,
+        Operation::Update if was_immutable(req) => Inspection::Deny(format!(
+            "{secret}: immutable, so kubeecr could never fill it; recreate it without `immutable: true`, or leave out the {} annotation",
+            annotation::REGISTRIES_ANNOTATION
+        )),
+        Operation::Create => Inspection::Deny(format!(
+            "{secret}: `immutable: true` would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; create it without `immutable: true`, or without the {} annotation",
+            annotation::REGISTRIES_ANNOTATION
+        )),
+        _ => Inspection::Deny(format!(
+            "{secret}: making it immutable would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; leave `immutable` unset, or remove the {} annotation first",
+            annotation::REGISTRIES_ANNOTATION
+        )),
+    }
 }
 
 /// Denies what kubeecr refuses, unless the write is an UPDATE that leaves kubeecr's
@@ -321,8 +314,7 @@ impl PendingFill {
     /// For a write that would give the Secret its first token (no recorded expiry yet, not a
     /// dry run): a note that says so, for an Event.
     pub fn first_fill(&self) -> Option<String> {
-        let filled_before = self.marks.expires_at().is_some();
-        if self.dry_run || filled_before {
+        if self.dry_run || !secret_update::is_first_fill(&self.marks) {
             return None;
         }
         Some(format!(

@@ -16,6 +16,7 @@ use crate::contract::annotation::{DOCKER_CONFIG_JSON_TYPE, EcrBinding, SecretRef
 use crate::contract::dockerconfig::{self, Credentials, DOCKER_CONFIG_JSON_KEY, DockerConfigError};
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
+use crate::contract::standing::Seen;
 
 /// The largest rest-of-config kept: a few dozen foreign registries. A bigger one is read
 /// (GET) before it is written, so what the refresher keeps of a Secret stays small whatever
@@ -262,6 +263,11 @@ impl KeptSecret {
     }
 
     /// A whole Secret, as `read`.
+    /// What the checks of `standing` may read of it.
+    pub fn seen(&self) -> Seen<'_> {
+        Seen::whole(&self.marks, self.type_.as_deref(), self.immutable)
+    }
+
     pub fn of_secret(secret: &Secret) -> Self {
         let meta = &secret.metadata;
         Self::read(

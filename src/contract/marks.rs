@@ -6,10 +6,20 @@
 
 use std::collections::BTreeMap;
 
-use crate::contract::annotation::{
-    EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, REGISTRIES_ANNOTATION,
-    ROLE_ANNOTATION,
-};
+/// Opts a Secret in: `<account>/<region>[, <account>/<region> ...]`.
+pub const REGISTRIES_ANNOTATION: &str = "deft.com/kubeecr";
+/// Optional IAM role assumed to fetch this secret's tokens.
+pub const ROLE_ANNOTATION: &str = "deft.com/kubeecr-role";
+/// Written by kubeecr: when the token in the secret expires (RFC 3339).
+pub const EXPIRES_AT_ANNOTATION: &str = "deft.com/kubeecr-expires-at";
+/// Written by kubeecr: a short SHA-256 fingerprint of each registry's credentials as it wrote
+/// them, `<account>/<region>=<hex>` comma-separated. The recorded expiry is trusted only while
+/// the credentials still match.
+pub const FINGERPRINTS_ANNOTATION: &str = "deft.com/kubeecr-fingerprints";
+/// Set by kubeecr on the Secrets it manages, so that it can watch only those in full.
+pub const MANAGED_LABEL: &str = "deft.com/kubeecr-managed";
+/// Annotations kubeecr writes itself, removed when a Secret opts out.
+pub const OWN_ANNOTATIONS: [&str; 2] = [EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION];
 
 /// Longest value kept of one of kubeecr's annotations: one byte past the 2048 at which
 /// `deft.com/kubeecr` and `deft.com/kubeecr-role` are refused, so that a longer value is

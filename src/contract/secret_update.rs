@@ -106,6 +106,11 @@ pub fn is_believable(expires_at: Timestamp, now: Timestamp) -> bool {
     expires_at <= now + MAX_BELIEVABLE_LIFETIME
 }
 
+/// A write now would give the Secret its first token from kubeecr: none was recorded yet.
+pub fn is_first_fill(marks: &Marks) -> bool {
+    marks.expires_at().is_none()
+}
+
 /// When a secret that is not due now becomes due: its recorded expiry less `refresh_before`.
 pub fn due_at(marks: &Marks, refresh_before: Duration) -> Option<Timestamp> {
     let expires_at: Timestamp = marks.expires_at()?.parse().ok()?;

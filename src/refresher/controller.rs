@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::contract::annotation::SecretRef;
 use crate::contract::kept::KeptSecret;
+use crate::contract::plan::{self, Plan};
+use crate::contract::standing::{NotFilled, Seen, Standing, standing};
 use crate::refresher::index::{Change, Index, StreamId};
-use crate::refresher::plan::{self, Plan};
 use crate::refresher::schedule::{Schedule, jittered};
 use crate::refresher::write::{Outcome, Writer};
 use crate::telemetry::events::Events;
@@ -57,7 +58,7 @@ pub struct Controller {
     /// expiry and the count past renewal).
     expiries: HashMap<SecretRef, Timestamp>,
     /// The last note sent for a Secret kubeecr will not fill, so that it is sent once.
-    skipped: HashMap<SecretRef, String>,
+    skipped: HashMap<SecretRef, NotFilled>,
     in_flight: JoinSet<(SecretRef, Outcome)>,
     /// The Secret of each running refresh task (at most `concurrency`), so that a task that
     /// panics still frees its Secret.
@@ -209,11 +210,15 @@ impl Controller {
             // in full and decides for real.
             (Some(managed), _) => plan::plan(secret, managed, self.writer.policy(), due, now),
             (None, Some(meta)) => {
-                match plan::check_metadata(secret, &meta.marks, self.writer.policy()) {
+                match standing(secret, Seen::metadata(&meta.marks), self.writer.policy()) {
                     // Read in full, filled and labelled on the first write.
-                    Ok(Some(_)) => Plan::UpToDate { due_at: Some(now) },
-                    Ok(None) => Plan::Skip(format!("{secret}: not opted in")),
-                    Err(why) => Plan::Skip(why),
+                    Standing::OptedIn(_) | Standing::Immutable(_) => {
+                        Plan::UpToDate { due_at: Some(now) }
+                    }
+                    Standing::NotOptedIn | Standing::OptingOut(_) => {
+                        Plan::Skip(NotFilled::NotOptedIn)
+                    }
+                    Standing::Refused(e) => Plan::Skip(e.into()),
                 }
             }
             (None, None) => unreachable!("the index drops empty entries"),
@@ -252,15 +257,11 @@ impl Controller {
     }
 
     /// Tells, once per distinct reason, why kubeecr will not fill a Secret.
-    fn skip(&mut self, secret: &SecretRef, why: String) {
+    fn skip(&mut self, secret: &SecretRef, why: NotFilled) {
         if !self.leader || self.skipped.get(secret) == Some(&why) {
             return;
         }
-        let note = why
-            .strip_prefix(&format!("{secret}: "))
-            .unwrap_or(&why)
-            .to_string();
-        self.events.skipped(secret, &note);
+        self.events.skipped(secret, &why);
         self.skipped.insert(secret.clone(), why);
     }
 

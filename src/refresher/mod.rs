@@ -1,6 +1,6 @@
 //! The refresher: finds opted-in Secrets and patches the ones that are due, in place.
 //!
-//! `plan` decides (pure); `write` refreshes one Secret; `listing` finds opted-in Secrets page
+//! `write` refreshes one Secret; `listing` finds opted-in Secrets page
 //! by page, and `pass` is one pass over them all (`kubeecr refresh`); `index`, `schedule`,
 //! `watch` and `controller` are the watch-driven refresher of `kubeecr serve`.
 
@@ -8,7 +8,6 @@ pub mod controller;
 pub mod index;
 pub mod listing;
 pub mod pass;
-pub mod plan;
 pub mod schedule;
 pub mod watch;
 pub mod wire;

@@ -18,11 +18,12 @@ use kube::api::{Api, Patch, PatchParams};
 use crate::contract::annotation::SecretRef;
 use crate::contract::kept::{KeptConfig, KeptSecret};
 use crate::contract::marks::Marks;
+use crate::contract::plan::{self, Plan};
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason};
+use crate::contract::standing::{NotFilled, Seen, Standing, standing};
 use crate::contract::token::FetchError;
 use crate::kube_api::{self, describe, status_code};
-use crate::refresher::plan::{self, Plan};
 use crate::refresher::wire::WireSecret;
 use crate::telemetry::metrics::{Metrics, OutcomeLabels, RefreshOutcome};
 use crate::tokens::cache::{CachedToken, TokenCache};
@@ -101,8 +102,8 @@ pub enum Outcome {
     Unchanged {
         due_at: Option<Timestamp>,
     },
-    /// Not kubeecr's to write (bad annotation, wrong type, policy, deleted); says why.
-    Skipped(String),
+    /// Not kubeecr's to write (bad annotation, wrong type, policy, deleted), and why.
+    Skipped(NotFilled),
     Failed(Failure),
 }
 
@@ -207,13 +208,13 @@ impl Writer {
     /// As `refresh`, for a Secret known by its marks only (a metadata list): one that its
     /// annotations or the policy refuse is skipped without being read.
     pub async fn refresh_listed(&self, secret: &SecretRef, marks: &Marks) -> Outcome {
-        match plan::check_metadata(secret, marks, &self.policy) {
-            Err(why) => {
-                let outcome = Outcome::Skipped(why);
+        match standing(secret, Seen::metadata(marks), &self.policy) {
+            Standing::Refused(e) => {
+                let outcome = Outcome::Skipped(e.into());
                 self.record(secret, &outcome);
                 outcome
             }
-            Ok(_) => self.refresh(secret, None).await,
+            _ => self.refresh(secret, None).await,
         }
     }
 
@@ -257,7 +258,7 @@ impl Writer {
                     .await
                 {
                     Ok(Some(object)) => Arc::new(object.read()),
-                    Ok(None) => return Outcome::Skipped(format!("{secret}: deleted")),
+                    Ok(None) => return Outcome::Skipped(NotFilled::Deleted),
                     Err(e) => {
                         return failed(FailureKind::Api, format!("reading it: {}", describe(&e)));
                     }
@@ -290,7 +291,7 @@ impl Writer {
                     tracing::debug!(%secret, "changed since it was read (409); reading it again");
                 }
                 Err(e) if status_code(&e) == Some(404) => {
-                    return Outcome::Skipped(format!("{secret}: deleted"));
+                    return Outcome::Skipped(NotFilled::Deleted);
                 }
                 Err(e) => {
                     return failed(FailureKind::Api, format!("patching it: {}", describe(&e)));
@@ -351,7 +352,7 @@ impl Writer {
                 let base = object.config.view().merge_base();
                 let filled = match secret_update::fill(&binding, base, &tokens) {
                     Ok(filled) => filled,
-                    Err(e) => return Err(Outcome::Skipped(format!("{secret}: {e}"))),
+                    Err(e) => return Err(Outcome::Skipped(NotFilled::Config(e))),
                 };
                 match plan::fill_patch(object, &binding, &filled) {
                     // Due, but the cache has nothing newer: ECR is failing. A failure, so that
@@ -370,7 +371,7 @@ impl Writer {
                         Outcome::Refreshed {
                             reason,
                             expires_at: filled.expires_at,
-                            first_fill: object.marks.expires_at().is_none(),
+                            first_fill: secret_update::is_first_fill(&object.marks),
                         },
                     )),
                 }

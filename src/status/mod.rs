@@ -13,10 +13,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 
 use crate::contract::kept::KeptSecret;
+use crate::contract::plan::Plan;
 use crate::contract::policy::Policy;
+use crate::contract::standing::{Seen, Standing, standing};
 use crate::kube_api::{self, ListError, describe};
 use crate::refresher::listing::{Found, OptedInSecrets};
-use crate::refresher::plan;
 use crate::refresher::wire::WireSecret;
 use state::{Row, classify};
 
@@ -68,9 +69,10 @@ pub async fn collect(
                 futures::stream::iter(listed)
                     .map(|(secret, marks)| async move {
                         // What the marks refuse needs no read: judged as the refresher would.
-                        if plan::check_metadata(&secret, &marks, &settings.policy).is_err() {
-                            let unread = KeptSecret::read(None, None, false, marks, None);
-                            return Some(judge(&secret, &unread));
+                        if let Standing::Refused(e) =
+                            standing(&secret, Seen::metadata(&marks), &settings.policy)
+                        {
+                            return Some(state::row(&secret, &marks, Plan::Skip(e.into()), now));
                         }
                         let collection = Secret::url_path(&(), Some(&secret.namespace));
                         match kube_api::get::<WireSecret>(client, &collection, &secret.name).await {

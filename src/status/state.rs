@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use crate::contract::annotation::SecretRef;
 use crate::contract::kept::KeptSecret;
+use crate::contract::marks::Marks;
+use crate::contract::plan::{Plan, plan};
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{DuePolicy, DueReason};
-use crate::refresher::plan::{Plan, plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,15 +88,24 @@ pub fn classify(
     refresh_before: Duration,
     now: Timestamp,
 ) -> Row {
-    let marks = &object.marks;
-    let expires_at: Option<Timestamp> = marks.expires_at().and_then(|v| v.parse().ok());
     let due = DuePolicy {
         refresh_before,
         force: false,
     };
-    let (state, reason) = match plan(secret, object, policy, due, now) {
+    row(
+        secret,
+        &object.marks,
+        plan(secret, object, policy, due, now),
+        now,
+    )
+}
+
+/// The row for a Secret and the refresher's plan for it.
+pub fn row(secret: &SecretRef, marks: &Marks, plan: Plan, now: Timestamp) -> Row {
+    let expires_at: Option<Timestamp> = marks.expires_at().and_then(|v| v.parse().ok());
+    let (state, reason) = match plan {
         Plan::UpToDate { .. } => (State::Filled, None),
-        Plan::Skip(why) => (State::Invalid, Some(without_prefix(secret, &why))),
+        Plan::Skip(why) => (State::Invalid, Some(why.to_string())),
         // Only opted-in Secrets are classified; one that is not has nothing to hold.
         Plan::Release(_) => (State::Invalid, Some("not opted in".to_string())),
         Plan::Fill { reason, .. } => {
@@ -117,13 +127,6 @@ pub fn classify(
         state,
         reason,
     }
-}
-
-/// Reasons from the plan name the Secret first; the row already does.
-fn without_prefix(secret: &SecretRef, why: &str) -> String {
-    why.strip_prefix(&format!("{secret}: "))
-        .unwrap_or(why)
-        .to_string()
 }
 
 /// How many Secrets are in each state.

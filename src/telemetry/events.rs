@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::contract::annotation::{EXPIRES_AT_ANNOTATION, SecretRef};
+use crate::contract::standing::NotFilled;
 use crate::telemetry::metrics::Metrics;
 
 /// The reporting controller of kubeecr's Events.
@@ -146,8 +147,9 @@ impl Events {
     }
 
     /// The Secret opts in but kubeecr will not fill it.
-    pub fn skipped(&self, secret: &SecretRef, note: &str) {
-        self.emit(secret, EventType::Warning, "NotFilled", "Refresh", note);
+    pub fn skipped(&self, secret: &SecretRef, why: &NotFilled) {
+        let note = why.to_string();
+        self.emit(secret, EventType::Warning, "NotFilled", "Refresh", &note);
     }
 }
 

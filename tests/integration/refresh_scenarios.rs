@@ -169,7 +169,8 @@ async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
             .iter()
             .find(|r| r.secret.name == name)
             .map(|r| match &r.outcome {
-                Outcome::Skipped(m) => m.clone(),
+                // As `kubeecr refresh` prints it: the Secret, then why.
+                Outcome::Skipped(why) => format!("{}: {why}", r.secret),
                 other => panic!("{name}: {other:?}"),
             })
             .unwrap()

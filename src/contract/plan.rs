@@ -5,23 +5,22 @@
 //! overwritten: the API server answers 409 and the refresher decides again.
 
 use jiff::Timestamp;
-use kube::api::ObjectMeta;
 use serde_json::{Map, Value, json};
 
-use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
+use crate::contract::annotation::{EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::contract::kept::KeptSecret;
-use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason, Filled, Leftovers};
+use crate::contract::standing::{NotFilled, Standing, standing};
 
 /// The decision for one Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Nothing to write. Due again at `due_at` (`None`: only when the Secret changes).
     UpToDate { due_at: Option<Timestamp> },
-    /// Not kubeecr's to write (bad annotation, wrong type, policy, corrupt data); says why.
-    Skip(String),
+    /// Not kubeecr's to write, and why.
+    Skip(NotFilled),
     /// No longer opted in, but still carries kubeecr's annotations or label.
     Release(Leftovers),
     /// Needs a token for each key of the binding, then `fill_patch`.
@@ -29,30 +28,6 @@ pub enum Plan {
         binding: Box<EcrBinding>,
         reason: DueReason,
     },
-}
-
-/// `namespace/name` of an object's metadata.
-pub fn secret_ref(meta: &ObjectMeta) -> SecretRef {
-    SecretRef::new(
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-/// Checks what metadata alone can tell: the annotation, and the operator's policy. `Ok(None)`:
-/// not opted in.
-pub fn check_metadata(
-    secret: &SecretRef,
-    marks: &Marks,
-    policy: &Policy,
-) -> Result<Option<EcrBinding>, String> {
-    let binding = match annotation::binding_of(secret, marks, &policy.regions) {
-        Ok(Some(binding)) => binding,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    policy.admit(secret, &binding).map_err(|e| e.to_string())?;
-    Ok(Some(binding))
 }
 
 /// Decides what to do with a Secret.
@@ -63,30 +38,14 @@ pub fn plan(
     due: DuePolicy,
     now: Timestamp,
 ) -> Plan {
-    let marks = &object.marks;
-    let binding = match check_metadata(secret, marks, policy) {
-        Ok(Some(binding)) => binding,
-        Ok(None) => {
-            let leftovers = Leftovers::of(marks);
-            return if leftovers.is_empty() {
-                Plan::Skip(format!(
-                    "{secret}: no longer carries {}",
-                    annotation::REGISTRIES_ANNOTATION
-                ))
-            } else {
-                Plan::Release(leftovers)
-            };
-        }
-        Err(message) => return Plan::Skip(message),
+    let binding = match standing(secret, object.seen(), policy) {
+        Standing::OptedIn(binding) => binding,
+        Standing::NotOptedIn => return Plan::Skip(NotFilled::NotOptedIn),
+        Standing::OptingOut(leftovers) => return Plan::Release(leftovers),
+        Standing::Refused(e) => return Plan::Skip(e.into()),
+        Standing::Immutable(_) => return Plan::Skip(NotFilled::Immutable),
     };
-    if let Err(e) = annotation::check_type(secret, object.type_.as_deref()) {
-        return Plan::Skip(e.to_string());
-    }
-    if object.immutable {
-        return Plan::Skip(format!(
-            "{secret}: immutable, so its token cannot be refreshed in place; recreate it without `immutable: true`"
-        ));
-    }
+    let marks = &object.marks;
     match secret_update::due_reason(&binding, marks, object.config.view(), now, due) {
         Ok(Some(reason)) => Plan::Fill {
             binding: Box::new(binding),
@@ -95,7 +54,7 @@ pub fn plan(
         Ok(None) => Plan::UpToDate {
             due_at: secret_update::due_at(marks, due.refresh_before),
         },
-        Err(e) => Plan::Skip(format!("{secret}: {e}")),
+        Err(e) => Plan::Skip(NotFilled::Config(e)),
     }
 }
 
@@ -301,6 +260,7 @@ mod tests {
         let Plan::Skip(msg) = plan(&s, &kept(&bad), &Policy::default(), DUE, now()) else {
             panic!()
         };
+        let msg = msg.to_string();
         assert!(msg.contains("account id 123 has 3 digits"), "{msg}");
         let mut opaque = opted_in(
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
@@ -308,14 +268,14 @@ mod tests {
         );
         opaque.type_ = Some("Opaque".into());
         assert!(
-            matches!(plan(&s, &kept(&opaque), &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("type is \"Opaque\""))
+            matches!(plan(&s, &kept(&opaque), &Policy::default(), DUE, now()), Plan::Skip(m) if m.to_string().contains("type is \"Opaque\""))
         );
         let corrupt = opted_in(
             json!({REGISTRIES_ANNOTATION: "123456789012/us-west-2"}),
             Some(b"{not json"),
         );
         assert!(
-            matches!(plan(&s, &kept(&corrupt), &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("not valid JSON"))
+            matches!(plan(&s, &kept(&corrupt), &Policy::default(), DUE, now()), Plan::Skip(m) if m.to_string().contains("not valid JSON"))
         );
         // Patching it would fail every time: skipped, said once, never retried.
         let mut frozen = opted_in(
@@ -324,7 +284,7 @@ mod tests {
         );
         frozen.immutable = Some(true);
         assert!(
-            matches!(plan(&s, &kept(&frozen), &Policy::default(), DUE, now()), Plan::Skip(m) if m.contains("immutable"))
+            matches!(plan(&s, &kept(&frozen), &Policy::default(), DUE, now()), Plan::Skip(m) if m.to_string().contains("immutable"))
         );
     }
 }
