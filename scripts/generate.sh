@@ -3,7 +3,7 @@
 #   examples/installation/{monitoring,podmonitor,alerts,grafana-dashboard}/ and
 #   examples/installation/cronjob/alerts/   the chart's monitoring objects, as kustomize
 #                                           components (source: charts/kubeecr/files/, templates/monitoring.yaml)
-#   docs/reference/cli.md                   every subcommand, flag and variable (source: src/cli.rs)
+#   docs/reference/cli.md                   every subcommand, flag and variable (source: src/cmd/)
 # tests/integration/generated.rs fails when a committed copy differs from what this writes.
 #
 #   scripts/generate.sh [--check]   --check: write nothing, exit 1 when a monitoring copy is

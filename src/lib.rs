@@ -12,14 +12,14 @@
 //! - `status`: `kubeecr status`, where each opted-in Secret stands;
 //! - `certs`: `kubeecr certs`, webhook certificates for clusters without cert-manager;
 //! - `telemetry`: logs, metrics and Kubernetes Events;
-//! - `cli` and `commands`: the command line, which turns flags into the settings above.
+//! - `cmd`: the command line, a module per subcommand, which turns flags into the settings
+//!   above and runs it.
 
 pub mod admission;
 pub mod certs;
-pub mod cli;
-pub mod commands;
+pub mod cmd;
 pub mod contract;
-pub mod kube_api;
+pub mod k8s;
 pub mod refresher;
 pub mod servers;
 pub mod service;

@@ -12,5 +12,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    kubeecr::commands::run(kubeecr::cli::Cli::parse()).await
+    kubeecr::cmd::run(kubeecr::cmd::Cli::parse()).await
 }

@@ -17,7 +17,8 @@ use crate::contract::annotation::SecretRef;
 use crate::contract::kept::KeptSecret;
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
-use crate::kube_api::watch::Event;
+use crate::k8s::Scope;
+use crate::k8s::watch::Event;
 use crate::refresher::wire::WireSecret;
 
 /// Which watch a stream belongs to.
@@ -36,18 +37,16 @@ impl Source {
     }
 }
 
-/// One watch stream: a source, in one namespace or all (`None`).
+/// One watch stream: a source, in one scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamId {
     pub source: Source,
-    pub namespace: Option<String>,
+    pub scope: Scope,
 }
 
 impl StreamId {
     fn covers(&self, secret: &SecretRef) -> bool {
-        self.namespace
-            .as_deref()
-            .is_none_or(|ns| ns == secret.namespace)
+        self.scope.covers(&secret.namespace)
     }
 }
 
@@ -165,10 +164,7 @@ impl Index {
         self.streams
             .iter()
             .filter(|s| !self.synced.contains(*s))
-            .map(|s| {
-                let scope = s.namespace.as_deref().unwrap_or("all namespaces");
-                format!("{} watch of {scope}", s.source.label())
-            })
+            .map(|s| format!("{} watch of {}", s.source.label(), s.scope))
             .collect()
     }
 
@@ -297,7 +293,7 @@ mod tests {
     fn stream(source: Source) -> StreamId {
         StreamId {
             source,
-            namespace: None,
+            scope: Scope::Cluster,
         }
     }
 
@@ -397,7 +393,7 @@ mod tests {
         let mut index = index();
         let in_ns = StreamId {
             source: Source::Managed,
-            namespace: Some("ns".into()),
+            scope: Scope::Namespace("ns".into()),
         };
         let mut other = managed_wire("z", "1");
         other.metadata.namespace = "other".into();

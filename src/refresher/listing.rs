@@ -6,15 +6,12 @@
 
 use std::collections::VecDeque;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Resource;
-
 use crate::contract::annotation::{MANAGED_LABEL, SecretRef};
 use crate::contract::kept::KeptSecret;
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
-use crate::kube_api::list::{Keep, ListSpec, Pages};
-use crate::kube_api::{self, ListError};
+use crate::k8s::list::{Keep, ListSpec, Pages};
+use crate::k8s::{ListError, Scope};
 use crate::refresher::wire::WireSecret;
 
 /// Label selectors that split every Secret into kubeecr's and the rest.
@@ -57,9 +54,9 @@ pub struct OptedInSecrets {
     regions: Regions,
     /// The verbs the caller needs, named in a 403's message.
     needs: &'static str,
-    pending: VecDeque<(Kind, Option<String>)>,
+    pending: VecDeque<(Kind, Scope)>,
     exclude: Vec<String>,
-    current: Option<(Kind, String, Pages<WireSecret, Listed>)>,
+    current: Option<(Kind, Scope, Pages<WireSecret, Listed>)>,
 }
 
 impl OptedInSecrets {
@@ -71,10 +68,10 @@ impl OptedInSecrets {
         regions: Regions,
         needs: &'static str,
     ) -> Self {
-        let scopes = kube_api::scopes(namespaces, exclude);
+        let scopes = Scope::all(namespaces, exclude);
         let pending = [Kind::Managed, Kind::Unmanaged]
             .into_iter()
-            .flat_map(|kind| scopes.iter().map(move |ns| (kind, ns.clone())))
+            .flat_map(|kind| scopes.iter().map(move |scope| (kind, scope.clone())))
             .collect();
         Self {
             client,
@@ -91,17 +88,16 @@ impl OptedInSecrets {
     pub async fn next(&mut self) -> Result<Option<Found>, ListError> {
         loop {
             let Some((kind, scope, pages)) = &mut self.current else {
-                let Some((kind, ns)) = self.pending.pop_front() else {
+                let Some((kind, scope)) = self.pending.pop_front() else {
                     return Ok(None);
                 };
-                let ns = ns.as_deref();
                 let spec = ListSpec {
-                    path: Secret::url_path(&(), ns),
+                    path: scope.secrets_path(),
                     labels: match kind {
                         Kind::Managed => managed_selector(),
                         Kind::Unmanaged => unmanaged_selector(),
                     },
-                    fields: kube_api::field_selector(ns, &self.exclude),
+                    fields: scope.field_selector(&self.exclude),
                     page_size: self.page_size,
                     metadata_only: kind == Kind::Unmanaged,
                 };
@@ -116,7 +112,7 @@ impl OptedInSecrets {
                     }),
                 };
                 let pages = Pages::new(self.client.clone(), spec, keep);
-                self.current = Some((kind, kube_api::scope_name(ns), pages));
+                self.current = Some((kind, scope, pages));
                 continue;
             };
             let page = pages

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use crate::contract::annotation::SecretRef;
 use crate::contract::kept::KeptSecret;
-use crate::kube_api::ListError;
+use crate::k8s::ListError;
 use crate::refresher::listing::{Found, OptedInSecrets};
 use crate::refresher::write::{Outcome, Writer};
 

@@ -1,16 +1,14 @@
 //! The Secret watches behind the index: one managed and one metadata-only stream per
 //! namespace in scope, or one each for the whole cluster, each a list then watch
-//! (`kube_api::watch`) that decodes nothing of a Secret but what kubeecr keeps.
+//! (`k8s::watch`) that decodes nothing of a Secret but what kubeecr keeps.
 
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Resource;
 
 use crate::contract::partition::Regions;
-use crate::kube_api;
-use crate::kube_api::watch::{Event, WatchSpec, list_watch};
+use crate::k8s::watch::{Event, WatchSpec, list_watch};
+use crate::k8s::{self, Scope};
 use crate::refresher::index::{Change, Seen, Source, StreamId};
 use crate::refresher::listing::{managed_selector, unmanaged_selector};
 use crate::refresher::wire::WireSecret;
@@ -18,13 +16,13 @@ use crate::telemetry::metrics::{Metrics, WatchLabels};
 
 /// Every stream to watch: managed and unmanaged, per namespace or for all.
 pub fn stream_ids(namespaces: &[String], exclude: &[String]) -> Vec<StreamId> {
-    let scopes = kube_api::scopes(namespaces, exclude);
+    let scopes = Scope::all(namespaces, exclude);
     [Source::Managed, Source::Unmanaged]
         .into_iter()
         .flat_map(|source| {
-            scopes.iter().map(move |namespace| StreamId {
+            scopes.iter().map(move |scope| StreamId {
                 source,
-                namespace: namespace.clone(),
+                scope: scope.clone(),
             })
         })
         .collect()
@@ -45,8 +43,8 @@ fn report<T>(
                     watch: stream.source.label(),
                 })
                 .inc();
-            let scope = stream.namespace.as_deref().unwrap_or("all namespaces");
-            tracing::warn!(watch = stream.source.label(), %scope, "watching Secrets failed; retrying with backoff: {}", kube_api::describe(&e));
+            let scope = &stream.scope;
+            tracing::warn!(watch = stream.source.label(), %scope, "watching Secrets failed; retrying with backoff: {}", k8s::describe(&e));
             None
         }
     }
@@ -63,16 +61,15 @@ pub fn changes(
     metrics: &Arc<Metrics>,
 ) -> impl Stream<Item = Change> + Send + 'static {
     let all = streams.iter().map(|id| {
-        let ns = id.namespace.as_deref();
         let managed = id.source == Source::Managed;
         let spec = WatchSpec {
-            path: Secret::url_path(&(), ns),
+            path: id.scope.secrets_path(),
             labels: if managed {
                 managed_selector()
             } else {
                 unmanaged_selector()
             },
-            fields: kube_api::field_selector(ns, exclude),
+            fields: id.scope.field_selector(exclude),
             page_size,
             metadata_only: !managed,
         };

@@ -13,7 +13,7 @@ use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::contract::kept::KeptSecret;
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
-use crate::kube_api::watch::Versioned;
+use crate::k8s::watch::Versioned;
 
 /// A Secret's metadata, as far as kubeecr reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason};
 use crate::contract::standing::{NotFilled, Seen, Standing, standing};
 use crate::contract::token::FetchError;
-use crate::kube_api::{self, describe, status_code};
+use crate::k8s::{self, describe, status_code};
 use crate::refresher::wire::WireSecret;
 use crate::telemetry::metrics::{Metrics, OutcomeLabels, RefreshOutcome};
 use crate::tokens::cache::{CachedToken, TokenCache};
@@ -254,8 +254,7 @@ impl Writer {
                 Some(object) => object,
                 // Read whole, so that the write merges into all of the config; only kubeecr's
                 // fields of it are decoded.
-                None => match kube_api::get::<WireSecret>(&self.client, &collection, &secret.name)
-                    .await
+                None => match k8s::get::<WireSecret>(&self.client, &collection, &secret.name).await
                 {
                     Ok(Some(object)) => Arc::new(object.read()),
                     Ok(None) => return Outcome::Skipped(NotFilled::Deleted),

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::kube_api::{describe, status_code};
+use crate::k8s::{describe, status_code};
 use crate::telemetry::metrics::Metrics;
 
 /// Leader election as configured; `resolve` fills in what the environment knows.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::webhook::{self, WebhookState};
 use crate::contract::policy::Policy;
-use crate::kube_api::{self, KubeSettings};
+use crate::k8s::{self, KubeSettings};
 use crate::refresher::controller::{Controller, ControllerSettings};
 use crate::refresher::watch as secret_watch;
 use crate::refresher::write::{WriteSettings, Writer};
@@ -107,7 +107,7 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<ExitCode> {
     let (certificate_loaded, certificate_rx) = watch::channel(true);
     let webhook_listener = bind(settings.webhook.listen, "webhook").await?;
     let admin_listener = bind(settings.admin_listen, "admin").await?;
-    let client = kube_api::connect(&settings.kube).await?;
+    let client = k8s::connect(&settings.kube).await?;
     let metrics = Arc::new(Metrics::new());
 
     let source = EcrTokenSource::from_env(settings.ecr.clone()).await;

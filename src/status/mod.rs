@@ -16,7 +16,7 @@ use crate::contract::kept::KeptSecret;
 use crate::contract::plan::Plan;
 use crate::contract::policy::Policy;
 use crate::contract::standing::{Seen, Standing, standing};
-use crate::kube_api::{self, ListError, describe};
+use crate::k8s::{self, ListError, describe};
 use crate::refresher::listing::{Found, OptedInSecrets};
 use crate::refresher::wire::WireSecret;
 use state::{Row, classify};
@@ -75,7 +75,7 @@ pub async fn collect(
                             return Some(state::row(&secret, &marks, Plan::Skip(e.into()), now));
                         }
                         let collection = Secret::url_path(&(), Some(&secret.namespace));
-                        match kube_api::get::<WireSecret>(client, &collection, &secret.name).await {
+                        match k8s::get::<WireSecret>(client, &collection, &secret.name).await {
                             Ok(Some(object)) => Some(judge(&secret, &object.read())),
                             Ok(None) => None,
                             Err(e) => Some(Row::unreadable(&secret, &describe(&e))),

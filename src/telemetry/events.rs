@@ -179,7 +179,7 @@ async fn is_stored(client: &kube::Client, secret: &SecretRef, expires_at: &str) 
             .is_some_and(|a| a.get(EXPIRES_AT_ANNOTATION).map(String::as_str) == Some(expires_at)),
         Ok(None) => false,
         Err(e) => {
-            tracing::debug!(%secret, "checking that a Secret was stored failed: {}", crate::kube_api::describe(&e));
+            tracing::debug!(%secret, "checking that a Secret was stored failed: {}", crate::k8s::describe(&e));
             false
         }
     }
@@ -221,9 +221,9 @@ async fn send_all(
             failures += 1;
             // The first failure says why (often RBAC); the rest are only counted in debug.
             if failures == 1 {
-                tracing::warn!(secret = %p.secret, "sending an Event failed (further failures are logged at debug): {}", crate::kube_api::describe(&e));
+                tracing::warn!(secret = %p.secret, "sending an Event failed (further failures are logged at debug): {}", crate::k8s::describe(&e));
             } else {
-                tracing::debug!(secret = %p.secret, "sending an Event failed: {}", crate::kube_api::describe(&e));
+                tracing::debug!(secret = %p.secret, "sending an Event failed: {}", crate::k8s::describe(&e));
             }
         }
     }

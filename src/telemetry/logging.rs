@@ -14,7 +14,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Plain,
     Json,
@@ -46,7 +46,7 @@ fn is_wire_trace(meta: &tracing::Metadata<'_>) -> bool {
 
 /// kube's client logs the whole body of an answer it cannot decode, at WARN, and that body
 /// can be a Secret or a list of them. Its warnings never reach the log; kubeecr logs its own
-/// short error instead (`kube_api::describe`).
+/// short error instead (`k8s::describe`).
 fn is_kube_client_warning(meta: &tracing::Metadata<'_>) -> bool {
     *meta.level() == Level::WARN && meta.target() == "kube_client::client"
 }
@@ -119,6 +119,6 @@ mod tests {
             "kube_client::client::builder",
             Level::ERROR
         )));
-        assert!(!is_capped(&meta("kubeecr::kube_api", Level::WARN)));
+        assert!(!is_capped(&meta("kubeecr::k8s", Level::WARN)));
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-use kubeecr::cli::Cli;
+use kubeecr::cmd::Cli;
 use kubeecr_testkit::yaml::yaml_documents;
 use serde_json::{Value, json};
 
@@ -283,11 +283,11 @@ fn every_chart_variant_lints_and_matches_the_api_server_schemas() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-fn parse_refresh(argv: Vec<String>) -> kubeecr::cli::RefreshCommand {
+fn parse_refresh(argv: Vec<String>) -> kubeecr::cmd::RefreshCommand {
     let parsed = Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(argv.clone()))
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     match parsed.command {
-        kubeecr::cli::Command::Refresh(refresh) => *refresh,
+        kubeecr::cmd::Command::Refresh(refresh) => *refresh,
         _ => panic!("{argv:?} is not refresh"),
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use clap::CommandFactory;
-use kubeecr::cli::Cli;
+use kubeecr::cmd::Cli;
 
 use crate::install::repo;
 

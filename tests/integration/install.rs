@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use kubeecr::cli::Cli;
+use kubeecr::cmd::Cli;
 use kubeecr_testkit::yaml::yaml_documents;
 use serde_json::{Value, json};
 
@@ -171,12 +171,12 @@ pub fn argv(docs: &[Value], workload: &Value) -> Vec<String> {
 /// How `kubeecr` parses `argv` (after the program name) as `serve`.
 pub fn parse_serve<S: Into<String>>(
     argv: impl IntoIterator<Item = S>,
-) -> kubeecr::cli::ServeCommand {
+) -> kubeecr::cmd::ServeCommand {
     let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
     let parsed = Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(argv.clone()))
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     match parsed.command {
-        kubeecr::cli::Command::Serve(serve) => *serve,
+        kubeecr::cmd::Command::Serve(serve) => *serve,
         _ => panic!("{argv:?} is not serve"),
     }
 }
@@ -912,7 +912,7 @@ fn the_multi_tenant_component_keeps_teams_apart() {
     let argv = argv(&docs, one(&docs, "CronJob"));
     let parsed = Cli::try_parse_from(std::iter::once("kubeecr".to_string()).chain(argv.clone()))
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let kubeecr::cli::Command::Refresh(refresh) = parsed.command else {
+    let kubeecr::cmd::Command::Refresh(refresh) = parsed.command else {
         panic!("{argv:?} is not refresh");
     };
     let refresh_policy = refresh

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kubeecr::contract::policy::{NamespaceRules, Policy, ROLE_FLAG};
-use kubeecr::kube_api;
+use kubeecr::k8s;
 use kubeecr::refresher::write::Outcome;
 use kubeecr_testkit::cluster::TestCluster;
 use kubeecr_testkit::moto::EcrProxy;
@@ -507,7 +507,9 @@ async fn excluded_namespaces_are_never_read(cluster: TestCluster) {
     let all: Api<Secret> = Api::all(client.clone());
     let mine = ListParams::default().labels(&format!("kubeecr-test={ns}"));
     assert_eq!(all.list(&mine).await.unwrap().items.len(), 1);
-    let fields = kube_api::field_selector(None, &[ns.to_string()]).unwrap();
+    let fields = k8s::Scope::Cluster
+        .field_selector(&[ns.to_string()])
+        .unwrap();
     let excluded = all.list(&mine.clone().fields(&fields)).await.unwrap();
     assert!(excluded.items.is_empty(), "the server applies {fields}");
 

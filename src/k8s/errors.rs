@@ -1,114 +1,7 @@
-//! Connecting to the Kubernetes API, and describing its errors on one line.
+//! API errors on one line: the server's message and code, or the transport's causes; never
+//! the content of an answer that did not decode, which may be a Secret's.
 
-pub mod items;
-pub mod list;
-pub mod watch;
-
-use std::path::PathBuf;
-
-use kube::Client;
-use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-
-/// Where the API server is: a kubeconfig and context, or the in-cluster service account.
-#[derive(Debug, Clone, Default)]
-pub struct KubeSettings {
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
-}
-
-pub async fn connect(settings: &KubeSettings) -> anyhow::Result<Client> {
-    let options = KubeConfigOptions {
-        context: settings.context.clone(),
-        ..KubeConfigOptions::default()
-    };
-    let config = match &settings.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await?
-        }
-        None if settings.context.is_some() => Config::from_kubeconfig(&options).await?,
-        None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
-/// What to read: each namespace given that is not excluded, or the whole cluster (`None`)
-/// when none is given.
-pub fn scopes(namespaces: &[String], exclude: &[String]) -> Vec<Option<String>> {
-    if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces
-            .iter()
-            .filter(|ns| !exclude.contains(ns))
-            .cloned()
-            .map(Some)
-            .collect()
-    }
-}
-
-/// The field selector that keeps excluded namespaces out of a cluster-wide list or watch, so
-/// that their Secrets are never read, not even as metadata.
-pub fn field_selector(namespace: Option<&str>, exclude: &[String]) -> Option<String> {
-    if namespace.is_some() || exclude.is_empty() {
-        return None;
-    }
-    let terms: Vec<String> = exclude
-        .iter()
-        .map(|ns| format!("metadata.namespace!={ns}"))
-        .collect();
-    Some(terms.join(","))
-}
-
-/// A scope of `scopes`, for messages.
-pub fn scope_name(namespace: Option<&str>) -> String {
-    namespace.map_or_else(
-        || "all namespaces".to_string(),
-        |ns| format!("namespace {ns}"),
-    )
-}
-
-/// Listing failed, so nothing in that scope could be seen.
-#[derive(Debug, thiserror::Error)]
-#[error("listing Secrets in {scope}: {message}{hint}")]
-pub struct ListError {
-    scope: String,
-    message: String,
-    hint: String,
-}
-
-impl ListError {
-    /// `needs`: the verbs the command needs, named when the answer was 403.
-    pub fn new(scope: &str, e: &kube::Error, needs: &str) -> Self {
-        let hint = match status_code(e) {
-            Some(403) => format!(" (kubeecr needs {needs})"),
-            _ => String::new(),
-        };
-        Self {
-            scope: scope.to_string(),
-            message: describe(e),
-            hint,
-        }
-    }
-}
-
-/// One object by name, decoded into `T` (which may keep only part of it); `None` when it
-/// does not exist.
-pub async fn get<T: serde::de::DeserializeOwned>(
-    client: &Client,
-    collection: &str,
-    name: &str,
-) -> Result<Option<T>, kube::Error> {
-    let request = kube::core::Request::new(collection)
-        .get(name, &kube::api::GetParams::default())
-        .map_err(kube::Error::BuildRequest)?;
-    match client.request::<T>(request).await {
-        Ok(object) => Ok(Some(object)),
-        Err(e) if status_code(&e) == Some(404) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
+use crate::k8s::Scope;
 
 /// The HTTP status of an API error.
 pub fn status_code(e: &kube::Error) -> Option<u16> {
@@ -172,6 +65,30 @@ fn one_line(text: &str) -> String {
     match line.char_indices().nth(MAX_MESSAGE) {
         Some((cut, _)) => format!("{}...", &line[..cut]),
         None => line,
+    }
+}
+
+/// Listing failed, so nothing in that scope could be seen.
+#[derive(Debug, thiserror::Error)]
+#[error("listing Secrets in {scope}: {message}{hint}")]
+pub struct ListError {
+    scope: String,
+    message: String,
+    hint: String,
+}
+
+impl ListError {
+    /// `needs`: the verbs the command needs, named when the answer was 403.
+    pub fn new(scope: &Scope, e: &kube::Error, needs: &str) -> Self {
+        let hint = match status_code(e) {
+            Some(403) => format!(" (kubeecr needs {needs})"),
+            _ => String::new(),
+        };
+        Self {
+            scope: scope.to_string(),
+            message: describe(e),
+            hint,
+        }
     }
 }
 

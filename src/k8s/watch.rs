@@ -29,8 +29,8 @@ use kube::core::WatchEvent;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::kube_api::list::{self, ListSpec, SILENCE, silent};
-use crate::kube_api::status_code;
+use crate::k8s::list::{self, ListSpec, SILENCE, silent};
+use crate::k8s::status_code;
 
 /// What a list-then-watch tells: as kube-runtime's watcher does. A list starts with `Init`,
 /// gives every object as `InitApply` and ends with `InitDone`; objects the new list did not

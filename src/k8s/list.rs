@@ -10,8 +10,8 @@ use kube::api::ListParams;
 use kube::client::Body;
 use serde::de::DeserializeOwned;
 
-use crate::kube_api::items::{FeedError, ListSplitter, Piece};
-use crate::kube_api::status_code;
+use crate::k8s::items::{FeedError, ListSplitter, Piece};
+use crate::k8s::status_code;
 
 /// The largest object read, as JSON. etcd keeps objects under 1.5 MiB by default; this leaves
 /// room for clusters that raised it.
@@ -222,7 +222,7 @@ impl<T: DeserializeOwned, U> Pages<T, U> {
                         path = %self.spec.path,
                         "reading a list page failed; asking for it again in {}: {}",
                         humantime::format_duration(pause),
-                        crate::kube_api::describe(&e)
+                        crate::k8s::describe(&e)
                     );
                     tokio::time::sleep(pause).await;
                 }
