@@ -16,11 +16,11 @@ use crate::cmd::duration::{
 use crate::cmd::{CmdError, warn_of};
 use crate::k8s::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
+use crate::runtime::leader::Election;
+use crate::runtime::serve::{ServeSettings, WebhookSettings};
 use crate::servers::http::{ServerSettings, ServerTimeouts};
 use crate::servers::limits::ServerLimits;
 use crate::servers::tls::TlsFiles;
-use crate::service::leader::Election;
-use crate::service::serve::{ServeSettings, WebhookSettings};
 
 #[derive(Debug, Args)]
 pub struct ServeCommand {
@@ -265,6 +265,6 @@ impl ServeCommand {
         if let Some(warning) = settings.admission_warning() {
             tracing::warn!("{warning}");
         }
-        Ok(crate::service::serve::run(settings).await?)
+        Ok(crate::runtime::serve::run(settings).await?)
     }
 }

@@ -6,9 +6,9 @@ use clap::CommandFactory;
 
 use super::*;
 use crate::contract::policy::NamespaceSet;
+use crate::runtime::serve::ServeSettings;
 use crate::servers::http::{ServerSettings, ServerTimeouts};
 use crate::servers::limits::ServerLimits;
-use crate::service::serve::ServeSettings;
 
 #[test]
 fn cli_is_consistent() {

@@ -135,6 +135,17 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// What `decide` found: a patch to send and what it stands for, or an outcome with nothing
+/// to write.
+#[derive(Debug)]
+enum Decision {
+    Write {
+        patch: serde_json::Value,
+        outcome: Outcome,
+    },
+    Done(Outcome),
+}
+
 pub struct Writer {
     client: kube::Client,
     tokens: Arc<TokenCache>,
@@ -273,8 +284,8 @@ impl Writer {
                 .await
                 .expect("never closed");
             let (patch, done) = match self.decide(secret, &object).await {
-                Ok(write) => write,
-                Err(outcome) => return outcome,
+                Decision::Write { patch, outcome } => (patch, outcome),
+                Decision::Done(outcome) => return outcome,
             };
             if let Some(limiter) = &self.limiter {
                 limiter.until_ready().await;
@@ -306,13 +317,7 @@ impl Writer {
         )
     }
 
-    /// The patch to write and the outcome it stands for, or the outcome when nothing is
-    /// written.
-    async fn decide(
-        &self,
-        secret: &SecretRef,
-        object: &KeptSecret,
-    ) -> Result<(serde_json::Value, Outcome), Outcome> {
+    async fn decide(&self, secret: &SecretRef, object: &KeptSecret) -> Decision {
         match plan::plan(
             secret,
             object,
@@ -320,11 +325,12 @@ impl Writer {
             self.settings.due,
             Timestamp::now(),
         ) {
-            Plan::UpToDate { due_at } => Err(Outcome::Unchanged { due_at }),
-            Plan::Skip(why) => Err(Outcome::Skipped(why)),
-            Plan::Release(leftovers) => {
-                Ok((plan::release_patch(object, &leftovers), Outcome::Released))
-            }
+            Plan::UpToDate { due_at } => Decision::Done(Outcome::Unchanged { due_at }),
+            Plan::Skip(why) => Decision::Done(Outcome::Skipped(why)),
+            Plan::Release(leftovers) => Decision::Write {
+                patch: plan::release_patch(object, &leftovers),
+                outcome: Outcome::Released,
+            },
             Plan::Fill { binding, reason } => {
                 let keys = secret_update::token_keys(&binding);
                 let fetched = futures::future::try_join_all(
@@ -341,7 +347,7 @@ impl Writer {
                 };
                 let fetched: Vec<(_, CachedToken)> = match fetched {
                     Ok(pairs) => pairs,
-                    Err(e) => return Err(ecr_failed(&e)),
+                    Err(e) => return Decision::Done(ecr_failed(&e)),
                 };
                 // A token the cache could not renew: served while it lasts, but it may not
                 // be new to this Secret.
@@ -351,28 +357,26 @@ impl Writer {
                 let base = object.config.view().merge_base();
                 let filled = match secret_update::fill(&binding, base, &tokens) {
                     Ok(filled) => filled,
-                    Err(e) => return Err(Outcome::Skipped(NotFilled::Config(e))),
+                    Err(e) => return Decision::Done(Outcome::Skipped(NotFilled::Config(e))),
                 };
-                match plan::fill_patch(object, &binding, &filled) {
+                match (plan::fill_patch(object, &binding, &filled), renewal_error) {
                     // Due, but the cache has nothing newer: ECR is failing. A failure, so that
                     // it backs off and says so, rather than a success due again at once.
-                    None if renewal_error.is_some() => {
-                        Err(ecr_failed(&renewal_error.expect("checked")))
-                    }
-                    None => Err(Outcome::Unchanged {
+                    (None, Some(e)) => Decision::Done(ecr_failed(&e)),
+                    (None, None) => Decision::Done(Outcome::Unchanged {
                         due_at: filled
                             .expires_at
                             .checked_sub(self.settings.due.refresh_before)
                             .ok(),
                     }),
-                    Some(patch) => Ok((
+                    (Some(patch), _) => Decision::Write {
                         patch,
-                        Outcome::Refreshed {
+                        outcome: Outcome::Refreshed {
                             reason,
                             expires_at: filled.expires_at,
                             first_fill: secret_update::is_first_fill(&object.marks),
                         },
-                    )),
+                    },
                 }
             }
         }
@@ -516,7 +520,9 @@ mod tests {
         .unwrap();
         let empty = KeptSecret::of_secret(&empty_secret);
         // Filled when the token was new.
-        let (patch, _) = writer.decide(&secret, &empty).await.unwrap();
+        let Decision::Write { patch, .. } = writer.decide(&secret, &empty).await else {
+            panic!("a new token is written")
+        };
         let mut filled = serde_json::to_value(&empty_secret).unwrap();
         json_patch::merge(&mut filled, &patch);
         let filled: Secret = serde_json::from_value(filled).unwrap();
@@ -526,7 +532,7 @@ mod tests {
         *clock_at.lock().unwrap() = Timestamp::now();
         source.fail.store(true, Ordering::SeqCst);
         match writer.decide(&secret, &filled).await {
-            Err(Outcome::Failed(f)) => {
+            Decision::Done(Outcome::Failed(f)) => {
                 assert_eq!(f.kind, FailureKind::Ecr);
                 assert!(
                     f.note.starts_with("ECR unreachable for us-west-2"),

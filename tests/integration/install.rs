@@ -492,9 +492,9 @@ fn pods_are_locked_down_and_sized() {
     );
     let grace = Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
     assert!(
-        grace >= delay + kubeecr::service::serve::STOP_BOUND,
+        grace >= delay + kubeecr::runtime::serve::STOP_BOUND,
         "grace {grace:?} < delay {delay:?} + {:?}",
-        kubeecr::service::serve::STOP_BOUND
+        kubeecr::runtime::serve::STOP_BOUND
     );
 }
 
