@@ -284,3 +284,6 @@ pub(crate) fn decode_string(raw: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
