@@ -8,6 +8,8 @@
 #   KUBEECR_TEST_WEBHOOK_HOST=ip   and the webhook tests, if its API server can reach this machine there
 #   KUBEECR_VENV=dir               where to keep the moto virtualenv (default: .venv)
 #   KUBEECR_NO_APISERVER=1         do not start the real kube-apiserver (real-cluster tests print SKIPPED)
+#   KUBEECR_TEST_REQUIRE_CLUSTER=0 let a real-cluster test that cannot run print SKIPPED (by
+#                                  default here it fails: 1 unless KUBEECR_NO_APISERVER is set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/moto.sh
@@ -27,6 +29,10 @@ export KUBEECR_HELM="$HELM" KUBEECR_HADOLINT="$HADOLINT"
 # The manifest checks (tests/integration/install.rs) validate with this virtualenv's jsonschema,
 # and need kubectl: here a missing tool fails them rather than skipping them.
 export KUBEECR_VENV KUBEECR_TEST_REQUIRE_TOOLS=1
+# Likewise a real-cluster test with no cluster (or no webhook host) fails rather than skipping,
+# unless this run asked for no kube-apiserver.
+if [ -n "${KUBEECR_NO_APISERVER:-}" ]; then require_cluster=0; else require_cluster=1; fi
+export KUBEECR_TEST_REQUIRE_CLUSTER="${KUBEECR_TEST_REQUIRE_CLUSTER:-$require_cluster}"
 mkdir -p target
 start_moto target/moto.log
 kapi_dir=""
@@ -56,6 +62,8 @@ if [ -z "${KUBEECR_TEST_KUBECONFIG:-}" ] && [ -z "${KUBEECR_NO_APISERVER:-}" ] &
   export KUBEECR_TEST_KUBECONFIG
   export KUBEECR_TEST_WEBHOOK_HOST="${KUBEECR_TEST_WEBHOOK_HOST:-127.0.0.1}"
   echo "==> real kube-apiserver v1.36 ready in $(( $(date +%s) - started ))s: $KUBEECR_TEST_KUBECONFIG"
+elif [ -z "${KUBEECR_TEST_KUBECONFIG:-}" ] && [ "$KUBEECR_TEST_REQUIRE_CLUSTER" != 0 ]; then
+  echo "==> no real kube-apiserver (../shared/kube-apiserver missing or KUBEECR_NO_APISERVER set) and KUBEECR_TEST_REQUIRE_CLUSTER=$KUBEECR_TEST_REQUIRE_CLUSTER: real-cluster tests will FAIL" >&2
 elif [ -z "${KUBEECR_TEST_KUBECONFIG:-}" ]; then
   echo "==> no real kube-apiserver (../shared/kube-apiserver missing or KUBEECR_NO_APISERVER set): real-cluster tests print SKIPPED; the API double covers them"
 fi

@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod cert_expiry;
+mod connection;
+mod connection_limits;
 pub mod http;
 pub mod limits;
 pub mod tls;

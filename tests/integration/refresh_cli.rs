@@ -279,8 +279,7 @@ async fn an_undecodable_answer_never_reaches_the_log() {
 #[tokio::test]
 async fn runs_as_the_images_user_with_no_home_in_a_read_only_directory() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let sudo = !root
         && std::process::Command::new("sudo")
             .args(["-n", "true"])

@@ -256,10 +256,13 @@ impl ServeProcess {
         self.child.id().expect("running") as i32
     }
 
+    /// Sends `signal` (a `libc::SIG*` number) to the process.
     pub fn signal(&self, signal: i32) {
-        unsafe {
-            libc::kill(self.pid(), signal);
-        }
+        use rustix::process::{Pid, Signal, kill_process};
+        let pid = Pid::from_raw(self.pid()).expect("a positive pid");
+        let signal = Signal::from_named_raw(signal).expect("a named signal");
+        // Errors ignored, as before: the process may have exited already.
+        let _ = kill_process(pid, signal);
     }
 
     /// Waits (bounded) for the process to exit.

@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubeecr::contract::policy::Policy;
-use kubeecr_testkit::cluster::TestCluster;
+use kubeecr_testkit::cluster::{TestCluster, cannot_run_on_real_cluster};
 use kubeecr_testkit::moto::{EcrProxy, dead_endpoint};
 use serde_json::{Value, json};
 
@@ -68,7 +68,8 @@ impl Drop for Registration {
 }
 
 /// Serves kubeecr's webhook where the cluster can reach it and registers `webhook-config/`.
-/// `None` (printed as skipped) on a real cluster without `KUBEECR_TEST_WEBHOOK_HOST`.
+/// `None` (printed as skipped, or a failure under `KUBEECR_TEST_REQUIRE_CLUSTER`) on a real
+/// cluster without `KUBEECR_TEST_WEBHOOK_HOST`.
 async fn webhook_for(
     cluster: &TestCluster,
     state: kubeecr::admission::webhook::WebhookState,
@@ -80,8 +81,11 @@ async fn webhook_for(
         return Some((webhook, registration));
     }
     let Ok(host) = std::env::var(WEBHOOK_HOST_ENV) else {
-        println!(
-            "SKIPPED {test} on a real cluster: set {WEBHOOK_HOST_ENV} to an address of this machine that the API server can reach"
+        cannot_run_on_real_cluster(
+            test,
+            &format!(
+                "set {WEBHOOK_HOST_ENV} to an address of this machine that the API server can reach"
+            ),
         );
         return None;
     };
@@ -98,16 +102,30 @@ async fn webhook_for(
 
 /// Whether a webhook listening on 127.0.0.1 can be reached by the cluster's API server: on
 /// the double always, on a real cluster when `KUBEECR_TEST_WEBHOOK_HOST` is 127.0.0.1 (the
-/// API server runs on this machine). Prints SKIPPED otherwise.
+/// API server runs on this machine). Prints SKIPPED otherwise; without
+/// `KUBEECR_TEST_WEBHOOK_HOST` that fails instead under `KUBEECR_TEST_REQUIRE_CLUSTER`.
 pub fn loopback_reachable(cluster: &TestCluster, test: &str) -> bool {
-    let reachable =
-        !cluster.is_real() || std::env::var(WEBHOOK_HOST_ENV).is_ok_and(|h| h == "127.0.0.1");
-    if !reachable {
-        println!(
-            "SKIPPED {test} on a real cluster: its API server must reach 127.0.0.1 ({WEBHOOK_HOST_ENV}=127.0.0.1)"
-        );
+    if !cluster.is_real() {
+        return true;
     }
-    reachable
+    match std::env::var(WEBHOOK_HOST_ENV) {
+        Ok(host) if host == "127.0.0.1" => true,
+        // A cluster that runs elsewhere (kind reaches the Docker gateway): the test cannot run
+        // on it, whatever this run sets.
+        Ok(_) => {
+            println!(
+                "SKIPPED {test} on a real cluster: its API server must reach 127.0.0.1 ({WEBHOOK_HOST_ENV}=127.0.0.1)"
+            );
+            false
+        }
+        Err(_) => {
+            cannot_run_on_real_cluster(
+                test,
+                &format!("its API server must reach 127.0.0.1 ({WEBHOOK_HOST_ENV}=127.0.0.1)"),
+            );
+            false
+        }
+    }
 }
 
 /// Registers `webhook-config/` at `base_url` (`https://host:port`) trusting `ca_pem`: on the

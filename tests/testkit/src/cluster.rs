@@ -11,6 +11,28 @@ use serde_json::json;
 use crate::apiserver::FakeApiServer;
 
 pub const REAL_CLUSTER_ENV: &str = "KUBEECR_TEST_KUBECONFIG";
+/// Set to 1 by scripts/test.sh: a real-cluster test that cannot run fails instead of printing
+/// SKIPPED. Unset (or 0), as in a quick local `cargo test`, it prints SKIPPED and passes.
+pub const REQUIRE_CLUSTER_ENV: &str = "KUBEECR_TEST_REQUIRE_CLUSTER";
+
+/// Whether `KUBEECR_TEST_REQUIRE_CLUSTER` asks for every real-cluster test to run.
+pub fn cluster_required() -> bool {
+    std::env::var(REQUIRE_CLUSTER_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `test` cannot run on a real cluster, for the reason `why`: prints SKIPPED, or fails, saying
+/// how to run it, when `KUBEECR_TEST_REQUIRE_CLUSTER` is set.
+#[track_caller]
+pub fn cannot_run_on_real_cluster(test: &str, why: &str) {
+    assert!(
+        !cluster_required(),
+        "{test} cannot run on a real cluster: {why}. {REQUIRE_CLUSTER_ENV} is set, so this fails \
+         instead of skipping: run scripts/test.sh, which starts ../shared/kube-apiserver, or set \
+         {REAL_CLUSTER_ENV} (and KUBEECR_TEST_WEBHOOK_HOST=127.0.0.1 when its API server runs on \
+         this machine); {REQUIRE_CLUSTER_ENV}=0 skips it knowingly"
+    );
+    println!("SKIPPED {test} on a real cluster: {why}");
+}
 
 pub enum Backend {
     Double(FakeApiServer),
@@ -66,10 +88,10 @@ impl TestCluster {
     }
 
     /// The real cluster of `KUBEECR_TEST_KUBECONFIG`, or `None` (printing that the test was
-    /// skipped) when it is unset.
+    /// skipped) when it is unset; a failure instead under `KUBEECR_TEST_REQUIRE_CLUSTER`.
     pub async fn real(test: &str) -> Option<Self> {
         let Ok(path) = std::env::var(REAL_CLUSTER_ENV) else {
-            println!("SKIPPED {test} on a real cluster: {REAL_CLUSTER_ENV} is not set");
+            cannot_run_on_real_cluster(test, &format!("{REAL_CLUSTER_ENV} is not set"));
             return None;
         };
         let path = PathBuf::from(path);

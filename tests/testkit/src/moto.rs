@@ -31,6 +31,8 @@ pub const GET_AUTHORIZATION_TOKEN: &str =
 static MOTO_URL: OnceLock<String> = OnceLock::new();
 
 /// The base URL of a running moto server.
+// The one unsafe call: `pre_exec`, so that moto dies with the test process.
+#[allow(unsafe_code)]
 pub fn moto_url() -> &'static str {
     MOTO_URL.get_or_init(|| {
         if let Ok(url) = std::env::var("KUBEECR_TEST_MOTO_URL") {
@@ -456,6 +458,8 @@ pub fn dead_endpoint() -> String {
 }
 
 /// Static test credentials, set once for the whole test process, and no profile files.
+// `set_var` is unsafe where another thread reads the environment at the same time.
+#[allow(unsafe_code)]
 pub fn use_test_credentials() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| unsafe {

@@ -1,6 +1,6 @@
 //! A throwaway "cluster" for running kubeecr locally: the in-repo kube-apiserver double on
 //! 127.0.0.1, a kubeconfig for it, and kubeecr's `webhook-config/` registered against a
-//! webhook URL, trusting the CA `kubeecr certs` made. Used by `scripts/local-run.sh` and `bench/`.
+//! webhook URL, trusting the CA `kubeecr certs` made. Used by `scripts/local-run.sh` and `scripts/bench/`.
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! ECR for scripts: the testkit's proxy in front of a moto server, answering
 //! GetAuthorizationToken as ECR does (a fresh password of real length on every call, expiring
-//! 12 hours ahead). Used by `scripts/local-run.sh` and `bench/`, so that what they measure and
+//! 12 hours ahead). Used by `scripts/local-run.sh` and `scripts/bench/`, so that what they measure and
 //! show has real token sizes.
 
 use clap::Parser;

@@ -1,6 +1,6 @@
 //! Fills a cluster with Secrets for benchmarks: opted-in ones spread over namespaces and
 //! (account, region) pairs, and unrelated ones of a given size, as Helm release Secrets are.
-//! Used by `bench/*.sh`. Creates concurrently; an object that exists already is left alone.
+//! Used by `scripts/bench/*.sh`. Creates concurrently; an object that exists already is left alone.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,10 +4,10 @@
 # /metrics) and RSS before and after. Then the most one Secret may ask for: 20 registries in
 # 10 known regions, 200 times.
 #
-#   bench/invented-regions.sh [requests] [regions]   # BENCHMARKS.md: 3 requests of 5000
+#   scripts/bench/invented-regions.sh [requests] [regions]   # BENCHMARKS.md: 3 requests of 5000
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 requests=${1:-3}; regions=${2:-5000}
 bench_start double --namespaces 1 --secrets-per-namespace 0

@@ -4,16 +4,16 @@
 # again with nothing due. Prints wall time, peak RSS, ECR calls and the API requests for
 # secrets by verb (the real kube-apiserver's metrics, or the double's own count).
 #
-#   bench/refresh-scale.sh [real|double] [namespaces] [per-namespace] [unrelated] [unrelated-bytes] [--labelled]
-#   bench/refresh-scale.sh real 1000 10 0 0             # BENCHMARKS.md: 10,000 Secrets, 1,000 namespaces
-#   bench/refresh-scale.sh real 1000 10 0 0 --labelled  # as the webhook labels them at creation
-#   bench/refresh-scale.sh double 1000 10 1000 524288   # with 1,000 unrelated Secrets of 512 KiB
+#   scripts/bench/refresh-scale.sh [real|double] [namespaces] [per-namespace] [unrelated] [unrelated-bytes] [--labelled]
+#   scripts/bench/refresh-scale.sh real 1000 10 0 0             # BENCHMARKS.md: 10,000 Secrets, 1,000 namespaces
+#   scripts/bench/refresh-scale.sh real 1000 10 0 0 --labelled  # as the webhook labels them at creation
+#   scripts/bench/refresh-scale.sh double 1000 10 1000 524288   # with 1,000 unrelated Secrets of 512 KiB
 #
 #   KUBEECR_BENCH_FLAGS="--concurrency 64 --write-qps 0"  extra flags for kubeecr refresh
 #   KUBEECR_BENCH_BIN=path                                 another kubeecr binary (a baseline)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}; unrelated=${4:-0}; bytes=${5:-0}; labelled=${6:-}
 seed=(--namespaces "$namespaces" --secrets-per-namespace "$per" --unrelated "$unrelated" --unrelated-bytes "$bytes")

@@ -5,15 +5,15 @@
 # wrk2 is (a late request counts from when it should have been sent), then saturated. Prints
 # one line per run, and the ECR calls and API server requests the runs caused.
 #
-#   bench/admission-load.sh [seconds] [rate...]
-#   bench/admission-load.sh 30 5000                        # BENCHMARKS.md: the 5,000 req/s target
-#   bench/admission-load.sh 20 1000 2000 3000 5000 10000    # BENCHMARKS.md: the sweep
+#   scripts/bench/admission-load.sh [seconds] [rate...]
+#   scripts/bench/admission-load.sh 30 5000                        # BENCHMARKS.md: the 5,000 req/s target
+#   scripts/bench/admission-load.sh 20 1000 2000 3000 5000 10000    # BENCHMARKS.md: the sweep
 #
 # Needs oha (`cargo install oha --locked`). KUBEECR_BENCH_CONNECTIONS (default 16) connections;
 # KUBEECR_BENCH_HTTP2=1 speaks HTTP/2 as the API server does (2 connections, 8 streams each).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 secs=${1:-30}; shift || true
 rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(5000)

@@ -6,12 +6,12 @@
 # that namespace (a dry run, so every run finds the same), and of `kubeecr serve` once its
 # watches have listed them.
 #
-#   bench/labelled-secrets.sh [real|double] [count] [bytes] [--opted-in]
-#   bench/labelled-secrets.sh real 120 768000             # BENCHMARKS.md: 120 Secrets of 750 KB
-#   bench/labelled-secrets.sh real 120 768000 --opted-in  # ... opted in, the bytes in their config
+#   scripts/bench/labelled-secrets.sh [real|double] [count] [bytes] [--opted-in]
+#   scripts/bench/labelled-secrets.sh real 120 768000             # BENCHMARKS.md: 120 Secrets of 750 KB
+#   scripts/bench/labelled-secrets.sh real 120 768000 --opted-in  # ... opted in, the bytes in their config
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 cluster=${1:-real}; count=${2:-120}; bytes=${3:-768000}; opted_in=${4:-}
 if [ "$opted_in" = --opted-in ]; then

@@ -1,4 +1,4 @@
-# Shared by bench/*.sh: release binaries, moto, and a real kube-apiserver (from
+# Shared by scripts/bench/*.sh: release binaries, moto, and a real kube-apiserver (from
 # ../shared/kube-apiserver, fresh etcd) or the in-repo API double.
 
 source scripts/lib/moto.sh

@@ -5,12 +5,12 @@
 # appears. ECR is the testkit's: a fresh password of real length (2,300-2,800 characters) on
 # every call, so what the Secrets hold is what real ones hold.
 #
-#   bench/serve-footprint.sh [real|double] [namespaces] [per-namespace] [registries-per-secret]
-#   bench/serve-footprint.sh real 1000 10      # BENCHMARKS.md: 10,000 managed Secrets
-#   bench/serve-footprint.sh real 1000 10 5    # the same with 5 registries each
+#   scripts/bench/serve-footprint.sh [real|double] [namespaces] [per-namespace] [registries-per-secret]
+#   scripts/bench/serve-footprint.sh real 1000 10      # BENCHMARKS.md: 10,000 managed Secrets
+#   scripts/bench/serve-footprint.sh real 1000 10 5    # the same with 5 registries each
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 cluster=${1:-real}; namespaces=${2:-1000}; per=${3:-10}; registries=${4:-1}
 total=$((namespaces * per))

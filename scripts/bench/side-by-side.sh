@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# kubeecr against the script it replaces (bench/baseline-script.sh), on the same opted-in
+# kubeecr against the script it replaces (scripts/bench/baseline-script.sh), on the same opted-in
 # Secrets of a fresh real kube-apiserver that the tests never see, with the same moto: wall
 # time and ECR calls (moto's log) of `kubeecr refresh` filling them all, then of the script
 # rewriting them all.
 #
-#   bench/side-by-side.sh [namespaces] [per-namespace]
-#   bench/side-by-side.sh 10 10        # BENCHMARKS.md: 100 Secrets over 50 (account, region) pairs
+#   scripts/bench/side-by-side.sh [namespaces] [per-namespace]
+#   scripts/bench/side-by-side.sh 10 10        # BENCHMARKS.md: 100 Secrets over 50 (account, region) pairs
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 namespaces=${1:-10}; per=${2:-10}
 bench_start real --namespaces "$namespaces" --secrets-per-namespace "$per"

@@ -4,7 +4,7 @@
 # get-login-password` and one `kubectl patch` that replaces the whole .dockerconfigjson (so it
 # loses foreign entries, and it takes only the first registry of each annotation).
 #
-#   bench/baseline-script.sh KUBECONFIG ECR_ENDPOINT
+#   scripts/bench/baseline-script.sh KUBECONFIG ECR_ENDPOINT
 set -euo pipefail
 kubeconfig=$1; endpoint=$2
 kubectl --kubeconfig "$kubeconfig" get secrets -A \

@@ -4,10 +4,10 @@
 # apply` of a data-less opted-in Secret, through the real kube-apiserver and kubeecr's
 # webhooks, until its token is stored; and the same with the default (fill at admission).
 #
-#   bench/fill-by-watch.sh [runs]      # BENCHMARKS.md: 10 runs per mode
+#   scripts/bench/fill-by-watch.sh [runs]      # BENCHMARKS.md: 10 runs per mode
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+cd "$(dirname "$0")/../.."
+source scripts/bench/lib.sh
 
 runs=${1:-10}
 bench_start real --namespaces 1 --secrets-per-namespace 0
