@@ -23,7 +23,10 @@ use crate::contract::policy::Policy;
 use crate::contract::token::{FetchError, FetchErrorKind};
 use crate::contract::token::{Token, TokenKey};
 use crate::telemetry::events::Events;
-use crate::telemetry::metrics::{AdmissionLabels, Metrics, TokenResponseLabels, WebhookLabels};
+use crate::telemetry::metrics::{
+    AdmissionLabels, AdmissionOperation, AdmissionResult, Client, Metrics, TokenResponseLabels,
+    Webhook, WebhookLabels,
+};
 use crate::tokens::cache::TokenCache;
 
 /// The API server's default webhook timeout, used when `?timeout=` is absent.
@@ -57,37 +60,37 @@ pub fn router(state: Arc<WebhookState>, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-fn operation(op: &Operation) -> &'static str {
+fn operation(op: &Operation) -> AdmissionOperation {
     match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
+        Operation::Create => AdmissionOperation::Create,
+        Operation::Update => AdmissionOperation::Update,
+        Operation::Delete => AdmissionOperation::Delete,
+        Operation::Connect => AdmissionOperation::Connect,
     }
 }
 
-fn result_of(response: &AdmissionResponse) -> &'static str {
+fn result_of(response: &AdmissionResponse) -> AdmissionResult {
     match (
         response.allowed,
         response.patch.is_some(),
         response.warnings.is_some(),
     ) {
-        (false, _, _) => "denied",
-        (true, _, true) => "warned",
-        (true, true, false) => "patched",
-        (true, false, false) => "allowed",
+        (false, _, _) => AdmissionResult::Denied,
+        (true, _, true) => AdmissionResult::Warned,
+        (true, true, false) => AdmissionResult::Patched,
+        (true, false, false) => AdmissionResult::Allowed,
     }
 }
 
 /// Counts, times, logs and answers one review.
 struct Answer<'a> {
     state: &'a WebhookState,
-    webhook: &'static str,
+    webhook: Webhook,
     started: Instant,
 }
 
 impl<'a> Answer<'a> {
-    fn start(state: &'a WebhookState, webhook: &'static str) -> Self {
+    fn start(state: &'a WebhookState, webhook: Webhook) -> Self {
         Self {
             state,
             webhook,
@@ -105,7 +108,7 @@ impl<'a> Answer<'a> {
             .map_err(|message| Box::new(self.invalid(StatusCode::BAD_REQUEST, message)))
     }
 
-    fn count(&self, operation: &'static str, result: &'static str) {
+    fn count(&self, operation: AdmissionOperation, result: AdmissionResult) {
         let m = &self.state.metrics;
         m.admission_requests
             .get_or_create(&AdmissionLabels {
@@ -122,8 +125,8 @@ impl<'a> Answer<'a> {
     }
 
     fn invalid(&self, status: StatusCode, message: String) -> Response {
-        self.count("unknown", "invalid");
-        tracing::debug!(webhook = self.webhook, %status, "refused a malformed request: {message}");
+        self.count(AdmissionOperation::Unknown, AdmissionResult::Invalid);
+        tracing::debug!(webhook = self.webhook.as_str(), %status, "refused a malformed request: {message}");
         (status, message).into_response()
     }
 
@@ -136,11 +139,11 @@ impl<'a> Answer<'a> {
         self.count(operation(&req.operation), result);
         // Debug formatting: names from a review cannot break the line or forge another.
         tracing::info!(
-            webhook = self.webhook,
+            webhook = self.webhook.as_str(),
             secret = ?format!("{}/{}", req.namespace.as_deref().unwrap_or(""), req.name),
-            operation = operation(&req.operation),
+            operation = operation(&req.operation).as_str(),
             dry_run = req.dry_run,
-            outcome = result,
+            outcome = result.as_str(),
             message = ?response.result.message,
             "admission"
         );
@@ -156,7 +159,7 @@ async fn validate(
     State(state): State<Arc<WebhookState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = Answer::start(&state, "validate");
+    let answer = Answer::start(&state, Webhook::Validate);
     let req = match answer.request(body) {
         Ok(req) => req,
         Err(refused) => return *refused,
@@ -181,7 +184,7 @@ async fn mutate(
     Query(query): Query<WebhookQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = Answer::start(&state, "mutate");
+    let answer = Answer::start(&state, Webhook::Mutate);
     let req = match answer.request(body) {
         Ok(req) => req,
         Err(refused) => return *refused,
@@ -225,9 +228,9 @@ fn audit_token(
     registries: &str,
 ) {
     let client = if state.clients_verified {
-        "verified"
+        Client::Verified
     } else {
-        "unverified"
+        Client::Unverified
     };
     state
         .metrics
@@ -240,7 +243,7 @@ fn audit_token(
         secret = ?secret.to_string(),
         user = ?req.user_info.username.as_deref().unwrap_or(""),
         registries,
-        client,
+        client = client.as_str(),
         dry_run = req.dry_run,
         "admission response carries an ECR token"
     );

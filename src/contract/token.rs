@@ -197,19 +197,6 @@ pub enum FetchErrorKind {
 }
 
 impl FetchErrorKind {
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Self::Denied => "denied",
-            Self::NoCredentials => "no_credentials",
-            Self::Throttled => "throttled",
-            Self::Service => "service",
-            Self::Unreachable => "unreachable",
-            Self::Timeout => "timeout",
-            Self::Malformed => "malformed",
-            Self::TooSoon => "too_soon",
-        }
-    }
-
     /// What a requester is told.
     pub fn reason(self) -> &'static str {
         match self {

@@ -110,7 +110,8 @@ impl Controller {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
         let mut queue = tokio::time::interval(QUEUE_INTERVAL);
-        self.metrics.set_states(SecretState::ALL.map(|s| (s, 0)));
+        self.metrics
+            .set_states(SecretState::ALL.iter().map(|&s| (s, 0)));
         self.set_leader(*leader.borrow_and_update());
         loop {
             let capacity = self.leader && self.in_flight.len() < self.settings.concurrency;
@@ -236,7 +237,7 @@ impl Controller {
                     }
                     None => self.schedule.remove(secret),
                 }
-                SecretState::Managed
+                SecretState::Filled
             }
             Plan::Fill { .. } | Plan::Release(_) => {
                 self.schedule.now(secret);
@@ -320,7 +321,7 @@ impl Controller {
                     self.schedule
                         .at(&secret, jittered(at, now, due.refresh_before), now);
                 }
-                self.set_state(&secret, Some(SecretState::Managed));
+                self.set_state(&secret, Some(SecretState::Filled));
                 self.expiries.insert(secret.clone(), expires_at);
             }
             Outcome::Released => {
@@ -339,11 +340,11 @@ impl Controller {
                         self.schedule.succeeded(&secret);
                         self.schedule
                             .at(&secret, jittered(at, now, due.refresh_before), now);
-                        SecretState::Managed
+                        SecretState::Filled
                     }
                     None => {
                         self.schedule.succeeded(&secret);
-                        SecretState::Managed
+                        SecretState::Filled
                     }
                 };
                 self.set_state(&secret, Some(state));

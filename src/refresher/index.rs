@@ -20,6 +20,7 @@ use crate::contract::partition::Regions;
 use crate::k8s::Scope;
 use crate::k8s::watch::Event;
 use crate::refresher::wire::WireSecret;
+use crate::telemetry::metrics::Watch;
 
 /// Which watch a stream belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,10 +30,11 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn label(self) -> &'static str {
+    /// The `watch` label of its metrics and logs.
+    pub fn watch(self) -> Watch {
         match self {
-            Self::Managed => "managed",
-            Self::Unmanaged => "metadata",
+            Self::Managed => Watch::Managed,
+            Self::Unmanaged => Watch::Metadata,
         }
     }
 }
@@ -164,7 +166,7 @@ impl Index {
         self.streams
             .iter()
             .filter(|s| !self.synced.contains(*s))
-            .map(|s| format!("{} watch of {}", s.source.label(), s.scope))
+            .map(|s| format!("{} watch of {}", s.source.watch().as_str(), s.scope))
             .collect()
     }
 

@@ -40,11 +40,11 @@ fn report<T>(
             metrics
                 .watch_errors
                 .get_or_create(&WatchLabels {
-                    watch: stream.source.label(),
+                    watch: stream.source.watch(),
                 })
                 .inc();
             let scope = &stream.scope;
-            tracing::warn!(watch = stream.source.label(), %scope, "watching Secrets failed; retrying with backoff: {}", k8s::describe(&e));
+            tracing::warn!(watch = stream.source.watch().as_str(), %scope, "watching Secrets failed; retrying with backoff: {}", k8s::describe(&e));
             None
         }
     }

@@ -19,6 +19,16 @@ pub(super) struct PeerShare {
     ip: std::net::IpAddr,
 }
 
+/// Whether one more connection from an address may open.
+pub(super) enum PeerAdmission {
+    /// No per-address limit is set.
+    Unlimited,
+    /// Yes, and it holds this share until it closes or authenticates.
+    Counted(PeerShare),
+    /// No: the address holds its share already.
+    AtLimit,
+}
+
 impl PeerCounts {
     pub(super) fn new(max: usize) -> Self {
         Self {
@@ -27,22 +37,22 @@ impl PeerCounts {
         }
     }
 
-    /// A share for one more connection from `ip`, or `None` at its limit. The map holds only
-    /// addresses with a connection open, so it is bounded by `max_connections`.
-    pub(super) fn take(counts: &Arc<Self>, ip: std::net::IpAddr) -> Option<Option<PeerShare>> {
+    /// A share for one more connection from `ip`. The map holds only addresses with a
+    /// connection open, so it is bounded by `max_connections`.
+    pub(super) fn take(counts: &Arc<Self>, ip: std::net::IpAddr) -> PeerAdmission {
         if counts.max == 0 {
-            return Some(None);
+            return PeerAdmission::Unlimited;
         }
         let mut open = counts.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= counts.max {
-            return None;
+            return PeerAdmission::AtLimit;
         }
         *n += 1;
-        Some(Some(PeerShare {
+        PeerAdmission::Counted(PeerShare {
             counts: Arc::clone(counts),
             ip,
-        }))
+        })
     }
 }
 

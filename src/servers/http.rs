@@ -17,9 +17,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::servers::connection::{Connection, ConnectionService};
-use crate::servers::connection_limits::{HANDSHAKE_SHARE, Handshakes, Open, PeerCounts};
+use crate::servers::connection_limits::{
+    HANDSHAKE_SHARE, Handshakes, Open, PeerAdmission, PeerCounts,
+};
 use crate::servers::limits::{RequestGuard, ServerLimits};
-use crate::telemetry::metrics::{Metrics, Refusal, ServerLabels};
+use crate::telemetry::metrics::{Metrics, Refusal, Server, ServerLabels};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTimeouts {
@@ -76,20 +78,20 @@ impl Default for ServerTimeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSettings {
     /// `webhook` or `admin`: the `server` label of metrics and logs.
-    pub name: &'static str,
+    pub name: Server,
     pub timeouts: ServerTimeouts,
     pub limits: ServerLimits,
 }
 
 impl ServerSettings {
     pub const WEBHOOK: Self = Self {
-        name: "webhook",
+        name: Server::Webhook,
         timeouts: ServerTimeouts::WEBHOOK,
         limits: ServerLimits::WEBHOOK,
     };
 
     pub const ADMIN: Self = Self {
-        name: "admin",
+        name: Server::Admin,
         timeouts: ServerTimeouts::ADMIN,
         limits: ServerLimits::ADMIN,
     };
@@ -182,10 +184,14 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         // Closed at once, its slot given back: one address must not hold every slot.
-        let Some(peer_share) = PeerCounts::take(&peers, peer.ip()) else {
-            guard.refusals.record(Refusal::PeerLimit, Some(peer));
-            drop((stream, slot));
-            continue;
+        let peer_share = match PeerCounts::take(&peers, peer.ip()) {
+            PeerAdmission::Counted(share) => Some(share),
+            PeerAdmission::Unlimited => None,
+            PeerAdmission::AtLimit => {
+                guard.refusals.record(Refusal::PeerLimit, Some(peer));
+                drop((stream, slot));
+                continue;
+            }
         };
         let connection = Connection {
             builder: Arc::clone(&builder),
@@ -251,7 +257,7 @@ pub async fn serve(
     let drained = tokio::time::timeout(timeouts.drain, slots.acquire_many(all)).await;
     if drained.is_err() {
         tracing::warn!(
-            server = name,
+            server = name.as_str(),
             "connections still open after {:?}; they are being dropped",
             timeouts.drain
         );

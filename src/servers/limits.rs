@@ -15,7 +15,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
-use crate::telemetry::metrics::{Metrics, Refusal, RefusalLabels};
+use crate::telemetry::metrics::{Metrics, Refusal, RefusalLabels, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
@@ -83,7 +83,7 @@ pub(crate) struct RequestGuard {
 
 impl RequestGuard {
     pub(crate) fn new(
-        server: &'static str,
+        server: Server,
         limits: &ServerLimits,
         body_timeout: Duration,
         request_timeout: Duration,
@@ -225,7 +225,7 @@ async fn read_body(
 /// Counts refusals, and logs them at most once per reason every 10 s, so that an attack does
 /// not flood the log.
 pub(crate) struct Refusals {
-    server: &'static str,
+    server: Server,
     metrics: Arc<Metrics>,
     /// Per reason: when it was last logged, and how many went unlogged since.
     logged: Mutex<[(Option<Instant>, u64); Refusal::ALL.len()]>,
@@ -234,7 +234,7 @@ pub(crate) struct Refusals {
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Refusals {
-    fn new(server: &'static str, metrics: Arc<Metrics>) -> Self {
+    fn new(server: Server, metrics: Arc<Metrics>) -> Self {
         Self {
             server,
             metrics,
@@ -281,7 +281,7 @@ impl Refusals {
         };
         let peer = peer.map(|p| p.to_string()).unwrap_or_default();
         tracing::warn!(
-            server = self.server,
+            server = self.server.as_str(),
             reason = reason.as_str(),
             peer,
             also_since_last_line = unlogged,

@@ -14,35 +14,47 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-/// How an opted-in Secret stands, as the refresher sees it.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum SecretState {
-    /// Filled, and scheduled for its next refresh.
-    Managed,
-    /// Waiting for its first or next write.
-    Due,
-    /// Its last refresh failed; retried with backoff.
-    Failing,
-    /// Not kubeecr's to fill: malformed annotation, wrong type, refused by policy.
-    Invalid,
-}
+use crate::contract::token::FetchErrorKind;
 
-impl SecretState {
-    pub const ALL: [SecretState; 4] = [Self::Managed, Self::Due, Self::Failing, Self::Invalid];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Managed => "managed",
-            Self::Due => "due",
-            Self::Failing => "failing",
-            Self::Invalid => "invalid",
+/// A label whose values are a fixed set: the enum, its values as written, and all of them
+/// (so that their series can start at zero).
+macro_rules! label_values {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $value:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
         }
-    }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$(Self::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $value,)+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl EncodeLabelValue for SecretState {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(self.as_str())
+label_values! {
+    /// How an opted-in Secret stands, as the refresher sees it.
+    pub enum SecretState {
+        /// Filled, and scheduled for its next refresh.
+        Filled => "filled",
+        /// Waiting for its first or next write.
+        Due => "due",
+        /// Its last refresh failed; retried with backoff.
+        Failing => "failing",
+        /// Not kubeecr's to fill: malformed annotation, wrong type, refused by policy.
+        Invalid => "invalid",
     }
 }
 
@@ -51,35 +63,14 @@ pub struct StateLabels {
     pub state: SecretState,
 }
 
-/// What one refresh of one Secret did.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    Refreshed,
-    Unchanged,
-    Released,
-    Skipped,
-    Failed,
-}
-
-impl RefreshOutcome {
-    pub const ALL: [RefreshOutcome; 5] = [
-        Self::Refreshed,
-        Self::Unchanged,
-        Self::Released,
-        Self::Skipped,
-        Self::Failed,
-    ];
-}
-
-impl EncodeLabelValue for RefreshOutcome {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(match self {
-            Self::Refreshed => "refreshed",
-            Self::Unchanged => "unchanged",
-            Self::Released => "released",
-            Self::Skipped => "skipped",
-            Self::Failed => "failed",
-        })
+label_values! {
+    /// What one refresh of one Secret did.
+    pub enum RefreshOutcome {
+        Refreshed => "refreshed",
+        Unchanged => "unchanged",
+        Released => "released",
+        Skipped => "skipped",
+        Failed => "failed",
     }
 }
 
@@ -95,113 +86,160 @@ pub struct TokenLabels {
     pub region: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EcrCallLabels {
-    pub region: String,
-    /// `ok`, or the failure kind: `service`, `unreachable`, `malformed`.
-    pub result: &'static str,
+label_values! {
+    /// What a GetAuthorizationToken call came to.
+    pub enum EcrResult {
+        Ok => "ok",
+        Denied => "denied",
+        NoCredentials => "no_credentials",
+        Throttled => "throttled",
+        Service => "service",
+        Unreachable => "unreachable",
+        Timeout => "timeout",
+        Malformed => "malformed",
+        TooSoon => "too_soon",
+    }
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AdmissionLabels {
-    pub webhook: &'static str,
-    pub operation: &'static str,
-    /// `allowed`, `patched`, `denied`, `warned` (admitted without a token) or `invalid` (400/413).
-    pub result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WebhookLabels {
-    pub webhook: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenResponseLabels {
-    /// `verified` (the client presented a certificate that --client-ca-file verified) or
-    /// `unverified`.
-    pub client: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WatchLabels {
-    /// `metadata` (every Secret, metadata only) or `managed` (kubeecr's Secrets, in full).
-    pub watch: &'static str,
-}
-
-/// Why a server refused a request, closed a connection, or held new connections back.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Refusal {
-    /// 413: the body is larger than `--max-request-bytes` (declared or read).
-    TooLarge,
-    /// 503: `--max-concurrent-requests` are in flight.
-    Busy,
-    /// 503: the bodies in flight already hold `--max-buffered-request-bytes`.
-    BodyBudget,
-    /// 408: the body did not arrive within `--request-body-timeout`.
-    BodyTimeout,
-    /// 503: no answer within `--request-timeout`.
-    RequestTimeout,
-    /// The connection was closed: no TLS handshake within its bound.
-    HandshakeTimeout,
-    /// Accepting paused: `--max-connections` are open; new ones wait in the listen backlog.
-    ConnectionLimit,
-    /// The connection was closed at once: its address already holds its share of connections.
-    PeerLimit,
-    /// The connection was closed: the TLS handshake failed (no or a wrong client certificate,
-    /// plain HTTP on the HTTPS port).
-    HandshakeFailed,
-    /// The connection was closed before its handshake ended: every handshake slot was taken,
-    /// and it was the oldest, making room for a new connection.
-    HandshakeEvicted,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 10] = [
-        Self::TooLarge,
-        Self::Busy,
-        Self::BodyBudget,
-        Self::BodyTimeout,
-        Self::RequestTimeout,
-        Self::HandshakeTimeout,
-        Self::ConnectionLimit,
-        Self::PeerLimit,
-        Self::HandshakeFailed,
-        Self::HandshakeEvicted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TooLarge => "too_large",
-            Self::Busy => "busy",
-            Self::BodyBudget => "body_budget",
-            Self::BodyTimeout => "body_timeout",
-            Self::RequestTimeout => "request_timeout",
-            Self::HandshakeTimeout => "handshake_timeout",
-            Self::ConnectionLimit => "connection_limit",
-            Self::PeerLimit => "peer_limit",
-            Self::HandshakeFailed => "handshake_failed",
-            Self::HandshakeEvicted => "handshake_evicted",
+impl From<FetchErrorKind> for EcrResult {
+    fn from(kind: FetchErrorKind) -> Self {
+        match kind {
+            FetchErrorKind::Denied => Self::Denied,
+            FetchErrorKind::NoCredentials => Self::NoCredentials,
+            FetchErrorKind::Throttled => Self::Throttled,
+            FetchErrorKind::Service => Self::Service,
+            FetchErrorKind::Unreachable => Self::Unreachable,
+            FetchErrorKind::Timeout => Self::Timeout,
+            FetchErrorKind::Malformed => Self::Malformed,
+            FetchErrorKind::TooSoon => Self::TooSoon,
         }
     }
 }
 
-impl EncodeLabelValue for Refusal {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(self.as_str())
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EcrCallLabels {
+    pub region: String,
+    pub result: EcrResult,
+}
+
+label_values! {
+    pub enum Webhook {
+        Mutate => "mutate",
+        Validate => "validate",
+    }
+}
+
+label_values! {
+    /// What an admission answered.
+    pub enum AdmissionResult {
+        Allowed => "allowed",
+        /// Allowed with a patch.
+        Patched => "patched",
+        Denied => "denied",
+        /// Allowed with a warning (admitted without a token, or a Secret kubeecr leaves alone).
+        Warned => "warned",
+        /// A malformed review: 400 or 413.
+        Invalid => "invalid",
+    }
+}
+
+label_values! {
+    pub enum AdmissionOperation {
+        Create => "CREATE",
+        Update => "UPDATE",
+        Delete => "DELETE",
+        Connect => "CONNECT",
+        /// A malformed review, whose operation was never read.
+        Unknown => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: Webhook,
+    pub operation: AdmissionOperation,
+    pub result: AdmissionResult,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: Webhook,
+}
+
+label_values! {
+    /// Whether a client certificate that --client-ca-file verified vouched for the review.
+    pub enum Client {
+        Verified => "verified",
+        Unverified => "unverified",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenResponseLabels {
+    pub client: Client,
+}
+
+label_values! {
+    /// The two Secret watches.
+    pub enum Watch {
+        /// kubeecr's Secrets, in full.
+        Managed => "managed",
+        /// Every other Secret, metadata only.
+        Metadata => "metadata",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: Watch,
+}
+
+label_values! {
+    /// kubeecr's two servers.
+    pub enum Server {
+        Webhook => "webhook",
+        Admin => "admin",
+    }
+}
+
+label_values! {
+    /// Why a server refused a request, closed a connection, or held new connections back.
+    pub enum Refusal {
+        /// 413: the body is larger than `--max-request-bytes` (declared or read).
+        TooLarge => "too_large",
+        /// 503: `--max-concurrent-requests` are in flight.
+        Busy => "busy",
+        /// 503: the bodies in flight already hold `--max-buffered-request-bytes`.
+        BodyBudget => "body_budget",
+        /// 408: the body did not arrive within `--request-body-timeout`.
+        BodyTimeout => "body_timeout",
+        /// 503: no answer within `--request-timeout`.
+        RequestTimeout => "request_timeout",
+        /// The connection was closed: no TLS handshake within its bound.
+        HandshakeTimeout => "handshake_timeout",
+        /// Accepting paused: `--max-connections` are open; new ones wait in the listen backlog.
+        ConnectionLimit => "connection_limit",
+        /// The connection was closed at once: its address already holds its share of
+        /// connections.
+        PeerLimit => "peer_limit",
+        /// The connection was closed: the TLS handshake failed (no or a wrong client
+        /// certificate, plain HTTP on the HTTPS port).
+        HandshakeFailed => "handshake_failed",
+        /// The connection was closed before its handshake ended: every handshake slot was
+        /// taken, and it was the oldest, making room for a new connection.
+        HandshakeEvicted => "handshake_evicted",
     }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
-    /// `webhook` or `admin`.
-    pub server: &'static str,
+    pub server: Server,
     pub reason: Refusal,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabels {
-    /// `webhook` or `admin`.
-    pub server: &'static str,
+    pub server: Server,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -273,26 +311,26 @@ impl Metrics {
         m.tls_certificate_expiry.set(f64::INFINITY);
         // Series whose labels are known up front start at zero, so that a rate or an
         // increase over them has a start and a dashboard shows them before anything happens.
-        for outcome in RefreshOutcome::ALL {
+        for &outcome in RefreshOutcome::ALL {
             let _ = m.refreshes.get_or_create(&OutcomeLabels { outcome });
         }
-        for watch in ["managed", "metadata"] {
+        for &watch in Watch::ALL {
             let _ = m.watch_errors.get_or_create(&WatchLabels { watch });
         }
-        for server in ["webhook", "admin"] {
+        for &server in Server::ALL {
             let _ = m.http_connections.get_or_create(&ServerLabels { server });
-            for reason in Refusal::ALL {
+            for &reason in Refusal::ALL {
                 let _ = m
                     .http_refused
                     .get_or_create(&RefusalLabels { server, reason });
             }
         }
-        for webhook in ["mutate", "validate"] {
+        for &webhook in Webhook::ALL {
             let _ = m
                 .admission_duration
                 .get_or_create(&WebhookLabels { webhook });
         }
-        for client in ["verified", "unverified"] {
+        for &client in Client::ALL {
             let _ = m
                 .admission_tokens
                 .get_or_create(&TokenResponseLabels { client });
@@ -428,7 +466,7 @@ mod tests {
     fn exposes_every_metric_with_the_kubeecr_prefix() {
         let m = Metrics::new();
         m.leader.set(1);
-        m.set_states(SecretState::ALL.map(|s| (s, 0)));
+        m.set_states(SecretState::ALL.iter().map(|&s| (s, 0)));
         m.refreshes
             .get_or_create(&OutcomeLabels {
                 outcome: RefreshOutcome::Refreshed,

@@ -57,7 +57,7 @@ async fn a_compacted_watch_lists_again_and_misses_nothing() {
     assert!(filled(&cluster, "new", FILL).await, "{}", serve.logs());
     let forgotten = eventually(Duration::from_secs(15), || async {
         let m = serve.metrics().await;
-        let managed = crate::serve_process::sample(&m, "kubeecr_secrets{state=\"managed\"}");
+        let managed = crate::serve_process::sample(&m, "kubeecr_secrets{state=\"filled\"}");
         (managed == Some(1.0)).then_some(())
     })
     .await;

@@ -611,7 +611,7 @@ async fn the_admin_port_tells_the_truth(cluster: TestCluster) {
 
     let counted = eventually(Duration::from_secs(10), || async {
         let m = serve.metrics().await;
-        (sample_of(&m, "kubeecr_secrets{state=\"managed\"}") == Some(1.0)
+        (sample_of(&m, "kubeecr_secrets{state=\"filled\"}") == Some(1.0)
             && sample_of(&m, "kubeecr_secrets{state=\"invalid\"}") == Some(1.0))
         .then_some(m)
     })

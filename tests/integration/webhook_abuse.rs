@@ -39,7 +39,7 @@ const SLACK: Duration = Duration::from_secs(3);
 
 fn bounded(timeouts: ServerTimeouts, limits: ServerLimits) -> ServerSettings {
     ServerSettings {
-        name: "webhook",
+        name: kubeecr::telemetry::metrics::Server::Webhook,
         timeouts,
         limits,
     }

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 pub use self::config::CacheConfig;
 use self::slot::{Entry, Slot};
 use crate::contract::token::{self, FetchError, FetchErrorKind, FetchedToken, Token, TokenKey};
-use crate::telemetry::metrics::{EcrCallLabels, Metrics, TokenLabels};
+use crate::telemetry::metrics::{EcrCallLabels, EcrResult, Metrics, TokenLabels};
 
 /// Where tokens come from: ECR in production, a fake in unit tests.
 pub trait TokenSource: Send + Sync + 'static {
@@ -277,7 +277,7 @@ impl TokenCache {
         error: &FetchError,
         stale: Option<&CachedToken>,
     ) {
-        tracing::warn!(%key, kind = error.kind.as_label(), failures_in_a_row = slot.failures(), next_try_in = %humantime::format_duration(slot.floor(self.config.min_fetch_interval)), "ECR token fetch failed: {}", error.message);
+        tracing::warn!(%key, kind = EcrResult::from(error.kind).as_str(), failures_in_a_row = slot.failures(), next_try_in = %humantime::format_duration(slot.floor(self.config.min_fetch_interval)), "ECR token fetch failed: {}", error.message);
         if let Some(stale) = stale {
             tracing::warn!(%key, expires_at = %stale.token.expires_at, "serving the last good ECR token");
         }
@@ -301,8 +301,8 @@ impl TokenCache {
 
     fn record(&self, key: &TokenKey, result: &Result<Token, FetchError>) {
         let result_label = match result {
-            Ok(_) => "ok",
-            Err(e) => e.kind.as_label(),
+            Ok(_) => EcrResult::Ok,
+            Err(e) => EcrResult::from(e.kind),
         };
         self.metrics
             .ecr_calls
