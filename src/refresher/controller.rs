@@ -6,6 +6,11 @@
 //! and refreshes each with one PATCH from the watched copy (a GET first only for a Secret
 //! kubeecr does not manage yet). A change seen by the watch is decided on at once; a resync
 //! decides on every Secret again, as a safety net.
+//!
+//! Written by hand rather than on `kube_runtime::Controller`: it reads two watches into one
+//! index (kubeecr's Secrets in full, the rest as metadata), every replica keeps it but only
+//! the leader writes, and work in flight is dropped the moment leadership moves. The
+//! state machine itself is pure, in `step`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use crate::contract::plan::{self, Plan};
 use crate::contract::standing::{NotFilled, Seen, Standing, standing};
 use crate::refresher::index::{Change, Index, StreamId};
 use crate::refresher::schedule::{Schedule, jittered};
+use crate::refresher::step::{self, Requeue, Step};
 use crate::refresher::write::{Outcome, Writer};
 use crate::telemetry::events::Events;
 use crate::telemetry::metrics::{Metrics, SecretState, StateLabels};
@@ -66,6 +72,15 @@ pub struct Controller {
     /// Changed while a refresh of theirs was running.
     dirty: HashSet<SecretRef>,
     leader: bool,
+}
+
+/// Why a Secret is decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A watch saw it change (or a refresh of it ended while it changed).
+    Changed,
+    /// The periodic resync.
+    Resync,
 }
 
 /// How often the queue-depth gauge is updated.
@@ -130,7 +145,7 @@ impl Controller {
                 change = changes.next() => {
                     let change = change.ok_or(ControllerError::WatchEnded)?;
                     for secret in self.index.apply(change) {
-                        self.decide(&secret, true);
+                        self.decide(&secret, Trigger::Changed);
                     }
                     let unsynced = self.index.unsynced();
                     let now = (!unsynced.is_empty())
@@ -184,18 +199,18 @@ impl Controller {
     fn decide_all(&mut self) {
         let secrets: Vec<SecretRef> = self.index.keys().cloned().collect();
         for secret in &secrets {
-            self.decide(secret, false);
+            self.decide(secret, Trigger::Resync);
         }
     }
 
     /// Schedules `secret` for when it is due. A change seen by a watch is decided on at once;
-    /// otherwise (a resync) a failing Secret keeps the retry time of its backoff.
-    fn decide(&mut self, secret: &SecretRef, changed: bool) {
+    /// a resync leaves a failing Secret at the retry time of its backoff.
+    fn decide(&mut self, secret: &SecretRef, trigger: Trigger) {
         if self.tasks.values().any(|s| s == secret) {
             self.dirty.insert(secret.clone());
             return;
         }
-        if !changed && self.schedule.is_failing(secret) {
+        if trigger == Trigger::Resync && self.schedule.is_failing(secret) {
             return;
         }
         let Some(entry) = self.index.get(secret) else {
@@ -224,37 +239,31 @@ impl Controller {
             }
             (None, None) => unreachable!("the index drops empty entries"),
         };
-        let state = match decision {
-            Plan::UpToDate { due_at: Some(at) } if at <= now => {
-                self.schedule.now(secret);
-                SecretState::Due
+        let failing = self.schedule.is_failing(secret);
+        self.apply(secret, step::after_decision(decision, now, failing), now);
+    }
+
+    /// Carries out a step of the state machine.
+    fn apply(&mut self, secret: &SecretRef, step: Step, now: Timestamp) {
+        if step.succeeded {
+            self.schedule.succeeded(secret);
+        }
+        let margin = self.writer.due_policy().refresh_before;
+        match step.requeue {
+            Requeue::Now => self.schedule.now(secret),
+            Requeue::At(at) => self.schedule.at(secret, jittered(at, now, margin), now),
+            Requeue::UntilChanged => self.schedule.remove(secret),
+            Requeue::Forget => self.schedule.forget(secret),
+            Requeue::Backoff => {
+                let retry = self.schedule.failed(secret);
+                tracing::debug!(%secret, retry_in = ?retry, "will retry");
             }
-            Plan::UpToDate { due_at } => {
-                match due_at {
-                    Some(at) => {
-                        self.schedule
-                            .at(secret, jittered(at, now, due.refresh_before), now)
-                    }
-                    None => self.schedule.remove(secret),
-                }
-                SecretState::Filled
-            }
-            Plan::Fill { .. } | Plan::Release(_) => {
-                self.schedule.now(secret);
-                SecretState::Due
-            }
-            Plan::Skip(why) => {
-                self.schedule.forget(secret);
-                self.skip(secret, why);
-                SecretState::Invalid
-            }
-        };
-        let state = if self.schedule.is_failing(secret) && state == SecretState::Due {
-            SecretState::Failing
-        } else {
-            state
-        };
-        self.set_state(secret, Some(state));
+            Requeue::Stay => {}
+        }
+        if let Some(why) = step.not_filled {
+            self.skip(secret, why);
+        }
+        self.set_state(secret, step.state);
     }
 
     /// Tells, once per distinct reason, why kubeecr will not fill a Secret.
@@ -300,72 +309,37 @@ impl Controller {
     fn finished(&mut self, secret: SecretRef, outcome: Outcome) {
         let dirty = self.dirty.remove(&secret);
         let now = Timestamp::now();
-        let due = self.writer.due_policy();
-        match outcome {
+        match &outcome {
             Outcome::Refreshed {
                 expires_at,
                 first_fill,
                 ..
             } => {
-                self.schedule.succeeded(&secret);
                 self.skipped.remove(&secret);
-                if first_fill {
+                if *first_fill {
                     self.events.filled(
                         &secret,
                         &format!("filled with ECR tokens; they expire at {expires_at}"),
                     );
                 }
-                // The watch brings the written object, and with it the next decision; until
-                // then this stands.
-                if let Ok(at) = expires_at.checked_sub(due.refresh_before) {
-                    self.schedule
-                        .at(&secret, jittered(at, now, due.refresh_before), now);
-                }
-                self.set_state(&secret, Some(SecretState::Filled));
-                self.expiries.insert(secret.clone(), expires_at);
             }
-            Outcome::Released => {
-                self.schedule.forget(&secret);
-                self.set_state(&secret, None);
-            }
-            Outcome::Unchanged { due_at } => {
-                let state = match due_at {
-                    // Up to date, yet due already: nothing better can be written now. Back
-                    // off rather than come straight back.
-                    Some(at) if at <= now => {
-                        self.schedule.failed(&secret);
-                        SecretState::Failing
-                    }
-                    Some(at) => {
-                        self.schedule.succeeded(&secret);
-                        self.schedule
-                            .at(&secret, jittered(at, now, due.refresh_before), now);
-                        SecretState::Filled
-                    }
-                    None => {
-                        self.schedule.succeeded(&secret);
-                        SecretState::Filled
-                    }
-                };
-                self.set_state(&secret, Some(state));
-            }
-            Outcome::Skipped(why) => {
-                self.schedule.forget(&secret);
-                self.skip(&secret, why);
-                self.set_state(&secret, Some(SecretState::Invalid));
-            }
-            Outcome::Failed(failure) => {
-                let retry = self.schedule.failed(&secret);
-                tracing::debug!(%secret, retry_in = ?retry, "will retry");
-                self.events.refresh_failed(&secret, &failure.note);
-                self.set_state(&secret, Some(SecretState::Failing));
-            }
+            Outcome::Failed(failure) => self.events.refresh_failed(&secret, &failure.note),
+            _ => {}
+        }
+        let expires_at = match &outcome {
+            Outcome::Refreshed { expires_at, .. } => Some(*expires_at),
+            _ => None,
+        };
+        let margin = self.writer.due_policy().refresh_before;
+        self.apply(&secret, step::after_refresh(outcome, now, margin), now);
+        if let Some(at) = expires_at {
+            self.expiries.insert(secret.clone(), at);
         }
         // Changed while it was being refreshed. After a write the change may predate it
         // (deciding again then costs a 409 and a read) or follow it: decide again rather than
         // miss the latter.
         if dirty {
-            self.decide(&secret, true);
+            self.decide(&secret, Trigger::Changed);
         }
     }
 
