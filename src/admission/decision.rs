@@ -17,12 +17,12 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
 use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
-use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+use crate::contract::dockerconfig::{self, DOCKER_CONFIG_JSON_KEY};
 use crate::contract::kept::ConfigView;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
-use crate::contract::secret_update::{self, Leftovers};
-use crate::contract::standing::{Seen, Standing, standing};
+use crate::contract::secret_update;
+use crate::contract::standing::{Leftovers, Seen, Standing, standing};
 use crate::contract::token::FetchError;
 use crate::contract::token::{Token, TokenKey};
 
@@ -347,11 +347,7 @@ impl PendingFill {
     }
 
     fn existing(&self) -> Option<&[u8]> {
-        self.object
-            .data
-            .as_ref()
-            .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
-            .map(|b| b.0.as_slice())
+        dockerconfig::of_secret(&self.object)
     }
 
     /// Patch ops that set `.dockerconfigjson` to `bytes`, creating `data` when missing.

@@ -18,8 +18,9 @@ use crate::k8s::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
 use crate::runtime::leader::Election;
 use crate::runtime::serve::{ServeSettings, WebhookSettings};
-use crate::servers::http::{ServerSettings, ServerTimeouts};
+use crate::servers::http::ServerSettings;
 use crate::servers::limits::ServerLimits;
+use crate::servers::limits::ServerTimeouts;
 use crate::servers::tls::TlsFiles;
 
 #[derive(Debug, Args)]

@@ -7,8 +7,9 @@ use clap::CommandFactory;
 use super::*;
 use crate::contract::policy::NamespaceSet;
 use crate::runtime::serve::ServeSettings;
-use crate::servers::http::{ServerSettings, ServerTimeouts};
+use crate::servers::http::ServerSettings;
 use crate::servers::limits::ServerLimits;
+use crate::servers::limits::ServerTimeouts;
 
 #[test]
 fn cli_is_consistent() {

@@ -13,10 +13,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::contract::annotation::{DOCKER_CONFIG_JSON_TYPE, EcrBinding, SecretRef, binding_of};
-use crate::contract::dockerconfig::{self, Credentials, DOCKER_CONFIG_JSON_KEY, DockerConfigError};
+use crate::contract::dockerconfig::{self, Credentials, DockerConfigError};
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
-use crate::contract::standing::Seen;
 
 /// The largest rest-of-config kept: a few dozen foreign registries. A bigger one is read
 /// (GET) before it is written, so what the refresher keeps of a Secret stays small whatever
@@ -263,11 +262,6 @@ impl KeptSecret {
     }
 
     /// A whole Secret, as `read`.
-    /// What the checks of `standing` may read of it.
-    pub fn seen(&self) -> Seen<'_> {
-        Seen::whole(&self.marks, self.type_.as_deref(), self.immutable)
-    }
-
     pub fn of_secret(secret: &Secret) -> Self {
         let meta = &secret.metadata;
         Self::read(
@@ -275,11 +269,7 @@ impl KeptSecret {
             secret.type_.as_deref(),
             secret.immutable == Some(true),
             Marks::of(meta.labels.as_ref(), meta.annotations.as_ref()),
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
-                .map(|b| b.0.clone()),
+            dockerconfig::of_secret(secret).map(<[u8]>::to_vec),
         )
     }
 

@@ -11,8 +11,8 @@ use crate::contract::annotation::{EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::contract::kept::KeptSecret;
 use crate::contract::policy::Policy;
-use crate::contract::secret_update::{self, DuePolicy, DueReason, Filled, Leftovers};
-use crate::contract::standing::{NotFilled, Standing, standing};
+use crate::contract::secret_update::{self, DuePolicy, DueReason, Filled};
+use crate::contract::standing::{Leftovers, NotFilled, Seen, Standing, standing};
 
 /// The decision for one Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub fn plan(
     due: DuePolicy,
     now: Timestamp,
 ) -> Plan {
-    let binding = match standing(secret, object.seen(), policy) {
+    let binding = match standing(secret, Seen::kept(object), policy) {
         Standing::OptedIn(binding) => binding,
         Standing::NotOptedIn => return Plan::Skip(NotFilled::NotOptedIn),
         Standing::OptingOut(leftovers) => return Plan::Release(leftovers),

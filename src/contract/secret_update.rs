@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::contract::annotation::{
-    EXPIRES_AT_ANNOTATION, EcrBinding, FINGERPRINTS_ANNOTATION, OWN_ANNOTATIONS, Registry,
+    EXPIRES_AT_ANNOTATION, EcrBinding, FINGERPRINTS_ANNOTATION, Registry,
 };
 use crate::contract::dockerconfig::{self, Credentials, DockerConfigError, RegistryCredential};
 use crate::contract::kept::{ConfigView, recorded_fingerprints};
@@ -277,38 +277,13 @@ pub fn fill(
     })
 }
 
-/// What kubeecr left on a Secret that no longer opts in: its own annotations and label.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Leftovers {
-    pub annotations: Vec<&'static str>,
-    pub label: bool,
-}
-
-impl Leftovers {
-    pub fn of(marks: &Marks) -> Self {
-        Self {
-            annotations: OWN_ANNOTATIONS
-                .into_iter()
-                .filter(|k| marks.annotation(k).is_some())
-                .collect(),
-            label: marks.managed_label().is_some(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.annotations.is_empty() && !self.label
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use base64::Engine;
     use secrecy::SecretString;
 
     use super::*;
-    use crate::contract::annotation::{
-        MANAGED_LABEL, REGISTRIES_ANNOTATION, SecretRef, binding_of,
-    };
+    use crate::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef, binding_of};
     use crate::contract::token::{FetchedToken, decode};
 
     fn binding(value: &str) -> EcrBinding {
@@ -569,25 +544,6 @@ mod tests {
         .unwrap();
         assert_ne!(&other.fingerprints, v);
         assert!(!v.contains("pw"));
-    }
-
-    #[test]
-    fn leftovers_are_kubeecrs_own_keys_only() {
-        let labels = BTreeMap::from([
-            (MANAGED_LABEL.to_string(), "true".to_string()),
-            ("app".into(), "x".into()),
-        ]);
-        let annotations = BTreeMap::from([
-            (
-                EXPIRES_AT_ANNOTATION.to_string(),
-                "2026-11-29T19:00:00Z".to_string(),
-            ),
-            ("other".to_string(), "y".to_string()),
-        ]);
-        let l = Leftovers::of(&Marks::of(Some(&labels), Some(&annotations)));
-        assert_eq!(l.annotations, [EXPIRES_AT_ANNOTATION]);
-        assert!(l.label);
-        assert!(Leftovers::of(&Marks::default()).is_empty());
     }
 
     #[test]

@@ -7,12 +7,12 @@
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::contract::annotation::{
-    self, ContractError, EcrBinding, Problem, REGISTRIES_ANNOTATION, SecretRef,
+    self, ContractError, EcrBinding, OWN_ANNOTATIONS, Problem, REGISTRIES_ANNOTATION, SecretRef,
 };
 use crate::contract::dockerconfig::DockerConfigError;
+use crate::contract::kept::KeptSecret;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
-use crate::contract::secret_update::Leftovers;
 
 /// What is known of a Secret: always its marks; its type and immutability once it is read in
 /// full (a metadata-only list or watch has neither, and those checks wait for the read).
@@ -47,6 +47,34 @@ impl<'a> Seen<'a> {
             secret.type_.as_deref(),
             secret.immutable == Some(true),
         )
+    }
+
+    /// A Secret as the refresher keeps it, read in full.
+    pub fn kept(kept: &'a KeptSecret) -> Self {
+        Self::whole(&kept.marks, kept.type_.as_deref(), kept.immutable)
+    }
+}
+
+/// What kubeecr left on a Secret that no longer opts in: its own annotations and label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub annotations: Vec<&'static str>,
+    pub label: bool,
+}
+
+impl Leftovers {
+    pub fn of(marks: &Marks) -> Self {
+        Self {
+            annotations: OWN_ANNOTATIONS
+                .into_iter()
+                .filter(|k| marks.annotation(k).is_some())
+                .collect(),
+            label: marks.managed_label().is_some(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.annotations.is_empty() && !self.label
     }
 }
 
@@ -224,6 +252,31 @@ mod tests {
             standing(&secret(), Seen::metadata(&leftover), &Policy::default()),
             Standing::OptingOut(_)
         ));
+    }
+
+    #[test]
+    fn leftovers_are_kubeecrs_own_keys_only() {
+        let labels = BTreeMap::from([
+            (
+                crate::contract::annotation::MANAGED_LABEL.to_string(),
+                "true".to_string(),
+            ),
+            ("app".into(), "x".into()),
+        ]);
+        let annotations = BTreeMap::from([
+            (
+                crate::contract::annotation::EXPIRES_AT_ANNOTATION.to_string(),
+                "2026-11-29T19:00:00Z".to_string(),
+            ),
+            ("other".to_string(), "y".to_string()),
+        ]);
+        let l = Leftovers::of(&Marks::of(Some(&labels), Some(&annotations)));
+        assert_eq!(
+            l.annotations,
+            [crate::contract::annotation::EXPIRES_AT_ANNOTATION]
+        );
+        assert!(l.label);
+        assert!(Leftovers::of(&Marks::default()).is_empty());
     }
 
     #[test]

@@ -114,7 +114,8 @@ pub fn after_refresh(outcome: Outcome, now: Timestamp, refresh_before: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::secret_update::{DueReason, Leftovers};
+    use crate::contract::secret_update::DueReason;
+    use crate::contract::standing::Leftovers;
     use crate::refresher::write::{Failure, FailureKind};
 
     const MARGIN: Duration = Duration::from_secs(4 * 3600);

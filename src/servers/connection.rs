@@ -18,8 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::servers::http::ServerTimeouts;
-use crate::servers::limits::RequestGuard;
+use crate::servers::limits::{RequestGuard, ServerTimeouts};
 
 pub(super) struct Connection {
     pub(super) builder: Arc<auto::Builder<TokioExecutor>>,

@@ -20,59 +20,8 @@ use crate::servers::connection::{Connection, ConnectionService};
 use crate::servers::connection_limits::{
     HANDSHAKE_SHARE, Handshakes, Open, PeerAdmission, PeerCounts,
 };
-use crate::servers::limits::{RequestGuard, ServerLimits};
+use crate::servers::limits::{RequestGuard, ServerLimits, ServerTimeouts};
 use crate::telemetry::metrics::{Metrics, Refusal, Server, ServerLabels};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerTimeouts {
-    /// Bound on the TLS handshake, from the connection's accept. An API server in the same
-    /// network finishes in milliseconds; a connection that says nothing holds a slot no
-    /// longer than this.
-    pub handshake: Duration,
-    /// A connection with no request in flight for this long is closed: HTTP/1 header reads
-    /// and keep-alive, HTTP/2, and a connection that never says which. Longer than the 90s
-    /// idle timeout of Go's HTTP transport, so the API server always closes an idle connection
-    /// before kubeecr does and never sends on one being closed ("failed to call webhook: EOF").
-    pub idle: Duration,
-    /// A connection that has sent no request this long after it opened is closed: the API
-    /// server sends one at once, so only a client holding a slot waits longer.
-    pub first_request: Duration,
-    /// The whole request body must arrive within this, else 408.
-    pub body: Duration,
-    /// The whole request, body and answer, else 503. At least `body`.
-    pub request: Duration,
-    /// Bound on draining connections at shutdown.
-    pub drain: Duration,
-}
-
-impl ServerTimeouts {
-    /// The admin port: probes and scrapes are quick, and nothing must hold a connection long.
-    pub const ADMIN: Self = Self {
-        handshake: Duration::from_secs(10),
-        idle: Duration::from_secs(10),
-        first_request: Duration::from_secs(10),
-        body: Duration::from_secs(5),
-        request: Duration::from_secs(10),
-        drain: Duration::from_secs(2),
-    };
-
-    /// The webhook. The API server waits 30s at most for an answer (`timeoutSeconds`), and
-    /// sends a review in one piece at once.
-    pub const WEBHOOK: Self = Self {
-        handshake: Duration::from_secs(3),
-        idle: Duration::from_secs(120),
-        first_request: Duration::from_secs(10),
-        body: Duration::from_secs(10),
-        request: Duration::from_secs(30),
-        drain: Duration::from_secs(20),
-    };
-}
-
-impl Default for ServerTimeouts {
-    fn default() -> Self {
-        Self::WEBHOOK
-    }
-}
 
 /// How one server is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

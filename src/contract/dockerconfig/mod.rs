@@ -36,7 +36,18 @@ mod tests;
 pub use fingerprint::{Credentials, credentials, fingerprint};
 pub use merge::{bare_entries, merge, strip};
 
+use k8s_openapi::api::core::v1::Secret;
+
 use crate::contract::json_spans::SyntaxError;
+
+/// A Secret's `.dockerconfigjson`, when it has one.
+pub fn of_secret(secret: &Secret) -> Option<&[u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+        .map(|b| b.0.as_slice())
+}
 
 /// The data key of a `kubernetes.io/dockerconfigjson` Secret.
 pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
