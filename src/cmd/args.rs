@@ -13,10 +13,25 @@ use crate::contract::policy::{
     is_namespace_name,
 };
 use crate::contract::secret_update::DuePolicy;
+use crate::k8s::KubeSettings;
 use crate::refresher::pass::PassSettings;
 use crate::refresher::write::{WriteRate, WriteSettings};
 use crate::tokens::cache::CacheConfig;
 use crate::tokens::ecr::EcrSettings;
+
+/// What refreshing Secrets takes, for `refresh` and `serve` alike: the cluster, AWS, the
+/// policy and the pace.
+#[derive(Debug, Clone, Args)]
+pub struct RefresherArgs {
+    #[command(flatten)]
+    pub kube: KubeSettings,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct AwsArgs {

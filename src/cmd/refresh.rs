@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::cmd::args::{AwsArgs, PolicyArgs, RefreshArgs};
+use crate::cmd::args::RefresherArgs;
 use crate::cmd::{CmdError, warn_of};
-use crate::k8s::{self, KubeSettings};
+use crate::k8s;
 use crate::refresher::pass::Refresher;
 use crate::refresher::write::{Outcome, Writer};
 use crate::telemetry::metrics::Metrics;
@@ -17,13 +17,7 @@ use crate::tokens::ecr::EcrTokenSource;
 #[derive(Debug, Args)]
 pub struct RefreshCommand {
     #[command(flatten)]
-    pub kube: KubeSettings,
-    #[command(flatten)]
-    pub aws: AwsArgs,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-    #[command(flatten)]
-    pub refresh: RefreshArgs,
+    pub refresher: RefresherArgs,
     /// Write every opted-in secret, due or not (one whose content would not change is still left alone).
     #[arg(long, env = "KUBEECR_FORCE")]
     pub force: bool,
@@ -37,24 +31,30 @@ impl RefreshCommand {
     /// One pass; prints the summary; fails when any secret failed.
     pub async fn run(self) -> Result<ExitCode, CmdError> {
         let cmd = self;
-        let policy = cmd.policy.policy().map_err(CmdError::NotRun)?;
+        let RefresherArgs {
+            kube,
+            aws,
+            policy,
+            refresh,
+        } = &cmd.refresher;
+        let policy = policy.policy().map_err(CmdError::NotRun)?;
         warn_of(&policy);
-        let client = k8s::connect(&cmd.kube).await?;
+        let client = k8s::connect(kube).await?;
         let metrics = Arc::new(Metrics::new());
-        let source = EcrTokenSource::from_env(cmd.aws.settings()).await;
+        let source = EcrTokenSource::from_env(aws.settings()).await;
         let tokens = TokenCache::new(
             Arc::new(source),
-            cmd.refresh.cache_config(&cmd.aws),
+            refresh.cache_config(aws),
             Arc::clone(&metrics),
         );
         let writer = Writer::new(
             client.clone(),
             tokens,
             Arc::new(policy),
-            cmd.refresh.write_settings(cmd.force, cmd.dry_run),
+            refresh.write_settings(cmd.force, cmd.dry_run),
             metrics,
         );
-        let refresher = Refresher::new(client, Arc::new(writer), cmd.refresh.pass_settings());
+        let refresher = Refresher::new(client, Arc::new(writer), refresh.pass_settings());
         let summary = refresher.run_once().await.map_err(anyhow::Error::from)?;
         let (refreshed, released) = if cmd.dry_run {
             ("would refresh", "would release")

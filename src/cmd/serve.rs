@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
-use crate::cmd::args::{AwsArgs, PolicyArgs, RefreshArgs};
+use crate::cmd::args::RefresherArgs;
 use crate::cmd::duration::{
     DAY, HALF_MINUTE, HOUR, MILLISECOND, SECOND, TEN_MINUTES, WEEK, ZERO, duration_within,
 };
 use crate::cmd::{CmdError, warn_of};
-use crate::k8s::KubeSettings;
 use crate::refresher::controller::ControllerSettings;
 use crate::runtime::leader::Election;
 use crate::runtime::serve::{ServeSettings, WebhookSettings};
@@ -26,13 +25,7 @@ use crate::servers::tls::TlsFiles;
 #[derive(Debug, Args)]
 pub struct ServeCommand {
     #[command(flatten)]
-    pub kube: KubeSettings,
-    #[command(flatten)]
-    pub aws: AwsArgs,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-    #[command(flatten)]
-    pub refresh: RefreshArgs,
+    pub refresher: RefresherArgs,
     #[command(flatten)]
     pub webhook: WebhookArgs,
     #[command(flatten)]
@@ -236,15 +229,21 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
 impl ServeCommand {
     pub fn settings(&self) -> Result<ServeSettings, String> {
+        let RefresherArgs {
+            kube,
+            aws,
+            policy,
+            refresh,
+        } = &self.refresher;
         Ok(ServeSettings {
-            kube: self.kube.clone(),
-            ecr: self.aws.settings(),
-            cache: self.refresh.cache_config(&self.aws),
-            policy: self.policy.policy()?,
-            write: self.refresh.write_settings(false, false),
-            page_size: self.refresh.page_size,
+            kube: kube.clone(),
+            ecr: aws.settings(),
+            cache: refresh.cache_config(aws),
+            policy: policy.policy()?,
+            write: refresh.write_settings(false, false),
+            page_size: refresh.page_size,
             controller: ControllerSettings {
-                concurrency: usize::from(self.refresh.concurrency),
+                concurrency: usize::from(refresh.concurrency),
                 resync: self.service.resync_interval.max(Duration::from_secs(1)),
                 min_backoff: MIN_BACKOFF,
                 max_backoff: self.service.max_backoff.max(MIN_BACKOFF),

@@ -81,7 +81,7 @@ fn lists_are_comma_separated() {
     let Command::Refresh(cmd) = cli.command else {
         panic!("parsed as refresh")
     };
-    let policy = cmd.policy.policy().unwrap();
+    let policy = cmd.refresher.policy.policy().unwrap();
     assert_eq!(policy.namespaces, ["a", "b"]);
     assert!(
         policy

@@ -173,29 +173,25 @@ mod tests {
         }
     }
 
+    /// The problem `standing` refuses with.
+    fn refusal(marks: &Marks, type_: &str, policy: &Policy) -> Problem {
+        match standing(&secret(), Seen::whole(marks, Some(type_), true), policy) {
+            Standing::Refused(e) => *e.problem,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
     #[test]
     fn one_order_for_every_caller_annotation_type_policy_immutable() {
         let foreign = marks(&[(REGISTRIES_ANNOTATION, "111111111111/us-west-2")]);
         // Wrong type and refused by policy: the type is named, by webhook and refresher alike.
-        let Standing::Refused(e) = standing(
-            &secret(),
-            Seen::whole(&foreign, Some("Opaque"), true),
-            &team_a_only(),
-        ) else {
-            panic!("refused")
-        };
-        assert!(matches!(*e.problem, Problem::WrongType { .. }), "{e}");
+        let problem = refusal(&foreign, "Opaque", &team_a_only());
+        assert!(matches!(problem, Problem::WrongType { .. }), "{problem}");
         // Of the right type, the policy comes before immutability.
-        let Standing::Refused(e) = standing(
-            &secret(),
-            Seen::whole(&foreign, Some(DOCKER_CONFIG_JSON_TYPE), true),
-            &team_a_only(),
-        ) else {
-            panic!("refused")
-        };
+        let problem = refusal(&foreign, DOCKER_CONFIG_JSON_TYPE, &team_a_only());
         assert!(
-            matches!(*e.problem, Problem::RegistryNotAllowed { .. }),
-            "{e}"
+            matches!(problem, Problem::RegistryNotAllowed { .. }),
+            "{problem}"
         );
         assert!(matches!(
             standing(
@@ -207,14 +203,8 @@ mod tests {
         ));
         // A malformed annotation comes first of all.
         let bad = marks(&[(REGISTRIES_ANNOTATION, "123/us-west-2")]);
-        let Standing::Refused(e) = standing(
-            &secret(),
-            Seen::whole(&bad, Some("Opaque"), true),
-            &team_a_only(),
-        ) else {
-            panic!("refused")
-        };
-        assert!(matches!(*e.problem, Problem::ShortAccount { .. }), "{e}");
+        let problem = refusal(&bad, "Opaque", &team_a_only());
+        assert!(matches!(problem, Problem::ShortAccount { .. }), "{problem}");
     }
 
     #[test]

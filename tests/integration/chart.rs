@@ -372,7 +372,7 @@ fn chart_values_mean_what_they_say() {
             && of_kind(&docs, "MutatingWebhookConfiguration").is_empty()
     );
     let refresh = parse_refresh(argv(&docs, one(&docs, "CronJob")));
-    let policy = refresh.policy.policy().expect("valid");
+    let policy = refresh.refresher.policy.policy().expect("valid");
     assert_eq!(policy.namespaces, ["team-a"]);
     assert!(
         !policy

@@ -848,7 +848,7 @@ fn the_namespaced_install_reads_secrets_only_where_it_serves() {
     );
     assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
     let serve = parse_serve(args(one(&docs, "Deployment")));
-    let served: BTreeSet<String> = serve.policy.namespaces.iter().cloned().collect();
+    let served: BTreeSet<String> = serve.refresher.policy.namespaces.iter().cloned().collect();
     assert!(!served.is_empty());
     let granted: BTreeSet<String> = of_kind(&docs, "Role")
         .into_iter()
@@ -916,6 +916,7 @@ fn the_multi_tenant_component_keeps_teams_apart() {
         panic!("{argv:?} is not refresh");
     };
     let refresh_policy = refresh
+        .refresher
         .policy
         .policy()
         .expect("the component's flags are valid");
