@@ -2,7 +2,8 @@
 //! that opt in with the `deft.com/kubeecr` annotation, updating them in place.
 //!
 //! Pure decisions live in `contract` (where a Secret stands, what it asks for, what kubeecr
-//! writes and when) and `admission::decision`; everything else does I/O:
+//! writes and when), `admission::decision`, `refresher::step` and `status::state`; the rest
+//! does I/O:
 //!
 //! - `k8s`: the Kubernetes API: connecting, scopes, paged lists and watches, errors;
 //! - `tokens`: ECR tokens, cached per (principal, region);
@@ -14,7 +15,7 @@
 //! - `certs`: `kubeecr certs`, webhook certificates for clusters without cert-manager;
 //! - `telemetry`: logs, metrics and Kubernetes Events;
 //! - `cmd`: the command line, a module per subcommand, which turns flags into the settings
-//!   above and runs it.
+//!   above and runs them.
 
 pub mod admission;
 pub mod certs;

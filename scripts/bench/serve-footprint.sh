@@ -37,7 +37,9 @@ metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m {p
 until curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null; do sleep 0.05; done
 ready=$(date +%s.%N)
 echo "ready after $(echo "$ready - $started" | bc) s (watches listed $total opted-in Secrets)"
-until [ "$(metric 'kubeecr_secrets{state="managed"}')" = "$total" ]; do sleep 0.2; done
+# `managed` in 0.2.0 (KUBEECR_BENCH_BIN may run an older binary).
+until [ "$(metric 'kubeecr_secrets{state="filled"}')" = "$total" ] \
+  || [ "$(metric 'kubeecr_secrets{state="managed"}')" = "$total" ]; do sleep 0.2; done
 filled=$(date +%s.%N)
 echo "all $total filled after $(echo "$filled - $started" | bc) s; ECR calls: $(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^kubeecr_ecr_calls_total/ {n += $2} END {print n}')"
 sleep 10

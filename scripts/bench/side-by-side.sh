@@ -31,7 +31,7 @@ t1=$(date +%s.%N); c1=$(calls)
 kubeecr_secs=$(echo "$t1 - $t0" | bc)
 echo "kubeecr refresh: ${kubeecr_secs} s, $((c1 - c0)) ECR calls; $(filled)"
 
-bench/baseline-script.sh "$KUBECONFIG_PATH" "$ECR_URL"
+scripts/bench/baseline-script.sh "$KUBECONFIG_PATH" "$ECR_URL"
 t2=$(date +%s.%N); c2=$(calls)
 script_secs=$(echo "$t2 - $t1" | bc)
 echo "baseline script: ${script_secs} s, $((c2 - c1)) ECR calls; $(filled)"

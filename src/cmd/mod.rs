@@ -1,7 +1,7 @@
 //! The command line: one module per subcommand, each with its arguments, their checks and its
 //! `run`; argument groups that several share in `args`. Flags that configure a running kubeecr
 //! also read a `KUBEECR_*` variable; a command's one-off flags (`refresh --dry-run`,
-//! `status -o`, `certs`') read none. docs/reference/cli.md, generated from these definitions,
+//! `status -o`, `certs`) read none. docs/reference/cli.md, generated from these definitions,
 //! says which is which.
 
 pub mod args;

@@ -1,6 +1,6 @@
 //! The contract between a Secret and kubeecr, as pure functions: how a Secret opts in, the
-//! operator's policy, what an ECR token is, what kubeecr writes into `.dockerconfigjson`, and
-//! when a Secret is due.
+//! operator's policy, where a Secret stands and what the refresher does with it, what an ECR
+//! token is, what kubeecr writes into `.dockerconfigjson`, and when a Secret is due.
 
 pub mod annotation;
 pub mod dockerconfig;

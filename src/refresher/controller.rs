@@ -227,7 +227,8 @@ impl Controller {
             (Some(managed), _) => plan::plan(secret, managed, self.writer.policy(), due, now),
             (None, Some(meta)) => {
                 match standing(secret, Seen::metadata(&meta.marks), self.writer.policy()) {
-                    // Read in full, filled and labelled on the first write.
+                    // Read in full, filled and labelled on the first write. Metadata shows no
+                    // type or immutability: the read decides on those.
                     Standing::OptedIn(_) | Standing::Immutable(_) => {
                         Plan::UpToDate { due_at: Some(now) }
                     }

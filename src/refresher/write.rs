@@ -225,7 +225,12 @@ impl Writer {
                 self.record(secret, &outcome);
                 outcome
             }
-            _ => self.refresh(secret, None).await,
+            // Read in full and decided on the whole Secret (metadata shows no type or
+            // immutability); one that opted out may still have kubeecr's marks to release.
+            Standing::OptedIn(_)
+            | Standing::Immutable(_)
+            | Standing::NotOptedIn
+            | Standing::OptingOut(_) => self.refresh(secret, None).await,
         }
     }
 
