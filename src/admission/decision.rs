@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::{self, DOCKER_CONFIG_JSON_KEY};
+use crate::contract::hosts::HOSTS_ANNOTATION;
 use crate::contract::kept::ConfigView;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
@@ -142,6 +143,7 @@ fn refuse(
             [
                 annotation::REGISTRIES_ANNOTATION,
                 annotation::ROLE_ANNOTATION,
+                HOSTS_ANNOTATION,
             ]
             .iter()
             .all(|k| old.get(*k) == annotations.get(*k))

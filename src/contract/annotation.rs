@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::contract::hosts::{HOSTS_ANNOTATION, HostForm};
 use crate::contract::marks::Marks;
 pub use crate::contract::marks::{
     EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, MANAGED_LABEL, OWN_ANNOTATIONS,
@@ -66,14 +67,14 @@ impl Registry {
         Partition::of_region(&self.region).expect("regions are checked on parse")
     }
 
-    /// The registry host, as written in `.dockerconfigjson` and in image references.
+    /// The registry's standard host, as written in `.dockerconfigjson` and in image
+    /// references.
     pub fn host(&self) -> String {
-        format!(
-            "{}.dkr.ecr.{}.{}",
-            self.account,
-            self.region,
-            self.partition().dns_suffix()
-        )
+        self.host_as(HostForm::Standard)
+    }
+
+    pub fn host_as(&self, form: HostForm) -> String {
+        form.host(&self.account, &self.region, self.partition())
     }
 }
 
@@ -106,11 +107,47 @@ impl fmt::Display for RoleArn {
     }
 }
 
-/// What an opted-in Secret asks for: its registries, and the role to fetch them with.
+/// What an opted-in Secret asks for: its registries, the host forms to write each under, and
+/// the role to fetch them with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcrBinding {
     pub registries: Vec<Registry>,
     pub role: Option<RoleArn>,
+    /// At least one; `standard` unless `deft.com/kubeecr-hosts` says otherwise.
+    pub hosts: Vec<HostForm>,
+}
+
+impl EcrBinding {
+    /// Every host kubeecr writes for the Secret: each registry under each form.
+    pub fn targets(&self) -> impl Iterator<Item = Target<'_>> {
+        self.registries.iter().flat_map(|registry| {
+            self.hosts
+                .iter()
+                .map(move |&form| Target { registry, form })
+        })
+    }
+}
+
+/// One host kubeecr writes: a registry under one of its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub registry: &'a Registry,
+    pub form: HostForm,
+}
+
+impl Target<'_> {
+    pub fn host(&self) -> String {
+        self.registry.host_as(self.form)
+    }
+
+    /// Its key in `deft.com/kubeecr-fingerprints`: `<account>/<region>` for the standard host
+    /// (as kubeecr has always written it), with `@<form>` for the others.
+    pub fn key(&self) -> String {
+        match self.form {
+            HostForm::Standard => self.registry.to_string(),
+            form => format!("{}@{form}", self.registry),
+        }
+    }
 }
 
 /// A Secret's annotations break the contract.
@@ -200,6 +237,28 @@ pub enum Problem {
     )]
     Duplicate { value: String, entry: String },
     #[error(
+        "{HOSTS_ANNOTATION} {value}: {form} is not a host form; list standard, fips, dual-stack or dual-stack-fips, comma-separated, e.g. standard,fips"
+    )]
+    BadHostForm { value: String, form: String },
+    #[error("{HOSTS_ANNOTATION} {value}: lists {form} more than once; list each form once")]
+    DuplicateHostForm { value: String, form: HostForm },
+    #[error(
+        "{HOSTS_ANNOTATION}: ECR has no {form} host for {registry}; {form} hosts exist in {regions}; remove {form}, or name a registry there"
+    )]
+    HostFormUnavailable {
+        form: HostForm,
+        registry: String,
+        regions: &'static str,
+    },
+    #[error(
+        "{HOSTS_ANNOTATION}: {registries} registries in {forms} host forms make {count} hosts; write at most {MAX_REGISTRIES} hosts per Secret, and split the rest over more Secrets"
+    )]
+    TooManyHosts {
+        registries: usize,
+        forms: usize,
+        count: usize,
+    },
+    #[error(
         "{ROLE_ANNOTATION} {value}: not an IAM role ARN; use arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {ROLE_EXAMPLE}"
     )]
     BadRoleArn { value: String },
@@ -288,7 +347,64 @@ pub fn binding_of(
         None => None,
         Some(arn) => Some(parse_role(arn, &registries).map_err(|p| ContractError::new(secret, p))?),
     };
-    Ok(Some(EcrBinding { registries, role }))
+    let hosts = match marks.hosts() {
+        None => vec![HostForm::Standard],
+        Some(value) => {
+            parse_hosts(value, &registries).map_err(|p| ContractError::new(secret, p))?
+        }
+    };
+    Ok(Some(EcrBinding {
+        registries,
+        role,
+        hosts,
+    }))
+}
+
+/// Parses `deft.com/kubeecr-hosts`: known forms, each once, each existing for every registry,
+/// and at most `MAX_REGISTRIES` hosts in all (each costs a merge and a fingerprint, not a
+/// token fetch).
+pub fn parse_hosts(value: &str, registries: &[Registry]) -> Result<Vec<HostForm>, Problem> {
+    if value.len() > MAX_REGISTRIES_BYTES {
+        return Err(Problem::BadHostForm {
+            value: quoted(value),
+            form: "(too long to read)".to_string(),
+        });
+    }
+    let mut forms: Vec<HostForm> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let form = HostForm::parse(name).ok_or_else(|| Problem::BadHostForm {
+            value: quoted(value),
+            form: quoted(name),
+        })?;
+        if forms.contains(&form) {
+            return Err(Problem::DuplicateHostForm {
+                value: quoted(value),
+                form,
+            });
+        }
+        forms.push(form);
+    }
+    for &form in &forms {
+        if let Some(registry) = registries
+            .iter()
+            .find(|r| !form.exists(r.region(), r.partition()))
+        {
+            return Err(Problem::HostFormUnavailable {
+                form,
+                registry: registry.to_string(),
+                regions: form.where_it_exists(),
+            });
+        }
+    }
+    let count = registries.len() * forms.len();
+    if count > MAX_REGISTRIES {
+        return Err(Problem::TooManyHosts {
+            registries: registries.len(),
+            forms: forms.len(),
+            count,
+        });
+    }
+    Ok(forms)
 }
 
 /// Checks the Secret's type: kubeecr only fills `kubernetes.io/dockerconfigjson`.
@@ -691,6 +807,92 @@ mod tests {
             assert!(msg.contains("not an IAM role ARN"), "{bad}: {msg}");
             assert!(msg.contains(ROLE_EXAMPLE), "{msg}");
         }
+    }
+
+    fn hosts_of(registries: &str, hosts: &str) -> Result<Vec<String>, String> {
+        let marks = annotations(&[
+            (REGISTRIES_ANNOTATION, registries),
+            (HOSTS_ANNOTATION, hosts),
+        ]);
+        match binding_of(&secret(), &marks, &regions()) {
+            Ok(binding) => Ok(binding.unwrap().targets().map(|t| t.host()).collect()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn host_forms_write_each_registry_under_each_name() {
+        assert_eq!(
+            hosts_of(
+                "123456789012/us-east-1, 210987654321/us-gov-west-1",
+                " standard , fips"
+            )
+            .unwrap(),
+            [
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com",
+                "210987654321.dkr.ecr.us-gov-west-1.amazonaws.com",
+                "210987654321.dkr.ecr-fips.us-gov-west-1.amazonaws.com",
+            ]
+        );
+        assert_eq!(
+            hosts_of("123456789012/us-east-2", "dual-stack-fips").unwrap(),
+            ["123456789012.dkr-ecr-fips.us-east-2.on.aws"]
+        );
+        let keys: Vec<String> = binding_of(
+            &secret(),
+            &annotations(&[
+                (REGISTRIES_ANNOTATION, "123456789012/us-west-2"),
+                (HOSTS_ANNOTATION, "standard,dual-stack"),
+            ]),
+            &regions(),
+        )
+        .unwrap()
+        .unwrap()
+        .targets()
+        .map(|t| t.key())
+        .collect();
+        assert_eq!(
+            keys,
+            [
+                "123456789012/us-west-2",
+                "123456789012/us-west-2@dual-stack"
+            ]
+        );
+    }
+
+    #[test]
+    fn host_forms_are_refused_where_ecr_has_none_with_where_it_does() {
+        let e = hosts_of("123456789012/eu-central-1", "standard,fips").unwrap_err();
+        assert_eq!(
+            e,
+            "default/pull: deft.com/kubeecr-hosts: ECR has no fips host for 123456789012/eu-central-1; fips hosts exist in us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1; remove fips, or name a registry there"
+        );
+        let e = hosts_of("123456789012/cn-north-1", "dual-stack").unwrap_err();
+        assert!(
+            e.contains("dual-stack hosts exist in the regions of the aws partition"),
+            "{e}"
+        );
+        let e = hosts_of("123456789012/us-west-2", "standard,FIPS").unwrap_err();
+        assert!(
+            e.contains(r#"deft.com/kubeecr-hosts "standard,FIPS": "FIPS" is not a host form"#)
+                && e.contains("e.g. standard,fips"),
+            "{e}"
+        );
+        let e = hosts_of("123456789012/us-west-2", "fips,fips").unwrap_err();
+        assert!(e.contains("lists fips more than once"), "{e}");
+        let e = hosts_of("123456789012/us-west-2", "").unwrap_err();
+        assert!(e.contains(r#""" is not a host form"#), "{e}");
+        // The cap counts hosts, not registries: 10 registries in 3 forms are 30 hosts.
+        let ten: Vec<String> = (0..10)
+            .map(|i| format!("12345678901{i}/us-east-1"))
+            .collect();
+        let e = hosts_of(&ten.join(","), "standard,fips,dual-stack").unwrap_err();
+        assert!(
+            e.contains("10 registries in 3 host forms make 30 hosts; write at most 20"),
+            "{e}"
+        );
+        assert_eq!(hosts_of(&ten.join(","), "standard,fips").unwrap().len(), 20);
     }
 
     #[test]

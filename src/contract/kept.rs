@@ -161,11 +161,8 @@ impl<'a> ConfigView<'a> {
             }) => {
                 let recorded = recorded_fingerprints(marks);
                 Ok(binding
-                    .registries
-                    .iter()
-                    .filter_map(|r| {
-                        Some((r.host(), recorded.get(r.to_string().as_str())?.to_string()))
-                    })
+                    .targets()
+                    .filter_map(|t| Some((t.host(), recorded.get(t.key().as_str())?.to_string())))
                     .collect())
             }
             Self::Kept(KeptConfig::Kept {
@@ -214,13 +211,7 @@ fn own_hosts(
         return None;
     }
     let binding = binding_of(&SecretRef::new("", ""), marks, regions).ok()??;
-    Some(
-        binding
-            .registries
-            .iter()
-            .map(|r| (r.to_string(), r.host()))
-            .collect(),
-    )
+    Some(binding.targets().map(|t| (t.key(), t.host())).collect())
 }
 
 impl KeptSecret {

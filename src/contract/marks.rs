@@ -16,6 +16,7 @@ pub const EXPIRES_AT_ANNOTATION: &str = "deft.com/kubeecr-expires-at";
 /// them, `<account>/<region>=<hex>` comma-separated. The recorded expiry is trusted only while
 /// the credentials still match.
 pub const FINGERPRINTS_ANNOTATION: &str = "deft.com/kubeecr-fingerprints";
+pub use crate::contract::hosts::HOSTS_ANNOTATION;
 /// Set by kubeecr on the Secrets it manages, so that it can watch only those in full.
 pub const MANAGED_LABEL: &str = "deft.com/kubeecr-managed";
 /// Annotations kubeecr writes itself, removed when a Secret opts out.
@@ -31,6 +32,7 @@ pub const MAX_KEPT_VALUE: usize = 2049;
 pub struct Marks {
     registries: Option<Box<str>>,
     role: Option<Box<str>>,
+    hosts: Option<Box<str>>,
     expires_at: Option<Box<str>>,
     fingerprints: Option<Box<str>>,
     managed_label: Option<Box<str>>,
@@ -74,6 +76,7 @@ impl Marks {
         Some(match annotation {
             REGISTRIES_ANNOTATION => &mut self.registries,
             ROLE_ANNOTATION => &mut self.role,
+            HOSTS_ANNOTATION => &mut self.hosts,
             EXPIRES_AT_ANNOTATION => &mut self.expires_at,
             FINGERPRINTS_ANNOTATION => &mut self.fingerprints,
             _ => return None,
@@ -105,6 +108,7 @@ impl Marks {
         [
             REGISTRIES_ANNOTATION,
             ROLE_ANNOTATION,
+            HOSTS_ANNOTATION,
             EXPIRES_AT_ANNOTATION,
             FINGERPRINTS_ANNOTATION,
         ]
@@ -116,6 +120,7 @@ impl Marks {
         match key {
             REGISTRIES_ANNOTATION => self.registries.as_deref(),
             ROLE_ANNOTATION => self.role.as_deref(),
+            HOSTS_ANNOTATION => self.hosts.as_deref(),
             EXPIRES_AT_ANNOTATION => self.expires_at.as_deref(),
             FINGERPRINTS_ANNOTATION => self.fingerprints.as_deref(),
             _ => None,
@@ -128,6 +133,10 @@ impl Marks {
 
     pub fn role(&self) -> Option<&str> {
         self.role.as_deref()
+    }
+
+    pub fn hosts(&self) -> Option<&str> {
+        self.hosts.as_deref()
     }
 
     pub fn expires_at(&self) -> Option<&str> {

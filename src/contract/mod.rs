@@ -4,6 +4,7 @@
 
 pub mod annotation;
 pub mod dockerconfig;
+pub mod hosts;
 pub mod json_spans;
 pub mod kept;
 pub mod marks;

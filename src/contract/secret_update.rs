@@ -117,27 +117,26 @@ pub fn due_at(marks: &Marks, refresh_before: Duration) -> Option<Timestamp> {
     expires_at.checked_sub(refresh_before).ok()
 }
 
-/// The registry hosts of the binding that hold no credentials yet.
+/// The hosts of the binding that hold no credentials yet.
 fn missing_hosts(binding: &EcrBinding, present: &Credentials) -> Vec<String> {
     binding
-        .registries
-        .iter()
-        .map(Registry::host)
+        .targets()
+        .map(|t| t.host())
         .filter(|h| !present.contains_key(h))
         .collect()
 }
 
-/// The registries whose credentials do not match the fingerprint kubeecr recorded.
+/// The hosts (by their fingerprint key) whose credentials do not match the fingerprint
+/// kubeecr recorded.
 fn foreign_registries(binding: &EcrBinding, marks: &Marks, present: &Credentials) -> Vec<String> {
     let recorded = recorded_fingerprints(marks);
     binding
-        .registries
-        .iter()
-        .filter(|r| {
-            let key = r.to_string();
-            recorded.get(key.as_str()).copied() != present.get(&r.host()).map(String::as_str)
+        .targets()
+        .map(|t| (t.key(), t.host()))
+        .filter(|(key, host)| {
+            recorded.get(key.as_str()).copied() != present.get(host).map(String::as_str)
         })
-        .map(Registry::to_string)
+        .map(|(key, _)| key)
         .collect()
 }
 
@@ -149,13 +148,12 @@ pub fn holds_own_credentials(binding: &EcrBinding, marks: &Marks, config: Config
     })
 }
 
-/// `<account>/<region>=<fingerprint>` for every registry, as recorded in
-/// `deft.com/kubeecr-fingerprints`; `None` when a registry holds no credentials.
+/// `<key>=<fingerprint>` for every host (`Target::key`), as recorded in
+/// `deft.com/kubeecr-fingerprints`; `None` when a host holds no credentials.
 fn fingerprints_of(binding: &EcrBinding, present: &Credentials) -> Option<String> {
     let pairs: Option<Vec<String>> = binding
-        .registries
-        .iter()
-        .map(|r| Some(format!("{r}={}", present.get(&r.host())?)))
+        .targets()
+        .map(|t| Some(format!("{}={}", t.key(), present.get(&t.host())?)))
         .collect();
     Some(pairs?.join(","))
 }
@@ -244,13 +242,12 @@ pub fn fill(
     tokens: &BTreeMap<TokenKey, Arc<Token>>,
 ) -> Result<Filled, DockerConfigError> {
     let hosts: Vec<(String, &Token)> = binding
-        .registries
-        .iter()
-        .map(|r| {
+        .targets()
+        .map(|t| {
             let token = tokens
-                .get(&token_key(binding, r))
+                .get(&token_key(binding, t.registry))
                 .expect("a token for every key of the binding");
-            (r.host(), token.as_ref())
+            (t.host(), token.as_ref())
         })
         .collect();
     let credentials: Vec<RegistryCredential<'_>> = hosts
@@ -343,6 +340,65 @@ mod tests {
         refresh_before: Duration::from_secs(4 * 3600),
         force: false,
     };
+
+    #[test]
+    fn every_host_form_gets_the_one_token_and_its_own_fingerprint() {
+        let mut a = BTreeMap::from([
+            (
+                REGISTRIES_ANNOTATION.to_string(),
+                "123456789012/us-east-1".to_string(),
+            ),
+            (
+                crate::contract::hosts::HOSTS_ANNOTATION.to_string(),
+                "standard,fips".to_string(),
+            ),
+        ]);
+        let b = binding_of(
+            &SecretRef::new("ns", "s"),
+            &Marks::of_annotations(&a),
+            &Default::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let keys = token_keys(&b);
+        assert_eq!(keys.len(), 1, "one ECR call serves every form");
+        let expires = at("2030-01-01T00:00:00Z");
+        let tokens = BTreeMap::from([(keys[0].clone(), token("pw-1", expires))]);
+        let filled = fill(&b, None, &tokens).unwrap();
+        let written = dockerconfig::credentials(Some(&filled.dockerconfigjson)).unwrap();
+        let standard = written["123456789012.dkr.ecr.us-east-1.amazonaws.com"].clone();
+        assert_eq!(
+            written["123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"],
+            standard
+        );
+        assert_eq!(
+            filled.fingerprints,
+            format!("123456789012/us-east-1={standard},123456789012/us-east-1@fips={standard}")
+        );
+        for (k, v) in filled.annotations() {
+            a.insert(k.to_string(), v);
+        }
+        let config = Some(filled.dockerconfigjson.as_slice());
+        assert!(holds_of(&b, &a, config));
+        // The FIPS entry removed by hand: due again, for that host.
+        let without_fips = dockerconfig::strip(
+            &filled.dockerconfigjson,
+            &["123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"],
+        )
+        .unwrap();
+        assert_eq!(
+            due_reason_of(
+                &b,
+                &a,
+                Some(&without_fips),
+                at("2029-12-31T00:00:00Z"),
+                POLICY
+            ),
+            Ok(Some(DueReason::MissingRegistries(vec![
+                "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com".to_string()
+            ])))
+        );
+    }
 
     #[test]
     fn debug_output_holds_no_password() {

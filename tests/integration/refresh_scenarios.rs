@@ -703,3 +703,70 @@ async fn a_config_too_large_to_keep_keeps_every_other_registry(cluster: TestClus
     }
 }
 on_both_backends!(a_config_too_large_to_keep_keeps_every_other_registry);
+
+/// Every host form of a registry holds the token of its region, first filled and then
+/// renewed together; foreign entries stay.
+async fn host_forms_are_filled_and_renewed_together(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create(
+        &client,
+        ns,
+        &secret(
+            "forms",
+            DOCKER_CONFIG_JSON,
+            &[
+                (ANNOTATION, "111111111111/us-east-1"),
+                ("deft.com/kubeecr-hosts", "standard,fips,dual-stack"),
+            ],
+            &[(".dockerconfigjson", FOREIGN)],
+        ),
+    )
+    .await;
+    let hosts = [
+        "111111111111.dkr.ecr.us-east-1.amazonaws.com",
+        "111111111111.dkr.ecr-fips.us-east-1.amazonaws.com",
+        "111111111111.dkr-ecr.us-east-1.on.aws",
+    ];
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!((summary.refreshed, summary.failed), (1, 0), "{summary:?}");
+    assert_eq!(ecr.token_calls().len(), 1, "one ECR call for every form");
+    let first = ecr.newest("us-east-1", None).unwrap();
+    let config = dockerconfig(&get(&client, ns, "forms").await);
+    for host in hosts {
+        assert_eq!(password_of(&config, host), first.password, "{host}");
+    }
+
+    // Forced: a new token, written under every form.
+    let forced = refresher_with(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+        write_settings(true),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(forced.refreshed, 1, "{forced:?}");
+    let second = ecr.newest("us-east-1", None).unwrap();
+    assert_ne!(second.password, first.password);
+    let after = get(&client, ns, "forms").await;
+    let config = dockerconfig(&after);
+    for host in hosts {
+        assert_eq!(password_of(&config, host), second.password, "{host}");
+    }
+    assert_eq!(annotation(&after, EXPIRES_AT).unwrap(), second.expires_at);
+    let before: serde_json::Value = serde_json::from_slice(FOREIGN).unwrap();
+    assert_eq!(config["auths"]["quay.io"], before["auths"]["quay.io"]);
+    assert_eq!(config["credsStore"], "desktop");
+
+    // Nothing due: no call, no write.
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!(
+        (summary.unchanged, summary.ecr_calls),
+        (1, 0),
+        "{summary:?}"
+    );
+}
+on_both_backends!(host_forms_are_filled_and_renewed_together);

@@ -1092,3 +1092,91 @@ async fn an_ecr_outage_is_bridged_by_the_last_good_token() {
         .await
         .expect("renewed within a backoff step (5 s at most) and a fetch of ECR's return");
 }
+
+/// `review` with `deft.com/kubeecr` and `deft.com/kubeecr-hosts` set as given.
+fn with_hosts(review: &Value, registries: &str, hosts: &str) -> Value {
+    let mut review = review.clone();
+    let annotations = &mut review["request"]["object"]["metadata"]["annotations"];
+    annotations[ANNOTATION] = json!(registries);
+    annotations["deft.com/kubeecr-hosts"] = json!(hosts);
+    review
+}
+
+#[tokio::test]
+async fn every_host_form_is_filled_with_the_one_token_of_its_region() {
+    let ecr = EcrProxy::start().await;
+    let tokens = token_cache(&ecr.url()).await;
+    let (path, review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let review = with_hosts(
+        &review,
+        "123456789012/us-west-2",
+        "standard, fips, dual-stack, dual-stack-fips",
+    );
+    let answer = call_review(tokens, &path, &review).await;
+    assert!(answer.allowed(), "{}", answer.text);
+    let object = patched(&answer, &review);
+    let config = config_of(&object);
+    let issued = ecr.newest("us-west-2", None).expect("a token was issued");
+    let hosts = [
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com",
+        "123456789012.dkr.ecr-fips.us-west-2.amazonaws.com",
+        "123456789012.dkr-ecr.us-west-2.on.aws",
+        "123456789012.dkr-ecr-fips.us-west-2.on.aws",
+    ];
+    for host in hosts {
+        assert_eq!(password_of(&config, host), issued.password, "{host}");
+    }
+    assert_eq!(config["auths"].as_object().unwrap().len(), hosts.len());
+    assert_eq!(ecr.token_calls().len(), 1, "one ECR call for every form");
+    assert_eq!(
+        object["metadata"]["annotations"][EXPIRES_AT],
+        issued.expires_at
+    );
+    let fingerprints = object["metadata"]["annotations"][FINGERPRINTS]
+        .as_str()
+        .unwrap();
+    let keys: Vec<&str> = fingerprints
+        .split(',')
+        .map(|pair| pair.split_once('=').unwrap().0)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "123456789012/us-west-2",
+            "123456789012/us-west-2@fips",
+            "123456789012/us-west-2@dual-stack",
+            "123456789012/us-west-2@dual-stack-fips",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn host_forms_ecr_does_not_have_are_denied_by_both_webhooks() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let cases = [
+        (
+            "123456789012/eu-central-1",
+            "standard,fips",
+            "team-a/ecr-pull: deft.com/kubeecr-hosts: ECR has no fips host for 123456789012/eu-central-1; fips hosts exist in us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1; remove fips, or name a registry there",
+        ),
+        (
+            "123456789012/us-west-2",
+            "ipv6",
+            "team-a/ecr-pull: deft.com/kubeecr-hosts \"ipv6\": \"ipv6\" is not a host form; list standard, fips, dual-stack or dual-stack-fips, comma-separated, e.g. standard,fips",
+        ),
+    ];
+    for (registries, hosts, expected) in cases {
+        for name in [
+            "01-create-annotated-nodata-apply-mutate-create.json",
+            "02-create-annotated-nodata-apply-validate-create.json",
+        ] {
+            let (path, review) = fixture(name);
+            let review = with_hosts(&review, registries, hosts);
+            let answer = call_review(tokens.clone(), &path, &review).await;
+            assert!(!answer.allowed(), "{name} {hosts}");
+            assert_eq!(answer.message(), expected, "{name}");
+            assert!(answer.message().len() <= 512);
+        }
+    }
+    assert_eq!(tokens.fetch_count(), 0, "denials need no token");
+}
