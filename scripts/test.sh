@@ -18,13 +18,15 @@ source scripts/lib/tools.sh
 ensure_moto
 # The real tools the tests run: Helm v4, hadolint, check-jsonschema (into the virtualenv), the
 # release's cargo-deny and cargo-cyclonedx (cargo install, pinned; a few minutes the first
-# time), and Debian's prometheus (promtool and a live Prometheus, for the alerts).
+# time), Debian's prometheus (promtool and a live Prometheus, for the alerts), and Debian's
+# skopeo and docker-registry (a real registry client and server, to read back what kubeecr writes).
 ensure_helm
 ensure_kubectl
 ensure_hadolint
 ensure_check_jsonschema
 ensure_release_tools
 ensure_prometheus
+ensure_registry_tools
 export KUBEECR_HELM="$HELM" KUBEECR_HADOLINT="$HADOLINT"
 # The manifest checks (tests/integration/install.rs) validate with this virtualenv's jsonschema,
 # and need kubectl: here a missing tool fails them rather than skipping them.

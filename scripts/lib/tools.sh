@@ -110,6 +110,12 @@ ensure_prometheus() {
   apt_install promtool prometheus
 }
 
+# A real registry client and server, for reading back what kubeecr writes.
+ensure_registry_tools() {
+  apt_install skopeo skopeo
+  apt_install docker-registry docker-registry
+}
+
 # check-jsonschema, into $KUBEECR_VENV.
 ensure_check_jsonschema() {
   ensure_venv

@@ -14,6 +14,7 @@ mod monitoring;
 mod quick_start;
 mod refresh_cli;
 mod refresh_scenarios;
+mod registry_client;
 mod release;
 mod serve_cli;
 mod serve_faults;
