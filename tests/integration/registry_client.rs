@@ -32,8 +32,7 @@ fn privileged(program: &str) -> Command {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 fn ok(cmd: &mut Command) {
@@ -197,13 +196,10 @@ impl Drop for Registry {
         let _ = self.server.wait();
         // The child is `ip netns exec` (or sudo); the registry under it goes with the
         // namespace's processes.
-        let _ = run(privileged("ip").args(["netns", "pids", &self.netns]))
-            .stdout
-            .split(|b| *b == b'\n')
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .map(|pid| run(privileged("kill").arg(pid)))
-            .count();
+        let pids = run(privileged("ip").args(["netns", "pids", &self.netns])).stdout;
+        for pid in String::from_utf8_lossy(&pids).split_whitespace() {
+            let _ = run(privileged("kill").arg(pid));
+        }
         let _ = run(privileged("ip").args(["netns", "del", &self.netns]));
         let _ = run(privileged("rm").args([
             "-rf",
