@@ -19,11 +19,12 @@ use serde_json::{Value, json};
 use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::{self, DOCKER_CONFIG_JSON_KEY};
 use crate::contract::hosts::HOSTS_ANNOTATION;
-use crate::contract::kept::ConfigView;
+use crate::contract::kept::{KeptConfig, Stored};
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update;
-use crate::contract::standing::{Leftovers, Seen, Standing, standing};
+use crate::contract::shape::{PASSWORD_KEY, Shape, USERNAME_KEY};
+use crate::contract::standing::{Leftovers, Standing, Whole, standing};
 use crate::contract::token::FetchError;
 use crate::contract::token::{Token, TokenKey};
 
@@ -47,6 +48,7 @@ enum Inspection {
 struct OptedIn {
     secret: SecretRef,
     binding: EcrBinding,
+    shape: Shape,
     marks: Marks,
     object: Secret,
 }
@@ -92,8 +94,8 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     let empty = BTreeMap::new();
     let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
     let marks = Marks::of(object.metadata.labels.as_ref(), Some(annotations));
-    let binding = match standing(&secret, Seen::secret(&marks, &object), policy) {
-        Standing::OptedIn(binding) => binding,
+    let (binding, shape) = match standing(&secret, Whole::secret(&marks, &object), policy) {
+        Standing::OptedIn(binding, shape) => (binding, shape),
         Standing::NotOptedIn => return Inspection::NotOurs,
         Standing::OptingOut(leftovers) => return Inspection::OptOut(leftovers),
         Standing::Refused(e) => return refuse(req, annotations, e.to_string()),
@@ -102,6 +104,7 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
     Inspection::OptedIn(Box::new(OptedIn {
         secret,
         binding,
+        shape,
         marks,
         object,
     }))
@@ -231,6 +234,7 @@ pub struct PendingFill {
     pub keys: Vec<TokenKey>,
     response: AdmissionResponse,
     binding: EcrBinding,
+    shape: Shape,
     marks: Marks,
     object: Secret,
     dry_run: bool,
@@ -254,6 +258,7 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
             let OptedIn {
                 secret,
                 binding,
+                shape,
                 marks,
                 object,
             } = *opted_in;
@@ -262,6 +267,7 @@ pub fn plan_mutation(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> 
                 secret,
                 response: AdmissionResponse::from(req),
                 binding,
+                shape,
                 marks,
                 object,
                 dry_run: req.dry_run,
@@ -336,35 +342,82 @@ impl PendingFill {
         registries.join(", ")
     }
 
-    /// With `--admission-fill=false`: only what the API server needs, never a token:
-    /// `{"auths":{}}` when there is no `.dockerconfigjson`, and the managed label, so that
-    /// the refresher, which watches labelled Secrets in full, fills it within moments.
+    /// With `--admission-fill=false`: only what the API server needs, never a token (see
+    /// `required_data`), and the managed label, so that the refresher, which watches labelled
+    /// Secrets in full, fills it within moments.
     pub fn placeholder(self) -> AdmissionResponse {
-        let data = match self.existing() {
-            None => self.set_data(EMPTY_CONFIG),
-            Some(_) => None,
-        };
-        let ops = data.into_iter().chain(self.set_label()).collect();
+        let ops = self
+            .required_data()
+            .into_iter()
+            .chain(self.set_label())
+            .collect();
         with_ops(self.response, ops)
+    }
+
+    /// What the API server requires of the Secret's type, when it is missing: `{"auths":{}}`
+    /// for a dockerconfigjson Secret, `username: AWS` for a basic-auth one with neither key.
+    fn required_data(&self) -> Vec<PatchOperation> {
+        let has = |key: &str| self.value(key).is_some();
+        match self.shape {
+            Shape::DockerConfig if !has(DOCKER_CONFIG_JSON_KEY) => {
+                self.set_data(&[(DOCKER_CONFIG_JSON_KEY, EMPTY_CONFIG)])
+            }
+            Shape::BasicAuth if !has(USERNAME_KEY) && !has(PASSWORD_KEY) => {
+                self.set_data(&[(USERNAME_KEY, b"AWS")])
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn value(&self, key: &str) -> Option<&[u8]> {
+        self.object
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.as_slice())
     }
 
     fn existing(&self) -> Option<&[u8]> {
         dockerconfig::of_secret(&self.object)
     }
 
-    /// Patch ops that set `.dockerconfigjson` to `bytes`, creating `data` when missing.
-    fn set_data(&self, bytes: &[u8]) -> Option<PatchOperation> {
-        if self.existing() == Some(bytes) {
-            return None;
+    /// What the Secret holds of kubeecr's credentials, as the refresher would keep it.
+    fn held(&self) -> KeptConfig {
+        let stored = Stored::of_secret(&self.object);
+        if self.shape.holds_one_host() {
+            let own: Vec<(String, String)> = self
+                .binding
+                .targets()
+                .map(|t| (t.key(), t.host()))
+                .collect();
+            return KeptConfig::of_basic(stored.basic.as_deref(), &own, &self.marks);
         }
-        let encoded = json!(STANDARD.encode(bytes));
-        Some(match &self.object.data {
-            Some(_) => add(pointer(&["data", DOCKER_CONFIG_JSON_KEY]), encoded),
-            None => add(
-                pointer(&["data"]),
-                json!({ DOCKER_CONFIG_JSON_KEY: encoded }),
-            ),
-        })
+        stored
+            .dockerconfigjson
+            .map_or(KeptConfig::Absent, |c| KeptConfig::Whole(c.into()))
+    }
+
+    /// Patch ops that set each key to its bytes, creating `data` when missing.
+    fn set_data(&self, values: &[(&str, &[u8])]) -> Vec<PatchOperation> {
+        let changed: Vec<(&str, Value)> = values
+            .iter()
+            .filter(|(k, v)| self.value(k) != Some(*v))
+            .map(|(k, v)| (*k, json!(STANDARD.encode(v))))
+            .collect();
+        match &self.object.data {
+            _ if changed.is_empty() => Vec::new(),
+            Some(_) => changed
+                .into_iter()
+                .map(|(k, v)| add(pointer(&["data", k]), v))
+                .collect(),
+            None => {
+                let data: serde_json::Map<String, Value> = changed
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                vec![add(pointer(&["data"]), Value::Object(data))]
+            }
+        }
     }
 
     /// Sets kubeecr's annotations to `values` (opted-in Secrets always carry annotations).
@@ -409,7 +462,8 @@ impl PendingFill {
             Ok(tokens) => tokens,
             Err(e) => return no_token(self.without_token(&e, require_token)),
         };
-        let filled = match secret_update::fill(&self.binding, self.existing(), &tokens) {
+        let filled = match secret_update::fill(&self.binding, self.shape, self.existing(), &tokens)
+        {
             Ok(filled) => filled,
             Err(e) => {
                 return no_token(forbidden(self.response, format!("{}: {e}", self.secret)));
@@ -419,9 +473,13 @@ impl PendingFill {
             let ops = self.set_label().into_iter().collect();
             return no_token(with_ops(self.response, ops));
         }
-        let data = self.set_data(&filled.dockerconfigjson);
-        let carries_token = data.is_some();
-        let mut ops: Vec<PatchOperation> = data.into_iter().collect();
+        let values: Vec<(&str, &[u8])> = filled
+            .data
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        let mut ops = self.set_data(&values);
+        let carries_token = !ops.is_empty();
         ops.extend(self.set_annotations(&filled.annotations()));
         ops.extend(self.set_label());
         Completion {
@@ -445,11 +503,7 @@ impl PendingFill {
         if !believable || recorded.is_none_or(|r| r < filled.expires_at) {
             return false;
         }
-        secret_update::holds_own_credentials(
-            &self.binding,
-            &self.marks,
-            ConfigView::Whole(self.existing()),
-        )
+        secret_update::holds_own_credentials(&self.binding, &self.marks, self.held().view())
     }
 
     /// AWS failed or was too slow. The write goes through (with `{"auths":{}}` when it has
@@ -464,13 +518,11 @@ impl PendingFill {
             );
             return forbidden(self.response, message);
         }
-        let (data, outcome) = if self.existing().is_none() {
-            (
-                self.set_data(EMPTY_CONFIG),
-                "stored with an empty {\"auths\":{}} (not usable yet)",
-            )
-        } else {
-            (None, "stored without a new token")
+        let data = self.required_data();
+        let outcome = match self.shape {
+            _ if data.is_empty() => "stored without a new token",
+            Shape::DockerConfig => "stored with an empty {\"auths\":{}} (not usable yet)",
+            _ => "stored without a password (not usable yet)",
         };
         // The cause first: the API server cuts warnings at 256 characters.
         let warning = short(

@@ -18,9 +18,9 @@ pub use crate::contract::marks::{
 };
 use crate::contract::partition::{Partition, Regions};
 use crate::contract::quote::quoted;
+use crate::contract::shape::{ARGOCD_LABEL, BASIC_AUTH_TYPE, Shape};
 
-/// The only Secret type kubeecr fills.
-pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub use crate::contract::shape::DOCKER_CONFIG_JSON_TYPE;
 
 const REGISTRIES_EXAMPLE: &str = "123456789012/us-west-2";
 const ROLE_EXAMPLE: &str = "arn:aws:iam::123456789012:role/ecr-pull";
@@ -301,9 +301,17 @@ pub enum Problem {
     )]
     NamespaceNotServed { namespace: String, why: String },
     #[error(
-        "type is {found}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE}; create the secret with that type (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation"
+        "type is {found}, but kubeecr only fills secrets of type {DOCKER_CONFIG_JSON_TYPE} or {BASIC_AUTH_TYPE}, and Opaque ones labelled {ARGOCD_LABEL}: repository or repo-creds; create the secret with one of those (type cannot be changed in place) or remove the {REGISTRIES_ANNOTATION} annotation"
     )]
     WrongType { found: String },
+    #[error(
+        "{shape} holds one username and password, but {REGISTRIES_ANNOTATION} and {HOSTS_ANNOTATION} name {count} hosts; name one registry in one host form, or use a {DOCKER_CONFIG_JSON_TYPE} Secret for several"
+    )]
+    OneHostOnly { shape: Shape, count: usize },
+    #[error(
+        "Argo CD url {url} does not name {host}, the registry of {REGISTRIES_ANNOTATION}; set url to {host} or oci://{host}/<repository>, or annotate the url's own registry"
+    )]
+    ArgoUrl { url: String, host: String },
 }
 
 /// Quotes (a prefix of) the whole value, and the offending entry too when the value has
@@ -405,20 +413,6 @@ pub fn parse_hosts(value: &str, registries: &[Registry]) -> Result<Vec<HostForm>
         });
     }
     Ok(forms)
-}
-
-/// Checks the Secret's type: kubeecr only fills `kubernetes.io/dockerconfigjson`.
-pub fn check_type(secret: &SecretRef, type_: Option<&str>) -> Result<(), ContractError> {
-    match type_ {
-        Some(DOCKER_CONFIG_JSON_TYPE) => Ok(()),
-        // The API server defaults a missing type to Opaque.
-        other => Err(ContractError::new(
-            secret,
-            Problem::WrongType {
-                found: quoted(other.unwrap_or("Opaque")),
-            },
-        )),
-    }
 }
 
 /// Parses `<account>/<region>[, ...]`: at most `MAX_REGISTRIES` entries in at most
@@ -893,19 +887,6 @@ mod tests {
             "{e}"
         );
         assert_eq!(hosts_of(&ten.join(","), "standard,fips").unwrap().len(), 20);
-    }
-
-    #[test]
-    fn wrong_type_is_refused() {
-        let msg = check_type(&secret(), Some("Opaque"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.starts_with(r#"default/pull: type is "Opaque""#),
-            "{msg}"
-        );
-        assert!(check_type(&secret(), None).is_err());
-        assert!(check_type(&secret(), Some(DOCKER_CONFIG_JSON_TYPE)).is_ok());
     }
 
     proptest! {

@@ -12,10 +12,11 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::contract::annotation::{DOCKER_CONFIG_JSON_TYPE, EcrBinding, SecretRef, binding_of};
+use crate::contract::annotation::{EcrBinding, SecretRef, binding_of};
 use crate::contract::dockerconfig::{self, Credentials, DockerConfigError};
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
+use crate::contract::shape::{self, PASSWORD_KEY, Shape, URL_KEY, USERNAME_KEY};
 
 /// The largest rest-of-config kept: a few dozen foreign registries. A bigger one is read
 /// (GET) before it is written, so what the refresher keeps of a Secret stays small whatever
@@ -113,6 +114,28 @@ impl KeptConfig {
         Self::Kept { hosts, rest }
     }
 
+    /// What to keep of a shape that holds one username and password: the fingerprint
+    /// (`basic`) of what its one host holds.
+    pub fn of_basic(basic: Option<&str>, own: &[(String, String)], marks: &Marks) -> Self {
+        let Some(fingerprint) = basic else {
+            return Self::Absent;
+        };
+        let recorded = recorded_fingerprints(marks);
+        let as_recorded = own
+            .iter()
+            .all(|(key, _)| recorded.get(key.as_str()).copied() == Some(fingerprint));
+        let hosts = if as_recorded {
+            KeptHosts::AsRecorded
+        } else {
+            KeptHosts::Listed(
+                own.iter()
+                    .map(|(_, host)| (host.as_str().into(), fingerprint.into()))
+                    .collect(),
+            )
+        };
+        Self::Kept { hosts, rest: None }
+    }
+
     /// As the contract reads it.
     pub fn view(&self) -> ConfigView<'_> {
         match self {
@@ -198,39 +221,114 @@ pub struct KeptSecret {
     pub immutable: bool,
     pub marks: Marks,
     pub config: KeptConfig,
+    /// Argo CD's `url`, which must name the registry's host.
+    pub url: Option<Box<str>>,
 }
 
-/// The registries a Secret asks for, with their hosts, when it is one kubeecr fills: opted in,
-/// well-formed, of the dockerconfigjson type.
+/// What a Secret's data holds, as far as kubeecr reads it: `.dockerconfigjson`, the
+/// fingerprint of `username` and `password` (never the password itself), and Argo CD's `url`.
+/// Its `Debug` holds no credential.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub dockerconfigjson: Option<Vec<u8>>,
+    /// `shape::fingerprint` of `username` and `password`, when there is a password.
+    pub basic: Option<String>,
+    pub url: Option<String>,
+}
+
+impl fmt::Debug for Stored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stored")
+            .field(
+                "dockerconfigjson",
+                &self
+                    .dockerconfigjson
+                    .as_ref()
+                    .map(|c| format!("[{} bytes redacted]", c.len())),
+            )
+            .field("basic", &self.basic)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl Stored {
+    /// From a Secret's data keys, as the API server holds them.
+    pub fn of(
+        dockerconfigjson: Option<&[u8]>,
+        username: Option<&[u8]>,
+        password: Option<&[u8]>,
+        url: Option<&[u8]>,
+    ) -> Self {
+        Self {
+            dockerconfigjson: dockerconfigjson.map(<[u8]>::to_vec),
+            basic: password.map(|p| shape::fingerprint(username.unwrap_or_default(), p)),
+            // Longer than any registry host and repository: cut, so it names none.
+            url: url
+                .and_then(|u| std::str::from_utf8(u).ok())
+                .map(|u| u.chars().take(MAX_URL).collect()),
+        }
+    }
+
+    pub fn of_secret(secret: &Secret) -> Self {
+        let key = |k: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| b.0.as_slice())
+        };
+        Self::of(
+            dockerconfig::of_secret(secret),
+            key(USERNAME_KEY),
+            key(PASSWORD_KEY),
+            key(URL_KEY),
+        )
+    }
+}
+
+/// Longest Argo CD `url` kept.
+const MAX_URL: usize = 2048;
+
+/// The registries a Secret asks for, with their hosts, and its shape, when it is one kubeecr
+/// fills: opted in, well-formed, of a shape kubeecr fills.
 fn own_hosts(
     marks: &Marks,
     type_: Option<&str>,
     regions: &Regions,
-) -> Option<Vec<(String, String)>> {
-    if type_ != Some(DOCKER_CONFIG_JSON_TYPE) {
-        return None;
-    }
+) -> Option<(Shape, Vec<(String, String)>)> {
+    let shape = Shape::of(type_, marks.argocd())?;
     let binding = binding_of(&SecretRef::new("", ""), marks, regions).ok()??;
-    Some(binding.targets().map(|t| (t.key(), t.host())).collect())
+    Some((
+        shape,
+        binding.targets().map(|t| (t.key(), t.host())).collect(),
+    ))
 }
 
 impl KeptSecret {
-    /// From its parts; `config` is `.dockerconfigjson`, dropped once kept.
+    /// From its parts; `.dockerconfigjson` is dropped once kept.
     pub fn new(
         resource_version: Option<&str>,
         type_: Option<&str>,
         immutable: bool,
         marks: Marks,
-        config: Option<&[u8]>,
+        stored: Stored,
         regions: &Regions,
     ) -> Self {
-        let own = own_hosts(&marks, type_, regions);
+        let config = match own_hosts(&marks, type_, regions) {
+            Some((Shape::DockerConfig, own)) => {
+                KeptConfig::of(stored.dockerconfigjson.as_deref(), Some(&own), &marks)
+            }
+            Some((_, own)) => KeptConfig::of_basic(stored.basic.as_deref(), &own, &marks),
+            None => KeptConfig::of(stored.dockerconfigjson.as_deref(), None, &marks),
+        };
         Self {
             resource_version: resource_version.map(Into::into),
             type_: type_.map(Into::into),
             immutable,
-            config: KeptConfig::of(config, own.as_deref(), &marks),
+            config,
             marks,
+            url: stored.url.map(Into::into),
         }
     }
 
@@ -241,26 +339,37 @@ impl KeptSecret {
         type_: Option<&str>,
         immutable: bool,
         marks: Marks,
-        config: Option<Vec<u8>>,
+        stored: Stored,
+        regions: &Regions,
     ) -> Self {
+        let config = match own_hosts(&marks, type_, regions) {
+            Some((shape, own)) if shape.holds_one_host() => {
+                KeptConfig::of_basic(stored.basic.as_deref(), &own, &marks)
+            }
+            _ => stored
+                .dockerconfigjson
+                .map_or(KeptConfig::Absent, |c| KeptConfig::Whole(c.into())),
+        };
         Self {
             resource_version: resource_version.map(Into::into),
             type_: type_.map(Into::into),
             immutable,
             marks,
-            config: config.map_or(KeptConfig::Absent, |c| KeptConfig::Whole(c.into())),
+            config,
+            url: stored.url.map(Into::into),
         }
     }
 
     /// A whole Secret, as `read`.
-    pub fn of_secret(secret: &Secret) -> Self {
+    pub fn of_secret(secret: &Secret, regions: &Regions) -> Self {
         let meta = &secret.metadata;
         Self::read(
             meta.resource_version.as_deref(),
             secret.type_.as_deref(),
             secret.immutable == Some(true),
             Marks::of(meta.labels.as_ref(), meta.annotations.as_ref()),
-            dockerconfig::of_secret(secret).map(<[u8]>::to_vec),
+            Stored::of_secret(secret),
+            regions,
         )
     }
 
@@ -280,6 +389,7 @@ mod tests {
     use crate::contract::annotation::{
         EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
     };
+    use crate::contract::shape::DOCKER_CONFIG_JSON_TYPE;
 
     const HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
     const REGISTRY: &str = "123456789012/us-west-2";
@@ -302,7 +412,7 @@ mod tests {
             Some(DOCKER_CONFIG_JSON_TYPE),
             false,
             marks(fingerprints),
-            Some(config),
+            Stored::of(Some(config), None, None, None),
             &Regions::default(),
         )
     }
@@ -410,7 +520,7 @@ mod tests {
             Some("Opaque"),
             false,
             marks(None),
-            Some(b"{}"),
+            Stored::of(Some(b"{}"), None, None, None),
             &Regions::default(),
         );
         assert_eq!(not_ours.config, KeptConfig::NotKept);

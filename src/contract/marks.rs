@@ -17,6 +17,7 @@ pub const EXPIRES_AT_ANNOTATION: &str = "deft.com/kubeecr-expires-at";
 /// the credentials still match.
 pub const FINGERPRINTS_ANNOTATION: &str = "deft.com/kubeecr-fingerprints";
 pub use crate::contract::hosts::HOSTS_ANNOTATION;
+use crate::contract::shape::ARGOCD_LABEL;
 /// Set by kubeecr on the Secrets it manages, so that it can watch only those in full.
 pub const MANAGED_LABEL: &str = "deft.com/kubeecr-managed";
 /// Annotations kubeecr writes itself, removed when a Secret opts out.
@@ -36,6 +37,9 @@ pub struct Marks {
     expires_at: Option<Box<str>>,
     fingerprints: Option<Box<str>>,
     managed_label: Option<Box<str>>,
+    /// Argo CD's `argocd.argoproj.io/secret-type`, which makes an Opaque Secret one kubeecr
+    /// fills.
+    argocd: Option<Box<str>>,
 }
 
 /// `value`, or its first `MAX_KEPT_VALUE` bytes and the rest of the character there: never
@@ -61,8 +65,8 @@ impl Marks {
         for (k, v) in annotations.into_iter().flatten() {
             marks.set_annotation(k, v);
         }
-        if let Some(v) = labels.and_then(|l| l.get(MANAGED_LABEL)) {
-            marks.set_label(MANAGED_LABEL, v);
+        for (k, v) in labels.into_iter().flatten() {
+            marks.set_label(k, v);
         }
         marks
     }
@@ -94,13 +98,25 @@ impl Marks {
         }
     }
 
-    /// Keeps a label if it is kubeecr's; says whether it was.
+    /// Keeps a label if it is one kubeecr reads; says whether it was.
     pub fn set_label(&mut self, key: &str, value: &str) -> bool {
-        if key != MANAGED_LABEL {
-            return false;
-        }
-        self.managed_label = Some(kept(value));
+        let slot = match key {
+            MANAGED_LABEL => &mut self.managed_label,
+            ARGOCD_LABEL => &mut self.argocd,
+            _ => return false,
+        };
+        *slot = Some(kept(value));
         true
+    }
+
+    /// Whether `key` is one of the labels kept here.
+    pub fn is_kept_label(key: &str) -> bool {
+        [MANAGED_LABEL, ARGOCD_LABEL].contains(&key)
+    }
+
+    /// Argo CD's secret type label, as written.
+    pub fn argocd(&self) -> Option<&str> {
+        self.argocd.as_deref()
     }
 
     /// Whether `key` is one of the annotations kept here.

@@ -13,5 +13,6 @@ pub mod plan;
 pub mod policy;
 pub mod quote;
 pub mod secret_update;
+pub mod shape;
 pub mod standing;
 pub mod token;

@@ -8,11 +8,11 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use crate::contract::annotation::{EcrBinding, MANAGED_LABEL, SecretRef};
-use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::contract::kept::KeptSecret;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason, Filled};
-use crate::contract::standing::{Leftovers, NotFilled, Seen, Standing, standing};
+use crate::contract::shape::Shape;
+use crate::contract::standing::{Leftovers, NotFilled, Standing, Whole, standing};
 
 /// The decision for one Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,7 @@ pub enum Plan {
     /// Needs a token for each key of the binding, then `fill_patch`.
     Fill {
         binding: Box<EcrBinding>,
+        shape: Shape,
         reason: DueReason,
     },
 }
@@ -38,8 +39,8 @@ pub fn plan(
     due: DuePolicy,
     now: Timestamp,
 ) -> Plan {
-    let binding = match standing(secret, Seen::kept(object), policy) {
-        Standing::OptedIn(binding) => binding,
+    let (binding, shape) = match standing(secret, Whole::kept(object), policy) {
+        Standing::OptedIn(binding, shape) => (binding, shape),
         Standing::NotOptedIn => return Plan::Skip(NotFilled::NotOptedIn),
         Standing::OptingOut(leftovers) => return Plan::Release(leftovers),
         Standing::Refused(e) => return Plan::Skip(e.into()),
@@ -49,6 +50,7 @@ pub fn plan(
     match secret_update::due_reason(&binding, marks, object.config.view(), now, due) {
         Ok(Some(reason)) => Plan::Fill {
             binding: Box::new(binding),
+            shape,
             reason,
         },
         Ok(None) => Plan::UpToDate {
@@ -79,10 +81,14 @@ pub fn fill_patch(object: &KeptSecret, binding: &EcrBinding, filled: &Filled) ->
     let mut metadata = Map::new();
     metadata.insert("annotations".into(), Value::Object(own));
     metadata.insert("labels".into(), json!({ MANAGED_LABEL: "true" }));
-    let data = k8s_openapi::ByteString(filled.dockerconfigjson.clone());
+    let data: Map<String, Value> = filled
+        .data
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(k8s_openapi::ByteString(v.clone()))))
+        .collect();
     Some(json!({
         "metadata": guarded(object, metadata),
-        "data": { DOCKER_CONFIG_JSON_KEY: data },
+        "data": data,
     }))
 }
 
@@ -114,6 +120,8 @@ mod tests {
     use crate::contract::annotation::{
         EXPIRES_AT_ANNOTATION, FINGERPRINTS_ANNOTATION, REGISTRIES_ANNOTATION,
     };
+    use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
+    use crate::contract::partition::Regions;
     use crate::contract::token::{FetchedToken, decode};
 
     const DUE: DuePolicy = DuePolicy {
@@ -126,7 +134,7 @@ mod tests {
     }
 
     fn kept(s: &Secret) -> KeptSecret {
-        KeptSecret::of_secret(s)
+        KeptSecret::of_secret(s, &Regions::default())
     }
 
     fn now() -> Timestamp {
@@ -146,7 +154,7 @@ mod tests {
 
     fn fill_with(object: &Secret, password: &str) -> (Box<EcrBinding>, Filled) {
         let object = kept(object);
-        let Plan::Fill { binding, .. } = plan(
+        let Plan::Fill { binding, shape, .. } = plan(
             &SecretRef::new("ns", "s"),
             &object,
             &Policy::default(),
@@ -172,7 +180,8 @@ mod tests {
             .map(|k| (k, Arc::new(token.clone())))
             .collect();
         let filled =
-            secret_update::fill(&binding, object.config.view().merge_base(), &tokens).unwrap();
+            secret_update::fill(&binding, shape, object.config.view().merge_base(), &tokens)
+                .unwrap();
         (binding, filled)
     }
 
@@ -206,7 +215,7 @@ mod tests {
         for (k, val) in filled.annotations() {
             v["metadata"]["annotations"][k] = json!(val);
         }
-        v["data"] = json!({ DOCKER_CONFIG_JSON_KEY: k8s_openapi::ByteString(filled.dockerconfigjson.clone()) });
+        v["data"] = json!({ DOCKER_CONFIG_JSON_KEY: k8s_openapi::ByteString(filled.value(DOCKER_CONFIG_JSON_KEY).unwrap().to_vec()) });
         let held = kept(&secret(v.clone()));
         assert_eq!(fill_patch(&held, &binding, &filled), None);
         assert_eq!(

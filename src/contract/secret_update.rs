@@ -12,10 +12,13 @@ use jiff::Timestamp;
 use crate::contract::annotation::{
     EXPIRES_AT_ANNOTATION, EcrBinding, FINGERPRINTS_ANNOTATION, Registry,
 };
-use crate::contract::dockerconfig::{self, Credentials, DockerConfigError, RegistryCredential};
+use crate::contract::dockerconfig::{
+    self, Credentials, DOCKER_CONFIG_JSON_KEY, DockerConfigError, RegistryCredential,
+};
 use crate::contract::kept::{ConfigView, recorded_fingerprints};
 use crate::contract::marks::Marks;
 use crate::contract::quote::quoted;
+use crate::contract::shape::{self, PASSWORD_KEY, Shape, USERNAME_KEY};
 use crate::contract::token::{MAX_BELIEVABLE_LIFETIME, Token, TokenKey};
 
 /// Why a secret needs a write.
@@ -182,7 +185,8 @@ pub fn token_keys(binding: &EcrBinding) -> Vec<TokenKey> {
 /// content out: it holds passwords.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Filled {
-    pub dockerconfigjson: Vec<u8>,
+    /// The data keys to write, with their bytes.
+    pub data: Vec<(&'static str, Vec<u8>)>,
     pub expires_at: Timestamp,
     /// The value of `deft.com/kubeecr-fingerprints`.
     pub fingerprints: String,
@@ -190,11 +194,9 @@ pub struct Filled {
 
 impl fmt::Debug for Filled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.data.iter().map(|(k, _)| *k).collect();
         f.debug_struct("Filled")
-            .field(
-                "dockerconfigjson",
-                &format_args!("[{} bytes redacted]", self.dockerconfigjson.len()),
-            )
+            .field("data", &format_args!("{keys:?}, values redacted"))
             .field("expires_at", &self.expires_at)
             .field("fingerprints", &self.fingerprints)
             .finish()
@@ -202,6 +204,14 @@ impl fmt::Debug for Filled {
 }
 
 impl Filled {
+    /// The bytes written to `key`.
+    pub fn value(&self, key: &str) -> Option<&[u8]> {
+        self.data
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// kubeecr's annotations for this content, as (key, value).
     pub fn annotations(&self) -> [(&'static str, String); 2] {
         [
@@ -233,11 +243,13 @@ pub fn format_expiry(at: Timestamp) -> String {
         .to_string()
 }
 
-/// Writes a token for every registry of the binding; keeps everything else.
+/// Writes a token for every host of the binding, as the Secret's shape holds it; keeps
+/// everything else.
 ///
 /// Panics if a key of `token_keys(binding)` has no token: callers fetch them all first.
 pub fn fill(
     binding: &EcrBinding,
+    shape: Shape,
     existing: Option<&[u8]>,
     tokens: &BTreeMap<TokenKey, Arc<Token>>,
 ) -> Result<Filled, DockerConfigError> {
@@ -250,6 +262,29 @@ pub fn fill(
             (t.host(), token.as_ref())
         })
         .collect();
+    let expires_at = hosts
+        .iter()
+        .map(|(_, t)| t.expires_at)
+        .min()
+        .expect("a binding has at least one registry");
+    if shape.holds_one_host() {
+        // One host: `standing` refuses the rest.
+        let (_, token) = hosts[0];
+        let (username, password) = (token.username.as_bytes(), token.password().as_bytes());
+        let target = binding.targets().next().expect("one host");
+        return Ok(Filled {
+            fingerprints: format!(
+                "{}={}",
+                target.key(),
+                shape::fingerprint(username, password)
+            ),
+            data: vec![
+                (USERNAME_KEY, username.to_vec()),
+                (PASSWORD_KEY, password.to_vec()),
+            ],
+            expires_at,
+        });
+    }
     let credentials: Vec<RegistryCredential<'_>> = hosts
         .iter()
         .map(|(host, token)| RegistryCredential {
@@ -258,17 +293,12 @@ pub fn fill(
             password: token.password(),
         })
         .collect();
-    let expires_at = hosts
-        .iter()
-        .map(|(_, t)| t.expires_at)
-        .min()
-        .expect("a binding has at least one registry");
     let dockerconfigjson = dockerconfig::merge(existing, &credentials)?;
     let written = dockerconfig::credentials(Some(&dockerconfigjson))?;
     let fingerprints =
         fingerprints_of(binding, &written).expect("the merge writes every registry's host");
     Ok(Filled {
-        dockerconfigjson,
+        data: vec![(DOCKER_CONFIG_JSON_KEY, dockerconfigjson)],
         expires_at,
         fingerprints,
     })
@@ -364,8 +394,10 @@ mod tests {
         assert_eq!(keys.len(), 1, "one ECR call serves every form");
         let expires = at("2030-01-01T00:00:00Z");
         let tokens = BTreeMap::from([(keys[0].clone(), token("pw-1", expires))]);
-        let filled = fill(&b, None, &tokens).unwrap();
-        let written = dockerconfig::credentials(Some(&filled.dockerconfigjson)).unwrap();
+        let filled = fill(&b, Shape::DockerConfig, None, &tokens).unwrap();
+        let written =
+            dockerconfig::credentials(Some(&filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()))
+                .unwrap();
         let standard = written["123456789012.dkr.ecr.us-east-1.amazonaws.com"].clone();
         assert_eq!(
             written["123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"],
@@ -378,11 +410,11 @@ mod tests {
         for (k, v) in filled.annotations() {
             a.insert(k.to_string(), v);
         }
-        let config = Some(filled.dockerconfigjson.as_slice());
+        let config = filled.value(DOCKER_CONFIG_JSON_KEY);
         assert!(holds_of(&b, &a, config));
         // The FIPS entry removed by hand: due again, for that host.
         let without_fips = dockerconfig::strip(
-            &filled.dockerconfigjson,
+            &filled.value(DOCKER_CONFIG_JSON_KEY).unwrap(),
             &["123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"],
         )
         .unwrap();
@@ -405,14 +437,14 @@ mod tests {
         let b = binding("123456789012/us-west-2");
         let key = token_keys(&b).remove(0);
         let tokens = BTreeMap::from([(key, token("hunter2-pw", at("2030-01-01T00:00:00Z")))]);
-        let filled = fill(&b, None, &tokens).unwrap();
+        let filled = fill(&b, Shape::DockerConfig, None, &tokens).unwrap();
         let debug = format!("{filled:?}");
         let auth = base64::engine::general_purpose::STANDARD.encode("AWS:hunter2-pw");
         assert!(
             !debug.contains("hunter2") && !debug.contains(&auth),
             "{debug}"
         );
-        assert!(debug.contains("bytes redacted"), "{debug}");
+        assert!(debug.contains("values redacted"), "{debug}");
     }
 
     #[test]
@@ -437,11 +469,13 @@ mod tests {
         ]);
         let filled = fill(
             &b,
+            Shape::DockerConfig,
             Some(br#"{"auths":{"quay.io":{"auth":"eA=="}}}"#),
             &tokens,
         )
         .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&filled.dockerconfigjson).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()).unwrap();
         assert_eq!(
             v["auths"]["111111111111.dkr.ecr.us-west-2.amazonaws.com"]["password"],
             "us"
@@ -460,13 +494,16 @@ mod tests {
             .into_iter()
             .map(|k| (k, token("pw", at(expires_at))))
             .collect();
-        let f = fill(b, None, &tokens).unwrap();
+        let f = fill(b, Shape::DockerConfig, None, &tokens).unwrap();
         let annotations = f
             .annotations()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        (f.dockerconfigjson, annotations)
+        (
+            f.value(DOCKER_CONFIG_JSON_KEY).unwrap().to_vec(),
+            annotations,
+        )
     }
 
     #[test]
@@ -591,6 +628,7 @@ mod tests {
         assert!(entries[1].starts_with("222222222222/us-west-2="), "{v}");
         let other = fill(
             &b,
+            Shape::DockerConfig,
             None,
             &BTreeMap::from([(
                 token_keys(&b)[0].clone(),
@@ -617,6 +655,6 @@ mod tests {
         );
         let tokens =
             BTreeMap::from([(token_keys(&b)[0].clone(), token("p", Timestamp::UNIX_EPOCH))]);
-        assert!(fill(&b, Some(b"nope"), &tokens).is_err());
+        assert!(fill(&b, Shape::DockerConfig, Some(b"nope"), &tokens).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! Where a Secret stands with kubeecr, as one function: the webhook, the refresher and
 //! `kubeecr status` all ask it, so that one Secret gets one answer and one reason from each.
 //!
-//! The checks run in one order: the annotations, the type, the operator's policy, then
-//! immutability. Pure.
+//! The checks run in one order: the annotations, the shape (type, and what it holds), the
+//! operator's policy, then immutability. A Secret known by its metadata alone (a metadata
+//! list or watch) can only be `listing`-checked: annotations, then policy; the rest waits for
+//! its read. Pure.
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -13,45 +15,40 @@ use crate::contract::dockerconfig::DockerConfigError;
 use crate::contract::kept::KeptSecret;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
+use crate::contract::shape::{self, Shape, URL_KEY};
 
-/// What is known of a Secret: always its marks; its type and immutability once it is read in
-/// full (a metadata-only list or watch has neither, and those checks wait for the read).
+/// A Secret read in full, as far as `standing` reads it.
 #[derive(Debug, Clone, Copy)]
-pub struct Seen<'a> {
+pub struct Whole<'a> {
     pub marks: &'a Marks,
-    pub body: Option<Body<'a>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Body<'a> {
     pub type_: Option<&'a str>,
     pub immutable: bool,
+    /// Its `url` (Argo CD), when that is text.
+    pub url: Option<&'a str>,
 }
 
-impl<'a> Seen<'a> {
-    /// Metadata only.
-    pub fn metadata(marks: &'a Marks) -> Self {
-        Self { marks, body: None }
-    }
-
-    pub fn whole(marks: &'a Marks, type_: Option<&'a str>, immutable: bool) -> Self {
+impl<'a> Whole<'a> {
+    pub fn secret(marks: &'a Marks, secret: &'a Secret) -> Self {
         Self {
             marks,
-            body: Some(Body { type_, immutable }),
+            type_: secret.type_.as_deref(),
+            immutable: secret.immutable == Some(true),
+            url: secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(URL_KEY))
+                .and_then(|u| std::str::from_utf8(&u.0).ok()),
         }
     }
 
-    pub fn secret(marks: &'a Marks, secret: &'a Secret) -> Self {
-        Self::whole(
-            marks,
-            secret.type_.as_deref(),
-            secret.immutable == Some(true),
-        )
-    }
-
-    /// A Secret as the refresher keeps it, read in full.
+    /// A Secret as the refresher keeps it.
     pub fn kept(kept: &'a KeptSecret) -> Self {
-        Self::whole(&kept.marks, kept.type_.as_deref(), kept.immutable)
+        Self {
+            marks: &kept.marks,
+            type_: kept.type_.as_deref(),
+            immutable: kept.immutable,
+            url: kept.url.as_deref(),
+        }
     }
 }
 
@@ -84,38 +81,102 @@ pub enum Standing {
     NotOptedIn,
     /// No `deft.com/kubeecr`, but kubeecr's annotations or label are still there.
     OptingOut(Leftovers),
-    /// Opted in, but its annotations, its type or the policy refuse it.
+    /// Opted in, but its annotations, its shape or the policy refuse it.
     Refused(ContractError),
     /// Opted in and acceptable, but immutable: its token can never be refreshed in place.
     Immutable(EcrBinding),
-    OptedIn(EcrBinding),
+    OptedIn(EcrBinding, Shape),
 }
 
-pub fn standing(secret: &SecretRef, seen: Seen<'_>, policy: &Policy) -> Standing {
-    let binding = match annotation::binding_of(secret, seen.marks, &policy.regions) {
-        Ok(Some(binding)) => binding,
+/// A Secret known by its metadata: as far as that shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    NotOptedIn,
+    OptingOut(Leftovers),
+    Refused(ContractError),
+    /// Its annotations and the policy accept it: read it for the rest.
+    Listed,
+}
+
+/// The annotations, read: `Err` holds the standing without a binding.
+fn opted_in(secret: &SecretRef, marks: &Marks, policy: &Policy) -> Result<EcrBinding, Listing> {
+    match annotation::binding_of(secret, marks, &policy.regions) {
+        Ok(Some(binding)) => Ok(binding),
         Ok(None) => {
-            let leftovers = Leftovers::of(seen.marks);
-            return if leftovers.is_empty() {
-                Standing::NotOptedIn
+            let leftovers = Leftovers::of(marks);
+            Err(if leftovers.is_empty() {
+                Listing::NotOptedIn
             } else {
-                Standing::OptingOut(leftovers)
-            };
+                Listing::OptingOut(leftovers)
+            })
         }
+        Err(e) => Err(Listing::Refused(e)),
+    }
+}
+
+pub fn standing(secret: &SecretRef, whole: Whole<'_>, policy: &Policy) -> Standing {
+    let binding = match opted_in(secret, whole.marks, policy) {
+        Ok(binding) => binding,
+        Err(Listing::NotOptedIn | Listing::Listed) => return Standing::NotOptedIn,
+        Err(Listing::OptingOut(leftovers)) => return Standing::OptingOut(leftovers),
+        Err(Listing::Refused(e)) => return Standing::Refused(e),
+    };
+    let shape = match shape_of(secret, &binding, &whole) {
+        Ok(shape) => shape,
         Err(e) => return Standing::Refused(e),
     };
-    if let Some(body) = seen.body
-        && let Err(e) = annotation::check_type(secret, body.type_)
-    {
-        return Standing::Refused(e);
-    }
     if let Err(e) = policy.admit(secret, &binding) {
         return Standing::Refused(e);
     }
-    if seen.body.is_some_and(|b| b.immutable) {
+    if whole.immutable {
         return Standing::Immutable(binding);
     }
-    Standing::OptedIn(binding)
+    Standing::OptedIn(binding, shape)
+}
+
+pub fn listing(secret: &SecretRef, marks: &Marks, policy: &Policy) -> Listing {
+    let binding = match opted_in(secret, marks, policy) {
+        Ok(binding) => binding,
+        Err(listing) => return listing,
+    };
+    match policy.admit(secret, &binding) {
+        Ok(()) => Listing::Listed,
+        Err(e) => Listing::Refused(e),
+    }
+}
+
+/// The shape of a Secret kubeecr fills, with what it must hold: one host for a shape with one
+/// username and password, and for Argo CD a `url` that names that host.
+fn shape_of(
+    secret: &SecretRef,
+    binding: &EcrBinding,
+    whole: &Whole<'_>,
+) -> Result<Shape, ContractError> {
+    let refuse = |problem| ContractError::new(secret, problem);
+    let shape = Shape::of(whole.type_, whole.marks.argocd()).ok_or_else(|| {
+        refuse(Problem::WrongType {
+            found: crate::contract::quote::quoted(whole.type_.unwrap_or("Opaque")),
+        })
+    })?;
+    if !shape.holds_one_host() {
+        return Ok(shape);
+    }
+    let hosts: Vec<String> = binding.targets().map(|t| t.host()).collect();
+    let [host] = hosts.as_slice() else {
+        return Err(refuse(Problem::OneHostOnly {
+            shape,
+            count: hosts.len(),
+        }));
+    };
+    if shape == Shape::ArgoCd && !whole.url.is_some_and(|url| shape::url_names(url, host)) {
+        return Err(refuse(Problem::ArgoUrl {
+            url: whole
+                .url
+                .map_or_else(|| "none".to_string(), crate::contract::quote::quoted),
+            host: host.clone(),
+        }));
+    }
+    Ok(shape)
 }
 
 /// Why kubeecr leaves a Secret unfilled. Printed without the Secret's name, which whoever
@@ -173,9 +234,18 @@ mod tests {
         }
     }
 
+    fn whole<'a>(marks: &'a Marks, type_: &'a str, immutable: bool) -> Whole<'a> {
+        Whole {
+            marks,
+            type_: Some(type_),
+            immutable,
+            url: None,
+        }
+    }
+
     /// The problem `standing` refuses with.
     fn refusal(marks: &Marks, type_: &str, policy: &Policy) -> Problem {
-        match standing(&secret(), Seen::whole(marks, Some(type_), true), policy) {
+        match standing(&secret(), whole(marks, type_, true), policy) {
             Standing::Refused(e) => *e.problem,
             other => panic!("not refused: {other:?}"),
         }
@@ -196,7 +266,7 @@ mod tests {
         assert!(matches!(
             standing(
                 &secret(),
-                Seen::whole(&foreign, Some(DOCKER_CONFIG_JSON_TYPE), true),
+                whole(&foreign, DOCKER_CONFIG_JSON_TYPE, true),
                 &Policy::default()
             ),
             Standing::Immutable(_)
@@ -210,28 +280,29 @@ mod tests {
     #[test]
     fn metadata_alone_checks_what_it_can_and_leaves_the_rest_to_the_read() {
         let ok = marks(&[(REGISTRIES_ANNOTATION, "111111111111/us-west-2")]);
+        assert_eq!(listing(&secret(), &ok, &Policy::default()), Listing::Listed);
         assert!(matches!(
-            standing(&secret(), Seen::metadata(&ok), &Policy::default()),
-            Standing::OptedIn(_)
-        ));
-        assert!(matches!(
-            standing(&secret(), Seen::metadata(&ok), &team_a_only()),
-            Standing::Refused(_)
+            listing(&secret(), &ok, &team_a_only()),
+            Listing::Refused(_)
         ));
         let role = marks(&[
             (REGISTRIES_ANNOTATION, "111111111111/us-west-2"),
             (ROLE_ANNOTATION, "not-an-arn"),
         ]);
         assert!(matches!(
-            standing(&secret(), Seen::metadata(&role), &Policy::default()),
-            Standing::Refused(_)
+            listing(&secret(), &role, &Policy::default()),
+            Listing::Refused(_)
         ));
     }
 
     #[test]
     fn not_opted_in_or_opting_out() {
         assert_eq!(
-            standing(&secret(), Seen::metadata(&marks(&[])), &Policy::default()),
+            standing(
+                &secret(),
+                whole(&marks(&[]), DOCKER_CONFIG_JSON_TYPE, false),
+                &Policy::default()
+            ),
             Standing::NotOptedIn
         );
         let leftover = marks(&[(
@@ -239,8 +310,8 @@ mod tests {
             "2026-11-29T20:00:00Z",
         )]);
         assert!(matches!(
-            standing(&secret(), Seen::metadata(&leftover), &Policy::default()),
-            Standing::OptingOut(_)
+            listing(&secret(), &leftover, &Policy::default()),
+            Listing::OptingOut(_)
         ));
     }
 
@@ -272,8 +343,7 @@ mod tests {
     #[test]
     fn a_refusal_prints_without_the_secrets_name() {
         let bad = marks(&[(REGISTRIES_ANNOTATION, "123/us-west-2")]);
-        let Standing::Refused(e) = standing(&secret(), Seen::metadata(&bad), &Policy::default())
-        else {
+        let Listing::Refused(e) = listing(&secret(), &bad, &Policy::default()) else {
             panic!("refused")
         };
         assert!(e.to_string().starts_with("team-b/pull: "), "{e}");

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::contract::annotation::SecretRef;
 use crate::contract::kept::KeptSecret;
 use crate::contract::plan::{self, Plan};
-use crate::contract::standing::{NotFilled, Seen, Standing, standing};
+use crate::contract::standing::{Listing, NotFilled, listing};
 use crate::refresher::index::{Change, Index, StreamId};
 use crate::refresher::schedule::{Schedule, jittered};
 use crate::refresher::step::{self, Requeue, Step};
@@ -226,16 +226,14 @@ impl Controller {
             // in full and decides for real.
             (Some(managed), _) => plan::plan(secret, managed, self.writer.policy(), due, now),
             (None, Some(meta)) => {
-                match standing(secret, Seen::metadata(&meta.marks), self.writer.policy()) {
+                match listing(secret, &meta.marks, self.writer.policy()) {
                     // Read in full, filled and labelled on the first write. Metadata shows no
-                    // type or immutability: the read decides on those.
-                    Standing::OptedIn(_) | Standing::Immutable(_) => {
-                        Plan::UpToDate { due_at: Some(now) }
-                    }
-                    Standing::NotOptedIn | Standing::OptingOut(_) => {
+                    // shape or immutability: the read decides on those.
+                    Listing::Listed => Plan::UpToDate { due_at: Some(now) },
+                    Listing::NotOptedIn | Listing::OptingOut(_) => {
                         Plan::Skip(NotFilled::NotOptedIn)
                     }
-                    Standing::Refused(e) => Plan::Skip(e.into()),
+                    Listing::Refused(e) => Plan::Skip(e.into()),
                 }
             }
             (None, None) => unreachable!("the index drops empty entries"),

@@ -8,11 +8,12 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::contract::annotation::{MANAGED_LABEL, SecretRef};
+use crate::contract::annotation::SecretRef;
 use crate::contract::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-use crate::contract::kept::KeptSecret;
+use crate::contract::kept::{KeptSecret, Stored};
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
+use crate::contract::shape::{PASSWORD_KEY, URL_KEY, USERNAME_KEY};
 use crate::k8s::watch::Versioned;
 
 /// A Secret's metadata, as far as kubeecr reads it.
@@ -32,6 +33,27 @@ pub struct WireSecret {
     pub type_: Option<String>,
     pub immutable: Option<bool>,
     pub dockerconfigjson: Option<Vec<u8>>,
+    /// `username`, `password` and `url`: what the basic-auth and Argo CD shapes hold.
+    pub basic: WireBasic,
+}
+
+/// A Secret's `username`, `password` and `url`, base64-decoded. Its `Debug` holds none of
+/// them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct WireBasic {
+    pub username: Option<Vec<u8>>,
+    pub password: Option<Vec<u8>>,
+    pub url: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for WireBasic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WireBasic")
+            .field("username", &self.username.as_ref().map(|_| "redacted"))
+            .field("password", &self.password.as_ref().map(|_| "redacted"))
+            .field("url", &self.url.as_ref().map(|_| "redacted"))
+            .finish()
+    }
 }
 
 impl fmt::Debug for WireSecret {
@@ -47,6 +69,7 @@ impl fmt::Debug for WireSecret {
                     .as_ref()
                     .map(|c| format!("[{} bytes redacted]", c.len())),
             )
+            .field("basic", &self.basic)
             .finish()
     }
 }
@@ -56,25 +79,38 @@ impl WireSecret {
         SecretRef::new(&self.metadata.namespace, &self.metadata.name)
     }
 
+    /// What its data holds, as the contract reads it: the password only as a fingerprint.
+    fn stored(&self) -> Stored {
+        Stored::of(
+            self.dockerconfigjson.as_deref(),
+            self.basic.username.as_deref(),
+            self.basic.password.as_deref(),
+            self.basic.url.as_deref(),
+        )
+    }
+
     /// As read (GET) for one decision and write: the config whole.
-    pub fn read(self) -> KeptSecret {
+    pub fn read(self, regions: &Regions) -> KeptSecret {
+        let stored = self.stored();
         KeptSecret::read(
             self.metadata.resource_version.as_deref(),
             self.type_.as_deref(),
             self.immutable == Some(true),
             self.metadata.marks,
-            self.dockerconfigjson,
+            stored,
+            regions,
         )
     }
 
     /// What kubeecr keeps of it; `.dockerconfigjson` is dropped once kept.
     pub fn kept(self, regions: &Regions) -> KeptSecret {
+        let stored = self.stored();
         KeptSecret::new(
             self.metadata.resource_version.as_deref(),
             self.type_.as_deref(),
             self.immutable == Some(true),
             self.metadata.marks,
-            self.dockerconfigjson.as_deref(),
+            stored,
             regions,
         )
     }
@@ -128,7 +164,7 @@ impl<'de> Visitor<'de> for MarksSeed<'_> {
         let MarksSeed(marks, of) = self;
         while let Some(key) = map.next_key::<String>()? {
             let wanted = match of {
-                MarksOf::Labels => key == MANAGED_LABEL,
+                MarksOf::Labels => Marks::is_kept_label(&key),
                 MarksOf::Annotations => Marks::is_kept_annotation(&key),
             };
             if !wanted {
@@ -184,50 +220,59 @@ impl<'de> Deserialize<'de> for WireMeta {
     }
 }
 
-/// `.dockerconfigjson` of a `data` map, base64-decoded; every other key skipped unread.
+/// `.dockerconfigjson`, `username`, `password` and `url` of a `data` map, base64-decoded;
+/// every other key skipped unread.
 struct DockerConfigOnly;
 
+type WireData = (Option<Vec<u8>>, WireBasic);
+
 impl<'de> Visitor<'de> for DockerConfigOnly {
-    type Value = Option<Vec<u8>>;
+    type Value = WireData;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of base64 strings")
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(WireData::default())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut config = None;
+        let (mut config, mut basic) = WireData::default();
         while let Some(key) = map.next_key::<String>()? {
-            if key == DOCKER_CONFIG_JSON_KEY {
-                config = Some(map.next_value::<k8s_openapi::ByteString>()?.0);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+            let slot = match key.as_str() {
+                DOCKER_CONFIG_JSON_KEY => &mut config,
+                USERNAME_KEY => &mut basic.username,
+                PASSWORD_KEY => &mut basic.password,
+                URL_KEY => &mut basic.url,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<k8s_openapi::ByteString>()?.0);
         }
-        Ok(config)
+        Ok((config, basic))
     }
 }
 
 struct DataSeed;
 
 impl<'de> de::DeserializeSeed<'de> for DataSeed {
-    type Value = Option<Vec<u8>>;
+    type Value = WireData;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         struct OrNull;
         impl<'de> Visitor<'de> for OrNull {
-            type Value = Option<Vec<u8>>;
+            type Value = WireData;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map of base64 strings or null")
             }
             fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(WireData::default())
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(WireData::default())
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
                 d.deserialize_map(DockerConfigOnly)
@@ -254,7 +299,10 @@ impl<'de> Deserialize<'de> for WireSecret {
                         "metadata" => secret.metadata = map.next_value()?,
                         "type" => secret.type_ = map.next_value()?,
                         "immutable" => secret.immutable = map.next_value()?,
-                        "data" => secret.dockerconfigjson = map.next_value_seed(DataSeed)?,
+                        "data" => {
+                            (secret.dockerconfigjson, secret.basic) =
+                                map.next_value_seed(DataSeed)?
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -273,7 +321,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::contract::annotation::REGISTRIES_ANNOTATION;
+    use crate::contract::annotation::{MANAGED_LABEL, REGISTRIES_ANNOTATION};
 
     fn full() -> serde_json::Value {
         json!({
@@ -307,7 +355,11 @@ mod tests {
         assert_eq!(wire.dockerconfigjson.as_deref(), Some(&b"{}"[..]));
         // The same as from a whole Secret.
         let secret: Secret = serde_json::from_value(full()).unwrap();
-        assert_eq!(wire.clone().read(), KeptSecret::of_secret(&secret));
+        let regions = Regions::default();
+        assert_eq!(
+            wire.clone().read(&regions),
+            KeptSecret::of_secret(&secret, &regions)
+        );
         assert!(!format!("{wire:?}").contains("e30"));
     }
 

@@ -21,7 +21,7 @@ use crate::contract::marks::Marks;
 use crate::contract::plan::{self, Plan};
 use crate::contract::policy::Policy;
 use crate::contract::secret_update::{self, DuePolicy, DueReason};
-use crate::contract::standing::{NotFilled, Seen, Standing, standing};
+use crate::contract::standing::{Listing, NotFilled, listing};
 use crate::contract::token::FetchError;
 use crate::k8s::{self, describe, status_code};
 use crate::refresher::wire::WireSecret;
@@ -219,18 +219,17 @@ impl Writer {
     /// As `refresh`, for a Secret known by its marks only (a metadata list): one that its
     /// annotations or the policy refuse is skipped without being read.
     pub async fn refresh_listed(&self, secret: &SecretRef, marks: &Marks) -> Outcome {
-        match standing(secret, Seen::metadata(marks), &self.policy) {
-            Standing::Refused(e) => {
+        match listing(secret, marks, &self.policy) {
+            Listing::Refused(e) => {
                 let outcome = Outcome::Skipped(e.into());
                 self.record(secret, &outcome);
                 outcome
             }
-            // Read in full and decided on the whole Secret (metadata shows no type or
+            // Read in full and decided on the whole Secret (metadata shows no shape or
             // immutability); one that opted out may still have kubeecr's marks to release.
-            Standing::OptedIn(_)
-            | Standing::Immutable(_)
-            | Standing::NotOptedIn
-            | Standing::OptingOut(_) => self.refresh(secret, None).await,
+            Listing::Listed | Listing::NotOptedIn | Listing::OptingOut(_) => {
+                self.refresh(secret, None).await
+            }
         }
     }
 
@@ -272,7 +271,7 @@ impl Writer {
                 // fields of it are decoded.
                 None => match k8s::get::<WireSecret>(&self.client, &collection, &secret.name).await
                 {
-                    Ok(Some(object)) => Arc::new(object.read()),
+                    Ok(Some(object)) => Arc::new(object.read(&self.policy.regions)),
                     Ok(None) => return Outcome::Skipped(NotFilled::Deleted),
                     Err(e) => {
                         return failed(FailureKind::Api, format!("reading it: {}", describe(&e)));
@@ -336,7 +335,11 @@ impl Writer {
                 patch: plan::release_patch(object, &leftovers),
                 outcome: Outcome::Released,
             },
-            Plan::Fill { binding, reason } => {
+            Plan::Fill {
+                binding,
+                shape,
+                reason,
+            } => {
                 let keys = secret_update::token_keys(&binding);
                 let fetched = futures::future::try_join_all(
                     keys.iter()
@@ -360,7 +363,7 @@ impl Writer {
                 let tokens: BTreeMap<_, _> =
                     fetched.into_iter().map(|(k, c)| (k, c.token)).collect();
                 let base = object.config.view().merge_base();
-                let filled = match secret_update::fill(&binding, base, &tokens) {
+                let filled = match secret_update::fill(&binding, shape, base, &tokens) {
                     Ok(filled) => filled,
                     Err(e) => return Decision::Done(Outcome::Skipped(NotFilled::Config(e))),
                 };
@@ -523,7 +526,7 @@ mod tests {
             "type": "kubernetes.io/dockerconfigjson",
         }))
         .unwrap();
-        let empty = KeptSecret::of_secret(&empty_secret);
+        let empty = KeptSecret::of_secret(&empty_secret, &Default::default());
         // Filled when the token was new.
         let Decision::Write { patch, .. } = writer.decide(&secret, &empty).await else {
             panic!("a new token is written")
@@ -531,7 +534,7 @@ mod tests {
         let mut filled = serde_json::to_value(&empty_secret).unwrap();
         json_patch::merge(&mut filled, &patch);
         let filled: Secret = serde_json::from_value(filled).unwrap();
-        let filled = KeptSecret::of_secret(&filled);
+        let filled = KeptSecret::of_secret(&filled, &Default::default());
 
         // Nine hours on, the token is due for renewal and ECR fails.
         *clock_at.lock().unwrap() = Timestamp::now();

@@ -15,7 +15,7 @@ use kube::Resource;
 use crate::contract::kept::KeptSecret;
 use crate::contract::plan::Plan;
 use crate::contract::policy::Policy;
-use crate::contract::standing::{Seen, Standing, standing};
+use crate::contract::standing::{Listing, listing};
 use crate::k8s::{self, ListError, describe};
 use crate::refresher::listing::{Found, OptedInSecrets};
 use crate::refresher::wire::WireSecret;
@@ -69,14 +69,12 @@ pub async fn collect(
                 futures::stream::iter(listed)
                     .map(|(secret, marks)| async move {
                         // What the marks refuse needs no read: judged as the refresher would.
-                        if let Standing::Refused(e) =
-                            standing(&secret, Seen::metadata(&marks), &settings.policy)
-                        {
+                        if let Listing::Refused(e) = listing(&secret, &marks, &settings.policy) {
                             return Some(state::row(&secret, &marks, Plan::Skip(e.into()), now));
                         }
                         let collection = Secret::url_path(&(), Some(&secret.namespace));
                         match k8s::get::<WireSecret>(client, &collection, &secret.name).await {
-                            Ok(Some(object)) => Some(judge(&secret, &object.read())),
+                            Ok(Some(object)) => Some(judge(&secret, &object.read(regions))),
                             Ok(None) => None,
                             Err(e) => Some(Row::unreadable(&secret, &describe(&e))),
                         }

@@ -278,7 +278,7 @@ mod tests {
     }
 
     fn state_of(s: &Secret) -> (State, Option<String>) {
-        let kept = KeptSecret::of_secret(s);
+        let kept = KeptSecret::of_secret(s, &Default::default());
         let row = classify(
             &SecretRef::new("team-a", "pull"),
             &kept,

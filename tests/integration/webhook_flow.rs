@@ -532,3 +532,150 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
     assert_eq!(ecr.token_calls().len(), calls, "no token fetched for it");
 }
 on_both_backends!(invented_regions_and_immutable_secrets);
+
+/// A basic-auth Secret and an Argo CD repository Secret: filled on create with the token of
+/// their registry's region (`username` `AWS`, `password` the token), every other key kept,
+/// and renewed in place by the refresher.
+async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    let Some((_webhook, _registration)) = webhook_for(
+        &cluster,
+        state,
+        "basic_auth_and_argo_cd_secrets_are_filled_and_refreshed",
+    )
+    .await
+    else {
+        return;
+    };
+    let client = cluster.client();
+    let ns = cluster.ns();
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let basic: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "basic", "annotations": {ANNOTATION: "123456789012/us-west-2"}},
+        "type": "kubernetes.io/basic-auth",
+    }))
+    .unwrap();
+    let argo_keys = [
+        ("url", format!("oci://{HOST}/charts")),
+        ("type", "helm".to_string()),
+        ("name", "ecr-charts".to_string()),
+        ("project", "default".to_string()),
+        ("enableOCI", "true".to_string()),
+    ];
+    let argo: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": "argo",
+            "labels": {"argocd.argoproj.io/secret-type": "repository"},
+            "annotations": {ANNOTATION: "123456789012/us-west-2"},
+        },
+        "type": "Opaque",
+        "data": argo_keys.iter().map(|(k, v)| (k.to_string(), json!(STANDARD.encode(v)))).collect::<serde_json::Map<_, _>>(),
+    }))
+    .unwrap();
+    for s in [&basic, &argo] {
+        let created = api
+            .create(&PostParams::default(), s)
+            .await
+            .expect("created");
+        let token = ecr.newest("us-west-2", None).unwrap();
+        assert_eq!(data_bytes(&created, "username").unwrap(), b"AWS");
+        assert_eq!(
+            data_bytes(&created, "password").unwrap(),
+            token.password.as_bytes(),
+            "{:?}",
+            created.metadata.name
+        );
+        assert_eq!(annotation(&created, EXPIRES_AT).unwrap(), token.expires_at);
+        assert!(
+            created
+                .data
+                .as_ref()
+                .unwrap()
+                .get(".dockerconfigjson")
+                .is_none()
+        );
+    }
+    assert_eq!(ecr.token_calls().len(), 1, "one token for both Secrets");
+    let stored = api.get("argo").await.unwrap();
+    for (k, v) in &argo_keys {
+        assert_eq!(
+            data_bytes(&stored, k).unwrap(),
+            v.as_bytes(),
+            "{k} byte for byte"
+        );
+    }
+
+    // Renewed in place: both hold the newest token; nothing else changes.
+    let forced = refresher_with(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+        write_settings(true),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!((forced.refreshed, forced.failed), (2, 0), "{forced:?}");
+    let newest = ecr.newest("us-west-2", None).unwrap();
+    for name in ["basic", "argo"] {
+        let s = api.get(name).await.unwrap();
+        assert_eq!(
+            data_bytes(&s, "password").unwrap(),
+            newest.password.as_bytes(),
+            "{name}"
+        );
+        assert_eq!(
+            annotation(&s, EXPIRES_AT).unwrap(),
+            newest.expires_at,
+            "{name}"
+        );
+    }
+    let stored = api.get("argo").await.unwrap();
+    for (k, v) in &argo_keys {
+        assert_eq!(
+            data_bytes(&stored, k).unwrap(),
+            v.as_bytes(),
+            "{k} byte for byte"
+        );
+    }
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    assert_eq!(
+        (summary.unchanged, summary.ecr_calls),
+        (2, 0),
+        "{summary:?}"
+    );
+
+    // An Argo CD url of another registry, and a basic-auth Secret for two: refused, said why.
+    let mut elsewhere = argo.clone();
+    elsewhere.metadata.name = Some("elsewhere".into());
+    elsewhere.data.as_mut().unwrap().insert(
+        "url".into(),
+        k8s_openapi::ByteString(b"oci://quay.io/charts".to_vec()),
+    );
+    let message = api_message(
+        api.create(&PostParams::default(), &elsewhere)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains(&format!(
+            "Argo CD url \"oci://quay.io/charts\" does not name {HOST}, the registry of deft.com/kubeecr"
+        )),
+        "{message}"
+    );
+    let mut two = basic.clone();
+    two.metadata.name = Some("two".into());
+    two.metadata.annotations.as_mut().unwrap().insert(
+        ANNOTATION.into(),
+        "123456789012/us-west-2,210987654321/us-west-2".into(),
+    );
+    let message = api_message(api.create(&PostParams::default(), &two).await.unwrap_err());
+    assert!(
+        message.contains("a basic-auth Secret holds one username and password, but deft.com/kubeecr and deft.com/kubeecr-hosts name 2 hosts"),
+        "{message}"
+    );
+}
+on_both_backends!(basic_auth_and_argo_cd_secrets_are_filled_and_refreshed);

@@ -86,7 +86,7 @@ pub fn fingerprint(entry: &[u8]) -> String {
 
 /// SHA-256 over each decoded field followed by a 0 byte: the same bytes as before the merge was
 /// lossless, so fingerprints recorded then still match.
-fn fingerprint_of(fields: &[Vec<u8>; 3]) -> String {
+pub fn fingerprint_of(fields: &[Vec<u8>; 3]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for f in fields {
         ctx.update(f);

@@ -33,7 +33,7 @@ mod merge;
 #[cfg(test)]
 mod tests;
 
-pub use fingerprint::{Credentials, credentials, fingerprint};
+pub use fingerprint::{Credentials, credentials, fingerprint, fingerprint_of};
 pub use merge::{bare_entries, merge, strip};
 
 use k8s_openapi::api::core::v1::Secret;
