@@ -396,7 +396,7 @@ mod tests {
         let tokens = BTreeMap::from([(keys[0].clone(), token("pw-1", expires))]);
         let filled = fill(&b, Shape::DockerConfig, None, &tokens).unwrap();
         let written =
-            dockerconfig::credentials(Some(&filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()))
+            dockerconfig::credentials(Some(filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()))
                 .unwrap();
         let standard = written["123456789012.dkr.ecr.us-east-1.amazonaws.com"].clone();
         assert_eq!(
@@ -414,7 +414,7 @@ mod tests {
         assert!(holds_of(&b, &a, config));
         // The FIPS entry removed by hand: due again, for that host.
         let without_fips = dockerconfig::strip(
-            &filled.value(DOCKER_CONFIG_JSON_KEY).unwrap(),
+            filled.value(DOCKER_CONFIG_JSON_KEY).unwrap(),
             &["123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"],
         )
         .unwrap();
@@ -475,7 +475,7 @@ mod tests {
         )
         .unwrap();
         let v: serde_json::Value =
-            serde_json::from_slice(&filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()).unwrap();
+            serde_json::from_slice(filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()).unwrap();
         assert_eq!(
             v["auths"]["111111111111.dkr.ecr.us-west-2.amazonaws.com"]["password"],
             "us"
