@@ -396,8 +396,7 @@ mod tests {
         let tokens = BTreeMap::from([(keys[0].clone(), token("pw-1", expires))]);
         let filled = fill(&b, Shape::DockerConfig, None, &tokens).unwrap();
         let written =
-            dockerconfig::credentials(Some(filled.value(DOCKER_CONFIG_JSON_KEY).unwrap()))
-                .unwrap();
+            dockerconfig::credentials(Some(filled.value(DOCKER_CONFIG_JSON_KEY).unwrap())).unwrap();
         let standard = written["123456789012.dkr.ecr.us-east-1.amazonaws.com"].clone();
         assert_eq!(
             written["123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"],

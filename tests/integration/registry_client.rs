@@ -4,7 +4,8 @@
 //!
 //! Both run in a network namespace of the test's own, whose `/etc/hosts`
 //! (`/etc/netns/<name>/hosts`) sends the ECR host names to its loopback, so the client asks
-//! for the real names and the registry answers on port 443 as ECR does.
+//! for the real names and the registry answers on port 443 as ECR does. The same registry
+//! checks a basic-auth Secret's username and password, as `skopeo --creds` takes them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -293,9 +294,22 @@ async fn skopeo_pulls_with_what_kubeecr_wrote_and_not_with_a_stale_token() {
         ),
     )
     .await;
+    // The same registry for a tool that reads basic auth.
+    create(
+        &client,
+        ns,
+        &secret(
+            "basic",
+            "kubernetes.io/basic-auth",
+            &[(ANNOTATION, "111111111111/us-east-1")],
+            &[("username", b"someone")],
+        ),
+    )
+    .await;
     let summary = refresh_namespace(&client, &ecr, ns).await;
-    assert_eq!(summary.refreshed, 1, "{summary:?}");
+    assert_eq!(summary.refreshed, 2, "{summary:?}");
     let stale = dockerconfig(&get(&client, ns, "pull").await);
+    let stale_basic = data_bytes(&get(&client, ns, "basic").await, "password").unwrap();
     let forced = refresher_with(
         client.clone(),
         token_cache(&ecr.url()).await,
@@ -305,7 +319,7 @@ async fn skopeo_pulls_with_what_kubeecr_wrote_and_not_with_a_stale_token() {
     .run_once()
     .await
     .unwrap();
-    assert_eq!(forced.refreshed, 1, "{forced:?}");
+    assert_eq!(forced.refreshed, 2, "{forced:?}");
     let fresh = dockerconfig(&get(&client, ns, "pull").await);
     let token = ecr.newest("us-east-1", None).unwrap().password;
     assert_eq!(password_of(&fresh, STANDARD_HOST), token);
@@ -317,6 +331,38 @@ async fn skopeo_pulls_with_what_kubeecr_wrote_and_not_with_a_stale_token() {
 
     let registry = Registry::start(&[STANDARD_HOST, FIPS_HOST], &token);
     registry.push(&format!("{STANDARD_HOST}/app:1"), &token);
+    // basic-auth, as `skopeo --creds` takes it.
+    let basic = get(&client, ns, "basic").await;
+    let creds = |password: &[u8]| {
+        format!(
+            "{}:{}",
+            String::from_utf8(data_bytes(&basic, "username").unwrap()).unwrap(),
+            String::from_utf8(password.to_vec()).unwrap()
+        )
+    };
+    let image = format!("{STANDARD_HOST}/app:1");
+    let fresh_basic = data_bytes(&basic, "password").unwrap();
+    let out = registry.skopeo(&[
+        "inspect",
+        "--creds",
+        &creds(&fresh_basic),
+        &format!("docker://{image}"),
+    ]);
+    assert!(
+        out.status.success(),
+        "basic-auth: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = registry.skopeo(&[
+        "inspect",
+        "--creds",
+        &creds(&stale_basic),
+        &format!("docker://{image}"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "the stale basic-auth password is refused"
+    );
     for host in [STANDARD_HOST, FIPS_HOST] {
         let image = format!("{host}/app:1");
         let inspected = registry

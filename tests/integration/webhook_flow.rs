@@ -533,9 +533,9 @@ async fn invented_regions_and_immutable_secrets(cluster: TestCluster) {
 }
 on_both_backends!(invented_regions_and_immutable_secrets);
 
-/// A basic-auth Secret and an Argo CD repository Secret: filled on create with the token of
-/// their registry's region (`username` `AWS`, `password` the token), every other key kept,
-/// and renewed in place by the refresher.
+/// A basic-auth Secret, an Argo CD repository Secret and a dockerconfigjson Secret under every
+/// host form: filled on create with the token of their registry's region (`username` `AWS`,
+/// `password` the token), every other key kept, and renewed in place by the refresher.
 async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCluster) {
     let ecr = EcrProxy::start().await;
     let state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
@@ -572,7 +572,8 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
             "annotations": {ANNOTATION: "123456789012/us-west-2"},
         },
         "type": "Opaque",
-        "data": argo_keys.iter().map(|(k, v)| (k.to_string(), json!(STANDARD.encode(v)))).collect::<serde_json::Map<_, _>>(),
+        // As the README writes it: the API server folds stringData into data before admission.
+        "stringData": argo_keys.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     }))
     .unwrap();
     for s in [&basic, &argo] {
@@ -598,7 +599,34 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
                 .is_none()
         );
     }
-    assert_eq!(ecr.token_calls().len(), 1, "one token for both Secrets");
+    // And a dockerconfigjson Secret under every host form of the same registry.
+    let mut forms = data_less("forms", "123456789012/us-west-2");
+    forms.metadata.annotations.as_mut().unwrap().insert(
+        "deft.com/kubeecr-hosts".into(),
+        "standard,fips,dual-stack,dual-stack-fips".into(),
+    );
+    let created = api
+        .create(&PostParams::default(), &forms)
+        .await
+        .expect("created");
+    let token = ecr.newest("us-west-2", None).unwrap();
+    for host in [
+        HOST,
+        "123456789012.dkr.ecr-fips.us-west-2.amazonaws.com",
+        "123456789012.dkr-ecr.us-west-2.on.aws",
+        "123456789012.dkr-ecr-fips.us-west-2.on.aws",
+    ] {
+        assert_eq!(
+            password_of(&dockerconfig(&created), host),
+            token.password,
+            "{host}"
+        );
+    }
+    assert_eq!(
+        ecr.token_calls().len(),
+        1,
+        "one token for all three Secrets"
+    );
     let stored = api.get("argo").await.unwrap();
     for (k, v) in &argo_keys {
         assert_eq!(
@@ -618,7 +646,7 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
     .run_once()
     .await
     .unwrap();
-    assert_eq!((forced.refreshed, forced.failed), (2, 0), "{forced:?}");
+    assert_eq!((forced.refreshed, forced.failed), (3, 0), "{forced:?}");
     let newest = ecr.newest("us-west-2", None).unwrap();
     for name in ["basic", "argo"] {
         let s = api.get(name).await.unwrap();
@@ -644,17 +672,26 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
     let summary = refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(
         (summary.unchanged, summary.ecr_calls),
-        (2, 0),
+        (3, 0),
         "{summary:?}"
+    );
+    let forms = api.get("forms").await.unwrap();
+    assert_eq!(
+        password_of(
+            &dockerconfig(&forms),
+            "123456789012.dkr-ecr-fips.us-west-2.on.aws"
+        ),
+        newest.password
     );
 
     // An Argo CD url of another registry, and a basic-auth Secret for two: refused, said why.
     let mut elsewhere = argo.clone();
     elsewhere.metadata.name = Some("elsewhere".into());
-    elsewhere.data.as_mut().unwrap().insert(
-        "url".into(),
-        k8s_openapi::ByteString(b"oci://quay.io/charts".to_vec()),
-    );
+    elsewhere
+        .string_data
+        .as_mut()
+        .unwrap()
+        .insert("url".into(), "oci://quay.io/charts".into());
     let message = api_message(
         api.create(&PostParams::default(), &elsewhere)
             .await

@@ -1180,3 +1180,106 @@ async fn host_forms_ecr_does_not_have_are_denied_by_both_webhooks() {
     }
     assert_eq!(tokens.fetch_count(), 0, "denials need no token");
 }
+
+/// Every refusal of host forms and shapes, through `/mutate`: the message names the value and
+/// the fix, within the API server's bounds.
+#[tokio::test]
+async fn host_form_and_shape_refusals_name_the_value_and_the_fix() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let (path, base) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let ten: Vec<String> = (0..10)
+        .map(|i| format!("12345678901{i}/us-east-1"))
+        .collect();
+    let ten = ten.join(",");
+    type Edit = fn(&mut Value);
+    let basic: Edit = |o| o["type"] = json!("kubernetes.io/basic-auth");
+    let argo_elsewhere: Edit = |o| {
+        o["type"] = json!("Opaque");
+        o["metadata"]["labels"] = json!({"argocd.argoproj.io/secret-type": "repo-creds"});
+        o["data"] = json!({"url": STANDARD.encode("oci://quay.io/x")});
+    };
+    let argo_no_url: Edit = |o| {
+        o["type"] = json!("Opaque");
+        o["metadata"]["labels"] = json!({"argocd.argoproj.io/secret-type": "repository"});
+    };
+    let tls: Edit = |o| o["type"] = json!("kubernetes.io/tls");
+    let none: Edit = |_| {};
+    let cases: [(&str, &str, Edit, &str); 8] = [
+        (
+            "123456789012/us-west-2",
+            "fips,fips",
+            none,
+            "lists fips more than once; list each form once",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard,ipv6",
+            none,
+            "\"ipv6\" is not a host form; list standard, fips, dual-stack or dual-stack-fips",
+        ),
+        (
+            "123456789012/ca-central-1",
+            "fips",
+            none,
+            "ECR has no fips host for 123456789012/ca-central-1; fips hosts exist in us-east-1",
+        ),
+        (
+            &ten,
+            "standard,fips,dual-stack",
+            none,
+            "10 registries in 3 host forms make 30 hosts; write at most 20 hosts per Secret",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard,fips",
+            basic,
+            "a basic-auth Secret holds one username and password, but deft.com/kubeecr and deft.com/kubeecr-hosts name 2 hosts; name one registry in one host form",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard",
+            argo_elsewhere,
+            "Argo CD url \"oci://quay.io/x\" does not name 123456789012.dkr.ecr.us-west-2.amazonaws.com, the registry of deft.com/kubeecr; set url to",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard",
+            argo_no_url,
+            "Argo CD url none does not name 123456789012.dkr.ecr.us-west-2.amazonaws.com",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard",
+            tls,
+            "type is \"kubernetes.io/tls\", but kubeecr only fills secrets of type kubernetes.io/dockerconfigjson or kubernetes.io/basic-auth, and Opaque ones labelled argocd.argoproj.io/secret-type: repository or repo-creds",
+        ),
+    ];
+    for (registries, hosts, edit, expected) in cases {
+        let mut review = with_hosts(&base, registries, hosts);
+        edit(&mut review["request"]["object"]);
+        let answer = call_review(tokens.clone(), &path, &review).await;
+        assert!(!answer.allowed(), "{hosts}: {}", answer.text);
+        let message = answer.message();
+        assert!(message.starts_with("team-a/ecr-pull: "), "{message}");
+        assert!(message.contains(expected), "{message}\nwanted: {expected}");
+        assert!(message.len() <= 512, "{}: {message}", message.len());
+    }
+    assert_eq!(tokens.fetch_count(), 0, "refusals need no token");
+}
+
+/// With `--admission-fill=false`, a basic-auth Secret with neither key gets `username: AWS`,
+/// what the API server requires of its type, and no password.
+#[tokio::test]
+async fn without_admission_fill_a_basic_auth_secret_gets_only_its_username() {
+    let ecr = EcrProxy::start().await;
+    let mut state = webhook_state(token_cache(&ecr.url()).await, Policy::default(), false);
+    state.fill = false;
+    let (path, mut review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    review["request"]["object"]["type"] = json!("kubernetes.io/basic-auth");
+    let answer = call_with(Arc::new(state), &path, serde_json::to_vec(&review).unwrap()).await;
+    assert!(answer.allowed(), "{}", answer.text);
+    let object = patched(&answer, &review);
+    assert_eq!(object["data"], json!({"username": STANDARD.encode("AWS")}));
+    assert_eq!(object["metadata"]["labels"][MANAGED], "true");
+    assert!(ecr.token_calls().is_empty());
+}
