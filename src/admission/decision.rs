@@ -23,7 +23,7 @@ use crate::contract::kept::{KeptConfig, Stored};
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
 use crate::contract::secret_update;
-use crate::contract::shape::{PASSWORD_KEY, Shape, USERNAME_KEY};
+use crate::contract::shape::{ARGOCD_LABEL, PASSWORD_KEY, Shape, URL_KEY, USERNAME_KEY};
 use crate::contract::standing::{Leftovers, Standing, Whole, standing};
 use crate::contract::token::FetchError;
 use crate::contract::token::{Token, TokenKey};
@@ -98,7 +98,7 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
         Standing::OptedIn(binding, shape) => (binding, shape),
         Standing::NotOptedIn => return Inspection::NotOurs,
         Standing::OptingOut(leftovers) => return Inspection::OptOut(leftovers),
-        Standing::Refused(e) => return refuse(req, annotations, e.to_string()),
+        Standing::Refused(e) => return refuse(req, e.to_string()),
         Standing::Immutable(_) => return immutable(req, &secret),
     };
     Inspection::OptedIn(Box::new(OptedIn {
@@ -132,25 +132,30 @@ fn immutable(req: &AdmissionRequest<DynamicObject>, secret: &SecretRef) -> Inspe
 
 /// Denies what kubeecr refuses, unless the write is an UPDATE that leaves kubeecr's
 /// annotations as they were: then it is let through with the reason as a warning.
-fn refuse(
-    req: &AdmissionRequest<DynamicObject>,
-    annotations: &BTreeMap<String, String>,
-    message: String,
-) -> Inspection {
-    let old = req
-        .old_object
-        .as_ref()
-        .and_then(|o| o.metadata.annotations.as_ref());
+fn refuse(req: &AdmissionRequest<DynamicObject>, message: String) -> Inspection {
+    // All that a refusal reads: kubeecr's annotations, the type, Argo CD's label and `url`.
+    // An edit of any of them is judged as a new request, so that, say, moving an Argo CD
+    // `url` elsewhere cannot go through on a warning with the password still in place.
+    fn read(o: &DynamicObject) -> [Option<&Value>; 2] {
+        [
+            o.data.get("type"),
+            o.data.get("data").and_then(|d| d.get(URL_KEY)),
+        ]
+    }
+    fn marks(o: &DynamicObject) -> [Option<&String>; 4] {
+        let annotation = |k: &str| o.metadata.annotations.as_ref().and_then(|a| a.get(k));
+        [
+            annotation(annotation::REGISTRIES_ANNOTATION),
+            annotation(annotation::ROLE_ANNOTATION),
+            annotation(HOSTS_ANNOTATION),
+            o.metadata.labels.as_ref().and_then(|l| l.get(ARGOCD_LABEL)),
+        ]
+    }
     let unchanged = req.operation == Operation::Update
-        && old.is_some_and(|old| {
-            [
-                annotation::REGISTRIES_ANNOTATION,
-                annotation::ROLE_ANNOTATION,
-                HOSTS_ANNOTATION,
-            ]
-            .iter()
-            .all(|k| old.get(*k) == annotations.get(*k))
-        });
+        && match (&req.old_object, &req.object) {
+            (Some(old), Some(new)) => read(old) == read(new) && marks(old) == marks(new),
+            _ => false,
+        };
     if unchanged {
         Inspection::Tolerated(message)
     } else {

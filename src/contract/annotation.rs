@@ -248,7 +248,7 @@ pub enum Problem {
     HostFormUnavailable {
         form: HostForm,
         registry: String,
-        regions: &'static str,
+        regions: String,
     },
     #[error(
         "{HOSTS_ANNOTATION}: {registries} registries in {forms} host forms make {count} hosts; write at most {MAX_REGISTRIES} hosts per Secret, and split the rest over more Secrets"
@@ -309,7 +309,7 @@ pub enum Problem {
     )]
     OneHostOnly { shape: Shape, count: usize },
     #[error(
-        "Argo CD url {url} does not name {host}, the registry of {REGISTRIES_ANNOTATION}; set url to {host} or oci://{host}/<repository>, or annotate the url's own registry"
+        "Argo CD url {url} does not name {host}, the registry of {REGISTRIES_ANNOTATION}; set url to the repository under it, e.g. {host}/charts (a repo-creds url needs the path), or annotate the url's own registry"
     )]
     ArgoUrl { url: String, host: String },
 }

@@ -82,14 +82,22 @@ impl HostForm {
     }
 
     /// Where this form exists, for a refusal.
-    pub fn where_it_exists(self) -> &'static str {
+    pub fn where_it_exists(self) -> String {
+        let commercial = || {
+            FIPS_REGIONS
+                .iter()
+                .filter(|r| Partition::of_region(r) == Some(Partition::Aws))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
-            Self::Standard => "every region",
-            Self::Fips => {
-                "us-east-1, us-east-2, us-west-1, us-west-2, us-gov-east-1, us-gov-west-1"
+            Self::Standard => "every region".to_string(),
+            Self::Fips => FIPS_REGIONS.join(", "),
+            Self::DualStack => {
+                "the regions of the aws partition (not China, GovCloud or ISO)".to_string()
             }
-            Self::DualStack => "the regions of the aws partition (not China, GovCloud or ISO)",
-            Self::DualStackFips => "us-east-1, us-east-2, us-west-1, us-west-2",
+            Self::DualStackFips => commercial(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::contract::annotation::{EcrBinding, SecretRef, binding_of};
 use crate::contract::dockerconfig::{self, Credentials, DockerConfigError};
 use crate::contract::marks::Marks;
 use crate::contract::partition::Regions;
-use crate::contract::shape::{self, PASSWORD_KEY, Shape, URL_KEY, USERNAME_KEY};
+use crate::contract::shape::{self, PASSWORD_KEY, Shape, URL_KEY, USERNAME_KEY, UrlTarget};
 
 /// The largest rest-of-config kept: a few dozen foreign registries. A bigger one is read
 /// (GET) before it is written, so what the refresher keeps of a Secret stays small whatever
@@ -221,8 +221,8 @@ pub struct KeptSecret {
     pub immutable: bool,
     pub marks: Marks,
     pub config: KeptConfig,
-    /// Argo CD's `url`, which must name the registry's host.
-    pub url: Option<Box<str>>,
+    /// Where an Argo CD Secret's `url` points (kept for that shape only).
+    pub url: Option<UrlTarget>,
 }
 
 /// What a Secret's data holds, as far as kubeecr reads it: `.dockerconfigjson`, the
@@ -233,7 +233,7 @@ pub struct Stored {
     pub dockerconfigjson: Option<Vec<u8>>,
     /// `shape::fingerprint` of `username` and `password`, when there is a password.
     pub basic: Option<String>,
-    pub url: Option<String>,
+    pub url: Option<UrlTarget>,
 }
 
 impl fmt::Debug for Stored {
@@ -263,10 +263,9 @@ impl Stored {
         Self {
             dockerconfigjson: dockerconfigjson.map(<[u8]>::to_vec),
             basic: password.map(|p| shape::fingerprint(username.unwrap_or_default(), p)),
-            // Longer than any registry host and repository: cut, so it names none.
             url: url
                 .and_then(|u| std::str::from_utf8(u).ok())
-                .map(|u| u.chars().take(MAX_URL).collect()),
+                .map(UrlTarget::of),
         }
     }
 
@@ -286,9 +285,6 @@ impl Stored {
         )
     }
 }
-
-/// Longest Argo CD `url` kept.
-const MAX_URL: usize = 2048;
 
 /// The registries a Secret asks for, with their hosts, and its shape, when it is one kubeecr
 /// fills: opted in, well-formed, of a shape kubeecr fills.
@@ -315,20 +311,23 @@ impl KeptSecret {
         stored: Stored,
         regions: &Regions,
     ) -> Self {
-        let config = match own_hosts(&marks, type_, regions) {
+        let own = own_hosts(&marks, type_, regions);
+        let config = match &own {
             Some((Shape::DockerConfig, own)) => {
-                KeptConfig::of(stored.dockerconfigjson.as_deref(), Some(&own), &marks)
+                KeptConfig::of(stored.dockerconfigjson.as_deref(), Some(own), &marks)
             }
-            Some((_, own)) => KeptConfig::of_basic(stored.basic.as_deref(), &own, &marks),
+            Some((_, own)) => KeptConfig::of_basic(stored.basic.as_deref(), own, &marks),
             None => KeptConfig::of(stored.dockerconfigjson.as_deref(), None, &marks),
         };
+        // Only an Argo CD Secret's url is read.
+        let argo = matches!(own, Some((Shape::ArgoCd, _)));
         Self {
             resource_version: resource_version.map(Into::into),
             type_: type_.map(Into::into),
             immutable,
             config,
             marks,
-            url: stored.url.map(Into::into),
+            url: stored.url.filter(|_| argo),
         }
     }
 
@@ -342,21 +341,23 @@ impl KeptSecret {
         stored: Stored,
         regions: &Regions,
     ) -> Self {
-        let config = match own_hosts(&marks, type_, regions) {
+        let own = own_hosts(&marks, type_, regions);
+        let config = match &own {
             Some((shape, own)) if shape.holds_one_host() => {
-                KeptConfig::of_basic(stored.basic.as_deref(), &own, &marks)
+                KeptConfig::of_basic(stored.basic.as_deref(), own, &marks)
             }
             _ => stored
                 .dockerconfigjson
                 .map_or(KeptConfig::Absent, |c| KeptConfig::Whole(c.into())),
         };
+        let argo = matches!(own, Some((Shape::ArgoCd, _)));
         Self {
             resource_version: resource_version.map(Into::into),
             type_: type_.map(Into::into),
             immutable,
             marks,
             config,
-            url: stored.url.map(Into::into),
+            url: stored.url.filter(|_| argo),
         }
     }
 

@@ -296,4 +296,104 @@ mod tests {
             matches!(plan(&s, &kept(&frozen), &Policy::default(), DUE, now()), Plan::Skip(m) if m.to_string().contains("immutable"))
         );
     }
+
+    /// A Secret as kubeecr left it after `filled`, with `data` as given.
+    fn as_filled(object: &Secret, filled: &Filled, data: &[(&str, &[u8])]) -> KeptSecret {
+        let mut v = serde_json::to_value(object).unwrap();
+        v["metadata"]["labels"] = json!({ MANAGED_LABEL: "true" });
+        for (k, val) in filled.annotations() {
+            v["metadata"]["annotations"][k] = json!(val);
+        }
+        let data: Map<String, Value> = data
+            .iter()
+            .map(|(k, b)| (k.to_string(), json!(k8s_openapi::ByteString(b.to_vec()))))
+            .collect();
+        v["data"] = Value::Object(data);
+        kept(&secret(v))
+    }
+
+    #[test]
+    fn a_basic_auth_secret_is_up_to_date_foreign_or_due_as_its_password_says() {
+        let s = SecretRef::new("ns", "s");
+        let basic = secret(json!({
+            "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "7",
+                         "annotations": {REGISTRIES_ANNOTATION: "123456789012/us-west-2"}},
+            "type": "kubernetes.io/basic-auth",
+        }));
+        let (binding, filled) = fill_with(&basic, "pw-1");
+        assert_eq!(
+            filled.data,
+            [
+                ("username", b"AWS".to_vec()),
+                ("password", b"pw-1".to_vec())
+            ]
+        );
+        let plan_of = |k: &KeptSecret| plan(&s, k, &Policy::default(), DUE, now());
+        let held = as_filled(
+            &basic,
+            &filled,
+            &[("username", b"AWS"), ("password", b"pw-1")],
+        );
+        assert!(matches!(plan_of(&held), Plan::UpToDate { due_at: Some(_) }));
+        assert_eq!(fill_patch(&held, &binding, &filled), None);
+        // Edited by hand: foreign, so replaced.
+        let edited = as_filled(
+            &basic,
+            &filled,
+            &[("username", b"AWS"), ("password", b"mine")],
+        );
+        assert!(
+            matches!(
+                plan_of(&edited),
+                Plan::Fill {
+                    reason: DueReason::NotWrittenByKubeecr(_),
+                    ..
+                }
+            ),
+            "{:?}",
+            plan_of(&edited)
+        );
+        // The password gone: due.
+        let gone = as_filled(&basic, &filled, &[("username", b"AWS")]);
+        assert!(matches!(
+            plan_of(&gone),
+            Plan::Fill {
+                reason: DueReason::MissingRegistries(_),
+                ..
+            }
+        ));
+        // Another host form for the same password: due for that host, not foreign.
+        let mut fips = basic.clone();
+        fips.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("deft.com/kubeecr-hosts".into(), "fips".into());
+        let moved = as_filled(
+            &fips,
+            &filled,
+            &[("username", b"AWS"), ("password", b"pw-1")],
+        );
+        assert!(
+            matches!(
+                plan_of(&moved),
+                Plan::Fill {
+                    reason: DueReason::MissingRegistries(_),
+                    ..
+                }
+            ),
+            "{:?}",
+            plan_of(&moved)
+        );
+        // The patch writes both keys, and no .dockerconfigjson.
+        let patch = fill_patch(&gone, &binding, &filled).unwrap();
+        assert_eq!(
+            patch["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["username", "password"]
+        );
+    }
 }

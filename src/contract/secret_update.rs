@@ -77,7 +77,7 @@ pub fn due_reason(
     policy: DuePolicy,
 ) -> Result<Option<DueReason>, DockerConfigError> {
     let present = config.credentials(binding, marks)?;
-    let missing = missing_hosts(binding, &present);
+    let missing = missing_hosts(binding, marks, &present);
     if policy.force {
         return Ok(Some(DueReason::Forced));
     }
@@ -120,12 +120,18 @@ pub fn due_at(marks: &Marks, refresh_before: Duration) -> Option<Timestamp> {
     expires_at.checked_sub(refresh_before).ok()
 }
 
-/// The hosts of the binding that hold no credentials yet.
-fn missing_hosts(binding: &EcrBinding, present: &Credentials) -> Vec<String> {
+/// The hosts of the binding that hold no credentials yet, or none kubeecr recorded while it
+/// recorded others': a host the annotations have just added (a new registry or host form), so
+/// it is due, not foreign.
+fn missing_hosts(binding: &EcrBinding, marks: &Marks, present: &Credentials) -> Vec<String> {
+    let recorded = recorded_fingerprints(marks);
     binding
         .targets()
+        .filter(|t| {
+            !present.contains_key(&t.host())
+                || (!recorded.is_empty() && !recorded.contains_key(t.key().as_str()))
+        })
         .map(|t| t.host())
-        .filter(|h| !present.contains_key(h))
         .collect()
 }
 
@@ -146,7 +152,7 @@ fn foreign_registries(binding: &EcrBinding, marks: &Marks, present: &Credentials
 /// The object holds credentials for every registry, all as kubeecr wrote them.
 pub fn holds_own_credentials(binding: &EcrBinding, marks: &Marks, config: ConfigView<'_>) -> bool {
     config.credentials(binding, marks).is_ok_and(|present| {
-        missing_hosts(binding, &present).is_empty()
+        missing_hosts(binding, marks, &present).is_empty()
             && foreign_registries(binding, marks, &present).is_empty()
     })
 }

@@ -15,16 +15,16 @@ use crate::contract::dockerconfig::DockerConfigError;
 use crate::contract::kept::KeptSecret;
 use crate::contract::marks::Marks;
 use crate::contract::policy::Policy;
-use crate::contract::shape::{self, Shape, URL_KEY};
+use crate::contract::shape::{Shape, URL_KEY, UrlTarget};
 
 /// A Secret read in full, as far as `standing` reads it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Whole<'a> {
     pub marks: &'a Marks,
     pub type_: Option<&'a str>,
     pub immutable: bool,
-    /// Its `url` (Argo CD), when that is text.
-    pub url: Option<&'a str>,
+    /// Where its `url` (Argo CD) points, when that is text.
+    pub url: Option<UrlTarget>,
 }
 
 impl<'a> Whole<'a> {
@@ -37,7 +37,8 @@ impl<'a> Whole<'a> {
                 .data
                 .as_ref()
                 .and_then(|d| d.get(URL_KEY))
-                .and_then(|u| std::str::from_utf8(&u.0).ok()),
+                .and_then(|u| std::str::from_utf8(&u.0).ok())
+                .map(UrlTarget::of),
         }
     }
 
@@ -47,7 +48,7 @@ impl<'a> Whole<'a> {
             marks: &kept.marks,
             type_: kept.type_.as_deref(),
             immutable: kept.immutable,
-            url: kept.url.as_deref(),
+            url: kept.url.clone(),
         }
     }
 }
@@ -168,11 +169,14 @@ fn shape_of(
             count: hosts.len(),
         }));
     };
-    if shape == Shape::ArgoCd && !whole.url.is_some_and(|url| shape::url_names(url, host)) {
+    // A credential template (`repo-creds`) is a prefix of the urls it serves.
+    let prefix = whole.marks.argocd() == Some("repo-creds");
+    if shape == Shape::ArgoCd && !whole.url.as_ref().is_some_and(|u| u.names(host, prefix)) {
         return Err(refuse(Problem::ArgoUrl {
             url: whole
                 .url
-                .map_or_else(|| "none".to_string(), crate::contract::quote::quoted),
+                .as_ref()
+                .map_or_else(|| "none".to_string(), UrlTarget::shown),
             host: host.clone(),
         }));
     }

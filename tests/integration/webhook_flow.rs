@@ -699,7 +699,7 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
     );
     assert!(
         message.contains(&format!(
-            "Argo CD url \"oci://quay.io/charts\" does not name {HOST}, the registry of deft.com/kubeecr"
+            "Argo CD url \"oci://quay.io/...\" does not name {HOST}, the registry of deft.com/kubeecr"
         )),
         "{message}"
     );

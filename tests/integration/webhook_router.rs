@@ -1202,9 +1202,19 @@ async fn host_form_and_shape_refusals_name_the_value_and_the_fix() {
         o["type"] = json!("Opaque");
         o["metadata"]["labels"] = json!({"argocd.argoproj.io/secret-type": "repository"});
     };
+    let creds_bare_host: Edit = |o| {
+        o["type"] = json!("Opaque");
+        o["metadata"]["labels"] = json!({"argocd.argoproj.io/secret-type": "repo-creds"});
+        o["data"] = json!({"url": STANDARD.encode("oci://me:hunter2@123456789012.dkr.ecr.us-west-2.amazonaws.com")});
+    };
+    let basic_argo_elsewhere: Edit = |o| {
+        o["type"] = json!("kubernetes.io/basic-auth");
+        o["metadata"]["labels"] = json!({"argocd.argoproj.io/secret-type": "repository"});
+        o["data"] = json!({"url": STANDARD.encode("https://git.example/x")});
+    };
     let tls: Edit = |o| o["type"] = json!("kubernetes.io/tls");
     let none: Edit = |_| {};
-    let cases: [(&str, &str, Edit, &str); 8] = [
+    let cases: [(&str, &str, Edit, &str); 10] = [
         (
             "123456789012/us-west-2",
             "fips,fips",
@@ -1239,13 +1249,25 @@ async fn host_form_and_shape_refusals_name_the_value_and_the_fix() {
             "123456789012/us-west-2",
             "standard",
             argo_elsewhere,
-            "Argo CD url \"oci://quay.io/x\" does not name 123456789012.dkr.ecr.us-west-2.amazonaws.com, the registry of deft.com/kubeecr; set url to",
+            "Argo CD url \"oci://quay.io/...\" does not name 123456789012.dkr.ecr.us-west-2.amazonaws.com, the registry of deft.com/kubeecr; set url to",
         ),
         (
             "123456789012/us-west-2",
             "standard",
             argo_no_url,
             "Argo CD url none does not name 123456789012.dkr.ecr.us-west-2.amazonaws.com",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard",
+            creds_bare_host,
+            "Argo CD url \"oci://123456789012.dkr.ecr.us-west-2.amazonaws.com\" does not name 123456789012.dkr.ecr.us-west-2.amazonaws.com",
+        ),
+        (
+            "123456789012/us-west-2",
+            "standard",
+            basic_argo_elsewhere,
+            "Argo CD url \"https://git.example/...\" does not name",
         ),
         (
             "123456789012/us-west-2",
@@ -1263,8 +1285,43 @@ async fn host_form_and_shape_refusals_name_the_value_and_the_fix() {
         assert!(message.starts_with("team-a/ecr-pull: "), "{message}");
         assert!(message.contains(expected), "{message}\nwanted: {expected}");
         assert!(message.len() <= 512, "{}: {message}", message.len());
+        assert!(!message.contains("hunter2"), "{message}");
     }
     assert_eq!(tokens.fetch_count(), 0, "refusals need no token");
+}
+
+/// Moving a filled Argo CD Secret's `url` elsewhere is judged as a new request: denied, not let
+/// through on a warning with kubeecr's password still in it.
+#[tokio::test]
+async fn an_argo_cd_url_moved_elsewhere_is_denied() {
+    let tokens = token_cache(&dead_endpoint()).await;
+    let (path, mut review) = fixture("01-create-annotated-nodata-apply-mutate-create.json");
+    let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
+    let object = &mut review["request"]["object"];
+    object["type"] = json!("Opaque");
+    object["metadata"]["labels"] = json!({"argocd.argoproj.io/secret-type": "repository"});
+    object["data"] =
+        json!({"url": STANDARD.encode(host), "password": STANDARD.encode("kubeecr's")});
+    let old = object.clone();
+    object["data"]["url"] = json!(STANDARD.encode("oci://quay.io/charts"));
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = old;
+    let answer = call_review(tokens.clone(), &path, &review).await;
+    assert!(!answer.allowed(), "{}", answer.text);
+    assert!(
+        answer.message().contains("does not name"),
+        "{}",
+        answer.message()
+    );
+    // An edit of something else on a Secret refused already (its url moved by a bypass) goes
+    // through, with why kubeecr leaves it alone.
+    let mut label_only = review.clone();
+    label_only["request"]["oldObject"]["data"]["url"] =
+        json!(STANDARD.encode("oci://quay.io/charts"));
+    label_only["request"]["object"]["metadata"]["labels"]["team"] = json!("a");
+    let answer = call_review(tokens, &path, &label_only).await;
+    assert!(answer.allowed(), "{}", answer.text);
+    assert!(!answer.warnings().is_empty(), "let through with a warning");
 }
 
 /// With `--admission-fill=false`, a basic-auth Secret with neither key gets `username: AWS`,
