@@ -684,6 +684,36 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
         newest.password
     );
 
+    // Opting out: kubeecr's annotations and label go, the credentials stay.
+    let before = api.get("basic").await.unwrap();
+    let opted_out = api
+        .patch(
+            "basic",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ANNOTATION: null}}})),
+        )
+        .await
+        .expect("opted out");
+    assert_eq!(annotation(&opted_out, EXPIRES_AT), None);
+    assert!(
+        !opted_out
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key(MANAGED)
+    );
+    assert_eq!(opted_out.data, before.data);
+    // Immutable: refused at creation, whatever the shape.
+    let mut frozen = basic.clone();
+    frozen.metadata.name = Some("frozen".into());
+    frozen.immutable = Some(true);
+    let message = api_message(
+        api.create(&PostParams::default(), &frozen)
+            .await
+            .unwrap_err(),
+    );
+    assert!(message.contains("immutable"), "{message}");
+
     // An Argo CD url of another registry, and a basic-auth Secret for two: refused, said why.
     let mut elsewhere = argo.clone();
     elsewhere.metadata.name = Some("elsewhere".into());
