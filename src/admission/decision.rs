@@ -16,7 +16,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::{Value, json};
 
-use crate::contract::annotation::{self, EcrBinding, MANAGED_LABEL, SecretRef};
+use crate::contract::annotation::{self, ContractError, EcrBinding, MANAGED_LABEL, SecretRef};
 use crate::contract::dockerconfig::{self, DOCKER_CONFIG_JSON_KEY};
 use crate::contract::hosts::HOSTS_ANNOTATION;
 use crate::contract::kept::{KeptConfig, Stored};
@@ -83,10 +83,10 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
         Ok(secret) => secret,
         // serde's message could quote a value of the Secret, so it is not passed on.
         Err(_) => {
+            let secret = SecretRef::new(req.namespace.as_deref().unwrap_or(""), &*req.name);
             return Inspection::Deny(format!(
-                "{}/{}: the object does not decode as a core/v1 Secret",
-                req.namespace.as_deref().unwrap_or(""),
-                req.name
+                "{}: the object does not decode as a core/v1 Secret",
+                secret.short()
             ));
         }
     };
@@ -98,7 +98,7 @@ fn inspect(req: &AdmissionRequest<DynamicObject>, policy: &Policy) -> Inspection
         Standing::OptedIn(binding, shape) => (binding, shape),
         Standing::NotOptedIn => return Inspection::NotOurs,
         Standing::OptingOut(leftovers) => return Inspection::OptOut(leftovers),
-        Standing::Refused(e) => return refuse(req, e.to_string()),
+        Standing::Refused(e) => return refuse(req, &e),
         Standing::Immutable(_) => return immutable(req, &secret),
     };
     Inspection::OptedIn(Box::new(OptedIn {
@@ -116,15 +116,18 @@ fn immutable(req: &AdmissionRequest<DynamicObject>, secret: &SecretRef) -> Inspe
     match req.operation {
         _ if was_immutable(req) && opted_in_before(req) => Inspection::Frozen,
         Operation::Update if was_immutable(req) => Inspection::Deny(format!(
-            "{secret}: immutable, so kubeecr could never fill it; recreate it without `immutable: true`, or leave out the {} annotation",
+            "{}: immutable, so kubeecr could never fill it; recreate it without `immutable: true`, or leave out the {} annotation",
+            secret.short(),
             annotation::REGISTRIES_ANNOTATION
         )),
         Operation::Create => Inspection::Deny(format!(
-            "{secret}: `immutable: true` would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; create it without `immutable: true`, or without the {} annotation",
+            "{}: `immutable: true` would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; create it without `immutable: true`, or without the {} annotation",
+            secret.short(),
             annotation::REGISTRIES_ANNOTATION
         )),
         _ => Inspection::Deny(format!(
-            "{secret}: making it immutable would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; leave `immutable` unset, or remove the {} annotation first",
+            "{}: making it immutable would keep kubeecr from refreshing its ECR token in place (tokens expire after 12h), so it could never be refreshed; leave `immutable` unset, or remove the {} annotation first",
+            secret.short(),
             annotation::REGISTRIES_ANNOTATION
         )),
     }
@@ -132,7 +135,7 @@ fn immutable(req: &AdmissionRequest<DynamicObject>, secret: &SecretRef) -> Inspe
 
 /// Denies what kubeecr refuses, unless the write is an UPDATE that leaves kubeecr's
 /// annotations as they were: then it is let through with the reason as a warning.
-fn refuse(req: &AdmissionRequest<DynamicObject>, message: String) -> Inspection {
+fn refuse(req: &AdmissionRequest<DynamicObject>, e: &ContractError) -> Inspection {
     // All that a refusal reads: kubeecr's annotations, the type, Argo CD's label and `url`.
     // An edit of any of them is judged as a new request, so that, say, moving an Argo CD
     // `url` elsewhere cannot go through on a warning with the password still in place.
@@ -156,10 +159,12 @@ fn refuse(req: &AdmissionRequest<DynamicObject>, message: String) -> Inspection 
             (Some(old), Some(new)) => read(old) == read(new) && marks(old) == marks(new),
             _ => false,
         };
+    // A warning is about the object being written, so it names no Secret, and the API
+    // server cuts it at 256 characters: what is wrong comes first.
     if unchanged {
-        Inspection::Tolerated(message)
+        Inspection::Tolerated(e.problem.to_string())
     } else {
-        Inspection::Deny(message)
+        Inspection::Deny(e.to_string())
     }
 }
 
@@ -471,7 +476,10 @@ impl PendingFill {
         {
             Ok(filled) => filled,
             Err(e) => {
-                return no_token(forbidden(self.response, format!("{}: {e}", self.secret)));
+                return no_token(forbidden(
+                    self.response,
+                    format!("{}: {e}", self.secret.short()),
+                ));
             }
         };
         if self.holds_newer_token(&filled) {
@@ -518,7 +526,7 @@ impl PendingFill {
         if require_token {
             let message = format!(
                 "{}: no ECR token could be fetched, and this kubeecr requires one (--require-token): {}",
-                self.secret,
+                self.secret.short(),
                 error.brief()
             );
             return forbidden(self.response, message);
@@ -534,7 +542,7 @@ impl PendingFill {
             &format!(
                 "kubeecr: {}; {} {outcome}, filled when ECR answers",
                 error.brief(),
-                self.secret
+                self.secret.short()
             ),
             MAX_WARNING,
         );

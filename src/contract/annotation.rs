@@ -39,7 +39,19 @@ impl SecretRef {
             name: name.into(),
         }
     }
+
+    /// As messages to a person name it: the name cut to `MAX_NAME_SHOWN` characters, so that a
+    /// 253-character name leaves room for what is wrong.
+    pub fn short(&self) -> String {
+        match self.name.char_indices().nth(MAX_NAME_SHOWN) {
+            None => self.to_string(),
+            Some((end, _)) => format!("{}/{}...", self.namespace, &self.name[..end]),
+        }
+    }
 }
+
+/// Characters of a Secret's name shown in a message.
+const MAX_NAME_SHOWN: usize = 64;
 
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,7 +164,7 @@ impl Target<'_> {
 
 /// A Secret's annotations break the contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{secret}: {problem}")]
+#[error("{}: {problem}", secret.short())]
 pub struct ContractError {
     pub secret: SecretRef,
     pub problem: Box<Problem>,
@@ -177,17 +189,17 @@ pub enum Problem {
     )]
     TooLong,
     #[error(
-        "{REGISTRIES_ANNOTATION} {value}: lists {count} entries; list at most {MAX_REGISTRIES} registries per Secret, and split the rest over more Secrets"
+        "{REGISTRIES_ANNOTATION}: lists {count} entries; list at most {MAX_REGISTRIES} registries per Secret, and split the rest over more Secrets"
     )]
-    TooManyRegistries { value: String, count: usize },
+    TooManyRegistries { count: usize },
     #[error(
-        "{REGISTRIES_ANNOTATION} {value}: names {count} regions; name at most {MAX_REGIONS} regions per Secret, and split the rest over more Secrets"
+        "{REGISTRIES_ANNOTATION}: names {count} regions; name at most {MAX_REGIONS} regions per Secret, and split the rest over more Secrets"
     )]
-    TooManyRegions { value: String, count: usize },
+    TooManyRegions { count: usize },
     #[error(
-        "{REGISTRIES_ANNOTATION} {value} has an empty entry: separate entries with single commas, e.g. 123456789012/us-west-2,210987654321/eu-central-1"
+        "{REGISTRIES_ANNOTATION} entry {entry} is empty: separate entries with single commas, e.g. 123456789012/us-west-2,210987654321/eu-central-1"
     )]
-    EmptyEntry { value: String },
+    EmptyEntry { entry: usize },
     #[error(
         "{REGISTRIES_ANNOTATION} {value}: must be <account>/<region>, e.g. {REGISTRIES_EXAMPLE}"
     )]
@@ -208,40 +220,36 @@ pub enum Problem {
         region: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION} {value}: region {region} must be lowercase, e.g. {account}/{lower}"
+        "{REGISTRIES_ANNOTATION}{at}: region {region} must be lowercase, e.g. {account}/{lower}"
     )]
     UppercaseRegion {
-        value: String,
+        at: String,
         account: String,
         region: String,
         lower: String,
     },
-    #[error(
-        "{REGISTRIES_ANNOTATION} {value}: {region} is not an AWS region, e.g. {account}/us-west-2"
-    )]
+    #[error("{REGISTRIES_ANNOTATION}{at}: {region} is not an AWS region, e.g. {account}/us-west-2")]
     NotARegion {
-        value: String,
+        at: String,
         account: String,
         region: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION} {value}: {region} is not an AWS region this kubeecr knows, e.g. {account}/us-west-2; if AWS opened it after this release, its operator can add it with --extra-regions"
+        "{REGISTRIES_ANNOTATION}{at}: {region} is not an AWS region this kubeecr knows, e.g. {account}/us-west-2; if AWS opened it after this release, its operator can add it with --extra-regions"
     )]
     UnknownRegion {
-        value: String,
+        at: String,
         account: String,
         region: String,
     },
+    #[error("{REGISTRIES_ANNOTATION}: lists {entry} more than once; list each registry once")]
+    Duplicate { entry: String },
     #[error(
-        "{REGISTRIES_ANNOTATION} {value}: lists {entry} more than once; list each registry once"
+        "{HOSTS_ANNOTATION}: {form} is not a host form; list standard, fips, dual-stack or dual-stack-fips, comma-separated, e.g. standard,fips"
     )]
-    Duplicate { value: String, entry: String },
-    #[error(
-        "{HOSTS_ANNOTATION} {value}: {form} is not a host form; list standard, fips, dual-stack or dual-stack-fips, comma-separated, e.g. standard,fips"
-    )]
-    BadHostForm { value: String, form: String },
-    #[error("{HOSTS_ANNOTATION} {value}: lists {form} more than once; list each form once")]
-    DuplicateHostForm { value: String, form: HostForm },
+    BadHostForm { form: String },
+    #[error("{HOSTS_ANNOTATION}: lists {form} more than once; list each form once")]
+    DuplicateHostForm { form: HostForm },
     #[error(
         "{HOSTS_ANNOTATION}: ECR has no {form} host for {registry}; {form} hosts exist in {regions}; remove {form}, or name a registry there"
     )]
@@ -314,13 +322,20 @@ pub enum Problem {
     ArgoUrl { url: String, host: String },
 }
 
-/// Quotes (a prefix of) the whole value, and the offending entry too when the value has
-/// several.
-fn quote_entry(value: &str, entry: &str) -> String {
-    if value.trim() == entry {
-        quoted(value)
+/// Where in the annotation a part is: nothing when it has one entry, else which.
+fn at(count: usize, index: usize) -> String {
+    if count == 1 {
+        String::new()
     } else {
-        format!("{}: entry {}", quoted(value), quoted(entry))
+        format!(" entry {}", index + 1)
+    }
+}
+
+/// An entry, quoted once, after where it is: `"<entry>"` or `entry 2 "<entry>"`.
+fn quote_entry(at: &str, entry: &str) -> String {
+    match at.trim_start() {
+        "" => quoted(entry),
+        at => format!("{at} {}", quoted(entry)),
     }
 }
 
@@ -374,21 +389,15 @@ pub fn binding_of(
 pub fn parse_hosts(value: &str, registries: &[Registry]) -> Result<Vec<HostForm>, Problem> {
     if value.len() > MAX_REGISTRIES_BYTES {
         return Err(Problem::BadHostForm {
-            value: quoted(value),
-            form: "(too long to read)".to_string(),
+            form: format!("a value of {} bytes", value.len()),
         });
     }
     let mut forms: Vec<HostForm> = Vec::new();
     for name in value.split(',').map(str::trim) {
-        let form = HostForm::parse(name).ok_or_else(|| Problem::BadHostForm {
-            value: quoted(value),
-            form: quoted(name),
-        })?;
+        let form =
+            HostForm::parse(name).ok_or_else(|| Problem::BadHostForm { form: quoted(name) })?;
         if forms.contains(&form) {
-            return Err(Problem::DuplicateHostForm {
-                value: quoted(value),
-                form,
-            });
+            return Err(Problem::DuplicateHostForm { form });
         }
         forms.push(form);
     }
@@ -426,44 +435,37 @@ pub fn parse_registries(value: &str, regions: &Regions) -> Result<Vec<Registry>,
     }
     let count = value.split(',').count();
     if count > MAX_REGISTRIES {
-        return Err(Problem::TooManyRegistries {
-            value: quoted(value),
-            count,
-        });
+        return Err(Problem::TooManyRegistries { count });
     }
     let mut registries: Vec<Registry> = Vec::with_capacity(count);
-    for entry in value.split(',').map(str::trim) {
+    for (index, entry) in value.split(',').map(str::trim).enumerate() {
         if entry.is_empty() {
-            return Err(Problem::EmptyEntry {
-                value: quoted(value),
-            });
+            return Err(Problem::EmptyEntry { entry: index + 1 });
         }
-        registries.push(parse_entry(value, entry, regions)?);
+        registries.push(parse_entry(&at(count, index), entry, regions)?);
     }
     // Linear: at most MAX_REGISTRIES entries, each hashed once.
     let mut seen = HashSet::with_capacity(registries.len());
     if let Some(twice) = registries.iter().find(|r| !seen.insert(*r)) {
         return Err(Problem::Duplicate {
-            value: quoted(value),
             entry: twice.to_string(),
         });
     }
     let distinct: HashSet<&str> = registries.iter().map(Registry::region).collect();
     if distinct.len() > MAX_REGIONS {
         return Err(Problem::TooManyRegions {
-            value: quoted(value),
             count: distinct.len(),
         });
     }
     Ok(registries)
 }
 
-fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, Problem> {
+fn parse_entry(at: &str, entry: &str, regions: &Regions) -> Result<Registry, Problem> {
     let (account, region) = entry
         .split_once('/')
         .filter(|(a, r)| !a.trim().is_empty() && !r.trim().is_empty() && !r.contains('/'))
         .ok_or_else(|| Problem::NotAccountRegion {
-            value: quote_entry(value, entry),
+            value: quote_entry(at, entry),
         })?;
     let (account, region) = (account.trim(), region.trim());
     let known = regions.partition_of(region);
@@ -471,7 +473,7 @@ fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, 
     let digits = account.bytes().all(|b| b.is_ascii_digit());
     if digits && account.len() < 12 {
         return Err(Problem::ShortAccount {
-            value: quote_entry(value, entry),
+            value: quote_entry(at, entry),
             account: account.to_string(),
             digits: account.len(),
             padded: format!("{account:0>12}"),
@@ -480,7 +482,7 @@ fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, 
     }
     if account.len() != 12 || !digits {
         return Err(Problem::BadAccount {
-            value: quote_entry(value, entry),
+            value: quote_entry(at, entry),
             region: example_region,
         });
     }
@@ -494,20 +496,20 @@ fn parse_entry(value: &str, entry: &str, regions: &Regions) -> Result<Registry, 
     Err(
         if lower != region && regions.partition_of(&lower).is_some() {
             Problem::UppercaseRegion {
-                value: quote_entry(value, entry),
+                at: at.to_string(),
                 account: account.to_string(),
                 region: quoted(region),
                 lower,
             }
         } else if Partition::of_region(region).is_some() {
             Problem::UnknownRegion {
-                value: quote_entry(value, entry),
+                at: at.to_string(),
                 account: account.to_string(),
                 region: quoted(region),
             }
         } else {
             Problem::NotARegion {
-                value: quote_entry(value, entry),
+                at: at.to_string(),
                 account: account.to_string(),
                 region: quoted(region),
             }
@@ -649,7 +651,7 @@ mod tests {
         let msg = error_of("123456789012/us-west-2, 12345678901x/eu-west-1");
         assert_eq!(
             msg,
-            r#"default/pull: deft.com/kubeecr "123456789012/us-west-2, 12345678901x/eu-west-1": entry "12345678901x/eu-west-1": account id must be 12 digits, e.g. 123456789012/eu-west-1"#
+            r#"default/pull: deft.com/kubeecr entry 2 "12345678901x/eu-west-1": account id must be 12 digits, e.g. 123456789012/eu-west-1"#
         );
     }
 
@@ -658,7 +660,7 @@ mod tests {
         let cases = [
             ("", "is empty"),
             ("   ", "is empty"),
-            ("123456789012/us-west-2,", "has an empty entry"),
+            ("123456789012/us-west-2,", "entry 2 is empty"),
             ("123456789012", "must be <account>/<region>"),
             ("123456789012/", "must be <account>/<region>"),
             ("123456789012/us-west-2/x", "must be <account>/<region>"),
@@ -692,7 +694,7 @@ mod tests {
         let msg = error_of("123456789012/us-moon-1");
         assert_eq!(
             msg,
-            r#"default/pull: deft.com/kubeecr "123456789012/us-moon-1": "us-moon-1" is not an AWS region this kubeecr knows, e.g. 123456789012/us-west-2; if AWS opened it after this release, its operator can add it with --extra-regions"#
+            r#"default/pull: deft.com/kubeecr: "us-moon-1" is not an AWS region this kubeecr knows, e.g. 123456789012/us-west-2; if AWS opened it after this release, its operator can add it with --extra-regions"#
         );
         let added = Regions::with_extra(["us-moon-1"]).unwrap();
         let r = parse_registries("123456789012/us-moon-1", &added).unwrap();
@@ -739,8 +741,52 @@ mod tests {
         assert!(msg.len() < 300, "{msg}");
         let value = format!("123456789012/{}", "a".repeat(1500));
         let msg = error_of(&value);
-        assert!(msg.contains("...(1513 bytes)"), "{msg}");
+        assert!(msg.contains(r#"aaa...""#), "{msg}");
         assert!(msg.len() < 400, "{msg}");
+    }
+
+    /// Every refusal of a hostile value, for a Secret of the longest name: within the 512
+    /// characters of a refusal or Event note, each quote within 64 as printed, the bad value
+    /// quoted once.
+    #[test]
+    fn refusals_stay_within_their_bounds_whatever_the_value() {
+        let longest = SecretRef::new("n".repeat(63), "s".repeat(253));
+        let control = format!("123456789012/u{}", "\u{16}".repeat(135));
+        let wide = format!("123456789012/{}", "漢🦀".repeat(500));
+        let many = format!("{},{control}", "123456789012/us-west-2");
+        let escapes = format!("12345/{}", "\\\"\n".repeat(200));
+        let role = format!("arn:aws:iam::123456789012:role/{}", "\u{7}".repeat(300));
+        for (registries, role) in [
+            (control.as_str(), None),
+            (&wide, None),
+            (&many, None),
+            (&escapes, None),
+            ("123456789012/us-west-2", Some(role.as_str())),
+            (&"\u{16}/".repeat(300), None),
+        ] {
+            let mut pairs = vec![(REGISTRIES_ANNOTATION, registries)];
+            pairs.extend(role.map(|r| (ROLE_ANNOTATION, r)));
+            let e = binding_of(&longest, &annotations(&pairs), &regions()).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.chars().count() <= 512, "{}: {msg}", msg.chars().count());
+            let quotes = msg.matches("\"").count() - msg.matches("\\\"").count();
+            assert!(quotes <= 2, "quoted once: {msg}");
+            let problem = e.problem.to_string();
+            assert!(problem.chars().count() <= 300, "{problem}");
+        }
+        // The regression the first long fuzzing run found: 1,127 characters before.
+        let msg = binding_of(
+            &longest,
+            &annotations(&[(REGISTRIES_ANNOTATION, &control)]),
+            &regions(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains(r#"\u{16}...""#), "{msg}");
+        assert!(
+            msg.contains(&format!("{}/{}...", "n".repeat(63), "s".repeat(64))),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -869,7 +915,7 @@ mod tests {
         );
         let e = hosts_of("123456789012/us-west-2", "standard,FIPS").unwrap_err();
         assert!(
-            e.contains(r#"deft.com/kubeecr-hosts "standard,FIPS": "FIPS" is not a host form"#)
+            e.contains(r#"deft.com/kubeecr-hosts: "FIPS" is not a host form"#)
                 && e.contains("e.g. standard,fips"),
             "{e}"
         );

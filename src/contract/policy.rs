@@ -156,24 +156,11 @@ impl NamespaceRules {
     /// The patterns that apply in `namespace`, for messages: the first few, so that a long
     /// list cannot crowd out the rest of the message.
     fn describe(&self, namespace: &str) -> String {
-        const SHOWN: usize = 3;
         let all: Vec<&str> = self
             .for_namespace(namespace)
             .map(|p| p.raw.as_str())
             .collect();
-        match all.len() {
-            0 => "none".to_string(),
-            n if n <= SHOWN => all.iter().map(|p| prefix(p)).collect::<Vec<_>>().join(", "),
-            n => format!(
-                "{} and {} more",
-                all[..SHOWN]
-                    .iter()
-                    .map(|p| prefix(p))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                n - SHOWN
-            ),
-        }
+        listed(&all, ", ")
     }
 }
 
@@ -229,11 +216,37 @@ impl NamespaceSet {
     fn describe(&self) -> String {
         match self {
             Self::All => "*".to_string(),
-            Self::Only(names) if names.is_empty() => "none".to_string(),
-            Self::Only(names) if names.len() <= 3 => names.join(","),
-            Self::Only(names) => format!("{} and {} more", names[..3].join(","), names.len() - 3),
+            Self::Only(names) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                listed(&names, ",")
+            }
         }
     }
+}
+
+/// Characters of the operator's patterns or names a message lists.
+const MAX_LISTED: usize = 96;
+
+/// `items` joined for a message, as many as fit in `MAX_LISTED` characters (at least one, cut
+/// to a short prefix), then how many more; `none` when there are none.
+fn listed(items: &[&str], separator: &str) -> String {
+    let Some((first, rest)) = items.split_first() else {
+        return "none".to_string();
+    };
+    let mut out = prefix(first);
+    let mut shown = 1;
+    for item in rest {
+        if out.len() + separator.len() + item.len() > MAX_LISTED {
+            break;
+        }
+        out.push_str(separator);
+        out.push_str(item);
+        shown += 1;
+    }
+    if shown < items.len() {
+        out.push_str(&format!(" and {} more", items.len() - shown));
+    }
+    out
 }
 
 /// `--own-identity-namespaces`: where Secrets may be served with kubeecr's own AWS identity.
@@ -675,7 +688,7 @@ mod tests {
             NamespaceRules::new(REGISTRY_FLAG, (1..=9).map(|i| format!("team-a={i:012}/*")));
         assert_eq!(
             rules.describe("team-a"),
-            "000000000001/*, 000000000002/*, 000000000003/* and 6 more"
+            "000000000001/*, 000000000002/*, 000000000003/*, 000000000004/*, 000000000005/*, 000000000006/* and 3 more"
         );
     }
 }

@@ -5,6 +5,7 @@ mod common;
 mod docs;
 mod ecr_source;
 mod fuzz_inputs;
+mod fuzz_replay;
 mod generated;
 mod image;
 mod install;

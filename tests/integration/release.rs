@@ -343,6 +343,7 @@ fn the_workflows_are_valid_and_run_what_is_tested_here() {
         .args(["--builtin-schema", "vendor.github-workflows"])
         .arg(workflows.join("ci.yml"))
         .arg(workflows.join("release.yml"))
+        .arg(workflows.join("fuzz.yml"))
         .output()
         .unwrap();
     assert!(
@@ -354,6 +355,34 @@ fn the_workflows_are_valid_and_run_what_is_tested_here() {
     let read = |f: &str| std::fs::read_to_string(workflows.join(f)).unwrap();
     let ci = read("ci.yml");
     assert!(ci.contains(".ci/run"), "ci.yml runs .ci/run");
+    // Fuzzing: every target ten minutes, nightly and on release tags, what it finds uploaded.
+    let fuzz_text = read("fuzz.yml");
+    let fuzz: Value = serde_norway::from_str(&fuzz_text).unwrap();
+    assert_eq!(fuzz["on"]["push"]["tags"][0], "v*");
+    assert!(fuzz["on"]["schedule"][0]["cron"].is_string());
+    let matrix: Vec<&str> = fuzz["jobs"]["fuzz"]["strategy"]["matrix"]["target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let mut targets: Vec<String> = std::fs::read_dir(repo().join("fuzz/fuzz_targets"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    targets.sort();
+    let mut listed: Vec<String> = matrix.iter().map(|t| t.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, targets, "fuzz.yml runs every target");
+    assert!(fuzz_text.contains("run: scripts/fuzz.sh 600 \"$TARGET\""));
+    assert!(fuzz_text.contains("actions/upload-artifact@"));
     let text = read("release.yml");
     let release: Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(release["on"]["push"]["tags"][0], "v*");
@@ -384,7 +413,11 @@ fn the_workflows_are_valid_and_run_what_is_tested_here() {
     );
     // Every action pinned by commit, every checkout without a stored token, and secrets only
     // through env: never pasted into a script.
-    for (name, workflow) in [("ci.yml", &ci), ("release.yml", &text)] {
+    for (name, workflow) in [
+        ("ci.yml", &ci),
+        ("release.yml", &text),
+        ("fuzz.yml", &fuzz_text),
+    ] {
         for line in workflow.lines().filter(|l| {
             l.trim_start().starts_with("- uses:") || l.trim_start().starts_with("uses:")
         }) {

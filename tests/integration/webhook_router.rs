@@ -968,7 +968,8 @@ async fn edits_that_leave_a_refused_annotation_as_it_was_go_through() {
         let warnings = answer.warnings();
         assert!(
             warnings.len() == 1
-                && warnings[0].starts_with("kubeecr leaves this Secret alone: team-b/frozen:")
+                // About the object being written: what is wrong first, no name to crowd it out.
+                && warnings[0].starts_with("kubeecr leaves this Secret alone: deft.com/kubeecr: ")
                 && warnings[0].contains("us-moon-1"),
             "{name}: {warnings:?}"
         );
@@ -1162,7 +1163,7 @@ async fn host_forms_ecr_does_not_have_are_denied_by_both_webhooks() {
         (
             "123456789012/us-west-2",
             "ipv6",
-            "team-a/ecr-pull: deft.com/kubeecr-hosts \"ipv6\": \"ipv6\" is not a host form; list standard, fips, dual-stack or dual-stack-fips, comma-separated, e.g. standard,fips",
+            "team-a/ecr-pull: deft.com/kubeecr-hosts: \"ipv6\" is not a host form; list standard, fips, dual-stack or dual-stack-fips, comma-separated, e.g. standard,fips",
         ),
     ];
     for (registries, hosts, expected) in cases {
