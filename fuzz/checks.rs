@@ -9,12 +9,16 @@ use std::sync::Arc;
 use base64::Engine;
 use kubeecr::admission::decision::{self, MutationPlan};
 use kubeecr::admission::review;
-use kubeecr::contract::annotation::{REGISTRIES_ANNOTATION, SecretRef, binding_of, parse_hosts};
+use kubeecr::contract::annotation::{
+    REGISTRIES_ANNOTATION, ROLE_ANNOTATION, SecretRef, binding_of,
+};
 use kubeecr::contract::dockerconfig::{RegistryCredential, credentials, fingerprint, merge};
 use kubeecr::contract::marks::Marks;
 use kubeecr::contract::partition::Regions;
 use kubeecr::contract::plan::{self, Plan};
-use kubeecr::contract::policy::Policy;
+use kubeecr::contract::policy::{
+    NamespaceRules, NamespaceSet, OWN_IDENTITY_FLAG, Policy, REGISTRY_FLAG, ROLE_FLAG,
+};
 use kubeecr::contract::secret_update::{self, DuePolicy};
 use kubeecr::contract::token::{FetchedToken, Token, decode};
 use kubeecr::refresher::wire::WireSecret;
@@ -46,59 +50,84 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-/// `deft.com/kubeecr` (and, after a newline, `deft.com/kubeecr-hosts`) of a Secret with the
-/// longest name: accepted within the caps, or refused within the bounds a person sees whole,
-/// every quote within its own.
+/// A policy that refuses what it can: rules for other namespaces only, long ones. Built once.
+static STRICT: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(strict_policy);
+
+fn strict_policy() -> Policy {
+    let long = |i: usize| format!("team-{i}-{}", "x".repeat(50));
+    Policy {
+        allowed_registries: NamespaceRules::new(
+            REGISTRY_FLAG,
+            (0..10).map(|i| format!("{}=1111111111{i:02}/*", long(i))),
+        ),
+        allowed_role_arns: NamespaceRules::new(
+            ROLE_FLAG,
+            (0..10).map(|i| {
+                format!(
+                    "{}=arn:aws:iam::111111111111:role/{}-*",
+                    long(i),
+                    "r".repeat(60)
+                )
+            }),
+        ),
+        own_identity: NamespaceSet::parse(OWN_IDENTITY_FLAG, ["none"]).expect("valid"),
+        namespaces: (0..10).map(long).collect(),
+        ..Policy::default()
+    }
+}
+
+/// `deft.com/kubeecr`, then on further lines `deft.com/kubeecr-hosts` and
+/// `deft.com/kubeecr-role`, of a Secret with the longest namespace and name: accepted within
+/// the caps, or refused (by its annotations, or by a strict policy) within the bounds a person
+/// sees whole, every quote within its own.
 pub fn annotation(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let (registries, hosts) = match text.split_once('\n') {
-        Some((r, h)) => (r, Some(h)),
-        None => (text, None),
-    };
-    let secret = SecretRef::new("team-a", "n".repeat(LONGEST_NAME));
+    let mut lines = text.splitn(3, '\n');
+    let registries = lines.next().unwrap_or_default();
+    let hosts = lines.next();
+    let role = lines.next();
+    let secret = SecretRef::new("n".repeat(63), "n".repeat(LONGEST_NAME));
     let mut annotations =
         BTreeMap::from([(REGISTRIES_ANNOTATION.to_string(), registries.to_string())]);
     if let Some(hosts) = hosts {
         annotations.insert("deft.com/kubeecr-hosts".to_string(), hosts.to_string());
     }
-    match binding_of(
-        &secret,
-        &Marks::of_annotations(&annotations),
-        &Regions::default(),
-    ) {
+    if let Some(role) = role {
+        annotations.insert(ROLE_ANNOTATION.to_string(), role.to_string());
+    }
+    let marks = Marks::of_annotations(&annotations);
+    let refused = match binding_of(&secret, &marks, &Regions::default()) {
         Ok(binding) => {
             let binding = binding.expect("opted in");
             assert!((1..=20).contains(&binding.registries.len()));
             assert!((1..=20).contains(&binding.targets().count()));
             assert!(secret_update::token_keys(&binding).len() <= 10);
+            STRICT.admit(&secret, &binding).err()
         }
-        Err(e) => {
-            let refusal = e.to_string();
-            assert!(
-                chars(&refusal) <= MAX_REFUSAL,
-                "{}: {refusal}",
-                chars(&refusal)
-            );
-            // The warning of an edit kubeecr lets through names no Secret; the webhook keeps its
-            // first `WARNING_KEPT` characters, and the bad value is whole within them.
-            let warning = format!("kubeecr leaves this Secret alone: {}", e.problem);
-            if let Some(first) = quotes(&warning).first() {
-                let end = warning[..warning.find(first).unwrap() + first.len()]
-                    .chars()
-                    .count();
-                assert!(end <= WARNING_KEPT, "{end}: {warning}");
-            }
-            for quote in quotes(&refusal) {
-                assert!(chars(quote) <= 64, "{}: {quote}", chars(quote));
-            }
-        }
+        Err(e) => Some(e),
+    };
+    let Some(e) = refused else {
+        return;
+    };
+    let refusal = e.to_string();
+    assert!(
+        chars(&refusal) <= MAX_REFUSAL,
+        "{}: {refusal}",
+        chars(&refusal)
+    );
+    // The warning of an edit kubeecr lets through names no Secret; the webhook keeps its
+    // first `WARNING_KEPT` characters, and the bad value is whole within them.
+    let warning = format!("kubeecr leaves this Secret alone: {}", e.problem);
+    if let Some(first) = quotes(&warning).first() {
+        let end = warning[..warning.find(first).unwrap() + first.len()]
+            .chars()
+            .count();
+        assert!(end <= WARNING_KEPT, "{end}: {warning}");
     }
-    if let Some(hosts) = hosts
-        && let Err(problem) = parse_hosts(hosts, &[])
-    {
-        assert!(chars(&problem.to_string()) <= MAX_REFUSAL, "{problem}");
+    for quote in quotes(&refusal) {
+        assert!(chars(quote) <= 64, "{}: {quote}", chars(quote));
     }
 }
 
@@ -183,6 +212,11 @@ pub fn admission_review(body: &[u8]) {
     for answer in [&validated, &response] {
         let message = &answer.result.message;
         assert!(!message.contains(PASSWORD), "{message}");
+        assert!(
+            chars(message) <= MAX_REFUSAL,
+            "{}: {message}",
+            chars(message)
+        );
         for warning in answer.warnings.iter().flatten() {
             assert!(chars(warning) <= MAX_WARNING, "{warning}");
             assert!(!warning.contains(PASSWORD));

@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}; shift || true
+case $secs in ''|*[!0-9]*) echo "usage: scripts/fuzz.sh [seconds] [target...]; $secs is not a number of seconds" >&2; exit 2 ;; esac
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(annotation dockerconfig_merge admission_review refresher_view)
 export RUSTC_BOOTSTRAP=1
@@ -49,7 +50,7 @@ for t in "${targets[@]}"; do
   if ! (cd fuzz && cargo fuzz run --sanitizer none "$t" "corpus/$t" -- \
         -max_total_time="$secs" -max_len=65536 -print_final_stats=1) >"$log" 2>&1; then
     failed=1; result=FAILED
-    echo "$t FAILED; the input is in fuzz/artifacts/$t/, the log in $log"
+    echo "$t FAILED: see $log (a build error, or a check that broke: the input is then in fuzz/artifacts/$t/)"
     grep -E 'panicked|SUMMARY|Test unit written' "$log" || true
   fi
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

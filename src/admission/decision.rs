@@ -200,7 +200,8 @@ fn deny(req: &AdmissionRequest<DynamicObject>, message: String) -> AdmissionResp
 /// A denial as kubectl shows it: `Error from server (Forbidden): admission webhook ... denied
 /// the request: <message>`.
 fn forbidden(response: AdmissionResponse, message: String) -> AdmissionResponse {
-    let mut response = response.deny(message);
+    // Every refusal is built within this; the cut is a last guard.
+    let mut response = response.deny(short(&message, MAX_REFUSAL));
     response.result.code = 403;
     response.result.reason = "Forbidden".to_string();
     response
@@ -533,16 +534,17 @@ impl PendingFill {
         }
         let data = self.required_data();
         let outcome = match self.shape {
-            _ if data.is_empty() => "stored without a new token",
-            Shape::DockerConfig => "stored with an empty {\"auths\":{}} (not usable yet)",
-            _ => "stored without a password (not usable yet)",
+            _ if data.is_empty() => "the Secret is stored without a new token",
+            Shape::DockerConfig => {
+                "the Secret is stored with an empty {\"auths\":{}} (not usable yet)"
+            }
+            _ => "the Secret is stored without a password (not usable yet)",
         };
         // The cause first: the API server cuts warnings at 256 characters.
         let warning = short(
             &format!(
-                "kubeecr: {}; {} {outcome}, filled when ECR answers",
-                error.brief(),
-                self.secret.short()
+                "kubeecr: {}; {outcome}, filled when ECR answers",
+                error.brief()
             ),
             MAX_WARNING,
         );
@@ -553,8 +555,10 @@ impl PendingFill {
     }
 }
 
-/// Well under the 256 characters at which the API server cuts a warning.
-const MAX_WARNING: usize = 200;
+/// With the cut mark, the 256 characters at which the API server cuts a warning.
+const MAX_WARNING: usize = 253;
+/// With the cut mark, the longest refusal.
+const MAX_REFUSAL: usize = 509;
 
 #[cfg(test)]
 mod tests {

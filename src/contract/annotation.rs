@@ -40,17 +40,19 @@ impl SecretRef {
         }
     }
 
-    /// As messages to a person name it: the name cut to `MAX_NAME_SHOWN` characters, so that a
-    /// 253-character name leaves room for what is wrong.
+    /// As messages to a person name it: escaped (a name the API server has not validated yet
+    /// can hold anything), and cut to `MAX_NAME_SHOWN` characters, so that a 253-character name
+    /// leaves room for what is wrong.
     pub fn short(&self) -> String {
-        match self.name.char_indices().nth(MAX_NAME_SHOWN) {
-            None => self.to_string(),
-            Some((end, _)) => format!("{}/{}...", self.namespace, &self.name[..end]),
-        }
+        format!(
+            "{}/{}",
+            crate::contract::quote::escaped(&self.namespace, MAX_NAME_SHOWN),
+            crate::contract::quote::escaped(&self.name, MAX_NAME_SHOWN)
+        )
     }
 }
 
-/// Characters of a Secret's name shown in a message.
+/// Characters of a Secret's namespace or name shown in a message.
 const MAX_NAME_SHOWN: usize = 64;
 
 impl fmt::Display for SecretRef {
@@ -280,7 +282,7 @@ pub enum Problem {
         registry_partition: Partition,
     },
     #[error(
-        "{ROLE_ANNOTATION} {value}: not allowed in namespace {namespace} (allowed: {allowed}); name a role allowed there, or ask kubeecr's operator (roles are allowed per namespace with --allowed-role-arns)"
+        "{ROLE_ANNOTATION} {value}: not allowed in this namespace; name a role that --allowed-role-arns allows here ({allowed}), or ask kubeecr's operator"
     )]
     RoleNotAllowed {
         value: String,
@@ -288,7 +290,7 @@ pub enum Problem {
         allowed: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION}: kubeecr's own AWS identity does not serve namespace {namespace} (--own-identity-namespaces {allowed}), so {registry} needs a role: name one in {ROLE_ANNOTATION} that --allowed-role-arns allows for {namespace} (allowed: {roles})"
+        "{REGISTRIES_ANNOTATION}: {registry} needs a role, since kubeecr's own AWS identity does not serve this namespace (--own-identity-namespaces); name one in {ROLE_ANNOTATION} that --allowed-role-arns allows here ({roles})"
     )]
     OwnIdentityNotAllowed {
         namespace: String,
@@ -297,7 +299,7 @@ pub enum Problem {
         roles: String,
     },
     #[error(
-        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed in namespace {namespace} (allowed: {allowed}); use a registry allowed there, or ask kubeecr's operator (registries are allowed per namespace with --allowed-registries)"
+        "{REGISTRIES_ANNOTATION}: registry {registry} is not allowed in this namespace; use one that --allowed-registries allows here ({allowed}), or ask kubeecr's operator"
     )]
     RegistryNotAllowed {
         registry: String,
@@ -305,7 +307,7 @@ pub enum Problem {
         allowed: String,
     },
     #[error(
-        "namespace {namespace:?} is not served by this kubeecr installation ({why}); remove the {REGISTRIES_ANNOTATION} annotation or ask its operator to serve the namespace"
+        "this namespace is not served by this kubeecr installation ({why}); remove the {REGISTRIES_ANNOTATION} annotation, or ask its operator to serve it"
     )]
     NamespaceNotServed { namespace: String, why: String },
     #[error(
@@ -784,7 +786,7 @@ mod tests {
         .to_string();
         assert!(msg.contains(r#"\u{16}...""#), "{msg}");
         assert!(
-            msg.contains(&format!("{}/{}...", "n".repeat(63), "s".repeat(64))),
+            msg.contains(&format!("{}/{}...", "n".repeat(63), "s".repeat(61))),
             "{msg}"
         );
     }

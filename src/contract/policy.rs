@@ -225,7 +225,7 @@ impl NamespaceSet {
 }
 
 /// Characters of the operator's patterns or names a message lists.
-const MAX_LISTED: usize = 96;
+const MAX_LISTED: usize = 80;
 
 /// `items` joined for a message, as many as fit in `MAX_LISTED` characters (at least one, cut
 /// to a short prefix), then how many more; `none` when there are none.
@@ -275,13 +275,11 @@ impl Policy {
     /// Whether the namespace is served; `Err` explains why not.
     pub fn check_namespace(&self, namespace: &str) -> Result<(), String> {
         if self.exclude_namespaces.iter().any(|n| n == namespace) {
-            return Err(format!(
-                "excluded by --exclude-namespaces {}",
-                self.exclude_namespaces.join(",")
-            ));
+            return Err("excluded by --exclude-namespaces".to_string());
         }
         if !self.namespaces.is_empty() && !self.namespaces.iter().any(|n| n == namespace) {
-            return Err(format!("served namespaces: {}", self.namespaces.join(",")));
+            let served: Vec<&str> = self.namespaces.iter().map(String::as_str).collect();
+            return Err(format!("--namespaces {}", listed(&served, ",")));
         }
         Ok(())
     }
@@ -391,7 +389,7 @@ mod tests {
             ),
             "{msg}"
         );
-        assert!(msg.contains("allowed: none"), "{msg}");
+        assert!(msg.contains("allows here (none)"), "{msg}");
 
         let policy = Policy {
             allowed_role_arns: NamespaceRules::new(
@@ -411,7 +409,7 @@ mod tests {
             .admit(&SecretRef::new("team-b", "pull"), &b)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("allowed: none"), "{msg}");
+        assert!(msg.contains("allows here (none)"), "{msg}");
         let nested = binding(
             "123456789012/us-west-2",
             Some("arn:aws:iam::123456789012:role/ecr-x/admin"),
@@ -497,7 +495,11 @@ mod tests {
             )
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("namespace \"team-c\" is not served"), "{msg}");
+        assert!(
+            msg.starts_with("team-c/pull: this namespace is not served")
+                && msg.contains("--namespaces team-a,team-b"),
+            "{msg}"
+        );
     }
 
     /// The finding: a Secret in team-b naming team A's registry, with no role, was filled
@@ -524,14 +526,17 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "team-b/pull: deft.com/kubeecr: registry 111111111111/us-west-2 is not allowed in namespace team-b (allowed: 222222222222/*); use a registry allowed there, or ask kubeecr's operator (registries are allowed per namespace with --allowed-registries)"
+            "team-b/pull: deft.com/kubeecr: registry 111111111111/us-west-2 is not allowed in this namespace; use one that --allowed-registries allows here (222222222222/*), or ask kubeecr's operator"
         );
         // Once a rule is set, a namespace no rule names gets nothing.
         let msg = policy
             .admit(&SecretRef::new("team-c", "pull"), &binding(team_a, None))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("in namespace team-c (allowed: none)"), "{msg}");
+        assert!(
+            msg.contains("in this namespace; use one that --allowed-registries allows here (none)"),
+            "{msg}"
+        );
         // A rule for every namespace is written `*=`.
         let everywhere = Policy {
             allowed_registries: NamespaceRules::new(REGISTRY_FLAG, ["*=111111111111/*"]),
@@ -571,7 +576,7 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "team-b/pull: deft.com/kubeecr: kubeecr's own AWS identity does not serve namespace team-b (--own-identity-namespaces platform), so 222222222222/us-west-2 needs a role: name one in deft.com/kubeecr-role that --allowed-role-arns allows for team-b (allowed: arn:aws:iam::222222222222:role/ecr-team-b)"
+            "team-b/pull: deft.com/kubeecr: 222222222222/us-west-2 needs a role, since kubeecr's own AWS identity does not serve this namespace (--own-identity-namespaces); name one in deft.com/kubeecr-role that --allowed-role-arns allows here (arn:aws:iam::222222222222:role/ecr-team-b)"
         );
         assert!(
             policy
@@ -583,7 +588,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("registry 111111111111/us-west-2 is not allowed in namespace team-b"),
+            msg.contains("registry 111111111111/us-west-2 is not allowed in this namespace"),
             "{msg}"
         );
         assert!(
@@ -605,7 +610,10 @@ mod tests {
             )
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("(--own-identity-namespaces none)"), "{msg}");
+        assert!(
+            msg.contains("does not serve this namespace (--own-identity-namespaces)"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -688,7 +696,7 @@ mod tests {
             NamespaceRules::new(REGISTRY_FLAG, (1..=9).map(|i| format!("team-a={i:012}/*")));
         assert_eq!(
             rules.describe("team-a"),
-            "000000000001/*, 000000000002/*, 000000000003/*, 000000000004/*, 000000000005/*, 000000000006/* and 3 more"
+            "000000000001/*, 000000000002/*, 000000000003/*, 000000000004/*, 000000000005/* and 4 more"
         );
     }
 }

@@ -24,25 +24,29 @@ const CUT: &str = "...";
 /// `MAX_QUOTED_CHARS` characters as printed: a longer one is cut before the escape that
 /// would pass the bound, and ends `..."`.
 pub fn quoted(value: &str) -> String {
+    format!("\"{}\"", escaped(value, MAX_QUOTED_CHARS - 2))
+}
+
+/// The value escaped as `quoted` escapes it, without the quotes, and at most `max` characters
+/// as printed: for names that are shown bare (a Secret's namespace and name).
+pub fn escaped(value: &str, max: usize) -> String {
     let escaped: Vec<String> = value.chars().map(escape).collect();
     let printed: usize = escaped.iter().map(|e| e.chars().count()).sum();
-    let mut out = String::from("\"");
-    if printed + 2 <= MAX_QUOTED_CHARS {
-        out.extend(escaped);
-    } else {
-        let room = MAX_QUOTED_CHARS - 2 - CUT.len();
-        let mut used = 0;
-        for e in &escaped {
-            let n = e.chars().count();
-            if used + n > room {
-                break;
-            }
-            used += n;
-            out.push_str(e);
-        }
-        out.push_str(CUT);
+    if printed <= max {
+        return escaped.concat();
     }
-    out.push('"');
+    let room = max.saturating_sub(CUT.len());
+    let mut out = String::new();
+    let mut used = 0;
+    for e in &escaped {
+        let n = e.chars().count();
+        if used + n > room {
+            break;
+        }
+        used += n;
+        out.push_str(e);
+    }
+    out.push_str(CUT);
     out
 }
 
@@ -81,7 +85,9 @@ mod tests {
         let long = "x".repeat(100_000);
         let escapes = "\\\"\n\t\r\0".repeat(50);
         let combining = "e\u{301}".repeat(80);
+        let bidi = "\u{202e}\u{200b}".repeat(40);
         for value in [
+            &bidi,
             control.as_str(),
             &wide,
             &long,
@@ -94,6 +100,8 @@ mod tests {
             assert!(printed(&q) <= MAX_QUOTED_CHARS, "{}: {q}", printed(&q));
             assert!(q.starts_with('"') && q.ends_with('"'), "{q}");
         }
+        // Right-to-left overrides and zero-width characters are escaped, not printed.
+        assert!(quoted("\u{202e}\u{200b}").starts_with("\"\\u{202e}\\u{200b}"));
         // Cut between escapes, never inside one.
         let q = quoted(&control);
         assert!(q.starts_with("\"123456789012/u\\u{16}"), "{q}");

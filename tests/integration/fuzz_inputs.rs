@@ -4,7 +4,8 @@
 //! the problem and quotes little; whatever is kept keeps every foreign entry.
 //!
 //! Cases per target: `KUBEECR_FUZZ_CASES` (default 5000); each target prints how many it ran.
-//! Coverage-guided fuzzing of the same functions, for long runs outside CI: `fuzz/`.
+//! Coverage-guided fuzzing of the same functions, with checks of its own (`fuzz/checks.rs`):
+//! `scripts/fuzz.sh`, nightly in CI, and replayed by `fuzz_replay.rs` in every run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

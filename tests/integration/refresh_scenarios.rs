@@ -183,7 +183,7 @@ async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
     );
     assert!(message("bad-region").contains("\"moon-1\" is not an AWS region"));
     assert!(message("opaque").contains("type is \"Opaque\""));
-    assert!(message("role-not-allowed").contains("not allowed in namespace"));
+    assert!(message("role-not-allowed").contains("not allowed in this namespace"));
     assert!(message("auths-not-object").contains("\"auths\" that is not an object"));
     for b in before {
         let now = get(&client, ns, b.metadata.name.as_deref().unwrap()).await;

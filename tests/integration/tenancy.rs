@@ -65,10 +65,10 @@ async fn a_team_cannot_take_another_teams_registry(cluster: TestCluster) {
     let _registration = register(&cluster, &webhook, &serve.ca.pem()).await;
 
     let registry_refusal = format!(
-        "deft.com/kubeecr: registry {TEAM_A} is not allowed in namespace {ns} (allowed: 222222222222/*); use a registry allowed there, or ask kubeecr's operator (registries are allowed per namespace with --allowed-registries)"
+        "deft.com/kubeecr: registry {TEAM_A} is not allowed in this namespace; use one that --allowed-registries allows here (222222222222/*), or ask kubeecr's operator"
     );
     let identity_refusal = format!(
-        "deft.com/kubeecr: kubeecr's own AWS identity does not serve namespace {ns} (--own-identity-namespaces none), so {TEAM_B} needs a role: name one in deft.com/kubeecr-role that --allowed-role-arns allows for {ns} (allowed: {TEAM_B_ROLE})"
+        "deft.com/kubeecr: {TEAM_B} needs a role, since kubeecr's own AWS identity does not serve this namespace (--own-identity-namespaces); name one in deft.com/kubeecr-role that --allowed-role-arns allows here ({TEAM_B_ROLE})"
     );
     // At admission: refused, with the namespace, the registry and the flag.
     for (name, registries, role, refusal) in [

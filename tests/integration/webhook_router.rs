@@ -317,9 +317,9 @@ async fn roles_follow_the_operator_policy() {
     .await;
     assert!(!answer.allowed());
     assert!(
-        answer
-            .message()
-            .contains("not allowed in namespace team-a (allowed: none)"),
+        answer.message().contains(
+            "not allowed in this namespace; name a role that --allowed-role-arns allows here (none)"
+        ),
         "{}",
         answer.message()
     );
@@ -423,7 +423,7 @@ async fn aws_down_admits_with_a_warning_and_empty_auths() {
     );
     assert!(
         warnings[0].contains(
-            "; team-a/ecr-pull stored with an empty {\"auths\":{}} (not usable yet), filled when ECR answers"
+            "; the Secret is stored with an empty {\"auths\":{}} (not usable yet), filled when ECR answers"
         ),
         "{}",
         warnings[0]
