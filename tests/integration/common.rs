@@ -250,9 +250,31 @@ pub fn password_of(config: &Value, host: &str) -> String {
     password.to_string()
 }
 
-/// Runs a scenario on the API double, and on the real cluster when one is configured.
+/// Runs a scenario on the API double, and on the real cluster when one is configured. With
+/// `on_double_as: name`, the double's run is the test `name::on_double` instead, named for
+/// what the double can show of the scenario.
 #[macro_export]
 macro_rules! on_both_backends {
+    ($scenario:ident, on_double_as: $double:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn on_real_cluster() {
+                if let Some(cluster) =
+                    kubeecr_testkit::cluster::TestCluster::real(stringify!($scenario)).await
+                {
+                    super::$scenario(cluster).await;
+                }
+            }
+        }
+
+        mod $double {
+            #[tokio::test]
+            async fn on_double() {
+                let cluster = kubeecr_testkit::cluster::TestCluster::double().await;
+                super::$scenario(cluster).await;
+            }
+        }
+    };
     ($scenario:ident) => {
         mod $scenario {
             #[tokio::test]
@@ -327,6 +349,8 @@ pub struct RunningWebhook {
     pub url: String,
     pub ca: kubeecr_testkit::tls::TestCa,
     pub mount: KubeletMount,
+    /// The webhook's metrics: what it answered, and what its server refused.
+    pub metrics: Arc<Metrics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     reloader: tokio::task::JoinHandle<()>,
@@ -383,6 +407,7 @@ impl RunningWebhook {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let metrics = Arc::clone(&state.metrics);
+        let state_metrics = Arc::clone(&state.metrics);
         let app = kubeecr::admission::webhook::router(
             Arc::new(state),
             server.limits.max_request_bytes as usize,
@@ -403,6 +428,7 @@ impl RunningWebhook {
             url,
             ca,
             mount,
+            metrics: Arc::clone(&state_metrics),
             shutdown: Some(tx),
             server: Some(server),
             reloader,
@@ -431,6 +457,20 @@ impl Drop for RunningWebhook {
             server.abort();
         }
     }
+}
+
+/// AdmissionReviews `webhook` (`mutate`, `validate`) answered for `operation` (`CREATE`,
+/// `UPDATE`), whatever the result, as its metrics count them.
+pub fn admissions(metrics: &Metrics, webhook: &str, operation: &str) -> u64 {
+    let prefix = format!(
+        "kubeecr_admission_requests_total{{webhook=\"{webhook}\",operation=\"{operation}\","
+    );
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
 }
 
 pub fn webhook_state(
@@ -500,6 +540,11 @@ pub fn kubeecr_command(subcommand: &str) -> tokio::process::Command {
 /// seen (on the double, count answered writes instead). Works on both backends.
 pub struct DataWrites {
     counts: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    /// Every Secret the watch has seen so far, by name.
+    seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    client: kube::Client,
+    ns: String,
+    syncs: std::sync::atomic::AtomicUsize,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -523,6 +568,8 @@ impl DataWrites {
             .expect("list resourceVersion");
         let counts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let counted = counts.clone();
+        let names = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let named = names.clone();
         let task = tokio::spawn(async move {
             loop {
                 let params = WatchParams::default().timeout(60);
@@ -544,6 +591,7 @@ impl DataWrites {
                     };
                     version = rv(&secret);
                     let name = secret.metadata.name.clone().unwrap();
+                    named.lock().unwrap().insert(name.clone());
                     let now = written(&secret);
                     if let Some(before) = seen.insert(name.clone(), now.clone())
                         && before != now
@@ -553,13 +601,43 @@ impl DataWrites {
                 }
             }
         });
-        Self { counts, task }
+        Self {
+            counts,
+            seen: names,
+            client: client.clone(),
+            ns: ns.to_string(),
+            syncs: Default::default(),
+            task,
+        }
     }
 
     /// Secrets written, with how many times.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         assert!(!self.task.is_finished(), "the watch counting writes failed");
         self.counts.lock().unwrap().clone()
+    }
+
+    /// Returns once the watch has seen every write made before the call: it creates a plain
+    /// Secret (no kubeecr annotation, so nothing else acts on it) and waits for the watch to
+    /// deliver it, which it does after every earlier event of the namespace.
+    pub async fn sync(&self) {
+        let n = self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("datawrites-sync-{n}");
+        create(
+            &self.client,
+            &self.ns,
+            &secret(&name, "Opaque", &[], &[("n", b"0")]),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.seen.lock().unwrap().contains(&name) {
+            assert!(!self.task.is_finished(), "the watch counting writes failed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch counting writes did not deliver {name} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

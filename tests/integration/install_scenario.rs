@@ -112,7 +112,8 @@ pub fn ensure_cert_manager_crds(admin: &Path) {
 }
 
 /// A kubeconfig for the manifests' ServiceAccount: a TokenRequest token on a real cluster,
-/// impersonation on the double (which trusts every client and checks no RBAC).
+/// impersonation on the double (which trusts every client, and holds an impersonated user to
+/// the RBAC installed with `install_rbac_on_the_double`).
 pub fn service_account_kubeconfig(
     cluster: &TestCluster,
     ns: &str,
@@ -313,6 +314,65 @@ fn install_rbac_and_dry_run_the_rest(
     assert_eq!(applied.lines().count(), rest.len(), "{applied}");
 }
 
+/// On the double: installs the ServiceAccount's RBAC, which the double then enforces on every
+/// request made as the ServiceAccount, and checks the grants checked on a real cluster.
+fn install_rbac_on_the_double(
+    double: &kubeecr_testkit::apiserver::FakeApiServer,
+    docs: &[Value],
+    who: &str,
+    ns: &str,
+) {
+    let rbac: Vec<Value> = docs
+        .iter()
+        .filter(|d| {
+            matches!(
+                kind_of(d),
+                "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+            )
+        })
+        .cloned()
+        .collect();
+    assert!(rbac.len() >= 6, "{rbac:?}");
+    double.rbac().install(&rbac);
+    let can = |verb: &str, group: &str, resource: &str, scope: Option<&str>, name: Option<&str>| {
+        double
+            .rbac()
+            .allows(&kubeecr_testkit::apiserver::rbac::Attributes {
+                user: who.to_string(),
+                verb: verb.to_string(),
+                group: group.to_string(),
+                resource: resource.to_string(),
+                namespace: scope.map(str::to_string),
+                name: name.map(str::to_string),
+            })
+    };
+    for verb in ["get", "list", "watch", "patch"] {
+        assert!(can(verb, "", "secrets", None, None), "{verb} secrets");
+    }
+    for verb in ["create", "update", "delete", "deletecollection"] {
+        assert!(
+            !can(verb, "", "secrets", None, None),
+            "{verb} secrets is not granted"
+        );
+    }
+    for verb in ["create", "patch"] {
+        assert!(
+            can(verb, "events.k8s.io", "events", Some("default"), None),
+            "{verb} events"
+        );
+    }
+    let leases = "coordination.k8s.io";
+    assert!(can("update", leases, "leases", Some(ns), Some("kubeecr")));
+    assert!(
+        !can("update", leases, "leases", Some(ns), Some("other")),
+        "only its own Lease"
+    );
+    assert!(
+        !can("create", leases, "leases", Some("default"), None),
+        "Leases in its namespace only"
+    );
+}
+
 fn opted_in(name: &str) -> k8s_openapi::api::core::v1::Secret {
     secret(
         name,
@@ -497,8 +557,9 @@ async fn forced_refresh(kubeconfig: &Path, ns: &str, ecr: &str) -> std::process:
         .unwrap()
 }
 
-/// The install on an API server: RBAC applied (real cluster), the webhooks registered where
-/// nothing listens, then `kubeecr serve` as the Deployment runs it, as the ServiceAccount.
+/// The install on an API server: RBAC applied (and enforced on the double too), the webhooks
+/// registered where nothing listens, then `kubeecr serve` as the Deployment runs it, as the
+/// ServiceAccount.
 async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster: TestCluster) {
     let ns = cluster.ns().to_string();
     let admin = cluster.kubeconfig().to_path_buf();
@@ -509,9 +570,10 @@ async fn installed_kubeecr_runs_under_its_rbac_and_skips_its_own_webhook(cluster
         kubeconfig: admin.clone(),
         objects: Vec::new(),
     };
-    if cluster.is_real() {
-        let who = format!("system:serviceaccount:{ns}:kubeecr");
-        install_rbac_and_dry_run_the_rest(&admin, &docs, &who, &ns, &mut created);
+    let who = format!("system:serviceaccount:{ns}:kubeecr");
+    match cluster.double_server() {
+        Some(double) => install_rbac_on_the_double(double, &docs, &who, &ns),
+        None => install_rbac_and_dry_run_the_rest(&admin, &docs, &who, &ns, &mut created),
     }
 
     // Made before the webhooks are registered; afterwards an administrator's opted-in write

@@ -288,9 +288,10 @@ async fn unrelated_secrets_are_only_ever_seen_as_metadata() {
     drop(serve);
 }
 
-/// ECR throttling, then 5xx (issue 10's faults): no retry storm while it lasts (the calls are
-/// counted, the SDK's own retries included), and the Secret is filled within a backoff step
-/// once ECR is back.
+/// ECR throttling, then 5xx (issue 10's faults): no retry storm while it lasts. Each fetch
+/// is at most the SDK's 3 attempts, and after each failed fetch the next waits at least the
+/// cache's floor, which doubles with the failures in a row from --min-fetch-interval to five
+/// times it (1 s, 2 s, 4 s, 5 s). The Secret is filled once ECR is back.
 #[tokio::test]
 async fn a_failing_ecr_is_tried_less_and_less_and_used_again_once_back() {
     use kubeecr_testkit::moto::EcrFault;
@@ -304,28 +305,71 @@ async fn a_failing_ecr_is_tried_less_and_less_and_used_again_once_back() {
         &["--min-fetch-interval", "1s", "--aws-timeout", "5s"],
     )
     .await;
+    let fetches_reach = |n: usize| {
+        let (ecr, serve) = (&ecr, &serve);
+        async move {
+            let reached = eventually(Duration::from_secs(60), || async {
+                (ecr.token_fetches().len() >= n).then_some(())
+            })
+            .await;
+            assert!(
+                reached.is_some(),
+                "{n} fetches: {:?}\n{}",
+                ecr.token_fetches(),
+                serve.logs()
+            );
+        }
+    };
     ecr.set_fault(Some(EcrFault::Throttling));
     create_opted_in(&client, cluster.ns(), "s", "123456789012/us-west-2").await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    fetches_reach(3).await;
     ecr.set_fault(Some(EcrFault::ServerError));
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let failing_calls = ecr.token_calls().len();
-    println!("GetAuthorizationToken calls in 16 s of throttling and 5xx: {failing_calls}");
-    // A fetch is at most 3 SDK attempts; fetches are 1s, 2s, 4s, then 5s apart at the most
-    // frequent: at most 7 fetches in 16 s. Every second would be 16 fetches, 48 calls.
-    assert!(
-        (2..=21).contains(&failing_calls),
-        "{failing_calls} calls in 16 s\n{}",
-        serve.logs()
-    );
-    assert!(
-        serve.logs().contains("failures_in_a_row"),
-        "the failures are logged with their count"
-    );
+    fetches_reach(5).await;
+    // Every fetch met a fault; the last may still be retrying.
+    let fetches = ecr.token_fetches();
+    for (k, fetch) in fetches.iter().enumerate() {
+        let after = k
+            .checked_sub(1)
+            .map(|j| fetch[0].at.duration_since(fetches[j][0].at));
+        println!(
+            "fetch {}: {} attempts, {after:?} after the one before",
+            k + 1,
+            fetch.len()
+        );
+    }
+    for fetch in &fetches {
+        assert!(
+            fetch.len() <= 3,
+            "{} attempts in one fetch: the SDK retries at most twice\n{}",
+            fetch.len(),
+            serve.logs()
+        );
+    }
+    let floors = [1, 2, 4, 5, 5, 5, 5].map(Duration::from_secs);
+    for (k, pair) in fetches.windows(2).enumerate() {
+        let gap = pair[1][0].at.duration_since(pair[0][0].at);
+        // The floor counts from the fetch's start in kubeecr, a moment before its first
+        // attempt reaches ECR.
+        assert!(
+            gap + Duration::from_millis(200) >= floors[k.min(floors.len() - 1)],
+            "fetch {} came {gap:?} after the one before, {} failures in a row\n{}",
+            k + 2,
+            k + 1,
+            serve.logs()
+        );
+    }
+    let logs = serve.logs();
+    for n in 1..=4 {
+        assert!(
+            logs.contains(&format!("failures_in_a_row={n}")),
+            "the failures are logged with their count: {n}\n{logs}"
+        );
+    }
     ecr.set_fault(None);
-    // The refresher's own backoff for the Secret is at most 16–32 s by now; the cache's 5 s.
+    // The refresher's own backoff for the Secret may have grown to 16–32 s by now; the
+    // cache's is 5 s.
     assert!(
-        filled(&cluster, "s", Duration::from_secs(45)).await,
+        filled(&cluster, "s", Duration::from_secs(60)).await,
         "filled once ECR is back\n{}",
         serve.logs()
     );
@@ -363,8 +407,21 @@ async fn api_refusals_are_retried_and_each_secret_is_written_once() {
             serve.logs()
         );
     }
-    // Settle: a second write would follow a failed one within its backoff.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // kubeecr is idle: every Secret filled as it sees them, none due or failing, so no
+    // retry is left to come. Then the watch counting writes catches up with the API.
+    let idle = eventually(Duration::from_secs(30), || async {
+        let m = serve.metrics().await;
+        let state = |s: &str| {
+            crate::serve_process::sample(&m, &format!("kubeecr_secrets{{state=\"{s}\"}}"))
+        };
+        (state("filled") == Some(names.len() as f64)
+            && state("due") == Some(0.0)
+            && state("failing") == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "kubeecr settled\n{}", serve.logs());
+    writes.sync().await;
     let once: std::collections::BTreeMap<String, usize> =
         names.iter().map(|n| (n.to_string(), 1)).collect();
     assert_eq!(writes.counts(), once, "{}", serve.logs());

@@ -134,6 +134,8 @@ pub struct ServeProcess {
     pub admin_port: u16,
     pub ca: TestCa,
     logs: Arc<Mutex<String>>,
+    /// Reads stderr into `logs`; ends at the end of the stream, once the process has exited.
+    log_reader: Option<tokio::task::JoinHandle<()>>,
     _mount: KubeletMount,
 }
 
@@ -192,7 +194,7 @@ impl ServeProcess {
         let logs = Arc::new(Mutex::new(String::new()));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = Arc::clone(&logs);
-        tokio::spawn(async move {
+        let log_reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut logs = sink.lock().unwrap();
                 logs.push_str(&line);
@@ -205,6 +207,7 @@ impl ServeProcess {
             admin_port: ports.admin,
             ca: ports.ca,
             logs,
+            log_reader: Some(log_reader),
             _mount: ports.mount,
         }
     }
@@ -265,14 +268,19 @@ impl ServeProcess {
         let _ = kill_process(pid, signal);
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded) for the process to exit, and for its log to be read to the end.
     pub async fn exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("kubeecr serve exits within {limit:?}\n{}", self.logs()))
             .unwrap();
-        // Let the log reader catch the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Every line is in `logs` once the reader has met the end of stderr.
+        if let Some(reader) = self.log_reader.take() {
+            tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("stderr ends once kubeecr serve has exited")
+                .expect("the log reader ran");
+        }
         status
     }
 }

@@ -52,6 +52,34 @@ async fn lease_holder(cluster: &TestCluster) -> Option<String> {
     lease.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
+async fn lease_spec(cluster: &TestCluster) -> k8s_openapi::api::coordination::v1::LeaseSpec {
+    Api::<Lease>::namespaced(cluster.client(), cluster.ns())
+        .get("kubeecr")
+        .await
+        .expect("the Lease")
+        .spec
+        .expect("a Lease spec")
+}
+
+/// Waits (up to `limit`) until `holder` has renewed the Lease `times` more times; whether it
+/// did.
+async fn renewals_by(cluster: &TestCluster, holder: &str, times: usize, limit: Duration) -> bool {
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    eventually(limit, || async {
+        let spec = lease_spec(cluster).await;
+        let mut seen = seen.lock().unwrap();
+        if spec.holder_identity.as_deref() == Some(holder)
+            && let Some(renewed) = spec.renew_time
+        {
+            seen.insert(renewed.0);
+        }
+        // The first renewal seen, then `times` more.
+        (seen.len() > times).then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// Fill by watch: Secrets annotated while no webhook runs (or it is bypassed) are filled
 /// within seconds, a changed annotation and a hand-edited token too, and opting out is
 /// cleaned up. SIGTERM then exits 0 and releases the Lease.
@@ -187,7 +215,7 @@ fn base64_of(text: &str) -> String {
 }
 
 /// Two replicas: exactly one leads and writes; after `kill -9` of the leader the other
-/// takes over within the lease and fills new Secrets.
+/// takes the Lease over once it has run out, and fills new Secrets.
 async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCluster) {
     let ecr = EcrProxy::start().await;
     let client = cluster.client();
@@ -198,8 +226,9 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     assert!(led, "the first replica leads\n{}", a.logs());
     let mut b = ServeProcess::start(&cluster, &ecr.url(), "replica-b", FAST_LEASE).await;
     b.wait_ready().await;
-    // A few renewals later, still exactly one leader.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two renewals by the leader while the follower runs: still exactly one leader.
+    let renewed = renewals_by(&cluster, "replica-a", 2, Duration::from_secs(20)).await;
+    assert!(renewed, "the leader renewed its Lease\n{}", a.logs());
     assert!(a.is_leader().await && !b.is_leader().await);
     assert_eq!(lease_holder(&cluster).await.as_deref(), Some("replica-a"));
 
@@ -224,16 +253,26 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     let mut a = a;
     a.signal(libc::SIGKILL);
     a.exit(Duration::from_secs(10)).await;
-    let killed = tokio::time::Instant::now();
-    let took_over = b.leads_within(Duration::from_secs(15)).await;
+    // The Lease as the killed leader left it: it renews no more.
+    let left = lease_spec(&cluster).await;
+    assert_eq!(left.holder_identity.as_deref(), Some("replica-a"));
+    let took_over = b.leads_within(Duration::from_secs(30)).await;
     assert!(took_over, "the follower took over\n{}", b.logs());
-    // Lease 4s from the last renewal it saw, plus a retry period or two.
-    assert!(
-        killed.elapsed() < Duration::from_secs(8),
-        "took over in {:?}",
-        killed.elapsed()
+    // The Lease changed hands once, to the follower, and only after it had run out: the
+    // follower acquired it no sooner than the lease duration (4 s) after the last renewal.
+    let taken = lease_spec(&cluster).await;
+    assert_eq!(taken.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(
+        taken.lease_transitions,
+        Some(left.lease_transitions.unwrap_or(0) + 1),
+        "one change of hands"
     );
-    assert_eq!(lease_holder(&cluster).await.as_deref(), Some("replica-b"));
+    let last_renewal = left.renew_time.expect("renewed").0;
+    let acquired = taken.acquire_time.expect("acquired").0;
+    assert!(
+        acquired >= last_renewal + Duration::from_secs(4),
+        "taken over at {acquired}, before the lease renewed at {last_renewal} ran out"
+    );
 
     create_opted_in(&client, ns, "second", "123456789012/us-west-2").await;
     let filled = secret_when(&cluster, "second", Duration::from_secs(10), |s| {
@@ -241,6 +280,11 @@ async fn one_leader_writes_and_the_other_takes_over_after_kill_9(cluster: TestCl
     })
     .await;
     assert!(filled.is_some(), "filled by the new leader\n{}", b.logs());
+    let counted = eventually(Duration::from_secs(5), || async {
+        (b.metric(refreshed).await == Some(1.0)).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "the new leader counted its write");
 
     b.signal(libc::SIGTERM);
     assert!(
@@ -288,10 +332,21 @@ async fn a_leader_killed_mid_refresh_leaves_nothing_undone_or_done_twice(cluster
     );
     a.signal(libc::SIGKILL);
     a.exit(Duration::from_secs(10)).await;
-    // Let the watch catch up with the writes that landed before the kill.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let done_by_a = writes.counts().len();
+    // What the leader wrote before the kill, as the API server holds it. The follower cannot
+    // lead, nor write, before the Lease runs out.
+    let list = secrets(&cluster)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let done_by_a = list.items.iter().filter(|s| has_password(s, US)).count();
+    assert!(
+        !b.is_leader().await,
+        "counted before the follower could write"
+    );
     assert!(done_by_a < SECRETS, "killed mid-refresh: {done_by_a} done");
+    // The watch counting writes has seen each of those, once.
+    writes.sync().await;
+    assert_eq!(writes.counts().len(), done_by_a, "{:?}", writes.counts());
 
     assert!(
         b.leads_within(Duration::from_secs(15)).await,
@@ -305,7 +360,19 @@ async fn a_leader_killed_mid_refresh_leaves_nothing_undone_or_done_twice(cluster
     })
     .await;
     assert!(all.is_some(), "every Secret filled\n{}", b.logs());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The new leader is idle: every Secret filled as it sees them, none due or failing, so
+    // no write is left to come. Then the watch counting writes catches up with the API.
+    let idle = eventually(Duration::from_secs(30), || async {
+        let m = b.metrics().await;
+        let state = |s: &str| sample_of(&m, &format!("kubeecr_secrets{{state=\"{s}\"}}"));
+        (state("filled") == Some(SECRETS as f64)
+            && state("due") == Some(0.0)
+            && state("failing") == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "the new leader settled\n{}", b.logs());
+    writes.sync().await;
     let once: BTreeMap<String, usize> = names.iter().map(|n| (n.clone(), 1)).collect();
     assert_eq!(writes.counts(), once, "{}", b.logs());
     let by_b = b.metric(refreshed).await.unwrap_or(0.0) as usize;
@@ -340,26 +407,30 @@ async fn tokens_are_renewed_before_they_expire(cluster: TestCluster) {
     let first_expiry: jiff::Timestamp = annotation(&filled, EXPIRES_AT).unwrap().parse().unwrap();
     assert!(first_expiry > jiff::Timestamp::now() + Duration::from_secs(11 * 3600));
 
-    // As if the token were 11h59m old: due 10 s from now (less up to 6 s of jitter).
-    let soon = jiff::Timestamp::now() + Duration::from_secs(70);
-    let soon = kubeecr::contract::secret_update::format_expiry(soon);
+    // As if the token were 11h58m40s old: due 20 s from now, less up to 6 s of jitter (a
+    // tenth of the margin).
+    let expiring = jiff::Timestamp::now() + Duration::from_secs(80);
+    let soon = kubeecr::contract::secret_update::format_expiry(expiring);
+    let expiring: jiff::Timestamp = soon.parse().unwrap();
     merge(
         &cluster,
         "s",
         json!({"metadata": {"annotations": {EXPIRES_AT: soon}}}),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        annotation(&secrets(&cluster).get("s").await.unwrap(), EXPIRES_AT).as_deref(),
-        Some(soon.as_str()),
-        "not refreshed before it is due"
-    );
-    let renewed = secret_when(&cluster, "s", Duration::from_secs(30), |s| {
+    let renewed = secret_when(&cluster, "s", Duration::from_secs(60), |s| {
         annotation(s, EXPIRES_AT).as_deref() != Some(soon.as_str())
     })
     .await;
+    // Seen no sooner than it was written: the write came once the Secret was due (a minute
+    // before its recorded expiry, less the jitter), not when the change was seen.
+    let seen_at = jiff::Timestamp::now();
     let renewed = renewed.unwrap_or_else(|| panic!("refreshed once due\n{}", serve.logs()));
+    let due = expiring - Duration::from_secs(60) - Duration::from_secs(6);
+    assert!(
+        seen_at >= due,
+        "renewed by {seen_at}, before it was due at {due}"
+    );
     let expiry: jiff::Timestamp = annotation(&renewed, EXPIRES_AT).unwrap().parse().unwrap();
     assert!(
         expiry > jiff::Timestamp::now() + Duration::from_secs(11 * 3600),
@@ -470,15 +541,43 @@ async fn an_immutable_secret_is_skipped_with_one_warning(cluster: TestCluster) {
     assert_eq!(warned.type_.as_deref(), Some("Warning"));
     let note = warned.note.unwrap_or_default();
     assert!(note.contains("immutable"), "{note}");
-    // Several resyncs later: still the one Event, and the Secret as it was.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // More passes over it: each label edit is a change its watch delivers and kubeecr
+    // decides on again (besides the resyncs every second).
+    for n in 0..3 {
+        merge(
+            &cluster,
+            "frozen",
+            json!({"metadata": {"labels": {"pass": n.to_string()}}}),
+        )
+        .await;
+    }
+    // A Secret opted in after the edits, through the same watch: once it is filled, every
+    // earlier change was decided on.
+    create_opted_in(
+        &cluster.client(),
+        cluster.ns(),
+        "after",
+        "123456789012/eu-west-1",
+    )
+    .await;
+    let after = secret_when(&cluster, "after", Duration::from_secs(15), |s| {
+        has_password(s, EU)
+    })
+    .await;
+    assert!(after.is_some(), "the later Secret filled\n{}", serve.logs());
+    // Still the one Event, and the Secret as it was.
     let events = events_for(&cluster, "frozen").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].series.is_none(), "{events:?}");
     let now = secrets(&cluster).get("frozen").await.unwrap();
     assert_eq!(now.data.unwrap()[".dockerconfigjson"].0, foreign);
-    assert_eq!(ecr.token_calls().len(), 0);
+    let calls = ecr.token_calls();
+    assert!(
+        calls.iter().all(|c| c.region == "eu-west-1"),
+        "no token fetched for it: {calls:?}"
+    );
 }
+
 on_both_backends!(an_immutable_secret_is_skipped_with_one_warning);
 
 /// SIGTERM while clients keep the webhook busy: `/readyz` turns 503 while it keeps serving
@@ -506,15 +605,21 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
     );
     let body = Bytes::from(serde_json::to_vec(&review).unwrap());
     let url = format!("https://127.0.0.1:{}/mutate?timeout=5s", serve.webhook_port);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
+    // Per client: requests answered, and refused (not listening any more).
+    let answers: Vec<Arc<AtomicU32>> = (0..8).map(|_| Default::default()).collect();
+    let refusals: Vec<Arc<AtomicU32>> = (0..8).map(|_| Default::default()).collect();
     // HTTP/2, as the API server speaks to webhooks: GOAWAY tells a client what was served.
-    for _ in 0..8 {
+    for (answered, refusals) in answers.iter().zip(&refusals) {
         let https = https_client(serve.ca.pem().as_bytes(), Alpn::Http2);
         let (url, body, stop) = (url.clone(), body.clone(), stop.clone());
+        let (answered, refusals) = (answered.clone(), refusals.clone());
         clients.push(tokio::spawn(async move {
             let (mut ok, mut refused, mut failed) = (0u32, 0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) {
                 let req = http::Request::post(&url)
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))
@@ -526,7 +631,10 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
                             .ok()
                             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                         {
-                            Some(v) if v["response"]["allowed"] == true => ok += 1,
+                            Some(v) if v["response"]["allowed"] == true => {
+                                ok += 1;
+                                answered.fetch_add(1, Ordering::SeqCst);
+                            }
                             other => failed.push(format!("bad answer: {other:?}")),
                         }
                     }
@@ -534,6 +642,8 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
                     // Not listening any more: the request never reached kubeecr.
                     Err(e) if e.is_connect() => {
                         refused += 1;
+                        refusals.fetch_add(1, Ordering::SeqCst);
+                        // A client's pause before it tries again, as the API server's.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(e) => failed.push(format!("{e:?}")),
@@ -542,7 +652,19 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
             (ok, refused, failed)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The load runs: every client has had answers.
+    let all = |counts: &[Arc<AtomicU32>], at_least| {
+        counts.iter().all(|n| n.load(Ordering::SeqCst) >= at_least)
+    };
+    let loaded = eventually(Duration::from_secs(30), || async {
+        all(&answers, 5).then_some(())
+    })
+    .await;
+    assert!(
+        loaded.is_some(),
+        "every client was answered\n{}",
+        serve.logs()
+    );
     serve.signal(libc::SIGTERM);
     let unready = eventually(Duration::from_secs(2), || async {
         (serve.readyz().await == Some(503)).then_some(())
@@ -550,8 +672,12 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
     .await;
     assert!(unready.is_some(), "not ready during the shutdown delay");
     let status = serve.exit(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Every client outlived the server: each has found it no longer listening.
+    let outlived = eventually(Duration::from_secs(10), || async {
+        all(&refusals, 1).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
     let (mut ok, mut refused, mut failed) = (0, 0, Vec::new());
     for c in clients {
         let (o, r, f) = c.await.unwrap();
@@ -566,8 +692,10 @@ async fn sigterm_under_admission_load_fails_no_request(cluster: TestCluster) {
         failed.len(),
         &failed[..failed.len().min(3)]
     );
-    assert!(ok > 50, "the load ran: {ok} answered");
-    assert!(refused > 0, "the clients outlived the server");
+    assert!(
+        outlived.is_some(),
+        "every client outlived the server: {refused} refused, {ok} answered"
+    );
     assert_eq!(lease_holder(&cluster).await, None, "the Lease was released");
 }
 on_both_backends!(sigterm_under_admission_load_fails_no_request);

@@ -152,8 +152,65 @@ async fn reqwest_plain(url: &str) -> Result<(), String> {
     }
 }
 
+/// What kubeecr logs on this test's thread, as its plain log lines. `#[tokio::test]` runs every
+/// task of the test on that thread, so this holds the lines of the server under test only.
+struct CapturedLogs {
+    lines: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl CapturedLogs {
+    fn start() -> Self {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        Self {
+            lines,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.lines.lock().unwrap())
+            .matches(needle)
+            .count()
+    }
+
+    /// Waits (bounded) until `needle` has been logged `times` times.
+    async fn wait_for(&self, needle: &str, times: usize) {
+        let logged = async {
+            while self.count(needle) < times {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), logged)
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} was not logged {times} times"));
+    }
+}
+
+struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Four clients keep the webhook busy across a certificate rotation, a broken pair and a
+/// garbage pair: each has requests answered before the rotation and after the last swap, and
+/// every request any of them sent was answered.
 #[tokio::test]
 async fn rotation_through_a_data_symlink_swap_fails_no_request() {
+    let logs = CapturedLogs::start();
     let ecr = EcrProxy::start().await;
     let tokens = token_cache(&ecr.url()).await;
     let webhook = RunningWebhook::start(webhook_state(tokens, Policy::default(), false)).await;
@@ -162,10 +219,12 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
     let old = served_cert(&url, &ca).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
+    // Per client: requests sent, and answered.
+    let counts: Vec<(Arc<AtomicUsize>, Arc<AtomicUsize>)> =
+        (0..4).map(|_| Default::default()).collect();
     let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut clients = Vec::new();
-    for i in 0..4 {
+    for (i, (sent, ok)) in counts.iter().cloned().enumerate() {
         // Two clients reuse keep-alive connections (h2 and HTTP/1.1); two open one per request.
         let client = match i {
             0 => https_client(ca.as_bytes(), Alpn::Http2),
@@ -181,9 +240,10 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
                     .build(connector)
             }
         };
-        let (stop, ok, failures, url) = (stop.clone(), ok.clone(), failures.clone(), url.clone());
+        let (stop, failures, url) = (stop.clone(), failures.clone(), url.clone());
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
+                sent.fetch_add(1, Ordering::SeqCst);
                 match post(&client, &url, review_body()).await {
                     Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
                     Err(e) => {
@@ -194,7 +254,29 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every client answered `more` times from now on.
+    let answered = |more: usize| {
+        let targets: Vec<usize> = counts
+            .iter()
+            .map(|(_, ok)| ok.load(Ordering::SeqCst) + more)
+            .collect();
+        let counts = &counts;
+        async move {
+            let all = async {
+                while counts
+                    .iter()
+                    .zip(&targets)
+                    .any(|((_, ok), target)| ok.load(Ordering::SeqCst) < *target)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), all)
+                .await
+                .expect("every client answered");
+        }
+    };
+    answered(5).await;
     let new = webhook.ca.serving("kubeecr-webhook-v2", true);
     webhook.mount.write(&new.cert_pem, &new.key_pem);
     let mut rotated = false;
@@ -206,15 +288,20 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(rotated, "the new certificate is served without a restart");
+    assert_eq!(logs.count("loaded new certificates"), 1);
 
-    // A broken pair (key of another certificate), then garbage: the current pair stays.
+    // A broken pair (key of another certificate), then garbage: each is read and refused,
+    // and the current pair stays.
+    let refused = "keeping the current certificates";
     let other = webhook.ca.serving("kubeecr-webhook-v3", true);
     webhook.mount.write(&other.cert_pem, &new.key_pem);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    logs.wait_for(refused, 1).await;
     assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
     webhook.mount.write("not a certificate", "not a key");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    logs.wait_for(refused, 2).await;
     assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
+    assert_eq!(logs.count("loaded new certificates"), 1);
+    answered(5).await;
 
     stop.store(true, Ordering::SeqCst);
     for c in clients {
@@ -227,11 +314,10 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
         failures.len(),
         &failures[..failures.len().min(3)]
     );
-    assert!(
-        ok.load(Ordering::SeqCst) > 40,
-        "load was sent: {}",
-        ok.load(Ordering::SeqCst)
-    );
+    for (i, (sent, ok)) in counts.iter().enumerate() {
+        let (sent, ok) = (sent.load(Ordering::SeqCst), ok.load(Ordering::SeqCst));
+        assert_eq!(ok, sent, "client {i}: every request answered");
+    }
     assert_ne!(old, leaf_der(&new.cert_pem));
 }
 
@@ -248,7 +334,16 @@ async fn shutdown_drains_requests_in_flight() {
     let client = https_client(webhook.ca_pem().as_bytes(), Alpn::Http2);
     let url = webhook.url.clone();
     let in_flight = tokio::spawn(async move { post(&client, &url, review_body()).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight: the webhook has asked ECR for its token, and ECR has not answered.
+    let asked = async {
+        while ecr.token_calls().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), asked)
+        .await
+        .expect("the request reached the webhook");
+    assert!(ecr.issued().is_empty(), "still in flight");
     webhook.stop().await;
     let (_, answer) = in_flight
         .await

@@ -101,6 +101,12 @@ pub struct AwsCall {
     pub target: String,
     pub region: String,
     pub access_key_id: String,
+    /// The SDK's `amz-sdk-invocation-id`: the same for every attempt of one operation, so
+    /// calls with the same one are one fetch and its retries.
+    pub invocation: String,
+    /// When the proxy received it, by tokio's clock (so by the paused clock of a test that
+    /// pauses it).
+    pub at: tokio::time::Instant,
 }
 
 /// How the proxy answers GetAuthorizationToken.
@@ -282,6 +288,8 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         target: target.clone(),
         region: region.clone(),
         access_key_id: access_key_id.clone(),
+        invocation: header("amz-sdk-invocation-id"),
+        at: tokio::time::Instant::now(),
     });
     let delay = *state.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
@@ -417,6 +425,22 @@ impl EcrProxy {
 
     pub fn token_calls(&self) -> Vec<AwsCall> {
         self.calls(GET_AUTHORIZATION_TOKEN)
+    }
+
+    /// GetAuthorizationToken calls grouped by SDK invocation, in the order each began: one
+    /// entry per fetch, holding its attempts (the SDK's retries included).
+    pub fn token_fetches(&self) -> Vec<Vec<AwsCall>> {
+        let mut fetches: Vec<Vec<AwsCall>> = Vec::new();
+        for call in self.token_calls() {
+            match fetches
+                .iter_mut()
+                .find(|f| f[0].invocation == call.invocation)
+            {
+                Some(fetch) => fetch.push(call),
+                None => fetches.push(vec![call]),
+            }
+        }
+        fetches
     }
 
     /// Delays every later answer by `delay`.

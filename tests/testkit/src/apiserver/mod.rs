@@ -11,6 +11,9 @@
 //! is approximated as a merge of the applied object (no field ownership). Field selectors
 //! support `metadata.name` and `metadata.namespace` with `=`, `==` and `!=`.
 //!
+//! Clients are trusted (any token will do), but once a test installs RBAC (`rbac`), a request
+//! that impersonates a user (kubeconfig `as:`) gets only what that RBAC grants the user.
+//!
 //! `tests/fixtures/apiserver/` holds what a real kube-apiserver answered; the contract tests
 //! compare the double with it.
 //!
@@ -21,6 +24,7 @@
 
 pub mod admission;
 pub mod kinds;
+pub mod rbac;
 pub mod selector;
 pub mod status;
 pub mod store;
@@ -194,6 +198,7 @@ impl Conn {
 pub struct Shared {
     pub store: Store,
     pub webhooks: Webhooks,
+    pub rbac: rbac::Rbac,
     requests: Mutex<Vec<Recorded>>,
     faults: Mutex<Vec<Fault>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
@@ -209,6 +214,7 @@ impl Default for Shared {
         Self {
             store: Store::default(),
             webhooks: Webhooks::default(),
+            rbac: rbac::Rbac::default(),
             requests: Mutex::default(),
             faults: Mutex::default(),
             conns: Mutex::default(),
@@ -323,6 +329,11 @@ impl FakeApiServer {
 
     pub fn webhooks(&self) -> &Webhooks {
         &self.shared.webhooks
+    }
+
+    /// RBAC for impersonated users, enforced once installed (see `rbac`).
+    pub fn rbac(&self) -> &rbac::Rbac {
+        &self.shared.rbac
     }
 
     pub fn config(&self) -> kube::Config {
@@ -522,6 +533,25 @@ async fn record(
         }
     };
     shared.requests.lock().unwrap().push(recorded.clone());
+    let served = |response: Response| {
+        recorded
+            .status
+            .store(response.status().as_u16(), Ordering::SeqCst);
+        response
+    };
+    // Authorization comes before everything else the server does, as in kube-apiserver.
+    let impersonated = req
+        .headers()
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok());
+    if let Some(user) = impersonated
+        && let Some(attributes) =
+            rbac::Attributes::of_request(user, &recorded.method, &recorded.path, &recorded.query)
+        && !shared.rbac.allows(&attributes)
+    {
+        let message = attributes.forbidden_message();
+        return served(ApiError::new(403, "Forbidden", message).into_response());
+    }
     let injected = {
         let mut faults = shared.faults.lock().unwrap();
         let target = format!("{}?{}", recorded.path, recorded.query);
@@ -532,12 +562,6 @@ async fn record(
             f.remaining -= 1;
             f.action.clone()
         })
-    };
-    let served = |response: Response| {
-        recorded
-            .status
-            .store(response.status().as_u16(), Ordering::SeqCst);
-        response
     };
     match injected {
         Some(FaultAction::Fail(error)) => served(error.into_response()),
@@ -1263,7 +1287,8 @@ struct WriteTo<'a> {
 }
 
 /// The user a request acts as: the double trusts every client, so this is the one it
-/// impersonates (kubeconfig `as:`), else an administrator.
+/// impersonates (kubeconfig `as:`), else an administrator. RBAC, once installed, has already
+/// judged what an impersonated user may do (`record`).
 fn user_of(headers: &HeaderMap) -> String {
     headers
         .get("impersonate-user")
