@@ -534,10 +534,11 @@ pub fn kubeecr_command(subcommand: &str) -> tokio::process::Command {
 }
 
 /// Counts, per Secret of one namespace, how often kubeecr's write showed: its
-/// `.dockerconfigjson` or its expiry annotation changed, as seen by a watch started now. A
-/// second write with a token fetched at another second counts 2, even with the same token
-/// bytes (as moto's are); a write repeating the same cached token changes nothing and is not
-/// seen (on the double, count answered writes instead). Works on both backends.
+/// `.dockerconfigjson` or its expiry annotation changed, as seen by a watch started now. Every
+/// fetch gives a new password, as ECR's (and the test proxy's) do, so a second write of a
+/// newly fetched token always counts; the same cached token written again changes nothing but
+/// an expiry annotation edited since (on the double, count answered writes instead). Works on
+/// both backends.
 pub struct DataWrites {
     counts: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
     /// Every Secret the watch has seen so far, by name.

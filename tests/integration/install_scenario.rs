@@ -546,8 +546,6 @@ async fn filled_by(serve: &ServeProcess, cluster: &TestCluster, name: &str, what
 
 /// `kubeecr refresh --force` in the test namespace with `kubeconfig`.
 async fn forced_refresh(kubeconfig: &Path, ns: &str, ecr: &str) -> std::process::Output {
-    // A new expiry (to the second) makes the forced refresh a real write.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     kubeecr_command("refresh")
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -691,10 +689,22 @@ async fn serves_under_its_rbac(
         String::from_utf8_lossy(&own.stderr)
     );
     assert!(stdout.contains("failed 0"), "{stdout}");
-    assert_ne!(
-        rv(&get(&client, &ns, "before").await),
-        before,
-        "written with the webhook down"
+    // Every fetch is a new token, so the forced refresh is a real write: of the token the
+    // refresh was just given.
+    let written = get(&client, &ns, "before").await;
+    assert_ne!(rv(&written), before, "written with the webhook down");
+    let newest = ecr.newest("us-west-2", None).expect("issued");
+    assert_eq!(
+        password_of(
+            &dockerconfig(&written),
+            "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+        ),
+        newest.password,
+        "the newest token"
+    );
+    assert_eq!(
+        annotation(&written, EXPIRES_AT).as_deref(),
+        Some(newest.expires_at.as_str())
     );
     let other = forced_refresh(&admin, &ns, &ecr.url()).await;
     let stdout = String::from_utf8_lossy(&other.stdout);

@@ -17,6 +17,7 @@ use crate::on_both_backends;
 const US1: &str = "111111111111.dkr.ecr.us-west-2.amazonaws.com";
 const US2: &str = "222222222222.dkr.ecr.us-west-2.amazonaws.com";
 const EU1: &str = "111111111111.dkr.ecr.eu-central-1.amazonaws.com";
+const US_HOST: &str = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
 const FOREIGN: &[u8] = br#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpodWI=","email":"ops@example.com"},"quay.io":{"auth":"cTpx"}},"credsStore":"desktop"}"#;
 
 async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
@@ -64,13 +65,15 @@ async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
 
     let after = get(&client, ns, "pull").await;
     let config = dockerconfig(&after);
-    let us1 = password_of(&config, US1);
-    assert_eq!(
-        password_of(&config, US2),
-        us1,
-        "one token serves every account of a region"
-    );
-    password_of(&config, EU1);
+    // Each host holds exactly the token ECR issued for its region (the default principal):
+    // one token serves every account of a region.
+    let us = ecr.newest("us-west-2", None).expect("issued for us-west-2");
+    let eu = ecr
+        .newest("eu-central-1", None)
+        .expect("issued for eu-central-1");
+    assert_eq!(password_of(&config, US1), us.password, "{US1}");
+    assert_eq!(password_of(&config, US2), us.password, "{US2}");
+    assert_eq!(password_of(&config, EU1), eu.password, "{EU1}");
     let before: serde_json::Value = serde_json::from_slice(FOREIGN).unwrap();
     assert_eq!(
         config["auths"]["https://index.docker.io/v1/"],
@@ -92,11 +95,16 @@ async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
         annotation(&after, "team.example/owner").as_deref(),
         Some("a")
     );
-    let expires: jiff::Timestamp = annotation(&after, EXPIRES_AT).unwrap().parse().unwrap();
-    let in_hours = (expires - jiff::Timestamp::now()).get_seconds() as f64 / 3600.0;
-    assert!(
-        (11.0..=12.1).contains(&in_hours),
-        "moto's 2015 expiry is taken as 12h: {in_hours}"
+    // ECR's own expiry, end to end: the earlier of the two tokens' (they may straddle a
+    // second).
+    let earliest = [&us, &eu]
+        .into_iter()
+        .min_by_key(|i| i.expires_at.parse::<jiff::Timestamp>().unwrap())
+        .unwrap();
+    assert_eq!(
+        annotation(&after, EXPIRES_AT).as_deref(),
+        Some(earliest.expires_at.as_str()),
+        "the expiry ECR gave"
     );
 
     // A second run, with a cold cache as a CronJob has: nothing is due, no ECR call, no write.
@@ -110,6 +118,40 @@ async fn multi_registry_fill_keeps_foreign_data(cluster: TestCluster) {
     assert_eq!(rv(&get(&client, ns, "pull").await), rv(&after));
 }
 on_both_backends!(multi_registry_fill_keeps_foreign_data);
+
+/// On purpose with moto's own answer (`TokenStyle::Moto`), the one test of its kind end to
+/// end: ECR never answers with an expiry in the past, but moto does (2015), and kubeecr then
+/// records 12 hours from the fetch instead, and still writes the token.
+async fn an_expiry_in_the_past_is_recorded_as_twelve_hours_from_the_fetch(cluster: TestCluster) {
+    let ecr = EcrProxy::start().await;
+    ecr.set_token_style(kubeecr_testkit::moto::TokenStyle::Moto);
+    let client = cluster.client();
+    let ns = cluster.ns();
+    create_opted_in(&client, ns, "pull", "123456789012/us-west-2").await;
+    let before = jiff::Timestamp::now();
+    let summary = refresh_namespace(&client, &ecr, ns).await;
+    let after_refresh = jiff::Timestamp::now();
+    assert_eq!((summary.refreshed, summary.failed), (1, 0), "{summary:?}");
+    assert!(
+        ecr.issued().is_empty(),
+        "moto's answer went through unchanged"
+    );
+    let after = get(&client, ns, "pull").await;
+    assert_eq!(
+        password_of(&dockerconfig(&after), US_HOST),
+        "123456789012-auth-token",
+        "moto's token"
+    );
+    let expires: jiff::Timestamp = annotation(&after, EXPIRES_AT).unwrap().parse().unwrap();
+    let twelve = jiff::SignedDuration::from_hours(12);
+    // Whole seconds: the fetch's second, plus 12 hours.
+    let earliest = jiff::Timestamp::from_second(before.as_second()).unwrap() + twelve;
+    assert!(
+        (earliest..=after_refresh + twelve).contains(&expires),
+        "moto's 2015 expiry is taken as 12h from the fetch: {expires}, fetched between {before} and {after_refresh}"
+    );
+}
+on_both_backends!(an_expiry_in_the_past_is_recorded_as_twelve_hours_from_the_fetch);
 
 async fn invalid_secrets_are_skipped_untouched(cluster: TestCluster) {
     let ecr = EcrProxy::start().await;
@@ -327,14 +369,39 @@ async fn one_call_per_principal_and_region(cluster: TestCluster) {
         4,
         "each call is a distinct (principal, region)"
     );
-    let r1 = dockerconfig(&get(&client, ns, "r1").await);
-    let r3 = dockerconfig(&get(&client, ns, "r3").await);
+    // Each Secret holds exactly the token issued for its (principal, region): the same role,
+    // the same token.
+    let newest = |region: &str, role: Option<&str>| {
+        ecr.newest(region, role)
+            .unwrap_or_else(|| panic!("issued for {region} {role:?}"))
+            .password
+    };
     let host = "123456789012.dkr.ecr.us-west-2.amazonaws.com";
-    assert_eq!(
-        password_of(&r1, host),
-        password_of(&r3, host),
-        "same role, same token"
-    );
+    for (name, role) in [
+        ("r1", "arn:aws:iam::123456789012:role/ecr-a"),
+        ("r2", "arn:aws:iam::123456789012:role/ecr-b"),
+        ("r3", "arn:aws:iam::123456789012:role/ecr-a"),
+    ] {
+        let config = dockerconfig(&get(&client, ns, name).await);
+        assert_eq!(
+            password_of(&config, host),
+            newest("us-west-2", Some(role)),
+            "{name}"
+        );
+    }
+    for i in 0..12 {
+        let config = dockerconfig(&get(&client, ns, &format!("s{i}")).await);
+        let us = format!(
+            "{:012}.dkr.ecr.us-west-2.amazonaws.com",
+            100_000_000_000u64 + i
+        );
+        let eu = format!(
+            "{:012}.dkr.ecr.eu-west-1.amazonaws.com",
+            200_000_000_000u64 + i
+        );
+        assert_eq!(password_of(&config, &us), newest("us-west-2", None), "s{i}");
+        assert_eq!(password_of(&config, &eu), newest("eu-west-1", None), "s{i}");
+    }
 
     if let Some(double) = cluster.double_server() {
         let requests = double.requests();

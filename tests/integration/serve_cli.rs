@@ -28,10 +28,25 @@ async fn a_single_instance_needs_no_lease_and_logs_json() {
     .await;
     serve.wait_ready().await;
     let filled = eventually(Duration::from_secs(10), || async {
-        annotation(&get(&client, ns, "existing").await, EXPIRES_AT)
+        let s = get(&client, ns, "existing").await;
+        annotation(&s, EXPIRES_AT).map(|_| s)
     })
     .await;
-    assert!(filled.is_some(), "filled\n{}", serve.logs());
+    let filled = filled.unwrap_or_else(|| panic!("filled\n{}", serve.logs()));
+    // Filled with exactly the token ECR issued, and its expiry.
+    let issued = ecr.newest("us-west-2", None).expect("issued");
+    assert_eq!(
+        password_of(
+            &dockerconfig(&filled),
+            "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+        ),
+        issued.password,
+        "the issued token"
+    );
+    assert_eq!(
+        annotation(&filled, EXPIRES_AT).as_deref(),
+        Some(issued.expires_at.as_str())
+    );
     assert!(serve.is_leader().await);
     let leases = Api::<Lease>::namespaced(client.clone(), ns);
     assert!(leases.get_opt("kubeecr").await.unwrap().is_none());

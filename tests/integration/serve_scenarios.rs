@@ -127,6 +127,11 @@ async fn secrets_changed_behind_the_webhooks_back_are_filled_by_the_watch(cluste
     let both = secret_when(&cluster, "created", FILL, |s| has_password(s, EU)).await;
     let both = both.expect("the new registry filled");
     let us_password = password(&both, US);
+    // Exactly the tokens ECR issued for each region.
+    let us_issued = ecr.newest("us-west-2", None).expect("issued for us-west-2");
+    let eu_issued = ecr.newest("eu-west-1", None).expect("issued for eu-west-1");
+    assert_eq!(us_password, us_issued.password);
+    assert_eq!(password(&both, EU), eu_issued.password);
 
     // A hand-edited token is replaced, though its recorded expiry is hours away.
     let mut config = dockerconfig(&both);
@@ -142,15 +147,17 @@ async fn secrets_changed_behind_the_webhooks_back_are_filled_by_the_watch(cluste
         has_password(s, US) && password(s, US) != "garbage"
     })
     .await;
-    assert!(
-        mended.is_some(),
-        "the hand-edited token was replaced\n{}",
-        serve.logs()
+    let mended =
+        mended.unwrap_or_else(|| panic!("the hand-edited token was replaced\n{}", serve.logs()));
+    assert_eq!(
+        password(&mended, US),
+        us_issued.password,
+        "with the cached token, the one ECR issued"
     );
     assert_eq!(
-        password(&mended.unwrap(), US),
-        us_password,
-        "with the cached token"
+        password(&mended, EU),
+        eu_issued.password,
+        "EU left as it was"
     );
 
     // Opting out without the webhook: kubeecr's annotations and label go, the data stays.
@@ -404,8 +411,13 @@ async fn tokens_are_renewed_before_they_expire(cluster: TestCluster) {
     })
     .await;
     let filled = filled.expect("filled");
-    let first_expiry: jiff::Timestamp = annotation(&filled, EXPIRES_AT).unwrap().parse().unwrap();
-    assert!(first_expiry > jiff::Timestamp::now() + Duration::from_secs(11 * 3600));
+    let first = ecr.newest("us-west-2", None).expect("issued");
+    assert_eq!(password(&filled, US), first.password);
+    assert_eq!(
+        annotation(&filled, EXPIRES_AT).as_deref(),
+        Some(first.expires_at.as_str()),
+        "ECR's expiry"
+    );
 
     // As if the token were 11h58m40s old: due 20 s from now, less up to 6 s of jitter (a
     // tenth of the margin).
@@ -431,10 +443,14 @@ async fn tokens_are_renewed_before_they_expire(cluster: TestCluster) {
         seen_at >= due,
         "renewed by {seen_at}, before it was due at {due}"
     );
-    let expiry: jiff::Timestamp = annotation(&renewed, EXPIRES_AT).unwrap().parse().unwrap();
-    assert!(
-        expiry > jiff::Timestamp::now() + Duration::from_secs(11 * 3600),
-        "{expiry}"
+    // The renewal wrote the newest token ECR issued (the cached one: it has hours left),
+    // with ECR's expiry for it.
+    let newest = ecr.newest("us-west-2", None).expect("issued");
+    assert_eq!(password(&renewed, US), newest.password, "the newest token");
+    assert_eq!(
+        annotation(&renewed, EXPIRES_AT).as_deref(),
+        Some(newest.expires_at.as_str()),
+        "the newest token's expiry"
     );
 }
 on_both_backends!(tokens_are_renewed_before_they_expire);

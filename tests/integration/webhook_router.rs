@@ -638,7 +638,8 @@ async fn a_fresher_token_written_by_another_refresher_is_kept() {
     )
     .await;
     let after = config_of(&patched(&answer, &update));
-    assert_ne!(password_of(&after, US), "newer");
+    let issued = ecr.newest("us-west-2", None).expect("issued");
+    assert_eq!(password_of(&after, US), issued.password, "our token");
 }
 
 /// fixtures 25/26: `kubectl patch` put a hand-written password `garbage` into a filled
@@ -649,7 +650,7 @@ async fn a_hand_edited_token_is_replaced_whatever_its_recorded_expiry() {
     let ecr = EcrProxy::start().await;
     let tokens = token_cache(&ecr.url()).await;
     let (path, mut review) = fixture("25-data-patch-by-hand-mutate-update.json");
-    // Recorded to outlive any token moto hands out.
+    // Recorded to outlive any token ECR hands out (12 hours).
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(13)).to_string();
     review["request"]["object"]["metadata"]["annotations"][EXPIRES_AT] = json!(later);
     assert_eq!(
@@ -659,12 +660,29 @@ async fn a_hand_edited_token_is_replaced_whatever_its_recorded_expiry() {
     let answer = call_review(tokens.clone(), &path, &review).await;
     assert!(answer.allowed(), "{}", answer.text);
     let object = patched(&answer, &review);
-    let password = password_of(&config_of(&object), US);
-    assert_ne!(password, "garbage");
-    assert!(
-        object["metadata"]["annotations"][FINGERPRINTS]
-            .as_str()
-            .is_some()
+    let issued = ecr.newest("us-west-2", None).expect("issued");
+    assert_eq!(
+        password_of(&config_of(&object), US),
+        issued.password,
+        "the token ECR issued"
+    );
+    let entry = json!({
+        "username": "AWS",
+        "password": issued.password,
+        "auth": STANDARD.encode(format!("AWS:{}", issued.password)),
+    });
+    assert_eq!(
+        object["metadata"]["annotations"][FINGERPRINTS],
+        format!(
+            "123456789012/us-west-2={}",
+            kubeecr::contract::dockerconfig::fingerprint(&serde_json::to_vec(&entry).unwrap())
+        ),
+        "the fingerprint of the token written"
+    );
+    assert_eq!(
+        object["metadata"]["annotations"][EXPIRES_AT],
+        issued.expires_at.as_str(),
+        "the expiry ECR gave"
     );
     // What kubeecr wrote is then kept as it is.
     let mut again = review.clone();

@@ -197,6 +197,8 @@ pub(super) struct Case {
     pub(super) expected: String,
     /// The decoded key of the `auths` that counts, when there is one.
     pub(super) auths_key: Option<String>,
+    /// Where the JSON value of `input` ends: only whitespace follows.
+    pub(super) input_end: usize,
 }
 
 fn case(password: &str) -> impl Strategy<Value = Case> + use<> {
@@ -278,7 +280,9 @@ fn case(password: &str) -> impl Strategy<Value = Case> + use<> {
                 input_members.push(m.clone());
                 expected_members.push(m.clone());
             }
-            let input = format!("{lead}{}{trail}", object_text(&input_members, &a, &b));
+            let input_object = object_text(&input_members, &a, &b);
+            let input_end = lead.len() + input_object.len();
+            let input = format!("{lead}{input_object}{trail}");
             let expected_object = match auths {
                 Some(_) => object_text(&expected_members, &a, &b),
                 None => with_inserted(
@@ -292,6 +296,7 @@ fn case(password: &str) -> impl Strategy<Value = Case> + use<> {
                 input,
                 expected: format!("{lead}{expected_object}{trail}"),
                 auths_key,
+                input_end,
             }
         })
 }
