@@ -143,8 +143,9 @@ async fn secrets_changed_behind_the_webhooks_back_are_filled_by_the_watch(cluste
         json!({"data": {".dockerconfigjson": base64_of(&config.to_string())}}),
     )
     .await;
+    // Waited for by the outcome itself: the token ECR issued, back in place of the edit.
     let mended = secret_when(&cluster, "created", FILL, |s| {
-        has_password(s, US) && password(s, US) != "garbage"
+        has_password(s, US) && password(s, US) == us_issued.password
     })
     .await;
     let mended =

@@ -387,7 +387,7 @@ async fn registries_and_namespaces_outside_the_policy_are_denied() {
     assert!(
         answer
             .message()
-            .contains("namespace \"team-a\" is not served"),
+            .contains("this namespace is not served by this kubeecr installation (excluded by --exclude-namespaces)"),
         "{}",
         answer.message()
     );
