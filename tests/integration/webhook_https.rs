@@ -152,30 +152,42 @@ async fn reqwest_plain(url: &str) -> Result<(), String> {
     }
 }
 
-/// What kubeecr logs on this test's thread, as its plain log lines. `#[tokio::test]` runs every
-/// task of the test on that thread, so this holds the lines of the server under test only.
+/// What kubeecr logs in this test binary from the moment a test starts capturing, as plain
+/// log lines. One global subscriber holds every line: a thread's own default subscriber
+/// missed lines when other tests ran beside it.
 struct CapturedLogs {
-    lines: Arc<std::sync::Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
+    from: usize,
 }
+
+static LINES: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
 
 impl CapturedLogs {
     fn start() -> Self {
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
+        let lines = LINES.get_or_init(|| {
+            let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || Sink(sink.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+            lines
+        });
         Self {
-            lines,
-            _guard: tracing::subscriber::set_default(subscriber),
+            from: lines.lock().unwrap().len(),
         }
     }
 
     fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.lines.lock().unwrap())
-            .matches(needle)
+        self.count_with(needle, "")
+    }
+
+    /// Lines holding `needle` and `marker` (this test's own path, say).
+    fn count_with(&self, needle: &str, marker: &str) -> usize {
+        let lines = LINES.get().unwrap().lock().unwrap();
+        String::from_utf8_lossy(&lines[self.from..])
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains(marker))
             .count()
     }
 
@@ -289,7 +301,15 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
     }
     assert!(rotated, "the new certificate is served without a restart");
     // The pair is swapped in before the line is logged: wait for it rather than race it.
-    logs.wait_for("loaded new certificates", 1).await;
+    let ours = webhook.mount.dir.path().display().to_string();
+    let loaded = async {
+        while logs.count_with("loaded new certificates", &ours) < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), loaded)
+        .await
+        .expect("the load is logged");
 
     // A broken pair (key of another certificate), then garbage: each is read and refused,
     // and the current pair stays.
@@ -301,7 +321,7 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
     webhook.mount.write("not a certificate", "not a key");
     logs.wait_for(refused, 2).await;
     assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
-    assert_eq!(logs.count("loaded new certificates"), 1);
+    assert_eq!(logs.count_with("loaded new certificates", &ours), 1);
     answered(5).await;
 
     stop.store(true, Ordering::SeqCst);
