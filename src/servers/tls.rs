@@ -319,7 +319,7 @@ impl CertReloader {
                 Err(e) => {
                     let msg = e.to_string();
                     if msg != last_error {
-                        tracing::warn!("keeping the current certificates: {msg}");
+                        tracing::warn!(cert = %self.files.cert.display(), "keeping the current certificates: {msg}");
                         last_error = msg;
                     }
                 }

@@ -349,9 +349,9 @@ async fn a_failing_ecr_is_tried_less_and_less_and_used_again_once_back() {
     for (k, pair) in fetches.windows(2).enumerate() {
         let gap = pair[1][0].at.duration_since(pair[0][0].at);
         // The floor counts from the fetch's start in kubeecr, a moment before its first
-        // attempt reaches ECR.
+        // attempt reaches ECR (on a loaded machine, up to a second before).
         assert!(
-            gap + Duration::from_millis(200) >= floors[k.min(floors.len() - 1)],
+            gap + Duration::from_secs(1) >= floors[k.min(floors.len() - 1)],
             "fetch {} came {gap:?} after the one before, {} failures in a row\n{}",
             k + 2,
             k + 1,

@@ -178,10 +178,6 @@ impl CapturedLogs {
         }
     }
 
-    fn count(&self, needle: &str) -> usize {
-        self.count_with(needle, "")
-    }
-
     /// Lines holding `needle` and `marker` (this test's own path, say).
     fn count_with(&self, needle: &str, marker: &str) -> usize {
         let lines = LINES.get().unwrap().lock().unwrap();
@@ -191,10 +187,10 @@ impl CapturedLogs {
             .count()
     }
 
-    /// Waits (bounded) until `needle` has been logged `times` times.
-    async fn wait_for(&self, needle: &str, times: usize) {
+    /// Waits (bounded) until `needle` has been logged `times` times on lines with `marker`.
+    async fn wait_for(&self, needle: &str, marker: &str, times: usize) {
         let logged = async {
-            while self.count(needle) < times {
+            while self.count_with(needle, marker) < times {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -302,24 +298,17 @@ async fn rotation_through_a_data_symlink_swap_fails_no_request() {
     assert!(rotated, "the new certificate is served without a restart");
     // The pair is swapped in before the line is logged: wait for it rather than race it.
     let ours = webhook.mount.dir.path().display().to_string();
-    let loaded = async {
-        while logs.count_with("loaded new certificates", &ours) < 1 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), loaded)
-        .await
-        .expect("the load is logged");
+    logs.wait_for("loaded new certificates", &ours, 1).await;
 
     // A broken pair (key of another certificate), then garbage: each is read and refused,
     // and the current pair stays.
     let refused = "keeping the current certificates";
     let other = webhook.ca.serving("kubeecr-webhook-v3", true);
     webhook.mount.write(&other.cert_pem, &new.key_pem);
-    logs.wait_for(refused, 1).await;
+    logs.wait_for(refused, &ours, 1).await;
     assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
     webhook.mount.write("not a certificate", "not a key");
-    logs.wait_for(refused, 2).await;
+    logs.wait_for(refused, &ours, 2).await;
     assert_eq!(served_cert(&url, &ca).await, leaf_der(&new.cert_pem));
     assert_eq!(logs.count_with("loaded new certificates", &ours), 1);
     answered(5).await;
