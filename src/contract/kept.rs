@@ -311,24 +311,15 @@ impl KeptSecret {
         stored: Stored,
         regions: &Regions,
     ) -> Self {
-        let own = own_hosts(&marks, type_, regions);
-        let config = match &own {
-            Some((Shape::DockerConfig, own)) => {
-                KeptConfig::of(stored.dockerconfigjson.as_deref(), Some(own), &marks)
-            }
-            Some((_, own)) => KeptConfig::of_basic(stored.basic.as_deref(), own, &marks),
-            None => KeptConfig::of(stored.dockerconfigjson.as_deref(), None, &marks),
-        };
-        // Only an Argo CD Secret's url is read.
-        let argo = matches!(own, Some((Shape::ArgoCd, _)));
-        Self {
-            resource_version: resource_version.map(Into::into),
-            type_: type_.map(Into::into),
+        Self::of_parts(
+            resource_version,
+            type_,
             immutable,
-            config,
             marks,
-            url: stored.url.filter(|_| argo),
-        }
+            stored,
+            regions,
+            false,
+        )
     }
 
     /// A Secret just read (GET), for one decision and write: its config is taken whole,
@@ -341,22 +332,50 @@ impl KeptSecret {
         stored: Stored,
         regions: &Regions,
     ) -> Self {
+        Self::of_parts(
+            resource_version,
+            type_,
+            immutable,
+            marks,
+            stored,
+            regions,
+            true,
+        )
+    }
+
+    /// `whole`: keep `.dockerconfigjson` as read, for one write; otherwise only its
+    /// fingerprints and the rest of it. A shape of one username and password keeps only their
+    /// fingerprint either way, and only an Argo CD Secret's url is read.
+    fn of_parts(
+        resource_version: Option<&str>,
+        type_: Option<&str>,
+        immutable: bool,
+        marks: Marks,
+        stored: Stored,
+        regions: &Regions,
+        whole: bool,
+    ) -> Self {
         let own = own_hosts(&marks, type_, regions);
         let config = match &own {
             Some((shape, own)) if shape.holds_one_host() => {
                 KeptConfig::of_basic(stored.basic.as_deref(), own, &marks)
             }
-            _ => stored
+            _ if whole => stored
                 .dockerconfigjson
                 .map_or(KeptConfig::Absent, |c| KeptConfig::Whole(c.into())),
+            own => KeptConfig::of(
+                stored.dockerconfigjson.as_deref(),
+                own.as_ref().map(|(_, own)| own.as_slice()),
+                &marks,
+            ),
         };
         let argo = matches!(own, Some((Shape::ArgoCd, _)));
         Self {
             resource_version: resource_version.map(Into::into),
             type_: type_.map(Into::into),
             immutable,
-            marks,
             config,
+            marks,
             url: stored.url.filter(|_| argo),
         }
     }

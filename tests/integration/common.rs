@@ -127,6 +127,23 @@ pub async fn refresh_namespace(
     .unwrap()
 }
 
+/// As `refresh_namespace`, forced: every opted-in Secret gets a new token.
+pub async fn force_refresh_namespace(
+    client: &kube::Client,
+    ecr: &kubeecr_testkit::moto::EcrProxy,
+    ns: &str,
+) -> kubeecr::refresher::pass::Summary {
+    refresher_with(
+        client.clone(),
+        token_cache(&ecr.url()).await,
+        policy_for(&[ns]),
+        write_settings(true),
+    )
+    .run_once()
+    .await
+    .unwrap()
+}
+
 pub fn policy_for(namespaces: &[&str]) -> Policy {
     Policy {
         namespaces: namespaces.iter().map(|s| s.to_string()).collect(),

@@ -806,15 +806,7 @@ async fn host_forms_are_filled_and_renewed_together(cluster: TestCluster) {
     }
 
     // Forced: a new token, written under every form.
-    let forced = refresher_with(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-        write_settings(true),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let forced = force_refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(forced.refreshed, 1, "{forced:?}");
     let second = ecr.newest("us-east-1", None).unwrap();
     assert_ne!(second.password, first.password);

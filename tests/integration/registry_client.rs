@@ -310,15 +310,7 @@ async fn skopeo_pulls_with_what_kubeecr_wrote_and_not_with_a_stale_token() {
     assert_eq!(summary.refreshed, 2, "{summary:?}");
     let stale = dockerconfig(&get(&client, ns, "pull").await);
     let stale_basic = data_bytes(&get(&client, ns, "basic").await, "password").unwrap();
-    let forced = refresher_with(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-        write_settings(true),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let forced = force_refresh_namespace(&client, &ecr, ns).await;
     assert_eq!(forced.refreshed, 2, "{forced:?}");
     let fresh = dockerconfig(&get(&client, ns, "pull").await);
     let token = ecr.newest("us-east-1", None).unwrap().password;

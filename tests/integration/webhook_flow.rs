@@ -687,15 +687,7 @@ async fn basic_auth_and_argo_cd_secrets_are_filled_and_refreshed(cluster: TestCl
     }
 
     // Renewed in place: both hold the newest token; nothing else changes.
-    let forced = refresher_with(
-        client.clone(),
-        token_cache(&ecr.url()).await,
-        policy_for(&[ns]),
-        write_settings(true),
-    )
-    .run_once()
-    .await
-    .unwrap();
+    let forced = force_refresh_namespace(&client, &ecr, ns).await;
     assert_eq!((forced.refreshed, forced.failed), (3, 0), "{forced:?}");
     let newest = ecr.newest("us-west-2", None).unwrap();
     for name in ["basic", "argo"] {
